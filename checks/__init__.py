@@ -1,0 +1,1 @@
+"""Health checks run on directord's event loop (see the health-check issue)."""

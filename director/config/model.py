@@ -1,0 +1,323 @@
+"""The config file as frozen, validated models, and what they mean for the kernel.
+
+The models mirror the TOML file one to one (``[[virtual_server]]`` is
+:attr:`Config.virtual_servers`, ``[[virtual_server.real_server]]`` is
+:attr:`VirtualServer.real_servers`); unknown keys are errors. Per-field checks live in
+:mod:`director.config.fields`, checks across fields in :mod:`director.config.rules`. The
+helpers at the bottom of each class are what the compiler (:mod:`director.desired`) needs to
+build kernel keys and flags without knowing the file format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from director.config import rules
+from director.config.fields import (
+    Address,
+    Bool,
+    DirPath,
+    Finding,
+    Fwmark,
+    IPVSTimeout,
+    Name,
+    Netmask,
+    PersistenceTimeout,
+    Port,
+    Seconds,
+    SocketPath,
+    SorryWeight,
+    Threshold,
+    Weight,
+    detail,
+    error_details,
+    fail,
+    netmask_prefix,
+    raise_findings,
+    show,
+    sysctl_value,
+)
+from director.ipvs.model import (
+    SCHED_FLAGS,
+    SVC_F_ONEPACKET,
+    SVC_F_PERSISTENT,
+    DestKey,
+    Family,
+    Forwarding,
+    Protocol,
+    ServiceKey,
+)
+
+ProtocolName = Literal["tcp", "udp", "sctp"]
+FamilyName = Literal["ipv4", "ipv6"]
+ForwardingName = Literal["nat", "dr", "tun"]
+SchedulerName = Literal[
+    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh"
+]
+SchedFlagName = Literal["sh-fallback", "sh-port", "mh-fallback", "mh-port"]
+
+FORWARDING: dict[str, Forwarding] = {
+    "nat": Forwarding.NAT,
+    "dr": Forwarding.DR,
+    "tun": Forwarding.TUNNEL,
+}
+# [kernel] keys that are sysctls, in the order they are applied.
+NAMED_SYSCTLS: tuple[tuple[str, str], ...] = (
+    ("ip_forward", "net.ipv4.ip_forward"),
+    ("ipv6_forwarding", "net.ipv6.conf.all.forwarding"),
+    ("conntrack", "net.ipv4.vs.conntrack"),
+    ("expire_nodest_conn", "net.ipv4.vs.expire_nodest_conn"),
+    ("expire_quiescent_template", "net.ipv4.vs.expire_quiescent_template"),
+)
+
+
+class _Model(BaseModel):
+    # The loader validates by alias only (TOML keys); Python code may also use field names.
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", validate_by_alias=True, validate_by_name=True
+    )
+
+
+class DaemonSettings(_Model):
+    log_format: Literal["json", "logfmt"] = "logfmt"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    resync_interval: Seconds = 60.0
+    state_dir: DirPath = "/var/lib/director"
+    control_socket: SocketPath = "/run/director/control.sock"
+    keep_table_on_stop: Bool = True
+
+
+class KernelSettings(_Model):
+    ip_forward: Bool | None = True
+    ipv6_forwarding: Bool | None = None
+    conntrack: Bool | None = None
+    expire_nodest_conn: Bool | None = True
+    expire_quiescent_template: Bool | None = True
+    tcp_timeout: IPVSTimeout | None = None
+    tcpfin_timeout: IPVSTimeout | None = None
+    udp_timeout: IPVSTimeout | None = None
+    # [kernel.sysctls] in the order written; a tuple of pairs keeps the model hashable.
+    sysctls: tuple[tuple[str, int | str], ...] = ()
+
+    @field_validator("sysctls", mode="before")
+    @classmethod
+    def _check_sysctls(cls, value: object) -> tuple[tuple[str, int | str], ...]:
+        if isinstance(value, Mapping):
+            pairs = list(value.items())
+        elif isinstance(value, list | tuple) and all(
+            isinstance(p, tuple) and len(p) == 2 for p in value
+        ):
+            pairs = list(value)
+        else:
+            fail(
+                'expected a table of sysctls like "net.ipv4.vs.sloppy_tcp" = 1, '
+                f"found {show(value)}"
+            )
+        details: list[InitErrorDetails] = []
+        out: list[tuple[str, int | str]] = []
+        for name, raw in pairs:
+            problem = rules.sysctl_name_problem(str(name))
+            if problem:
+                details.append(detail((str(name),), problem, name))
+                continue
+            try:
+                out.append((name, sysctl_value(raw)))
+            except PydanticCustomError as exc:
+                details.append(detail((str(name),), exc.message(), raw))
+        if details:
+            raise ValidationError.from_exception_data("sysctls", details)
+        return tuple(out)
+
+    @model_validator(mode="after")
+    def _check_overlap(self) -> Self:
+        named = {name: key for key, name in NAMED_SYSCTLS}
+        findings = [
+            (("sysctls", name), f"set {name} with kernel.{named[name]}, not in [kernel.sysctls]")
+            for name, _ in self.sysctls
+            if name in named
+        ]
+        if findings:
+            raise_findings("KernelSettings", findings)
+        return self
+
+    def sysctl_items(self) -> list[tuple[str, str]]:
+        """Every sysctl to apply as (name, kernel text): the named keys, then [kernel.sysctls]."""
+        items = [
+            (name, "1" if value else "0")
+            for key, name in NAMED_SYSCTLS
+            if (value := getattr(self, key)) is not None
+        ]
+        items += [(name, str(value)) for name, value in self.sysctls]
+        return items
+
+    def ipvs_timeouts(self) -> tuple[int | None, int | None, int | None]:
+        """(tcp, tcpfin, udp) in seconds, None where the kernel's value is to be left alone."""
+        return self.tcp_timeout, self.tcpfin_timeout, self.udp_timeout
+
+
+class _Server(_Model):
+    address: Address
+    port: Port | None = None
+    forwarding: ForwardingName | None = None
+
+    def fwd(self, vs: VirtualServer) -> Forwarding:
+        """The forwarding method: the server's own, else the service's."""
+        return FORWARDING[self.forwarding or vs.forwarding]
+
+    def dest_key(self, vs: VirtualServer) -> DestKey:
+        """The kernel key. dr/tun cannot change the port, so they use the service's."""
+        if self.fwd(vs) is not Forwarding.NAT or self.port is None:
+            return DestKey(self.address, vs.port or 0)
+        return DestKey(self.address, self.port)
+
+
+class RealServer(_Server):
+    name: Name | None = None
+    weight: Weight = 1
+    upper_threshold: Threshold = 0
+    lower_threshold: Threshold = 0
+
+
+class SorryServer(_Server):
+    weight: SorryWeight = 1
+
+
+class VirtualServer(_Model):
+    name: Name | None = None
+    protocol: ProtocolName | None = None
+    address: Address | None = None
+    port: Port | None = None
+    fwmark: Fwmark | None = None
+    family: FamilyName | None = None
+    scheduler: SchedulerName = "wlc"
+    scheduler_flags: tuple[SchedFlagName, ...] = ()
+    persistence_timeout: PersistenceTimeout = 0
+    persistence_netmask: Netmask | None = None
+    one_packet: Bool = False
+    forwarding: ForwardingName = "nat"
+    on_failure: Literal["remove", "quiesce"] = "remove"
+    sorry_server: SorryServer | None = None
+    real_servers: tuple[RealServer, ...] = Field(default=(), alias="real_server")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _check(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        try:
+            vs = handler(data)
+        except ValidationError as exc:
+            findings = _partial_findings(cls, data, exc, handler)
+            if not findings:
+                raise
+            details = [detail(loc, message, data) for loc, message in findings]
+            raise ValidationError.from_exception_data(
+                exc.title, [*error_details(exc), *details]
+            ) from None
+        findings = rules.virtual_server_problems(vs)
+        if findings:
+            raise_findings("VirtualServer", findings, data)
+        return vs
+
+    @property
+    def display_name(self) -> str:
+        """The name, or one derived from the key: ``tcp/198.18.0.10:443``, ``fwmark/80``."""
+        if self.name is not None:
+            return self.name
+        if self.fwmark is not None:
+            return f"fwmark/{self.fwmark}" + ("/ipv6" if self.family == "ipv6" else "")
+        host = f"[{self.address}]" if self.address and self.address.version == 6 else self.address
+        return f"{self.protocol}/{host}:{self.port}"
+
+    @property
+    def family_enum(self) -> Family:
+        if self.address is not None:
+            return Family.of(self.address)
+        return Family.INET6 if self.family == "ipv6" else Family.INET
+
+    def service_key(self) -> ServiceKey:
+        if self.fwmark is not None:
+            return ServiceKey.mark(self.fwmark, self.family_enum)
+        if self.protocol is None or self.address is None or self.port is None:
+            raise ValueError(f"virtual server {self.display_name} has no key")
+        return ServiceKey.inet(Protocol[self.protocol.upper()], self.address, self.port)
+
+    @property
+    def persistence_prefix(self) -> int:
+        """The persistence granularity as a prefix length; the full host when unset."""
+        mask = self.persistence_netmask
+        if mask is None:
+            return self.family_enum.max_prefix
+        return netmask_prefix(mask) if isinstance(mask, str) else mask
+
+    @property
+    def svc_flags(self) -> int:
+        flags = SVC_F_PERSISTENT if self.persistence_timeout > 0 else 0
+        if self.one_packet:
+            flags |= SVC_F_ONEPACKET
+        for name in self.scheduler_flags:
+            flags |= SCHED_FLAGS[name][1]
+        return flags
+
+
+# Keys whose default no cross-field rule would misread: when only these (or unknown keys) are
+# invalid, the service is checked again without them, so its other mistakes are reported too.
+_DROPPABLE = {
+    "name",
+    "one_packet",
+    "scheduler_flags",
+    "persistence_netmask",
+    "on_failure",
+    "sorry_server",
+    "real_server",
+}
+
+
+def _partial_findings(
+    cls: type[VirtualServer],
+    data: object,
+    exc: ValidationError,
+    handler: ModelWrapValidatorHandler[VirtualServer],
+) -> list[Finding]:
+    """Cross-field findings for a virtual server that has field errors, where they are sure."""
+    if not isinstance(data, Mapping):
+        return []
+    known = {field.alias or name for name, field in cls.model_fields.items()}
+    failed = {error["loc"][0] for error in exc.errors() if error["loc"]}
+    if failed <= _DROPPABLE | (failed - known):
+        try:
+            partial = handler({k: v for k, v in data.items() if k not in failed})
+        except ValidationError:
+            pass
+        else:
+            findings = rules.virtual_server_problems(partial)
+            return [(loc, msg) for loc, msg in findings if not (loc and loc[0] in failed)]
+    kind = rules.service_kind_problem(k for k, v in data.items() if v is not None)
+    return [((), kind)] if kind else []
+
+
+class Config(_Model):
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    kernel: KernelSettings = Field(default_factory=KernelSettings)
+    virtual_servers: tuple[VirtualServer, ...] = Field(default=(), alias="virtual_server")
+
+    @model_validator(mode="after")
+    def _check_unique(self) -> Self:
+        findings = rules.duplicate_services(enumerate(self.virtual_servers))
+        if findings:
+            raise_findings("Config", findings)
+        return self
+
+    def count(self) -> tuple[int, int]:
+        """(virtual services, real servers)."""
+        return len(self.virtual_servers), sum(len(vs.real_servers) for vs in self.virtual_servers)

@@ -1,0 +1,160 @@
+"""``directord``: the composition root. The only module that touches signals and systemd.
+
+Signal handlers only record intent (reload, stop) on a queue; the main loop acts on it, one
+action at a time, and also runs the periodic full resync and the systemd watchdog.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import structlog
+
+from director import __version__, logs
+from director.config import ConfigError, check_config, load_config
+from director.desired import compile_table
+from director.engine import Engine
+from director.ipvs.kernel import KernelError
+from director.ipvs.netlink import NetlinkIPVS
+from director.reconcile.owned import FileOwnedStore
+from director.reconcile.plan import plan
+from director.sdnotify import Notifier
+
+DEFAULT_CONFIG = Path("/etc/director/director.toml")
+log = structlog.get_logger("director")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="directord", description="IPVS director daemon")
+    p.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG, help="config file")
+    p.add_argument("--check-config", type=Path, metavar="FILE", help="validate FILE and exit")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the IPVS changes the config needs and exit"
+    )
+    p.add_argument("--log-format", choices=["json", "logfmt"], help="overrides [daemon]")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--state-dir", type=Path, help="overrides [daemon] state_dir")
+    p.add_argument("--version", action="version", version=f"directord {__version__}")
+    return p.parse_args(argv)
+
+
+def open_kernel() -> NetlinkIPVS:
+    """The netlink IPVS handle; loads ip_vs once if its generic-netlink family is missing."""
+    try:
+        return NetlinkIPVS()
+    except KernelError:
+        subprocess.run(["modprobe", "ip_vs"], check=False, capture_output=True)
+        return NetlinkIPVS()
+
+
+async def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    logs.configure(
+        args.log_format or config.daemon.log_format, args.log_level or config.daemon.log_level
+    )
+    state_dir = args.state_dir or Path(config.daemon.state_dir)
+    notifier = Notifier()
+    try:
+        kernel = open_kernel()
+    except KernelError as exc:
+        log.error("start_failed", error=str(exc))
+        notifier.notify(f"STATUS=start failed: {exc}")
+        return 1
+    engine = Engine(
+        config,
+        args.config,
+        kernel,
+        FileOwnedStore(state_dir),
+        load_config,
+        status_path=state_dir / "status.json",
+    )
+    loop = asyncio.get_running_loop()
+    intents: asyncio.Queue[str] = asyncio.Queue()
+    loop.add_signal_handler(signal.SIGHUP, intents.put_nowait, "reload")
+    loop.add_signal_handler(signal.SIGTERM, intents.put_nowait, "stop")
+    loop.add_signal_handler(signal.SIGINT, intents.put_nowait, "stop")
+    try:
+        await engine.start()
+    except KernelError as exc:
+        notifier.notify(f"STATUS=start failed: {exc}")
+        return 1
+    notifier.notify("READY=1", f"STATUS={engine.status.summary()}")
+    log.info("ready", version=__version__, config=str(args.config))
+    watchdog = notifier.watchdog_interval()
+    next_resync = loop.time() + engine.config.daemon.resync_interval
+    next_ping = loop.time() + watchdog if watchdog else None
+    try:
+        while True:
+            deadline = min(t for t in (next_resync, next_ping) if t is not None)
+            try:
+                intent = await asyncio.wait_for(intents.get(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                intent = ""
+            now = loop.time()
+            if next_ping is not None and watchdog and now >= next_ping:
+                notifier.notify("WATCHDOG=1")
+                next_ping = now + watchdog
+            if intent == "stop":
+                notifier.notify("STOPPING=1")
+                await engine.stop()
+                return 0
+            try:
+                if intent == "reload":
+                    notifier.notify("RELOADING=1")
+                    await engine.reload()
+                    notifier.notify("READY=1", f"STATUS={engine.status.summary()}")
+                elif now >= next_resync:
+                    await engine.resync()
+                    notifier.notify(f"STATUS={engine.status.summary()}")
+            except KernelError as exc:
+                notifier.notify(f"STATUS=kernel error: {exc}")
+            if now >= next_resync or intent == "reload":
+                next_resync = now + engine.config.daemon.resync_interval
+    finally:
+        kernel.close()
+        notifier.close()
+
+
+def dry_run(config_path: Path, state_dir: Path | None) -> int:
+    config = load_config(config_path)
+    owned = FileOwnedStore(state_dir or Path(config.daemon.state_dir)).load()
+    kernel = open_kernel()
+    try:
+        ops = plan(compile_table(config), kernel.dump(), owned)
+    finally:
+        kernel.close()
+    for op in ops:
+        print(op.describe())
+    print(f"{len(ops)} operation(s)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.check_config is not None:
+        ok, message = check_config(args.check_config)
+        print(message, file=sys.stdout if ok else sys.stderr)
+        return 0 if ok else 1
+    try:
+        if args.dry_run:
+            return dry_run(args.config, args.state_dir)
+        return asyncio.run(run(args))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except KernelError as exc:
+        print(f"directord: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())

@@ -1,0 +1,60 @@
+"""Config + health -> the IPVS table the daemon wants. Pure.
+
+Health is keyed by (service key, destination key); a real server with no entry counts as up, so
+the table for a config alone (no checks yet) has every real server in it. A failed real server is
+removed, or kept with weight 0 when the service says ``on_failure = "quiesce"``: existing
+connections then continue while new ones go elsewhere. The sorry server is in the table only while
+no real server is available (up and with a weight above 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from director.config.model import Config, VirtualServer
+from director.ipvs.model import Dest, DestKey, Service, ServiceKey, Table
+
+Health = Mapping[tuple[ServiceKey, DestKey], bool]
+
+
+def compile_table(config: Config, health: Health | None = None) -> Table:
+    table = Table()
+    for vs in config.virtual_servers:
+        key = vs.service_key()
+        table.services[key] = compile_service(vs)
+        table.dests[key] = compile_dests(vs, key, health or {})
+    return table
+
+
+def compile_service(vs: VirtualServer) -> Service:
+    return Service(
+        key=vs.service_key(),
+        sched_name=vs.scheduler,
+        flags=vs.svc_flags,
+        timeout=vs.persistence_timeout,
+        netmask=vs.persistence_prefix,
+    )
+
+
+def compile_dests(vs: VirtualServer, key: ServiceKey, health: Health) -> dict[DestKey, Dest]:
+    dests: dict[DestKey, Dest] = {}
+    available = 0
+    for rs in vs.real_servers:
+        dkey = rs.dest_key(vs)
+        up = health.get((key, dkey), True)
+        if not up and vs.on_failure == "remove":
+            continue
+        weight = rs.weight if up else 0
+        available += weight > 0
+        dests[dkey] = Dest(
+            key=dkey,
+            fwd_method=rs.fwd(vs),
+            weight=weight,
+            u_threshold=rs.upper_threshold,
+            l_threshold=rs.lower_threshold,
+        )
+    sorry = vs.sorry_server
+    if sorry is not None and not available:
+        skey = sorry.dest_key(vs)
+        dests[skey] = Dest(key=skey, fwd_method=sorry.fwd(vs), weight=sorry.weight)
+    return dests

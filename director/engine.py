@@ -1,0 +1,183 @@
+"""The running daemon's state and the actions on it: start, reload, resync, stop.
+
+Collaborators come in as arguments (kernel, owned-service store, config loader, clock); the
+composition root (:mod:`director.daemon`) builds them and turns signals and timers into calls.
+Kernel work runs in a worker thread, one call at a time, so the event loop never blocks on
+netlink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from director.config import Config, ConfigError
+from director.desired import compile_table
+from director.ipvs.kernel import IPVSKernel, KernelError, Timeouts
+from director.reconcile.owned import OwnedStore
+from director.reconcile.reconciler import Reconciler, SyncResult
+from director.sysctl import PROC_SYS, apply_sysctls
+
+log = structlog.get_logger("director")
+
+
+@dataclass
+class Status:
+    config_path: str
+    config_loaded_at: float = 0.0
+    reload_error: str | None = None
+    last_sync: dict[str, Any] = field(default_factory=dict)
+    sysctl_problems: list[str] = field(default_factory=list)
+    kernel_error: str | None = None
+
+    def summary(self) -> str:
+        parts = []
+        if self.reload_error:
+            parts.append("reload failed, running the previous config")
+        if self.kernel_error:
+            parts.append(f"kernel error: {self.kernel_error}")
+        if self.sysctl_problems:
+            parts.append(f"{len(self.sysctl_problems)} sysctl problem(s)")
+        svc, dst = self.last_sync.get("services", 0), self.last_sync.get("destinations", 0)
+        parts.append(f"{svc} services, {dst} destinations")
+        return "; ".join(parts)
+
+
+class Engine:
+    def __init__(
+        self,
+        config: Config,
+        config_path: Path,
+        kernel: IPVSKernel,
+        owned: OwnedStore,
+        loader: Callable[[Path], Config],
+        sysctl_root: Path = PROC_SYS,
+        status_path: Path | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.kernel = kernel
+        self.reconciler = Reconciler(kernel, owned)
+        self.loader = loader
+        self.sysctl_root = sysctl_root
+        self.status_path = status_path
+        self.status = Status(str(config_path), config_loaded_at=time.time())
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> SyncResult:
+        await self._apply_kernel_settings()
+        return await self._sync(full=True, reason="start")
+
+    async def reload(self) -> bool:
+        """Load and validate the config file again; on error keep running the current one."""
+        try:
+            config = await asyncio.to_thread(self.loader, self.config_path)
+        except ConfigError as exc:
+            self.status.reload_error = str(exc)
+            log.error("reload_rejected", path=str(self.config_path), problems=str(exc))
+            self._write_status()
+            return False
+        self.config = config
+        self.status.reload_error = None
+        self.status.config_loaded_at = time.time()
+        log.info("config_reloaded", path=str(self.config_path))
+        await self._apply_kernel_settings()
+        await self._sync(full=False, reason="reload")
+        return True
+
+    async def resync(self) -> SyncResult:
+        return await self._sync(full=True, reason="resync")
+
+    async def stop(self) -> None:
+        if self.config.daemon.keep_table_on_stop:
+            log.info("stopping", ipvs_table="kept")
+            return
+        async with self._lock:
+            result = await asyncio.to_thread(self.reconciler.remove_owned)
+        log.info("stopping", ipvs_table="removed", operations=len(result.ops))
+
+    async def _apply_kernel_settings(self) -> None:
+        wanted = self.config.kernel.sysctl_items()
+        writes, problems = await asyncio.to_thread(apply_sysctls, wanted, self.sysctl_root)
+        for name, value in writes:
+            log.info("sysctl_set", name=name, value=value)
+        self.status.sysctl_problems = [str(p) for p in problems]
+        for problem in problems:
+            log.error("sysctl_problem", problem=str(problem))
+        tcp, tcpfin, udp = self.config.kernel.ipvs_timeouts()
+        if tcp or tcpfin or udp:
+            wanted_t = Timeouts(tcp or 0, tcpfin or 0, udp or 0)
+            try:
+                async with self._lock:
+                    await asyncio.to_thread(self.kernel.set_timeouts, wanted_t)
+                    now = await asyncio.to_thread(self.kernel.get_timeouts)
+            except KernelError as exc:
+                self.status.sysctl_problems.append(str(exc))
+                log.error("ipvs_timeouts_failed", error=str(exc))
+                return
+            for name, want, got in zip(
+                ("tcp", "tcpfin", "udp"),
+                (tcp, tcpfin, udp),
+                (now.tcp, now.tcpfin, now.udp),
+                strict=True,
+            ):
+                if want and want != got:
+                    problem = f"IPVS {name} timeout: wanted {want}, found {got}"
+                    self.status.sysctl_problems.append(problem)
+                    log.error("ipvs_timeout_problem", problem=problem)
+
+    async def _sync(self, *, full: bool, reason: str) -> SyncResult:
+        desired = compile_table(self.config)
+        async with self._lock:
+            try:
+                result = await asyncio.to_thread(self.reconciler.sync, desired, full=full)
+            except KernelError as exc:
+                self.status.kernel_error = str(exc)
+                log.error("sync_failed", reason=reason, error=str(exc))
+                self._write_status()
+                raise
+        self.status.kernel_error = None
+        for failure in result.failures:
+            log.error("ipvs_operation_failed", error=str(failure))
+        services, dests = result.counts
+        self.status.last_sync = {
+            "reason": reason,
+            "full": result.full,
+            "operations": len(result.ops),
+            "failures": [str(f) for f in result.failures],
+            "seconds": round(result.seconds, 6),
+            "at": time.time(),
+            "services": services,
+            "destinations": dests,
+        }
+        log.info(
+            "synced",
+            reason=reason,
+            full=result.full,
+            operations=len(result.ops),
+            failures=len(result.failures),
+            seconds=round(result.seconds, 4),
+            services=services,
+            destinations=dests,
+        )
+        self._write_status()
+        return result
+
+    def _write_status(self) -> None:
+        if self.status_path is None:
+            return
+        try:
+            self.status_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.status_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.status.__dict__, indent=1, default=str))
+            os.replace(tmp, self.status_path)
+        except OSError as exc:
+            log.warning("status_write_failed", path=str(self.status_path), error=str(exc))

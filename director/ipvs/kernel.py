@@ -1,0 +1,76 @@
+"""The IPVS kernel interface the reconciler depends on, and its error type."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from director.ipvs.model import Dest, DestKey, Service, ServiceKey, Table
+from director.ipvs.ops import Op, OpFailure
+
+
+@dataclass(frozen=True)
+class DestConns:
+    """Connection counts of one destination as the kernel reports them."""
+
+    active: int = 0
+    inactive: int = 0
+    persistent: int = 0
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """IPVS protocol timeouts in seconds (``ipvsadm --set tcp tcpfin udp``); 0 = unchanged."""
+
+    tcp: int = 0
+    tcpfin: int = 0
+    udp: int = 0
+
+
+class IPVSKernel(Protocol):
+    """What the daemon needs from the kernel's IPVS table."""
+
+    def dump(self) -> Table:
+        """The whole table: every service and its destinations."""
+        ...
+
+    def dump_service(self, key: ServiceKey) -> tuple[Service, dict[DestKey, Dest]] | None:
+        """One service and its destinations, or None when the kernel has no such service."""
+        ...
+
+    def execute(self, ops: Sequence[Op]) -> list[OpFailure]:
+        """Run the operations in order; return those the kernel refused (the rest took effect)."""
+        ...
+
+    def get_timeouts(self) -> Timeouts: ...
+
+    def set_timeouts(self, timeouts: Timeouts) -> None: ...
+
+
+class KernelError(Exception):
+    """A kernel request failed; the message says what the daemon was doing."""
+
+    def __init__(self, doing: str, err: int | None) -> None:
+        err = err or errno.EIO
+        self.doing = doing
+        self.errno = err
+        super().__init__(f"{doing}: {explain(err)}")
+
+
+# Hints for the errors people meet; the plain strerror otherwise.
+_HINTS = {
+    errno.ENOENT: "is the ip_vs module loaded?",
+    errno.ESRCH: "no such service or destination in the kernel",
+    errno.EEXIST: "it already exists",
+    errno.EPERM: "needs CAP_NET_ADMIN (run as root)",
+    errno.EINVAL: "the kernel rejected the values",
+}
+
+
+def explain(err: int) -> str:
+    text = os.strerror(err)
+    hint = _HINTS.get(err)
+    return f"{text} ({hint})" if hint else text

@@ -1,0 +1,139 @@
+"""An in-memory IPVS table that refuses what the kernel refuses. For fast unit tests only.
+
+The rules follow ``net/netfilter/ipvs/ip_vs_ctl.c``: a service must exist before its
+destinations (ESRCH), duplicates are EEXIST, a missing destination is ENOENT, an unknown scheduler
+is ENOENT, thresholds out of order are ERANGE, an IPv6 persistence prefix outside 1..128 and a
+mixed-family destination that is not a tunnel are EINVAL.
+"""
+
+from __future__ import annotations
+
+import copy
+import errno
+from collections.abc import Sequence
+
+from director.ipvs.kernel import Timeouts, explain
+from director.ipvs.model import (
+    SCHEDULERS,
+    Dest,
+    DestKey,
+    Family,
+    Forwarding,
+    Service,
+    ServiceKey,
+    Table,
+)
+from director.ipvs.ops import (
+    AddDest,
+    AddService,
+    DelService,
+    EditDest,
+    EditService,
+    Op,
+    OpFailure,
+)
+
+
+class MemoryIPVS:
+    """The kernel's IPVS table as a dictionary; counts the requests it serves."""
+
+    def __init__(self, schedulers: frozenset[str] = SCHEDULERS) -> None:
+        self.table = Table()
+        self.timeouts = Timeouts(tcp=900, tcpfin=120, udp=300)
+        self.schedulers = schedulers
+        self.requests = 0  # netlink messages a real kernel would have received
+        self.full_dumps = 0
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def dump(self) -> Table:
+        self.full_dumps += 1
+        self.requests += 1 + len(self.table.services)
+        return copy.deepcopy(self.table)
+
+    def dump_service(self, key: ServiceKey) -> tuple[Service, dict[DestKey, Dest]] | None:
+        self.requests += 2
+        svc = self.table.services.get(key)
+        if svc is None:
+            return None
+        return svc, dict(self.table.dests_of(key))
+
+    def get_timeouts(self) -> Timeouts:
+        return self.timeouts
+
+    def set_timeouts(self, timeouts: Timeouts) -> None:
+        self.timeouts = Timeouts(
+            tcp=timeouts.tcp or self.timeouts.tcp,
+            tcpfin=timeouts.tcpfin or self.timeouts.tcpfin,
+            udp=timeouts.udp or self.timeouts.udp,
+        )
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def execute(self, ops: Sequence[Op]) -> list[OpFailure]:
+        failures = []
+        for op in ops:
+            self.requests += 1
+            err = self._apply(op)
+            if err:
+                failures.append(OpFailure(op, err, explain(err)))
+        return failures
+
+    def _check_service(self, svc: Service) -> int:
+        if svc.sched_name not in self.schedulers:
+            return errno.ENOENT
+        if svc.key.family is Family.INET6 and not 1 <= svc.netmask <= 128:
+            return errno.EINVAL
+        return 0
+
+    def _check_dest(self, key: ServiceKey, dest: Dest) -> int:
+        if dest.weight < 0 or dest.l_threshold > dest.u_threshold:
+            return errno.ERANGE
+        if dest.af is not key.family and dest.fwd_method is not Forwarding.TUNNEL:
+            return errno.EINVAL
+        return 0
+
+    def _apply(self, op: Op) -> int:
+        services, dests = self.table.services, self.table.dests
+        if isinstance(op, AddService):
+            if op.service.key in services:
+                return errno.EEXIST
+            err = self._check_service(op.service)
+            if not err:
+                services[op.service.key] = op.service
+                dests[op.service.key] = {}
+            return err
+        if isinstance(op, EditService):
+            if op.service.key not in services:
+                return errno.ESRCH
+            err = self._check_service(op.service)
+            if not err:
+                services[op.service.key] = op.service
+            return err
+        if isinstance(op, DelService):
+            if op.key not in services:
+                return errno.ESRCH
+            del services[op.key]
+            dests.pop(op.key, None)
+            return 0
+        if op.service not in services:
+            return errno.ESRCH
+        table = dests[op.service]
+        if isinstance(op, AddDest):
+            if op.dest.key in table:
+                return errno.EEXIST
+            err = self._check_dest(op.service, op.dest)
+            if not err:
+                table[op.dest.key] = op.dest
+            return err
+        if isinstance(op, EditDest):
+            if op.dest.key not in table:
+                return errno.ENOENT
+            err = self._check_dest(op.service, op.dest)
+            if not err:
+                table[op.dest.key] = op.dest
+            return err
+        if op.key not in table:
+            return errno.ENOENT
+        del table[op.key]
+        return 0

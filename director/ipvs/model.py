@@ -1,0 +1,182 @@
+"""The IPVS table as data: frozen keys and entries, named as the kernel names them.
+
+These types are shared by the desired state (what the daemon wants), the observed state (what a
+kernel dump returned) and the planner that diffs the two. They carry only the fields the daemon
+owns; counters live in :mod:`director.ipvs.stats`.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import socket
+from dataclasses import dataclass, field
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class Family(enum.IntEnum):
+    """Address family, as the kernel's ``IPVS_SVC_ATTR_AF`` carries it."""
+
+    INET = socket.AF_INET
+    INET6 = socket.AF_INET6
+
+    @classmethod
+    def of(cls, address: IPAddress) -> Family:
+        return cls.INET if address.version == 4 else cls.INET6
+
+    @property
+    def label(self) -> str:
+        return "ipv4" if self is Family.INET else "ipv6"
+
+    @property
+    def max_prefix(self) -> int:
+        return 32 if self is Family.INET else 128
+
+
+class Protocol(enum.IntEnum):
+    """Transport protocol of an address:port service (``IPVS_SVC_ATTR_PROTOCOL``)."""
+
+    TCP = socket.IPPROTO_TCP
+    UDP = socket.IPPROTO_UDP
+    SCTP = 132
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class Forwarding(enum.IntEnum):
+    """Packet-forwarding method of a destination (``IP_VS_CONN_F_FWD_MASK`` values)."""
+
+    NAT = 0  # IP_VS_CONN_F_MASQ
+    TUNNEL = 2  # IP_VS_CONN_F_TUNNEL
+    DR = 3  # IP_VS_CONN_F_DROUTE
+
+    @property
+    def label(self) -> str:
+        return {Forwarding.NAT: "nat", Forwarding.TUNNEL: "tun", Forwarding.DR: "dr"}[self]
+
+
+# Service flags (include/uapi/linux/ip_vs.h).
+SVC_F_PERSISTENT = 0x0001
+SVC_F_HASHED = 0x0002  # kernel-internal, reported on dump, never sent
+SVC_F_ONEPACKET = 0x0004
+SVC_F_SCHED1 = 0x0008
+SVC_F_SCHED2 = 0x0010
+SVC_F_SCHED3 = 0x0020
+# The flags the daemon owns and compares; HASHED is the kernel's business.
+OWNED_SVC_FLAGS = SVC_F_PERSISTENT | SVC_F_ONEPACKET | SVC_F_SCHED1 | SVC_F_SCHED2 | SVC_F_SCHED3
+
+SCHEDULERS = frozenset(
+    {"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh"}
+)
+# Scheduler flags by name, valid only for the scheduler named first in the key.
+SCHED_FLAGS: dict[str, tuple[str, int]] = {
+    "sh-fallback": ("sh", SVC_F_SCHED1),
+    "sh-port": ("sh", SVC_F_SCHED2),
+    "mh-fallback": ("mh", SVC_F_SCHED1),
+    "mh-port": ("mh", SVC_F_SCHED2),
+}
+
+
+@dataclass(frozen=True, order=True)
+class ServiceKey:
+    """What identifies a virtual service: protocol+address+port, or fwmark+family."""
+
+    family: Family
+    protocol: Protocol | None = None
+    address: IPAddress | None = None
+    port: int = 0
+    fwmark: int = 0
+
+    def __post_init__(self) -> None:
+        if self.fwmark:
+            if self.protocol is not None or self.address is not None or self.port:
+                raise ValueError("an fwmark service has no protocol, address or port")
+        else:
+            if self.protocol is None or self.address is None:
+                raise ValueError("an address service needs a protocol and an address")
+            if Family.of(self.address) is not self.family:
+                raise ValueError(f"address {self.address} is not {self.family.label}")
+
+    @classmethod
+    def inet(cls, protocol: Protocol, address: IPAddress, port: int) -> ServiceKey:
+        return cls(Family.of(address), protocol, address, port)
+
+    @classmethod
+    def mark(cls, fwmark: int, family: Family = Family.INET) -> ServiceKey:
+        return cls(family, fwmark=fwmark)
+
+    def __str__(self) -> str:
+        if self.fwmark:
+            return f"FWM {self.fwmark} {self.family.label}"
+        assert self.protocol is not None and self.address is not None
+        return f"{self.protocol.name} {_hostport(self.address, self.port)}"
+
+
+@dataclass(frozen=True, order=True)
+class DestKey:
+    """What identifies a destination (real server) within one service."""
+
+    address: IPAddress
+    port: int
+
+    def __str__(self) -> str:
+        return _hostport(self.address, self.port)
+
+
+@dataclass(frozen=True)
+class Service:
+    """A virtual service with every field the daemon owns.
+
+    ``netmask`` is the persistence granularity as a prefix length (the kernel stores an IPv4
+    netmask as a dotted mask and an IPv6 one as a prefix length; the netlink layer converts).
+    ``timeout`` is the persistence timeout in seconds (0 when not persistent).
+    ``flags`` holds only :data:`OWNED_SVC_FLAGS`.
+    """
+
+    key: ServiceKey
+    sched_name: str = "wlc"
+    flags: int = 0
+    timeout: int = 0
+    netmask: int = 32
+    pe_name: str = ""
+
+    @property
+    def persistent(self) -> bool:
+        return bool(self.flags & SVC_F_PERSISTENT)
+
+
+@dataclass(frozen=True)
+class Dest:
+    """A destination (real server) of a service, with every field the daemon owns."""
+
+    key: DestKey
+    fwd_method: Forwarding = Forwarding.NAT
+    weight: int = 1
+    u_threshold: int = 0
+    l_threshold: int = 0
+
+    @property
+    def af(self) -> Family:
+        """The destination's own family; it differs from the service's only for tunnels."""
+        return Family.of(self.key.address)
+
+
+@dataclass(frozen=True)
+class Table:
+    """A whole IPVS table (desired or observed): services and their destinations by key."""
+
+    services: dict[ServiceKey, Service] = field(default_factory=dict)
+    dests: dict[ServiceKey, dict[DestKey, Dest]] = field(default_factory=dict)
+
+    def dests_of(self, key: ServiceKey) -> dict[DestKey, Dest]:
+        return self.dests.get(key, {})
+
+    def count(self) -> tuple[int, int]:
+        return len(self.services), sum(len(d) for d in self.dests.values())
+
+
+def _hostport(address: IPAddress, port: int) -> str:
+    return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"

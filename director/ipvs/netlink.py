@@ -1,0 +1,154 @@
+"""The real kernel: :class:`IPVSKernel` over generic netlink."""
+
+from __future__ import annotations
+
+import errno
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+from director.ipvs import messages as m
+from director.ipvs import wire
+from director.ipvs.genl import GenlSocket, NetlinkRequestError
+from director.ipvs.kernel import DestConns, KernelError, Timeouts, explain
+from director.ipvs.model import Dest, DestKey, Service, ServiceKey, Table
+from director.ipvs.ops import (
+    AddDest,
+    AddService,
+    DelService,
+    EditDest,
+    EditService,
+    Op,
+    OpFailure,
+)
+
+
+def _svc(payload: bytes) -> bytes:
+    return wire.nested(wire.CMD_ATTR_SERVICE, payload)
+
+
+def _dst(payload: bytes) -> bytes:
+    return wire.nested(wire.CMD_ATTR_DEST, payload)
+
+
+def op_request(op: Op) -> tuple[int, bytes]:
+    """The generic-netlink command and attributes that perform ``op``."""
+    if isinstance(op, AddService):
+        return m.CMD_NEW_SERVICE, _svc(wire.service(op.service))
+    if isinstance(op, EditService):
+        return m.CMD_SET_SERVICE, _svc(wire.service(op.service))
+    if isinstance(op, DelService):
+        return m.CMD_DEL_SERVICE, _svc(wire.service_key(op.key))
+    key = _svc(wire.service_key(op.service))
+    if isinstance(op, AddDest):
+        return m.CMD_NEW_DEST, key + _dst(wire.dest(op.dest))
+    if isinstance(op, EditDest):
+        return m.CMD_SET_DEST, key + _dst(wire.dest(op.dest))
+    return m.CMD_DEL_DEST, key + _dst(wire.dest_key(op.key))
+
+
+def reference_payload(cmd: int, attrs: list[tuple[str, Any]]) -> bytes:
+    """Attributes encoded by pyroute2's message classes (the reference codec)."""
+    msg = m.ipvs_msg()
+    msg["cmd"] = cmd
+    msg["version"] = m.GENL_VERSION
+    msg["attrs"] = attrs
+    msg.encode()
+    return bytes(msg.data[20:])
+
+
+class NetlinkIPVS:
+    """IPVS through a generic-netlink socket. Not thread-safe: one caller at a time."""
+
+    def __init__(self) -> None:
+        try:
+            self._sock = GenlSocket()
+        except NetlinkRequestError as exc:
+            raise KernelError("opening the IPVS generic netlink family", exc.errno) from exc
+        self.conns: dict[tuple[ServiceKey, DestKey], DestConns] = {}
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def _dests(self, key: ServiceKey) -> dict[DestKey, Dest]:
+        dests: dict[DestKey, Dest] = {}
+        for reply in self._sock.dump(m.CMD_GET_DEST, _svc(wire.service_key(key))):
+            raw = wire.attrs(reply).get(wire.CMD_ATTR_DEST)
+            if raw is None:
+                continue
+            dest, (active, inactive, persistent) = wire.parse_dest(raw, key.family)
+            dests[dest.key] = dest
+            self.conns[(key, dest.key)] = DestConns(active, inactive, persistent)
+        return dests
+
+    def dump(self) -> Table:
+        try:
+            table = Table()
+            for reply in self._sock.dump(m.CMD_GET_SERVICE, b""):
+                raw = wire.attrs(reply).get(wire.CMD_ATTR_SERVICE)
+                if raw is not None:
+                    svc = wire.parse_service(raw)
+                    table.services[svc.key] = svc
+            self.conns.clear()
+            for key in table.services:
+                table.dests[key] = self._dests(key)
+            return table
+        except NetlinkRequestError as exc:
+            raise KernelError("reading the IPVS table", exc.errno) from exc
+
+    def dump_service(self, key: ServiceKey) -> tuple[Service, dict[DestKey, Dest]] | None:
+        try:
+            replies = self._sock.get(m.CMD_GET_SERVICE, _svc(wire.service_key(key)))
+        except NetlinkRequestError as exc:
+            if exc.errno == errno.ESRCH:
+                return None
+            raise KernelError(f"reading service {key}", exc.errno) from exc
+        for reply in replies:
+            raw = wire.attrs(reply).get(wire.CMD_ATTR_SERVICE)
+            if raw is None:
+                continue
+            svc = wire.parse_service(raw)
+            if svc.key == key:
+                try:
+                    return svc, self._dests(key)
+                except NetlinkRequestError as exc:
+                    raise KernelError(f"reading destinations of {key}", exc.errno) from exc
+        return None
+
+    def execute(self, ops: Sequence[Op]) -> list[OpFailure]:
+        try:
+            results = self._sock.pipeline(op_request(op) for op in ops)
+        except OSError as exc:
+            raise KernelError("sending IPVS changes", exc.errno or errno.EIO) from exc
+        return [
+            OpFailure(op, err, explain(err)) for op, err in zip(ops, results, strict=True) if err
+        ]
+
+    def get_timeouts(self) -> Timeouts:
+        try:
+            replies = self._sock.get(m.CMD_GET_CONFIG, b"")
+        except NetlinkRequestError as exc:
+            raise KernelError("reading IPVS timeouts", exc.errno) from exc
+        for reply in replies:
+            msg = m.ipvs_msg(struct.pack("=I", 20 + len(reply)) + bytes(16) + reply)
+            msg.decode()
+            return Timeouts(
+                tcp=msg.get_attr("IPVS_CMD_ATTR_TIMEOUT_TCP") or 0,
+                tcpfin=msg.get_attr("IPVS_CMD_ATTR_TIMEOUT_TCP_FIN") or 0,
+                udp=msg.get_attr("IPVS_CMD_ATTR_TIMEOUT_UDP") or 0,
+            )
+        return Timeouts()
+
+    def set_timeouts(self, timeouts: Timeouts) -> None:
+        payload = reference_payload(
+            m.CMD_SET_CONFIG,
+            [
+                ("IPVS_CMD_ATTR_TIMEOUT_TCP", timeouts.tcp),
+                ("IPVS_CMD_ATTR_TIMEOUT_TCP_FIN", timeouts.tcpfin),
+                ("IPVS_CMD_ATTR_TIMEOUT_UDP", timeouts.udp),
+            ],
+        )
+        try:
+            self._sock.request(m.CMD_SET_CONFIG, payload)
+        except NetlinkRequestError as exc:
+            raise KernelError("setting IPVS timeouts", exc.errno) from exc

@@ -1,0 +1,180 @@
+"""Fast codec for the bulk IPVS messages (services and destinations).
+
+pyroute2's message classes (:mod:`director.ipvs.messages`) are the reference: they build the rare
+messages and the tests check that this codec produces the same bytes and reads the same values.
+This codec exists because a cold apply of 10,000 destinations through the generic classes spends
+most of its time in Python (about 180 us per message), where ``struct`` needs a few.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+
+from director.ipvs.model import (
+    OWNED_SVC_FLAGS,
+    Dest,
+    DestKey,
+    Family,
+    Forwarding,
+    IPAddress,
+    Protocol,
+    Service,
+    ServiceKey,
+)
+
+_NLA = struct.Struct("=HH")
+_U16 = struct.Struct("=H")
+_BE16 = struct.Struct("!H")
+_U32 = struct.Struct("=I")
+_BE32 = struct.Struct("!I")
+_NLMSG = struct.Struct("=IHHIIBBH")  # nlmsghdr + genlmsghdr
+NLA_F_NESTED = 0x8000
+
+# Attribute numbers (include/uapi/linux/ip_vs.h).
+CMD_ATTR_SERVICE, CMD_ATTR_DEST = 1, 2
+SVC_AF, SVC_PROTOCOL, SVC_ADDR, SVC_PORT, SVC_FWMARK = 1, 2, 3, 4, 5
+SVC_SCHED_NAME, SVC_FLAGS, SVC_TIMEOUT, SVC_NETMASK, SVC_PE_NAME = 6, 7, 8, 9, 11
+DEST_ADDR, DEST_PORT, DEST_FWD, DEST_WEIGHT, DEST_U_THRESH, DEST_L_THRESH = 1, 2, 3, 4, 5, 6
+DEST_ACTIVE, DEST_INACT, DEST_PERSIST, DEST_ADDR_FAMILY = 7, 8, 9, 11
+
+
+def _attr(kind: int, payload: bytes) -> bytes:
+    size = 4 + len(payload)
+    return _NLA.pack(size, kind) + payload + b"\0" * (-size % 4)
+
+
+def _addr(address: IPAddress) -> bytes:
+    return address.packed.ljust(16, b"\0")
+
+
+def _netmask(family: Family, prefix: int) -> bytes:
+    if family is Family.INET:
+        return _BE32.pack((0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF if prefix else 0)
+    return _U32.pack(prefix)
+
+
+def service_key(key: ServiceKey) -> bytes:
+    out = _attr(SVC_AF, _U16.pack(key.family))
+    if key.fwmark:
+        return out + _attr(SVC_FWMARK, _U32.pack(key.fwmark))
+    assert key.protocol is not None and key.address is not None
+    return (
+        out
+        + _attr(SVC_PROTOCOL, _U16.pack(key.protocol))
+        + _attr(SVC_ADDR, _addr(key.address))
+        + _attr(SVC_PORT, _BE16.pack(key.port))
+    )
+
+
+def service(svc: Service) -> bytes:
+    out = (
+        service_key(svc.key)
+        + _attr(SVC_SCHED_NAME, svc.sched_name.encode() + b"\0")
+        + _attr(SVC_FLAGS, struct.pack("=II", svc.flags & OWNED_SVC_FLAGS, 0xFFFFFFFF))
+        + _attr(SVC_TIMEOUT, _U32.pack(svc.timeout))
+        + _attr(SVC_NETMASK, _netmask(svc.key.family, svc.netmask))
+    )
+    if svc.pe_name:
+        out += _attr(SVC_PE_NAME, svc.pe_name.encode() + b"\0")
+    return out
+
+
+def dest_key(key: DestKey) -> bytes:
+    return (
+        _attr(DEST_ADDR, _addr(key.address))
+        + _attr(DEST_PORT, _BE16.pack(key.port))
+        + _attr(DEST_ADDR_FAMILY, _U16.pack(Family.of(key.address)))
+    )
+
+
+def dest(d: Dest) -> bytes:
+    return (
+        dest_key(d.key)
+        + _attr(DEST_FWD, _U32.pack(d.fwd_method))
+        + _attr(DEST_WEIGHT, _U32.pack(d.weight))
+        + _attr(DEST_U_THRESH, _U32.pack(d.u_threshold))
+        + _attr(DEST_L_THRESH, _U32.pack(d.l_threshold))
+    )
+
+
+def nested(kind: int, payload: bytes) -> bytes:
+    # pyroute2 does not set NLA_F_NESTED on nested attributes, and neither does ipvsadm.
+    return _attr(kind, payload)
+
+
+def message(family_id: int, flags: int, seq: int, cmd: int, payload: bytes) -> bytes:
+    return _NLMSG.pack(20 + len(payload), family_id, flags, seq, 0, cmd, 1, 0) + payload
+
+
+# -- decoding -----------------------------------------------------------------------------------
+
+
+def attrs(data: bytes | memoryview, offset: int = 0, end: int | None = None) -> dict[int, bytes]:
+    """The top-level attributes in ``data[offset:end]``, by number (flag bits cleared)."""
+    out: dict[int, bytes] = {}
+    end = len(data) if end is None else end
+    while offset + 4 <= end:
+        size, kind = _NLA.unpack_from(data, offset)
+        if size < 4:
+            break
+        out[kind & 0x3FFF] = bytes(data[offset + 4 : offset + size])
+        offset += (size + 3) & ~3
+    return out
+
+
+def _address(family: int, raw: bytes) -> IPAddress:
+    if family == socket.AF_INET:
+        return ipaddress.IPv4Address(raw[:4])
+    return ipaddress.IPv6Address(raw[:16])
+
+
+def _u32(raw: bytes | None) -> int:
+    return int(_U32.unpack(raw[:4])[0]) if raw else 0
+
+
+def parse_service(raw: bytes) -> Service:
+    a = attrs(raw)
+    family = Family(_U16.unpack(a[SVC_AF][:2])[0])
+    fwmark = _u32(a.get(SVC_FWMARK))
+    if fwmark:
+        key = ServiceKey.mark(fwmark, family)
+    else:
+        key = ServiceKey(
+            family,
+            Protocol(_U16.unpack(a[SVC_PROTOCOL][:2])[0]),
+            _address(family, a[SVC_ADDR]),
+            _BE16.unpack(a[SVC_PORT][:2])[0],
+        )
+    flags = _u32(a.get(SVC_FLAGS))
+    mask = a.get(SVC_NETMASK)
+    if mask is None:
+        prefix = family.max_prefix
+    elif family is Family.INET:
+        prefix = bin(_BE32.unpack(mask[:4])[0]).count("1")
+    else:
+        prefix = _u32(mask)
+    return Service(
+        key=key,
+        sched_name=a.get(SVC_SCHED_NAME, b"").rstrip(b"\0").decode(),
+        flags=flags & OWNED_SVC_FLAGS,
+        timeout=_u32(a.get(SVC_TIMEOUT)),
+        netmask=prefix,
+        pe_name=a.get(SVC_PE_NAME, b"").rstrip(b"\0").decode(),
+    )
+
+
+def parse_dest(raw: bytes, service_family: Family) -> tuple[Dest, tuple[int, int, int]]:
+    a = attrs(raw)
+    af_raw = a.get(DEST_ADDR_FAMILY)
+    af = _U16.unpack(af_raw[:2])[0] if af_raw else int(service_family)
+    d = Dest(
+        key=DestKey(_address(af, a[DEST_ADDR]), _BE16.unpack(a[DEST_PORT][:2])[0]),
+        fwd_method=Forwarding(_u32(a.get(DEST_FWD)) & 0x7),
+        weight=_u32(a.get(DEST_WEIGHT)),
+        u_threshold=_u32(a.get(DEST_U_THRESH)),
+        l_threshold=_u32(a.get(DEST_L_THRESH)),
+    )
+    conns = (_u32(a.get(DEST_ACTIVE)), _u32(a.get(DEST_INACT)), _u32(a.get(DEST_PERSIST)))
+    return d, conns

@@ -1,0 +1,1 @@
+"""Desired state -> plan -> kernel: the reconcile loop."""

@@ -1,0 +1,71 @@
+"""Apply a desired table to the kernel: plan, execute in order, read back.
+
+Reconciling is level-triggered. ``sync(desired, full=True)`` dumps the whole kernel table first
+(start-up and the periodic resync that repairs drift, e.g. after ``ipvsadm -C``).
+``sync(desired)`` plans against the table as last read back, so a one-weight change costs one
+request and a read-back of that one service, not a dump of the whole table. A refused operation
+makes the next sync a full one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from director.ipvs.kernel import IPVSKernel
+from director.ipvs.model import Table
+from director.ipvs.ops import Op, OpFailure, touched_services
+from director.reconcile.owned import OwnedStore
+from director.reconcile.plan import plan
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    ops: list[Op]
+    failures: list[OpFailure]
+    full: bool
+    seconds: float
+    counts: tuple[int, int] = field(default=(0, 0))  # services, destinations now in the kernel
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+class Reconciler:
+    """Owns the cached view of the kernel table between syncs. One caller at a time."""
+
+    def __init__(self, kernel: IPVSKernel, owned: OwnedStore) -> None:
+        self.kernel = kernel
+        self.owned = owned
+        self.observed: Table | None = None
+
+    def sync(self, desired: Table, *, full: bool = False) -> SyncResult:
+        start = time.monotonic()
+        full = full or self.observed is None
+        observed = self.kernel.dump() if full else self.observed
+        assert observed is not None
+        owned = self.owned.load()
+        ops = plan(desired, observed, owned)
+        failures = self.kernel.execute(ops) if ops else []
+        for key in touched_services(ops):
+            entry = self.kernel.dump_service(key)
+            if entry is None:
+                observed.services.pop(key, None)
+                observed.dests.pop(key, None)
+            else:
+                observed.services[key], observed.dests[key] = entry
+        self.observed = None if failures else observed
+        still_there = {k for k in owned if k in observed.services}
+        self.owned.save(frozenset(desired.services) | frozenset(still_there))
+        return SyncResult(
+            ops=ops,
+            failures=failures,
+            full=full,
+            seconds=time.monotonic() - start,
+            counts=observed.count(),
+        )
+
+    def remove_owned(self) -> SyncResult:
+        """Delete every service the daemon owns (for a stop that must not leave the table)."""
+        return self.sync(Table(), full=True)

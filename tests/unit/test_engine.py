@@ -1,0 +1,107 @@
+"""The engine with the in-memory kernel: start, reload (good and bad), stop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from director.config import load_config
+from director.desired import compile_table
+from director.engine import Engine
+from director.ipvs.memory import MemoryIPVS
+from director.reconcile.owned import MemoryOwnedStore
+
+CONFIG = """
+[daemon]
+keep_table_on_stop = {keep}
+[kernel]
+ip_forward = true
+tcp_timeout = 901
+
+[[virtual_server]]
+protocol = "tcp"
+address = "198.18.0.20"
+port = 80
+scheduler = "lc"
+  [[virtual_server.real_server]]
+  address = "198.18.1.21"
+  weight = {weight}
+  [[virtual_server.real_server]]
+  address = "198.18.1.22"
+"""
+
+
+def setup(tmp_path: Path, weight: int = 1, keep: str = "true") -> tuple[Engine, MemoryIPVS, Path]:
+    path = tmp_path / "director.toml"
+    path.write_text(CONFIG.format(weight=weight, keep=keep))
+    sysroot = tmp_path / "sys"
+    (sysroot / "net/ipv4").mkdir(parents=True, exist_ok=True)
+    (sysroot / "net/ipv4/ip_forward").write_text("0\n")
+    kernel = MemoryIPVS()
+    engine = Engine(
+        load_config(path),
+        path,
+        kernel,
+        MemoryOwnedStore(),
+        load_config,
+        sysctl_root=sysroot,
+        status_path=tmp_path / "status.json",
+    )
+    return engine, kernel, path
+
+
+def test_start_programs_table_sysctls_and_timeouts(tmp_path: Path) -> None:
+    engine, kernel, path = setup(tmp_path)
+    asyncio.run(engine.start())
+    assert kernel.table == compile_table(load_config(path))
+    assert (tmp_path / "sys/net/ipv4/ip_forward").read_text() == "1\n"
+    assert kernel.timeouts.tcp == 901
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["last_sync"]["services"] == 1
+    assert status["last_sync"]["destinations"] == 2
+
+
+def test_bad_reload_changes_nothing_and_is_reported(tmp_path: Path) -> None:
+    engine, kernel, path = setup(tmp_path)
+
+    async def scenario() -> bool:
+        await engine.start()
+        path.write_text(CONFIG.format(weight=-1, keep="true") + "\n[bogus]\n")
+        return await engine.reload()
+
+    before_requests = kernel.requests
+    assert not asyncio.run(scenario())
+    assert kernel.requests > before_requests  # start happened
+    assert kernel.table == compile_table(engine.config)
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert "weight" in status["reload_error"]
+    assert "bogus" in status["reload_error"]
+    assert engine.status.summary().startswith("reload failed")
+
+
+def test_good_reload_after_bad_one_clears_the_error(tmp_path: Path) -> None:
+    engine, kernel, path = setup(tmp_path)
+
+    async def scenario() -> None:
+        await engine.start()
+        path.write_text("not toml [")
+        await engine.reload()
+        path.write_text(CONFIG.format(weight=5, keep="true"))
+        assert await engine.reload()
+
+    asyncio.run(scenario())
+    assert engine.status.reload_error is None
+    assert sorted(d.weight for d in next(iter(kernel.table.dests.values())).values()) == [1, 5]
+
+
+def test_stop_keeps_or_removes_the_table(tmp_path: Path) -> None:
+    for keep, services in (("true", 1), ("false", 0)):
+        engine, kernel, _ = setup(tmp_path, keep=keep)
+
+        async def scenario(e: Engine = engine) -> None:
+            await e.start()
+            await e.stop()
+
+        asyncio.run(scenario())
+        assert len(kernel.table.services) == services
