@@ -130,9 +130,9 @@ class Engine:
                 strict=True,
             ):
                 if want and want != got:
-                    problem = f"IPVS {name} timeout: wanted {want}, found {got}"
-                    self.status.sysctl_problems.append(problem)
-                    log.error("ipvs_timeout_problem", problem=problem)
+                    text = f"IPVS {name} timeout: wanted {want}, found {got}"
+                    self.status.sysctl_problems.append(text)
+                    log.error("ipvs_timeout_problem", problem=text)
 
     async def _sync(self, *, full: bool, reason: str) -> SyncResult:
         desired = compile_table(self.config)

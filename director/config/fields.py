@@ -171,6 +171,8 @@ def _netmask(value: object) -> str | int:
 def sysctl_value(value: object) -> int | str:
     if isinstance(value, bool):
         return int(value)
+    if isinstance(value, str) and not value.replace("\t", " ").isprintable():
+        fail(f"expected a one-line value without control characters, found {show(value)}")
     if isinstance(value, int | str):
         return value
     fail(f"expected an integer, true/false or a string, found {show(value)}")

@@ -10,6 +10,7 @@ build kernel keys and flags without knowing the file format.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from typing import Any, Literal, Self
 
@@ -200,7 +201,8 @@ class VirtualServer(_Model):
     address: Address | None = None
     port: Port | None = None
     fwmark: Fwmark | None = None
-    family: FamilyName | None = None
+    # Given for fwmark services; for address services derived from the address when absent.
+    family: FamilyName = "ipv4"
     scheduler: SchedulerName = "wlc"
     scheduler_flags: tuple[SchedFlagName, ...] = ()
     persistence_timeout: PersistenceTimeout = 0
@@ -214,6 +216,7 @@ class VirtualServer(_Model):
     @model_validator(mode="wrap")
     @classmethod
     def _check(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        data = _with_family(data)
         try:
             vs = handler(data)
         except ValidationError as exc:
@@ -268,6 +271,21 @@ class VirtualServer(_Model):
         for name in self.scheduler_flags:
             flags |= SCHED_FLAGS[name][1]
         return flags
+
+
+def _with_family(data: object) -> object:
+    """``data`` with the family of its address filled in when it has an address but no family."""
+    if not isinstance(data, Mapping) or "family" in data:
+        return data
+    address = data.get("address")
+    if isinstance(address, str):
+        try:
+            address = ipaddress.ip_address(address)
+        except ValueError:
+            return data
+    if isinstance(address, ipaddress.IPv6Address):
+        return {**data, "family": "ipv6"}
+    return data
 
 
 # Keys whose default no cross-field rule would misread: when only these (or unknown keys) are

@@ -40,6 +40,8 @@ def sysctl_name_problem(name: str) -> str | None:
         return (
             f'expected a sysctl name starting with "net." without "/" or "..", found {show(name)}'
         )
+    if not name.isprintable() or any(c.isspace() for c in name):
+        return f"expected a sysctl name without spaces or control characters, found {show(name)}"
     return None
 
 
@@ -91,7 +93,7 @@ def _keyed_problems(vs: VirtualServer) -> list[Finding]:
                     "needs persistence_timeout > 0)",
                 )
             )
-        if vs.family is not None and vs.family != family.label:
+        if vs.family != family.label:
             findings.append(
                 (
                     ("family",),

@@ -192,6 +192,25 @@ def test_fwmark_service_defaults_and_names() -> None:
     assert udp6.family_enum is Family.INET6
 
 
+def test_family_defaults_to_ipv4_and_follows_the_address() -> None:
+    config = parse_config(
+        "[[virtual_server]]\nfwmark = 7\n"
+        '[[virtual_server]]\nprotocol = "tcp"\naddress = "2001:db8::5"\nport = 80\n'
+        '[[virtual_server]]\nprotocol = "tcp"\naddress = "2001:db8::6"\nport = 80\n'
+        'family = "ipv6"\n'
+        '[[virtual_server]]\nprotocol = "tcp"\naddress = "198.18.0.5"\nport = 80\n'
+    )
+    assert [vs.family for vs in config.virtual_servers] == ["ipv4", "ipv6", "ipv6", "ipv4"]
+    built = VirtualServer(protocol="udp", address=V6("2001:db8::7"), port=53)
+    assert (built.family, built.family_enum) == ("ipv6", Family.INET6)
+    problem = one_problem(
+        '[[virtual_server]]\nprotocol = "tcp"\naddress = "2001:db8::5"\nport = 80\n'
+        'family = "ipv4"\n'
+    )
+    assert problem.location == "virtual_server[0].family"
+    assert 'expected "ipv6" as address 2001:db8::5 is, found "ipv4"' in problem.message
+
+
 def test_kernel_settings_map_to_sysctls_in_a_stable_order() -> None:
     config = parse_config(
         "[kernel]\nip_forward = false\nipv6_forwarding = true\nconntrack = false\n"

@@ -226,6 +226,21 @@ CASES = [
     ),
     ('[kernel.sysctls]\n"net..ipv4" = 1\n', 'kernel.sysctls."net..ipv4"', "starting with"),
     (
+        '[kernel.sysctls]\n"net.ipv4.vs.a b" = 1\n',
+        'kernel.sysctls."net.ipv4.vs.a b"',
+        'without spaces or control characters, found "net.ipv4.vs.a b"',
+    ),
+    (
+        '[kernel.sysctls]\n"net.ipv4.vs.a\\u0000" = 1\n',
+        'kernel.sysctls."net.ipv4.vs.a\\u0000"',
+        "without spaces or control characters",
+    ),
+    (
+        '[kernel.sysctls]\n"net.ipv4.vs.x" = "1\\n2"\n',
+        'kernel.sysctls."net.ipv4.vs.x"',
+        'expected a one-line value without control characters, found "1\\n2"',
+    ),
+    (
         '[kernel.sysctls]\n"net.ipv4.ip_forward" = 1\n',
         'kernel.sysctls."net.ipv4.ip_forward"',
         "set net.ipv4.ip_forward with kernel.ip_forward",
@@ -258,6 +273,7 @@ def test_rule(text: str, location: str, words: str) -> None:
         service(key="fwmark = 9") + service('family = "ipv6"', key="fwmark = 9"),
         service(key=ALL_THREE.replace("tcp", "udp")) + service(),
         service('name = "a"') + service('name = "b"', key=ALL_THREE.replace("80", "81")),
+        '[kernel.sysctls]\n"net.ipv4.tcp_rmem" = "4096\\t87380\\t6291456"\n',
     ],
 )
 def test_valid_neighbours_of_the_rules(text: str) -> None:
