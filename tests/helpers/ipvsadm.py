@@ -100,11 +100,22 @@ def _thresholds(text: str) -> dict[tuple[ServiceKey, DestKey], tuple[int, int]]:
             continue
         if line.startswith("  -> "):
             assert current is not None
-            addr, _fwd, _weight, upper, lower, *_ = line[5:].split()
+            addr, upper, lower, *_ = line[5:].split()
             address, port = _hostport(addr)
             out[(current, DestKey(address, port))] = (int(upper), int(lower))
         else:
             current = _service(line).key
+    return out
+
+
+def persistent_conns(text: str) -> dict[DestKey, int]:
+    """``ipvsadm -Ln --persistent-conn`` output: each destination's persistence templates."""
+    out: dict[DestKey, int] = {}
+    for line in text.splitlines():
+        if line.startswith("  -> ") and line[5:].split()[0] != "RemoteAddress:Port":
+            addr, _weight, persist, *_ = line[5:].split()
+            address, port = _hostport(addr)
+            out[DestKey(address, port)] = int(persist)
     return out
 
 

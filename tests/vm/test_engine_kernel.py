@@ -126,7 +126,7 @@ def test_reload_of_one_weight_changes_only_that(kernel: NetlinkIPVS, tmp_path: P
     ]
     assert len(changed) == 1
     assert "198.18.1.21:80" in changed[0][1]
-    assert changed[0][1].split()[2] == "9"
+    assert changed[0][1].split()[3] == "9"
     assert "'operations': 1" in last
     assert "'full': False" in last
 
