@@ -180,8 +180,8 @@ class _Server(_Model):
     def dest_key(self, vs: VirtualServer) -> DestKey:
         """The kernel key. dr/tun cannot change the port, so they use the service's."""
         if self.fwd(vs) is not Forwarding.NAT or self.port is None:
-            return DestKey(self.address, vs.port or 0)
-        return DestKey(self.address, self.port)
+            return DestKey.of(self.address, vs.port or 0)
+        return DestKey.of(self.address, self.port)
 
 
 class RealServer(_Server):

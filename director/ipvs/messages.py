@@ -272,7 +272,7 @@ def parse_service(attr: Any) -> Service:
 def parse_dest(attr: Any, service_family: Family) -> tuple[Dest, tuple[int, int, int]]:
     """A dumped destination and its (active, inactive, persistent) connection counts."""
     af = attr.get_attr("IPVS_DEST_ATTR_ADDR_FAMILY") or int(service_family)
-    key = DestKey(
+    key = DestKey.of(
         _address(af, attr.get_attr("IPVS_DEST_ATTR_ADDR")), attr.get_attr("IPVS_DEST_ATTR_PORT")
     )
     dest = Dest(

@@ -89,8 +89,34 @@ class ServiceKey:
     address: IPAddress | None = None
     port: int = 0
     fwmark: int = 0
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:  # computed once: keys are hashed on every table lookup
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, ServiceKey):
+            return NotImplemented
+        return (
+            self._hash == other._hash
+            and self.fwmark == other.fwmark
+            and self.port == other.port
+            and self.family == other.family
+            and self.protocol == other.protocol
+            and self.address == other.address
+        )
+
+    def __copy__(self) -> ServiceKey:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> ServiceKey:
+        return self
 
     def __post_init__(self) -> None:
+        fields = (self.family, self.protocol, self.address, self.port, self.fwmark)
+        object.__setattr__(self, "_hash", hash(fields))
         if self.fwmark:
             if self.protocol is not None or self.address is not None or self.port:
                 raise ValueError("an fwmark service has no protocol, address or port")
@@ -121,9 +147,46 @@ class DestKey:
 
     address: IPAddress
     port: int
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.address, self.port)))
+
+    def __hash__(self) -> int:  # computed once: keys are hashed on every table lookup
+        return self._hash
+
+    @classmethod
+    def of(cls, address: IPAddress, port: int) -> DestKey:
+        """The one shared key for address:port. Tables built from config and from kernel dumps
+        then hold identical key objects, and comparing a 10,000-destination table is identity
+        checks instead of 30,000 calls to ``ipaddress.__eq__``."""
+        key = _DEST_KEYS.get((address, port))
+        if key is None:
+            if len(_DEST_KEYS) > 1_000_000:
+                _DEST_KEYS.clear()
+            key = _DEST_KEYS[(address, port)] = cls(address, port)
+        return key
+
+    def __copy__(self) -> DestKey:
+        return self  # immutable and shared: a copy would lose the identity fast path
+
+    def __deepcopy__(self, memo: dict[int, object]) -> DestKey:
+        return self
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, DestKey):
+            return NotImplemented
+        return (
+            self._hash == other._hash and self.port == other.port and self.address == other.address
+        )
 
     def __str__(self) -> str:
         return _hostport(self.address, self.port)
+
+
+_DEST_KEYS: dict[tuple[IPAddress, int], DestKey] = {}
 
 
 @dataclass(frozen=True)
@@ -143,6 +206,23 @@ class Service:
     netmask: int = 32
     pe_name: str = ""
 
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, Service):
+            return NotImplemented
+        return (
+            (self.key is other.key or self.key == other.key)
+            and self.sched_name == other.sched_name
+            and self.flags == other.flags
+            and self.timeout == other.timeout
+            and self.netmask == other.netmask
+            and self.pe_name == other.pe_name
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.key, self.sched_name, self.flags, self.timeout, self.netmask))
+
     @property
     def persistent(self) -> bool:
         return bool(self.flags & SVC_F_PERSISTENT)
@@ -157,6 +237,23 @@ class Dest:
     weight: int = 1
     u_threshold: int = 0
     l_threshold: int = 0
+
+    def __eq__(self, other: object) -> bool:
+        # Written out: the planner compares every destination of every service on a reload.
+        if self is other:
+            return True
+        if not isinstance(other, Dest):
+            return NotImplemented
+        return (
+            self.weight == other.weight
+            and (self.key is other.key or self.key == other.key)
+            and self.fwd_method == other.fwd_method
+            and self.u_threshold == other.u_threshold
+            and self.l_threshold == other.l_threshold
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.key, self.fwd_method, self.weight, self.u_threshold, self.l_threshold))
 
     @property
     def af(self) -> Family:

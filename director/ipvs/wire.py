@@ -170,7 +170,7 @@ def parse_dest(raw: bytes, service_family: Family) -> tuple[Dest, tuple[int, int
     af_raw = a.get(DEST_ADDR_FAMILY)
     af = _U16.unpack(af_raw[:2])[0] if af_raw else int(service_family)
     d = Dest(
-        key=DestKey(_address(af, a[DEST_ADDR]), _BE16.unpack(a[DEST_PORT][:2])[0]),
+        key=DestKey.of(_address(af, a[DEST_ADDR]), _BE16.unpack(a[DEST_PORT][:2])[0]),
         fwd_method=Forwarding(_u32(a.get(DEST_FWD)) & 0x7),
         weight=_u32(a.get(DEST_WEIGHT)),
         u_threshold=_u32(a.get(DEST_U_THRESH)),

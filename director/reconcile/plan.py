@@ -60,11 +60,15 @@ def _plan_dests(
     key: ServiceKey, want: dict[DestKey, Dest], have: dict[DestKey, Dest]
 ) -> tuple[list[Op], list[Op]]:
     changes: list[Op] = []
+    found = 0
     for dkey, dest in want.items():
         current = have.get(dkey)
         if current is None:
             changes.append(AddDest(key, dest))
-        elif current != dest:
+            continue
+        found += 1
+        if current != dest:
             changes.append(EditDest(key, dest))
-    drops: list[Op] = [DelDest(key, dkey) for dkey in have if dkey not in want]
-    return changes, drops
+    if found == len(have):  # every destination the kernel has is still wanted
+        return changes, []
+    return changes, [DelDest(key, dkey) for dkey in have if dkey not in want]

@@ -60,7 +60,7 @@ def dests(draw: st.DrawFn, key: ServiceKey) -> dict[DestKey, Dest]:
     addresses = draw(st.lists(st.sampled_from(pool), unique=True, max_size=4))
     out: dict[DestKey, Dest] = {}
     for address in addresses:
-        dkey = DestKey(address, draw(st.sampled_from([0, 80, 8080])))
+        dkey = DestKey.of(address, draw(st.sampled_from([0, 80, 8080])))
         upper = draw(st.integers(0, 100))
         out[dkey] = Dest(
             key=dkey,
@@ -91,6 +91,8 @@ def web_table(n_services: int, n_dests: int, weight: int = 1) -> Table:
         table.services[key] = Service(key=key, sched_name="wlc")
         table.dests[key] = {}
         for j in range(n_dests):
-            dkey = DestKey(ipaddress.IPv4Address(int(ipaddress.IPv4Address("198.19.0.0")) + j), 80)
+            dkey = DestKey.of(
+                ipaddress.IPv4Address(int(ipaddress.IPv4Address("198.19.0.0")) + j), 80
+            )
             table.dests[key][dkey] = Dest(key=dkey, weight=weight)
     return table
