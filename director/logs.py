@@ -15,7 +15,9 @@ def configure(fmt: LogFormat = "logfmt", level: str = "info") -> None:
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
-        else structlog.processors.LogfmtRenderer(key_order=["timestamp", "level", "event"])
+        else structlog.processors.LogfmtRenderer(
+            key_order=["timestamp", "level", "event"], bool_as_flag=False
+        )
     )
     structlog.configure(
         processors=[

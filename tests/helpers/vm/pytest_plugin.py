@@ -1,0 +1,172 @@
+"""Host side of the ``vm`` marker: run every selected vm test in ONE guest boot.
+
+On the host, each collected item marked ``vm`` is replaced by a fixture-less proxy with the same
+node id. The first proxy to run boots the guest, which runs pytest on all of those node ids and
+writes each outcome to a JSON file (see report.py); every proxy then reports its own test's
+outcome. In the guest (DIRECTOR_IN_GUEST=1) this plugin does nothing and vm tests run normally.
+DIRECTOR_SKIP_VM=1 skips the proxies instead of booting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _pytest._code.code import TerminalRepr, TracebackStyle
+
+from tests.helpers.vm.guest import DEFAULT_TIMEOUT, GuestError, console_tail, run_in_guest
+from tests.helpers.vm.initramfs import CACHE, REPO, VmSetupError
+
+IN_GUEST = os.environ.get("DIRECTOR_IN_GUEST") == "1"
+# Markers the guest evaluates; on the proxy they would be evaluated again, on the wrong machine.
+GUEST_ONLY_MARKS = {"skip", "skipif", "xfail", "usefixtures", "filterwarnings", "parametrize"}
+GUEST_ONLY_MARKS |= {"asyncio"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("vm", "real-kernel QEMU guest")
+    group.addoption(
+        "--vm-timeout",
+        type=float,
+        default=float(os.environ.get("DIRECTOR_VM_TIMEOUT", DEFAULT_TIMEOUT)),
+        help="seconds before the guest running the vm tests is killed (DIRECTOR_VM_TIMEOUT)",
+    )
+
+
+class GuestTestFailed(Exception):
+    """The test failed in the guest; the message is the guest's failure report."""
+
+
+class GuestRun:
+    """The one guest boot shared by all proxies of a session."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.nodeids: list[str] = []
+        self.tests: dict[str, dict[str, Any]] | None = None
+        self.failure: str | None = None
+        self.summary = ""
+
+    def outcome(self, nodeid: str) -> dict[str, Any]:
+        if self.tests is None and self.failure is None:
+            self._boot()
+        if self.tests is not None and nodeid in self.tests:
+            return self.tests[nodeid]
+        raise GuestTestFailed(
+            self.failure or f"the guest reported no result for this test\n{self.summary}"
+        )
+
+    def _argv(self, results: Path) -> list[str]:
+        root = self.config.rootpath
+        ids = self.nodeids if root == REPO else [str(root / nodeid) for nodeid in self.nodeids]
+        tb = self.config.getoption("tbstyle")
+        return [
+            sys.executable, "-m", "pytest", "-p", "tests.helpers.vm.report",
+            f"--vm-report={results}", "-p", "no:cacheprovider", f"--rootdir={root}",
+            f"--tb={tb}", "-v", *ids,
+        ]  # fmt: skip
+
+    def _boot(self) -> None:
+        CACHE.mkdir(parents=True, exist_ok=True)
+        results = CACHE / f"results-{os.getpid()}.json"
+        results.unlink(missing_ok=True)
+        capture = self.config.pluginmanager.getplugin("capturemanager")
+        reporter = self.config.pluginmanager.getplugin("terminalreporter")
+        stream = self.config.getoption("verbose") > 0 or self.config.getoption("capture") == "no"
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"\nvm: booting one QEMU guest for {len(self.nodeids)} tests")
+            try:
+                result = run_in_guest(
+                    self._argv(results),
+                    timeout=self.config.getoption("vm_timeout"),
+                    console_log=None,
+                    stream=stream,
+                )
+            except (GuestError, VmSetupError) as exc:
+                self.failure = f"the vm guest failed: {exc}"
+                self.summary = self.failure
+                self._load(results, None)
+                return
+            self.summary = (
+                f"vm: guest pytest exited {result.returncode} after {result.duration:.1f} s "
+                f"(boot {result.boot_seconds or 0:.1f} s); console log: {result.console_log}"
+            )
+            reporter.write_line(self.summary)
+        self._load(results, result.console_log)
+
+    def _load(self, results: Path, console: Path | None) -> None:
+        """Take the guest's outcomes; if it crashed midway, keep those it finished."""
+        try:
+            data = json.loads(results.read_text())
+        except (OSError, ValueError):
+            if self.failure is None:
+                self.failure = f"the guest wrote no results to {results}\n{self.summary}"
+                if console:
+                    self.failure += f"\n--- console tail ---\n{console_tail(console)}"
+            return
+        if self.failure is None or data["tests"]:
+            self.tests = data["tests"]
+        for error in data["collect_errors"]:
+            self.summary += f"\ncollection error in the guest: {error}"
+
+
+class VmProxy(pytest.Item):
+    """Stands for a vm test on the host: reports the outcome it had in the guest."""
+
+    def __init__(self, *, run: GuestRun, location: tuple[str, int | None, str], **kw: Any) -> None:
+        super().__init__(**kw)
+        self.run = run
+        self._location = location
+
+    @classmethod
+    def replacing(cls, item: pytest.Item, run: GuestRun) -> VmProxy:
+        path, line, domain = item.reportinfo()
+        proxy: VmProxy = cls.from_parent(
+            item.session,
+            name=item.name,
+            nodeid=item.nodeid,
+            path=item.path,
+            run=run,
+            location=(str(path), line, domain),
+        )
+        for mark in item.iter_markers():
+            if mark.name not in GUEST_ONLY_MARKS:
+                proxy.own_markers.append(mark)
+                proxy.keywords[mark.name] = mark
+        return proxy
+
+    def reportinfo(self) -> tuple[str, int | None, str]:
+        return self._location
+
+    def runtest(self) -> None:
+        if os.environ.get("DIRECTOR_SKIP_VM") == "1":
+            pytest.skip("DIRECTOR_SKIP_VM=1: real-kernel tests not run")
+        result = self.run.outcome(self.nodeid)
+        if result["outcome"] == "skipped":
+            pytest.skip(result["text"])
+        if result["outcome"] == "xfailed":
+            pytest.xfail(result["text"])
+        if result["outcome"] == "failed":
+            raise GuestTestFailed(result["text"])
+
+    def repr_failure(
+        self, excinfo: pytest.ExceptionInfo[BaseException], style: TracebackStyle | None = None
+    ) -> str | TerminalRepr:
+        if isinstance(excinfo.value, GuestTestFailed):
+            return f"[in the vm guest]\n{excinfo.value}"
+        return super().repr_failure(excinfo, style)
+
+
+@pytest.hookimpl(trylast=True)  # after -m/-k deselection: only selected vm tests boot the guest
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if IN_GUEST:
+        return
+    run = GuestRun(config)
+    for index, item in enumerate(items):
+        if item.get_closest_marker("vm") is not None:
+            items[index] = VmProxy.replacing(item, run)
+            run.nodeids.append(item.nodeid)
