@@ -12,6 +12,7 @@ import ipaddress
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -57,14 +58,38 @@ class Lab:
     server: Namespace
     config: Path
     state: Path
+    notify: socket.socket
 
     def write_config(self, weight: int = 1, resync: float = 60.0) -> None:
         self.config.write_text(CONFIG.format(state=self.state, weight=weight, resync=resync))
 
     def start_daemon(self) -> Background:
+        env = [f"NOTIFY_SOCKET={self.notify.getsockname()}", "WATCHDOG_USEC=2000000"]
         return self.director.spawn(
-            PY, "-m", "director.daemon", "--config", str(self.config), "--log-format", "json"
+            "env",
+            *env,
+            PY,
+            "-m",
+            "director.daemon",
+            "--config",
+            str(self.config),
+            "--log-format",
+            "json",
         )
+
+    def notified(self, wanted: str, timeout: float = 60) -> list[str]:
+        """sd_notify datagrams received until one contains ``wanted``."""
+        seen: list[str] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.notify.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                seen.append(self.notify.recv(4096).decode())
+            except TimeoutError:
+                break
+            if wanted in seen[-1]:
+                return seen
+        raise AssertionError(f"no sd_notify {wanted!r}; got {seen}")
 
     def ipvsadm(self, *args: str) -> str:
         return ipvsadm(*args, netns=self.director.name)
@@ -95,14 +120,20 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         topo.veth(server, "eth0", director, "s0", a_addr="198.18.1.11/24", b_addr="198.18.1.1/24")
         server.add_route("default", "198.18.1.1")
         server.spawn(PY, "-m", "tests.helpers.longconn", "serve", "198.18.1.11", "7000")
-        lab = Lab(topo, client, director, server, tmp_path / "d.toml", tmp_path / "state")
-        lab.write_config()
-        yield lab
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+            notify.bind(str(tmp_path / "notify"))
+            lab = Lab(
+                topo, client, director, server, tmp_path / "d.toml", tmp_path / "state", notify
+            )
+            lab.write_config()
+            yield lab
 
 
 def test_connection_survives_reload_kill_and_restart(lab: Lab) -> None:
     daemon = lab.start_daemon()
+    assert "STATUS=1 services, 1 destinations" in lab.notified("READY=1")[-1]
     wait_for("the first sync", lambda: bool(lab.status().get("last_sync")))
+    assert lab.notified("WATCHDOG=1", timeout=10)
     table = lab.ipvsadm("-Ln")
     assert "TCP  198.18.0.10:7000 rr persistent 300" in table
     assert "198.18.1.11:7000" in table
@@ -135,11 +166,14 @@ def test_connection_survives_reload_kill_and_restart(lab: Lab) -> None:
         # a good reload changes the weight, a bad one changes nothing
         lab.write_config(weight=3)
         daemon.proc.send_signal(signal.SIGHUP)
+        lab.notified("RELOADING=1")
+        lab.notified("READY=1")
         wait_for("weight 3", lambda: "Masq    3" in lab.ipvsadm("-Ln"))
         lab.config.write_text(lab.config.read_text().replace("weight = 3", "weight = -3"))
         before = lab.ipvsadm("-Ln")
         daemon.proc.send_signal(signal.SIGHUP)
         wait_for("the reload error", lambda: bool(lab.status().get("reload_error")))
+        assert "reload failed" in lab.notified("STATUS=reload failed")[-1]
         assert lab.ipvsadm("-Ln") == before
         assert "weight" in str(lab.status()["reload_error"])
         assert say("two") == "two"
@@ -161,6 +195,7 @@ def test_connection_survives_reload_kill_and_restart(lab: Lab) -> None:
 
         # SIGTERM: a clean stop leaves the table and the connection in place
         daemon.proc.send_signal(signal.SIGTERM)
+        assert lab.notified("STOPPING=1")
         assert daemon.proc.wait(timeout=60) == 0
         assert lab.ipvsadm("-Ln") == before
         assert say("five") == "five"

@@ -7,6 +7,7 @@ failed: no boot, crash or timeout).
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="do not stream the console")
     parser.add_argument("command", nargs="+", help="command and arguments (after --)")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: the guest gets cleaned up
     try:
         result = run_in_guest(
             args.command,
@@ -33,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     except (GuestError, VmSetupError) as exc:
         print(f"vm: {exc}", file=sys.stderr)
         return GUEST_FAILED
+    except KeyboardInterrupt:
+        print("vm: interrupted; the guest was stopped", file=sys.stderr)
+        return 130
     boot = f"{result.boot_seconds:.1f} s" if result.boot_seconds is not None else "?"
     print(
         f"vm: exit {result.returncode} after {result.duration:.1f} s "

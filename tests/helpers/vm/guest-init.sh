@@ -48,6 +48,13 @@ modprobe -a -q veth bridge br_netfilter nfnetlink nf_tables nf_nat nft_chain_nat
     nft_nat nft_masq nft_fib_inet nft_reject_inet nft_compat || say "note: some modules missing"
 
 PROJECT=$(param project) || { report "DT-VM-FAIL no dt.project"; power_off; }
+case "$PROJECT" in
+    /tmp | /tmp/* | /run | /run/*)  # hidden by the tmpfs just mounted: mount the share again
+        mkdir -p "$PROJECT"
+        mount -t virtiofs project "$PROJECT" \
+            || { report "DT-VM-FAIL cannot mount the project at $PROJECT"; power_off; }
+        ;;
+esac
 VENV_BIN=$(param venv) || VENV_BIN="$PROJECT/.venv/bin"
 if COMMAND=$(param cmd); then
     printf '%s\n' "$COMMAND" > /run/dt-command.sh

@@ -46,9 +46,10 @@ class GuestError(RuntimeError):
     """The guest did not run the command to completion (no boot, crash, timeout)."""
 
     def __init__(self, message: str, console_log: Path | None = None) -> None:
-        tail = console_tail(console_log) if console_log else ""
-        where = f"\nconsole log: {console_log}" if console_log else ""
-        super().__init__(f"{message}{where}\n--- console tail ---\n{tail}" if tail else message)
+        if console_log is not None:
+            tail = console_tail(console_log) or "(empty)"
+            message += f"\nconsole log: {console_log}\n--- console tail ---\n{tail}"
+        super().__init__(message)
         self.console_log = console_log
 
 
@@ -147,12 +148,13 @@ class _ConsoleWatcher(threading.Thread):
             self.out.flush()
 
 
-def _default_console_log() -> Path:
+def new_log_path(kind: str, suffix: str) -> Path:
+    """A fresh .vmcache/logs/<kind>-<time>-<pid>.<suffix>; only the newest few of a kind stay."""
     logs = CACHE / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    for old in sorted(logs.glob("console-*.log"))[:-KEEP_LOGS]:
+    for old in sorted(logs.glob(f"{kind}-*.{suffix}"))[:-KEEP_LOGS]:
         old.unlink(missing_ok=True)
-    return logs / f"console-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    return logs / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.{suffix}"
 
 
 def _qemu_argv(image: Path, initrd: Path, append: str, tmp: Path, console: Path) -> list[str]:
@@ -238,7 +240,7 @@ def run_in_guest(
     kernel = find_kernel()
     initrd = build_initramfs(kernel)
     precompile()
-    console = console_log or _default_console_log()
+    console = console_log or new_log_path("console", "log")
     console.parent.mkdir(parents=True, exist_ok=True)
     console.unlink(missing_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="dt-vm-"))

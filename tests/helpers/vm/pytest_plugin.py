@@ -18,8 +18,14 @@ from typing import Any
 import pytest
 from _pytest._code.code import TerminalRepr, TracebackStyle
 
-from tests.helpers.vm.guest import DEFAULT_TIMEOUT, GuestError, console_tail, run_in_guest
-from tests.helpers.vm.initramfs import CACHE, REPO, VmSetupError
+from tests.helpers.vm.guest import (
+    DEFAULT_TIMEOUT,
+    GuestError,
+    console_tail,
+    new_log_path,
+    run_in_guest,
+)
+from tests.helpers.vm.initramfs import REPO, VmSetupError
 
 IN_GUEST = os.environ.get("DIRECTOR_IN_GUEST") == "1"
 # Markers the guest evaluates; on the proxy they would be evaluated again, on the wrong machine.
@@ -41,6 +47,10 @@ class GuestTestFailed(Exception):
     """The test failed in the guest; the message is the guest's failure report."""
 
 
+class GuestUnavailable(Exception):
+    """The guest did not produce this test's outcome (no boot, crash, timeout, no result)."""
+
+
 class GuestRun:
     """The one guest boot shared by all proxies of a session."""
 
@@ -56,7 +66,7 @@ class GuestRun:
             self._boot()
         if self.tests is not None and nodeid in self.tests:
             return self.tests[nodeid]
-        raise GuestTestFailed(
+        raise GuestUnavailable(
             self.failure or f"the guest reported no result for this test\n{self.summary}"
         )
 
@@ -71,9 +81,7 @@ class GuestRun:
         ]  # fmt: skip
 
     def _boot(self) -> None:
-        CACHE.mkdir(parents=True, exist_ok=True)
-        results = CACHE / f"results-{os.getpid()}.json"
-        results.unlink(missing_ok=True)
+        results = new_log_path("results", "json")
         capture = self.config.pluginmanager.getplugin("capturemanager")
         reporter = self.config.pluginmanager.getplugin("terminalreporter")
         stream = self.config.getoption("verbose") > 0 or self.config.getoption("capture") == "no"
@@ -144,10 +152,11 @@ class VmProxy(pytest.Item):
 
     def runtest(self) -> None:
         if os.environ.get("DIRECTOR_SKIP_VM") == "1":
-            pytest.skip("DIRECTOR_SKIP_VM=1: real-kernel tests not run")
+            reason = "DIRECTOR_SKIP_VM=1: real-kernel tests not run"
+            raise pytest.skip.Exception(reason, _use_item_location=True)
         result = self.run.outcome(self.nodeid)
-        if result["outcome"] == "skipped":
-            pytest.skip(result["text"])
+        if result["outcome"] == "skipped":  # reported at the test's location, as in the guest
+            raise pytest.skip.Exception(result["text"], _use_item_location=True)
         if result["outcome"] == "xfailed":
             pytest.xfail(result["text"])
         if result["outcome"] == "failed":
@@ -158,6 +167,8 @@ class VmProxy(pytest.Item):
     ) -> str | TerminalRepr:
         if isinstance(excinfo.value, GuestTestFailed):
             return f"[in the vm guest]\n{excinfo.value}"
+        if isinstance(excinfo.value, GuestUnavailable):
+            return str(excinfo.value)
         return super().repr_failure(excinfo, style)
 
 
