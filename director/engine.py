@@ -158,7 +158,8 @@ class Engine:
             "services": services,
             "destinations": dests,
         }
-        log.info(
+        quiet = reason == "resync" and not result.ops
+        (log.debug if quiet else log.info)(
             "synced",
             reason=reason,
             full=result.full,

@@ -205,3 +205,17 @@ def test_connection_survives_reload_kill_and_restart(lab: Lab) -> None:
         client.wait()
         client.stdin.close()
         client.stdout.close()
+
+
+def test_daemon_repairs_a_flushed_table_on_its_own(lab: Lab) -> None:
+    lab.write_config(resync=1.0)
+    daemon = lab.start_daemon()
+    wait_for("the first sync", lambda: bool(lab.status().get("last_sync")))
+    before = lab.ipvsadm("-Ln")
+    lab.ipvsadm("-C")
+    assert "198.18.0.10:7000" not in lab.ipvsadm("-Ln")
+    wait_for("the periodic resync", lambda: lab.ipvsadm("-Ln") == before, timeout=30)
+    repaired = [
+        json.loads(line) for line in daemon.output().splitlines() if '"reason": "resync"' in line
+    ]
+    assert repaired[0]["operations"] == 2

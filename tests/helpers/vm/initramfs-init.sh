@@ -15,6 +15,7 @@ fail() {
 mount -t proc proc /proc || fail "mount /proc"
 mount -t sysfs sysfs /sys || fail "mount /sys"
 mount -t devtmpfs devtmpfs /dev || fail "mount /dev"
+echo "initramfs: kernel $(cat /proc/sys/kernel/osrelease), mounting the shared root"
 
 for module in $(cat /modules.order); do
     insmod "/lib/modules/$module" || fail "insmod $module"
@@ -35,6 +36,7 @@ mount -t overlay overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work 
     || fail "mount the overlay root"
 mount -t virtiofs project "/newroot$PROJECT" || fail "mount the project at $PROJECT"
 
+echo "initramfs: root and $PROJECT mounted, switching root"
 umount /proc /sys /dev
 exec switch_root /newroot /bin/sh "$PROJECT/tests/helpers/vm/guest-init.sh"
 fail "switch_root"

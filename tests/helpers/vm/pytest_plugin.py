@@ -57,18 +57,25 @@ class GuestRun:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.nodeids: list[str] = []
-        self.tests: dict[str, dict[str, Any]] | None = None
-        self.failure: str | None = None
+        self.tests: dict[str, dict[str, Any]] | None = None  # None until the guest has run
+        self.collect_errors: list[str] = []
+        self.failure: str | None = None  # why the guest did not finish, with the console tail
         self.summary = ""
+        self.console: Path | None = None
 
     def outcome(self, nodeid: str) -> dict[str, Any]:
-        if self.tests is None and self.failure is None:
+        if self.tests is None:
             self._boot()
-        if self.tests is not None and nodeid in self.tests:
+        assert self.tests is not None
+        if nodeid in self.tests:  # even if the guest died later, this test's outcome stands
             return self.tests[nodeid]
-        raise GuestUnavailable(
-            self.failure or f"the guest reported no result for this test\n{self.summary}"
-        )
+        if self.failure is not None:
+            raise GuestUnavailable(self.failure)
+        lines = ["the guest reported no result for this test", self.summary]
+        lines += [f"collection error in the guest: {error}" for error in self.collect_errors]
+        if self.console is not None:
+            lines += ["--- console tail ---", console_tail(self.console)]
+        raise GuestUnavailable("\n".join(lines))
 
     def _argv(self, results: Path) -> list[str]:
         root = self.config.rootpath
@@ -95,31 +102,23 @@ class GuestRun:
                     stream=stream,
                 )
             except (GuestError, VmSetupError) as exc:
-                self.failure = f"the vm guest failed: {exc}"
-                self.summary = self.failure
-                self._load(results, None)
-                return
-            self.summary = (
-                f"vm: guest pytest exited {result.returncode} after {result.duration:.1f} s "
-                f"(boot {result.boot_seconds or 0:.1f} s); console log: {result.console_log}"
-            )
-            reporter.write_line(self.summary)
-        self._load(results, result.console_log)
-
-    def _load(self, results: Path, console: Path | None) -> None:
-        """Take the guest's outcomes; if it crashed midway, keep those it finished."""
+                self.failure = self.summary = f"the vm guest failed: {exc}"
+            else:
+                self.console = result.console_log
+                self.summary = (
+                    f"vm: guest pytest exited {result.returncode} after {result.duration:.1f} s "
+                    f"(boot {result.boot_seconds or 0:.1f} s); console log: {result.console_log}"
+                )
+                reporter.write_line(self.summary)
         try:
             data = json.loads(results.read_text())
         except (OSError, ValueError):
-            if self.failure is None:
-                self.failure = f"the guest wrote no results to {results}\n{self.summary}"
-                if console:
-                    self.failure += f"\n--- console tail ---\n{console_tail(console)}"
-            return
-        if self.failure is None or data["tests"]:
-            self.tests = data["tests"]
-        for error in data["collect_errors"]:
-            self.summary += f"\ncollection error in the guest: {error}"
+            data = {"tests": {}, "collect_errors": [f"no readable results in {results}"]}
+        self.tests = data["tests"]
+        self.collect_errors = data["collect_errors"]
+
+
+RUN = pytest.StashKey[GuestRun]()
 
 
 class VmProxy(pytest.Item):
@@ -176,8 +175,16 @@ class VmProxy(pytest.Item):
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if IN_GUEST:
         return
-    run = GuestRun(config)
+    run = config.stash[RUN] = GuestRun(config)
     for index, item in enumerate(items):
         if item.get_closest_marker("vm") is not None:
             items[index] = VmProxy.replacing(item, run)
             run.nodeids.append(item.nodeid)
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    run = config.stash.get(RUN, None)
+    if run is not None and run.summary:
+        terminalreporter.write_line(run.summary.splitlines()[0])

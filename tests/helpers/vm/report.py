@@ -60,19 +60,19 @@ class Recorder:
         )
         entry["duration"] += report.duration
         wasxfail = getattr(report, "wasxfail", None)
+        outcome, text = "passed", ""
         if report.failed:
             outcome, text = "failed", _failure_text(report)
         elif report.skipped and wasxfail is not None:
             outcome, text = "xfailed", str(wasxfail)
         elif report.skipped:
             outcome, text = "skipped", _skip_reason(report)
-        else:
-            return
         if RANK[outcome] > RANK[entry["outcome"]]:
             entry["outcome"], entry["text"] = outcome, text
         elif outcome == "failed":
             entry["text"] += "\n\n" + text
-        self._write()
+        if report.when == "teardown":  # the test is complete: save, in case the guest dies
+            self._write()
 
     def pytest_sessionfinish(self, exitstatus: int) -> None:
         self.exitstatus = int(exitstatus)
