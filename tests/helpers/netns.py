@@ -7,7 +7,7 @@ everything (background processes, then namespaces) is removed when the Topology 
     with Topology() as topo:
         a, b = topo.namespace("a"), topo.namespace("b")
         topo.veth(a, "eth0", b, "eth0", a_addr="198.18.0.1/24", b_addr="198.18.0.2/24")
-        a.run("ping", "-c1", "198.18.0.2")
+        a.run("busybox", "ping", "-c1", "198.18.0.2")
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ def check_address(text: str) -> Interface:
     return iface
 
 
-def ip(*args: str) -> str:
-    """Run ``ip args``; its stdout, or CommandError."""
+def _ip(*args: str) -> str:
+    """Run ``ip args`` (only ever on namespaces, or with ``-n``); its stdout, or CommandError."""
     argv = ["ip", *args]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
@@ -66,7 +66,7 @@ def ip(*args: str) -> str:
 
 def namespaces() -> list[str]:
     """The names of all named network namespaces (``ip netns list``)."""
-    return [line.split()[0] for line in ip("netns", "list").splitlines() if line.strip()]
+    return [line.split()[0] for line in _ip("netns", "list").splitlines() if line.strip()]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -74,17 +74,17 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # alive, someone else's
+        pass
     return True
 
 
 def remove_namespace(name: str) -> None:
     """Kill every process still inside namespace name, then delete it."""
-    for pid in ip("netns", "pids", name).split():
+    for pid in _ip("netns", "pids", name).split():
         with contextlib.suppress(ProcessLookupError):
             os.kill(int(pid), signal.SIGKILL)
-    ip("netns", "delete", name)
+    _ip("netns", "delete", name)
 
 
 def remove_stale() -> list[str]:
@@ -143,7 +143,8 @@ class Namespace:
         return self.topology._spawn(self, argv)
 
     def ip(self, *args: str) -> str:
-        return ip("-n", self.name, *args)
+        """``ip -n <this namespace> args``."""
+        return _ip("-n", self.name, *args)
 
     def up(self, dev: str) -> None:
         self.ip("link", "set", "dev", dev, "up")
@@ -199,7 +200,7 @@ class Topology:
         if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,30}", label):
             raise ValueError(f"bad namespace label {label!r}")
         ns = Namespace(self.prefix + label, self)
-        ip("netns", "add", ns.name)
+        _ip("netns", "add", ns.name)
         self.namespaces.append(ns)
         ns.up("lo")
         return ns

@@ -12,7 +12,6 @@ from tests.helpers.netns import (
     Namespace,
     Topology,
     check_address,
-    ip,
     namespaces,
     remove_stale,
 )
@@ -137,10 +136,10 @@ def test_remove_stale_deletes_namespaces_of_dead_processes() -> None:
     dead = subprocess.Popen(["true"])
     dead.wait()
     name = f"dt-{dead.pid}-0-stale"
-    ip("netns", "add", name)
+    subprocess.run(["ip", "netns", "add", name], check=True)
     try:
         assert name in remove_stale()
         assert name not in namespaces()
     finally:
         if name in namespaces():
-            ip("netns", "delete", name)
+            subprocess.run(["ip", "netns", "delete", name], check=True)

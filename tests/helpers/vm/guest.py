@@ -1,4 +1,9 @@
-"""Boot the cloud kernel in QEMU (TCG) with the host's root and the project shared over virtiofs."""
+"""Boot the cloud kernel in QEMU (TCG) with the host's root and the project shared over virtiofs.
+
+Knobs (environment): DIRECTOR_VM_SMP (default 1: faster than 2 on a 2-core host),
+DIRECTOR_VM_MEMORY (2G), DIRECTOR_VM_CPU (max), DIRECTOR_VM_ACCEL (tcg; kvm where it works),
+DIRECTOR_VM_APPEND (extra kernel parameters, e.g. loglevel=7 to see the whole boot).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,13 @@ import base64
 import contextlib
 import ctypes
 import os
+import re
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -31,6 +38,7 @@ ROOT_SERVER = (
     'mount --bind / "$1" && mount -o remount,bind,ro "$1" && '
     'exec "$2" --socket-path="$3" -o source="$1" -o cache=always -o log_level=warn'
 )
+VIRTIOFSD_NOISE = r"fv_remove_watch: TODO|Unexpected poll revents"  # printed on every exit
 SKIP_COMPILE = r"/\.(venv|vmcache|git|mypy_cache|ruff_cache|pytest_cache|hypothesis)(/|$)"
 
 
@@ -100,10 +108,8 @@ def _wait_for_socket(path: Path, proc: subprocess.Popen[bytes], log: Path) -> No
 
 def precompile() -> None:
     """Byte-compile the project and the venv on the host: Python in the guest is ~25x slower."""
-    import sysconfig
-
     for tree, exclude in ((REPO, SKIP_COMPILE), (Path(sysconfig.get_paths()["purelib"]), None)):
-        argv = [sys.executable, "-m", "compileall", "-q", "-j", "0", str(tree)]
+        argv = [sys.executable, "-m", "compileall", "-q", str(tree)]
         if exclude:
             argv[4:4] = ["-x", exclude]
         subprocess.run(argv, check=False, stdout=subprocess.DEVNULL)
@@ -119,24 +125,21 @@ class _ConsoleWatcher(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
-        pending = ""
-        with contextlib.ExitStack() as stack:
-            while not self.path.exists() and not self.stop.is_set():
-                time.sleep(0.05)
-            if self.stop.is_set() and not self.path.exists():
+        while not self.path.exists():
+            if self.stop.wait(0.05):
                 return
-            log = stack.enter_context(self.path.open("r", errors="replace"))
+        pending = ""
+        with self.path.open("r", errors="replace") as log:
             while True:
+                stopping = self.stop.is_set()  # after the stop, read what is left once more
                 chunk = log.read()
-                if not chunk:
-                    if self.stop.is_set():
-                        break
-                    time.sleep(0.05)
-                    continue
-                pending += chunk.replace("\r", "")
-                *lines, pending = pending.split("\n")
+                *lines, pending = (pending + chunk.replace("\r", "")).split("\n")
                 for line in lines:
                     self._line(line)
+                if stopping:
+                    break
+                if not chunk:
+                    time.sleep(0.05)
         if pending:
             self._line(pending)
 
@@ -158,11 +161,12 @@ def new_log_path(kind: str, suffix: str) -> Path:
 
 
 def _qemu_argv(image: Path, initrd: Path, append: str, tmp: Path, console: Path) -> list[str]:
-    smp = os.environ.get("DIRECTOR_VM_SMP", "1")  # 1 measured faster than 2 on a 2-core host
+    smp = os.environ.get("DIRECTOR_VM_SMP", "1")
+    accel = os.environ.get("DIRECTOR_VM_ACCEL", "tcg")
     mem = os.environ.get("DIRECTOR_VM_MEMORY", "2G")
     cpu = os.environ.get("DIRECTOR_VM_CPU", "max")
     argv = ["qemu-system-x86_64", "-nodefaults", "-no-user-config", "-no-reboot"]
-    argv += ["-machine", "q35", "-accel", "tcg", "-cpu", cpu, "-smp", smp, "-m", mem]
+    argv += ["-machine", "q35", "-accel", accel, "-cpu", cpu, "-smp", smp, "-m", mem]
     argv += ["-object", f"memory-backend-memfd,id=mem,size={mem},share=on"]
     argv += ["-numa", "node,memdev=mem", "-display", "none", "-nic", "none"]
     argv += ["-kernel", str(image), "-initrd", str(initrd), "-append", append]
@@ -264,8 +268,12 @@ def run_in_guest(
         if status.startswith("DT-VM-STATUS "):
             return GuestResult(int(status.split()[1]), duration, console, watcher.boot_seconds)
         reason = status.removeprefix("DT-VM-FAIL ") or "the guest reported no exit status"
-        qemu_log = console_tail(tmp / "qemu.log", 10)
-        raise GuestError(f"{reason} (qemu exit {qemu.returncode}) {qemu_log}".strip(), console)
+        reason += f" (qemu exited {qemu.returncode})"
+        for log in sorted(tmp.glob("*.log")):  # qemu's and virtiofsd's own complaints
+            lines = console_tail(log, 10).splitlines()
+            if text := "\n".join(x for x in lines if not re.search(VIRTIOFSD_NOISE, x)):
+                reason += f"\n--- {log.name} ---\n{text}"
+        raise GuestError(reason, console)
     finally:
         for proc in reversed(procs):
             _kill(proc)

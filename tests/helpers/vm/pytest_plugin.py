@@ -9,6 +9,7 @@ DIRECTOR_SKIP_VM=1 skips the proxies instead of booting.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -87,13 +88,17 @@ class GuestRun:
             f"--tb={tb}", "-v", *ids,
         ]  # fmt: skip
 
+    def _say(self, line: str) -> None:
+        reporter = self.config.pluginmanager.getplugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(line)
+
     def _boot(self) -> None:
         results = new_log_path("results", "json")
         capture = self.config.pluginmanager.getplugin("capturemanager")
-        reporter = self.config.pluginmanager.getplugin("terminalreporter")
         stream = self.config.getoption("verbose") > 0 or self.config.getoption("capture") == "no"
-        with capture.global_and_fixture_disabled():
-            reporter.write_line(f"\nvm: booting one QEMU guest for {len(self.nodeids)} tests")
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            self._say(f"\nvm: booting one QEMU guest for {len(self.nodeids)} tests")
             try:
                 result = run_in_guest(
                     self._argv(results),
@@ -109,7 +114,7 @@ class GuestRun:
                     f"vm: guest pytest exited {result.returncode} after {result.duration:.1f} s "
                     f"(boot {result.boot_seconds or 0:.1f} s); console log: {result.console_log}"
                 )
-                reporter.write_line(self.summary)
+                self._say(self.summary)
         try:
             data = json.loads(results.read_text())
         except (OSError, ValueError):
@@ -154,6 +159,7 @@ class VmProxy(pytest.Item):
             reason = "DIRECTOR_SKIP_VM=1: real-kernel tests not run"
             raise pytest.skip.Exception(reason, _use_item_location=True)
         result = self.run.outcome(self.nodeid)
+        self.user_properties.append(("guest_duration", result["duration"]))
         if result["outcome"] == "skipped":  # reported at the test's location, as in the guest
             raise pytest.skip.Exception(result["text"], _use_item_location=True)
         if result["outcome"] == "xfailed":
@@ -187,4 +193,4 @@ def pytest_terminal_summary(
 ) -> None:
     run = config.stash.get(RUN, None)
     if run is not None and run.summary:
-        terminalreporter.write_line(run.summary.splitlines()[0])
+        terminalreporter.write_line("\n".join(run.summary.splitlines()[:2]))
