@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     ModelWrapValidatorHandler,
+    PlainValidator,
     ValidationError,
     field_validator,
     model_validator,
@@ -26,6 +27,8 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from director.config import rules
+from director.config.checks import CheckConfig, ResolvedCheck
+from director.config.checks import resolve as resolve_check
 from director.config.fields import (
     Address,
     Bool,
@@ -84,6 +87,15 @@ NAMED_SYSCTLS: tuple[tuple[str, str], ...] = (
 )
 
 
+def _probes_check(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100_000:
+        fail(f"expected an integer from 1 to 100000, found {show(value)}")
+    return value
+
+
+_probes = PlainValidator(_probes_check)
+
+
 class _Model(BaseModel):
     # The loader validates by alias only (TOML keys); Python code may also use field names.
     model_config = ConfigDict(
@@ -98,6 +110,7 @@ class DaemonSettings(_Model):
     state_dir: DirPath = "/var/lib/director"
     control_socket: SocketPath = "/run/director/control.sock"
     keep_table_on_stop: Bool = True
+    max_concurrent_probes: Annotated[int, _probes] = 256
 
 
 class KernelSettings(_Model):
@@ -189,6 +202,14 @@ class RealServer(_Server):
     weight: Weight = 1
     upper_threshold: Threshold = 0
     lower_threshold: Threshold = 0
+    check: CheckConfig | None = None
+
+    def health_check(self, vs: VirtualServer) -> ResolvedCheck | None:
+        """The check this real server gets: the service's, overridden by its own; None if none."""
+        table = vs.check.merged(self.check) if vs.check is not None else self.check
+        if table is None or table.type in (None, "none"):
+            return None
+        return resolve_check(table, self.dest_key(vs).port or (vs.port or 0))
 
 
 class SorryServer(_Server):
@@ -211,6 +232,7 @@ class VirtualServer(_Model):
     forwarding: ForwardingName = "nat"
     on_failure: Literal["remove", "quiesce"] = "remove"
     sorry_server: SorryServer | None = None
+    check: CheckConfig | None = None
     real_servers: tuple[RealServer, ...] = Field(default=(), alias="real_server")
 
     @model_validator(mode="wrap")
@@ -298,6 +320,7 @@ _DROPPABLE = {
     "on_failure",
     "sorry_server",
     "real_server",
+    "check",
 }
 
 

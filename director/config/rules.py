@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from director.config.checks import check_problems
 from director.config.fields import Finding, Loc, show, words
 from director.ipvs.model import SCHED_FLAGS, DestKey, Family, Forwarding, ServiceKey
 
@@ -67,6 +68,7 @@ def virtual_server_problems(vs: VirtualServer) -> list[Finding]:
                 "persistence_timeout > 0, found persistence_timeout = 0 (or none)",
             )
         )
+    findings += _check_problems(vs)
     for i, rs in enumerate(vs.real_servers):
         if rs.lower_threshold > rs.upper_threshold:
             why = " (the kernel refuses any lower threshold when upper is 0)"
@@ -214,3 +216,46 @@ def duplicate_services(services: Iterable[tuple[int, VirtualServer]]) -> list[Fi
             )
         names.setdefault(name, i)
     return findings
+
+
+def _check_problems(vs: VirtualServer) -> list[Finding]:
+    findings: list[Finding] = []
+    base = vs.check
+    if base is not None:
+        findings += [(("check", *loc), msg) for loc, msg in check_problems(base, base.type)]
+    for i, rs in enumerate(vs.real_servers):
+        table = base.merged(rs.check) if base is not None else rs.check
+        if table is None:
+            continue
+        at: Loc = ("real_server", i, "check")
+        if table.type is None:
+            where = at if rs.check is not None else ("check",)
+            findings.append(
+                (
+                    (*where, "type"),
+                    "a check needs a type: tcp, http, https, rdp, exchange, smtp, script or none",
+                )
+            )
+            continue
+        if rs.check is not None:
+            findings += [((*at, *loc), msg) for loc, msg in check_problems(rs.check, table.type)]
+        port = table.port if table.port is not None else rs.dest_key(vs).port or (vs.port or 0)
+        if port == 0 and table.type not in ("script", "none", "https", "exchange"):
+            findings.append(
+                (
+                    (*at, "port"),
+                    f"real server {rs.address} keeps the packet's port (port 0), so its "
+                    f"{table.type} check needs a port: expected check.port, found none",
+                )
+            )
+    return _unique(findings)
+
+
+def _unique(findings: list[Finding]) -> list[Finding]:
+    seen: set[tuple[Loc, str]] = set()
+    out: list[Finding] = []
+    for finding in findings:
+        if finding not in seen:
+            seen.add(finding)
+            out.append(finding)
+    return out
