@@ -66,9 +66,9 @@ def test_keys_of_other_kinds_are_all_reported() -> None:
         )
     )
     assert found == [
-        "virtual_server[0].check.timeout: expected timeout at most interval (1.0 s), found 2.0 s",
         "virtual_server[0].check.path: path applies to http, https checks, found it on a check "
         'of type "tcp"',
+        "virtual_server[0].check.timeout: expected timeout at most interval (1.0 s), found 2.0 s",
         "virtual_server[0].real_server[0].check.vdirs: vdirs applies to exchange checks, found "
         'it on a check of type "tcp"',
     ]
