@@ -20,6 +20,7 @@ from director import __version__, logs
 from director.config import ConfigError, check_config, load_config
 from director.desired import compile_table
 from director.engine import Engine
+from director.health import HealthChecks
 from director.ipvs.kernel import KernelError
 from director.ipvs.netlink import NetlinkIPVS
 from director.reconcile.owned import FileOwnedStore
@@ -74,15 +75,19 @@ async def run(args: argparse.Namespace) -> int:
         load_config,
         status_path=state_dir / "status.json",
     )
+    checks = HealthChecks(engine.on_health, max_in_flight=config.daemon.max_concurrent_probes)
+    engine.on_config = checks.update
     loop = asyncio.get_running_loop()
     intents: asyncio.Queue[str] = asyncio.Queue()
     loop.add_signal_handler(signal.SIGHUP, intents.put_nowait, "reload")
     loop.add_signal_handler(signal.SIGTERM, intents.put_nowait, "stop")
     loop.add_signal_handler(signal.SIGINT, intents.put_nowait, "stop")
+    checks.update(config)
     try:
         await engine.start()
     except KernelError as exc:
         notifier.notify(f"STATUS=start failed: {exc}")
+        await checks.stop()
         return 1
     notifier.notify("READY=1", f"STATUS={engine.status.summary()}")
     log.info("ready", version=__version__, config=str(args.config))
@@ -102,6 +107,7 @@ async def run(args: argparse.Namespace) -> int:
                 next_ping = now + watchdog
             if intent == "stop":
                 notifier.notify("STOPPING=1")
+                await checks.stop()
                 await engine.stop()
                 return 0
             try:

@@ -15,13 +15,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
+from checks.model import HealthChanged
 from director.config import Config, ConfigError
 from director.desired import compile_table
 from director.ipvs.kernel import IPVSKernel, KernelError, Timeouts
+from director.ipvs.model import DestKey, ServiceKey
 from director.reconcile.owned import OwnedStore
 from director.reconcile.reconciler import Reconciler, SyncResult
 from director.sysctl import PROC_SYS, apply_sysctls
@@ -71,6 +73,35 @@ class Engine:
         self.status_path = status_path
         self.status = Status(str(config_path), config_loaded_at=time.time())
         self._lock = asyncio.Lock()
+        # (service, destination) -> up, from the health checks; absent means up.
+        self.health: dict[tuple[ServiceKey, DestKey], bool] = {}
+        self.on_config: Callable[[Config], None] | None = None  # the checks follow the config
+        self._health_task: asyncio.Task[None] | None = None
+        self._health_dirty = False
+
+    def on_health(self, changes: list[HealthChanged]) -> None:
+        """Health-check verdicts (called on the event loop): record them, then sync once."""
+        for change in changes:
+            service, dest = cast(tuple[ServiceKey, DestKey], change.check_id)
+            self.health[(service, dest)] = change.up
+            log.warning(
+                "health_changed",
+                service=str(service),
+                destination=str(dest),
+                up=change.up,
+                reason=change.reason,
+            )
+        self._health_dirty = True
+        if self._health_task is None or self._health_task.done():
+            self._health_task = asyncio.get_running_loop().create_task(self._health_sync())
+
+    async def _health_sync(self) -> None:
+        while self._health_dirty:  # changes that arrive during a sync get one more
+            self._health_dirty = False
+            try:
+                await self._sync(full=False, reason="health")
+            except KernelError:
+                return  # logged; the periodic resync retries
 
     async def start(self) -> SyncResult:
         await self._apply_kernel_settings()
@@ -88,6 +119,8 @@ class Engine:
         self.config = config
         self.status.reload_error = None
         self.status.config_loaded_at = time.time()
+        if self.on_config is not None:
+            self.on_config(config)
         log.info("config_reloaded", path=str(self.config_path))
         await self._apply_kernel_settings()
         await self._sync(full=False, reason="reload")
@@ -135,7 +168,7 @@ class Engine:
                     log.error("ipvs_timeout_problem", problem=text)
 
     async def _sync(self, *, full: bool, reason: str) -> SyncResult:
-        desired = compile_table(self.config)
+        desired = compile_table(self.config, self.health)
         async with self._lock:
             try:
                 result = await asyncio.to_thread(self.reconciler.sync, desired, full=full)

@@ -1,0 +1,144 @@
+"""The asyncio adapter of the health-check scheduler: clock, one timer, probe tasks.
+
+It owns ``loop.time()`` and a single ``loop.call_at`` timer re-armed to the scheduler's
+``next_deadline()``; it runs each ``StartProbe`` as a task under ``asyncio.timeout``, feeds the
+result back and passes health changes to ``on_change``. A probe that raises counts as a failed
+attempt with the exception as its error. :meth:`Runner.stop` cancels the timer and every probe and
+waits for them, so nothing is left pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Generic, TypeVar
+
+import structlog
+
+from checks.model import Check, CheckId, HealthChanged, ProbeResult, StartProbe
+from checks.schedule import CheckStatus, Scheduler
+
+S = TypeVar("S")
+Probe = Callable[[S], Awaitable[ProbeResult]]
+OnChange = Callable[[list[HealthChanged]], None]
+
+log = structlog.get_logger("director.checks")
+
+
+class Runner(Generic[S]):
+    def __init__(
+        self,
+        scheduler: Scheduler[S],
+        probe: Probe[S],
+        on_change: OnChange,
+    ) -> None:
+        self.scheduler = scheduler
+        self._probe = probe
+        self._on_change = on_change
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopped = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin on the running loop (call from a coroutine). A runner starts once: after
+        :meth:`stop`, build a new one (and carry state with ``Scheduler.restore``)."""
+        if self._stopped or self._loop is not None:
+            raise RuntimeError("a Runner starts once")
+        self._loop = asyncio.get_running_loop()
+        self._pump()
+
+    async def stop(self) -> None:
+        """Cancel the timer and every probe in flight, and wait until they are gone."""
+        self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    @property
+    def probes_running(self) -> int:
+        return len(self._tasks)
+
+    # -- changes to the set of checks (a reload) -----------------------------------------------
+
+    def add(self, checks: Iterable[Check[S]]) -> None:
+        self._emit(self.scheduler.add(checks, self._now()))
+        self._arm()
+
+    def remove(self, check_ids: Iterable[CheckId]) -> None:
+        self.scheduler.remove(check_ids)
+        self._arm()
+
+    def replace(self, checks: Iterable[Check[S]]) -> None:
+        self._emit(self.scheduler.replace(checks, self._now()))
+        self._arm()
+
+    def restore(self, previous: Mapping[CheckId, CheckStatus[S]]) -> None:
+        self._emit(self.scheduler.restore(previous, self._now()))
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        loop = self._loop or asyncio.get_running_loop()
+        return loop.time()
+
+    def _pump(self) -> None:
+        self._timer = None
+        if self._stopped or self._loop is None:
+            return
+        try:
+            now = self._loop.time()
+            self._emit(self.scheduler.expire(now))
+            for start in self.scheduler.due(now):
+                task = self._loop.create_task(self._run(start))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        finally:
+            self._arm()  # whatever went wrong, keep the checks running
+
+    def _arm(self) -> None:
+        if self._stopped or self._loop is None:
+            return
+        when = self.scheduler.next_deadline()
+        timer = self._timer
+        if timer is not None:
+            if when is not None and timer.when() == when:
+                return
+            timer.cancel()
+            self._timer = None
+        if when is not None:
+            self._timer = self._loop.call_at(when, self._pump)
+
+    async def _run(self, start: StartProbe[S]) -> None:
+        assert self._loop is not None
+        loop = self._loop
+        began = loop.time()
+        deadline = asyncio.timeout(start.timeout)
+        try:
+            async with deadline:
+                result = await self._probe(start.spec)
+        except TimeoutError as exc:
+            error = f"timeout after {start.timeout:g}s" if deadline.expired() else repr(exc)
+            result = ProbeResult(False, loop.time() - began, error)
+        except Exception as exc:  # a probe bug must not stop the checks
+            log.warning("probe raised", check=repr(start.check_id), error=repr(exc))
+            result = ProbeResult(False, loop.time() - began, f"{type(exc).__name__}: {exc}")
+        if self._stopped:
+            return
+        self._emit(self.scheduler.probe_done(start, result, loop.time()))
+        self._arm()
+
+    def _emit(self, changes: list[HealthChanged]) -> None:
+        if not changes:
+            return
+        try:
+            self._on_change(changes)
+        except Exception:
+            log.exception("health-change handler failed", changes=len(changes))

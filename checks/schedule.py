@@ -1,0 +1,351 @@
+"""When to probe which check, under a global cap on probes in flight. Pure (sans-I/O).
+
+The caller owns the clock and the probes; this object only decides. Drive it like this::
+
+    starts = sched.due(now)                 # StartProbe actions: run these probes
+    changes = sched.probe_done(start, result, now)   # feed each result back
+    changes = sched.expire(now)             # probes with no result long past their timeout
+    wake_at = sched.next_deadline()         # call due()/expire() again then (None: nothing to do)
+
+Rounds run at a fixed rate: check *i* starts rounds at ``offset_i + k * interval``, with
+``offset_i`` drawn from the injected :class:`random.Random` in ``[0, interval)`` so thousands of
+checks do not fire together. Within a round, a failed attempt is retried ``retry_delay`` seconds
+after it failed, up to ``attempts``; the first success makes the round good, all failing make it
+one bad round. A round that overruns its interval (slow retries, waiting for a slot) makes the
+next round start at the next slot in phase; skipped slots are counted as ``overruns``.
+
+At most ``max_in_flight`` probes run at once. A probe whose slot is not free at its time waits in
+FIFO order and starts as soon as one frees; ``StartProbe.lag`` and the lag statistics record how
+late. Results are matched by ``probe_id``: a result for a check removed or replaced meanwhile only
+frees its slot. The runner enforces timeouts; as a backstop a probe with no result
+``timeout_grace`` seconds after its timeout counts as a failed attempt here (its slot stays taken
+until it really ends).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import random
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from checks.model import Check, CheckId, CheckState, HealthChanged, ProbeResult, StartProbe
+from checks.policy import Phase, Policy
+
+S = TypeVar("S")
+
+
+@dataclass
+class LagStats:
+    """How late probes started: count, sum, maximum and the last one, in seconds."""
+
+    count: int = 0
+    total: float = 0.0
+    max: float = 0.0
+    last: float = 0.0
+
+    def add(self, lag: float) -> None:
+        self.count += 1
+        self.total += lag
+        self.last = lag
+        if lag > self.max:
+            self.max = lag
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else 0.0
+
+
+@dataclass(frozen=True)
+class CheckStatus(Generic[S]):
+    """One check in a :meth:`Scheduler.snapshot`."""
+
+    check: Check[S]
+    state: CheckState
+    phase: Phase
+    in_flight: bool
+    next_at: float | None
+    lag: LagStats
+
+
+@dataclass(frozen=True)
+class Snapshot(Generic[S]):
+    """Everything status and metrics need; ``checks`` can be passed to :meth:`Scheduler.restore`."""
+
+    checks: dict[CheckId, CheckStatus[S]]
+    in_flight: int
+    max_in_flight: int
+    waiting: int
+    lag: LagStats
+    rounds: int
+    overruns: int
+    expired: int
+    late_results: int
+    unknown_results: int
+    up: int
+
+
+class _Entry(Generic[S]):
+    __slots__ = ("attempt", "check", "lag", "next_at", "policy", "probe", "removed", "round_at")
+
+    def __init__(self, check: Check[S], policy: Policy, first_round: float) -> None:
+        self.check = check
+        self.policy = policy
+        self.round_at = first_round  # the slot the current round belongs to
+        self.next_at = first_round  # when the next attempt is due
+        self.attempt = 1
+        self.probe: StartProbe[S] | None = None
+        self.removed = False
+        self.lag = LagStats()
+
+
+class Scheduler(Generic[S]):
+    def __init__(
+        self, rng: random.Random, *, max_in_flight: int = 256, timeout_grace: float = 1.0
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        self.rng = rng
+        self.max_in_flight = max_in_flight
+        self.timeout_grace = timeout_grace
+        self._entries: dict[CheckId, _Entry[S]] = {}
+        self._timers: list[tuple[float, int, _Entry[S]]] = []  # attempts not yet due
+        self._ready: deque[_Entry[S]] = deque()  # due, waiting for a slot
+        self._live: dict[int, _Entry[S]] = {}  # probe_id -> entry whose result counts
+        self._orphans: dict[int, StartProbe[S]] = {}  # in flight, result ignored
+        self._deadlines: list[tuple[float, int]] = []  # (backstop, probe_id)
+        self._seq = itertools.count()
+        self._probe_ids = itertools.count(1)
+        self.lag = LagStats()
+        self.rounds = self.overruns = self.expired = 0
+        self.late_results = self.unknown_results = 0
+
+    # -- the set of checks -------------------------------------------------------------------
+
+    def add(self, checks: Iterable[Check[S]], now: float) -> list[HealthChanged]:
+        """Start checking; the first round of each is at a random offset in [0, interval).
+        Returns a change for each check that starts down (no entry counts as up)."""
+        changes = []
+        for check in checks:
+            if check.id in self._entries:
+                raise ValueError(f"check {check.id!r} is already scheduled")
+            entry = self._new_entry(check, now)
+            if not entry.policy.up:
+                changes.append(HealthChanged(check.id, False, now, "initial state down"))
+        return changes
+
+    def remove(self, check_ids: Iterable[CheckId]) -> None:
+        """Stop checking; a probe in flight keeps its slot until it ends, its result ignored."""
+        for check_id in check_ids:
+            entry = self._entries.pop(check_id, None)
+            if entry is not None:
+                self._drop(entry)
+
+    def replace(self, checks: Iterable[Check[S]], now: float) -> list[HealthChanged]:
+        """Make ``checks`` the whole set (a reload). A check equal to the one scheduled keeps
+        everything: state, phase, the round in progress. New or changed ones start fresh; a
+        change is returned where that makes the reported state differ."""
+        wanted = {check.id: check for check in checks}
+        self.remove([cid for cid in self._entries if cid not in wanted])
+        changes = []
+        for check in wanted.values():
+            old = self._entries.get(check.id)
+            if old is not None and old.check == check:
+                continue
+            was_up = True
+            if old is not None:
+                was_up = old.policy.up
+                self.remove([check.id])
+            entry = self._new_entry(check, now)
+            if entry.policy.up != was_up:
+                reason = "initial state " + ("up" if entry.policy.up else "down")
+                if old is not None:
+                    reason = f"changed: {reason}"
+                changes.append(HealthChanged(check.id, entry.policy.up, now, reason))
+        return changes
+
+    def restore(
+        self, previous: Mapping[CheckId, CheckStatus[S]], now: float
+    ) -> list[HealthChanged]:
+        """Carry the health state of checks equal to their ``previous`` ones (e.g. from an old
+        scheduler's snapshot); others keep what they have. Returns the resulting flips."""
+        changes = []
+        for check_id, entry in self._entries.items():
+            old = previous.get(check_id)
+            if old is None or old.check != entry.check:
+                continue
+            was_up = entry.policy.up
+            entry.policy = Policy(check_id, entry.check.params, old.state)
+            if entry.policy.up != was_up:
+                changes.append(HealthChanged(check_id, entry.policy.up, now, "restored"))
+        return changes
+
+    def health(self) -> dict[CheckId, bool]:
+        """Up or down by check id (with ``(ServiceKey, DestKey)`` ids: the ``Health`` map)."""
+        return {cid: entry.policy.up for cid, entry in self._entries.items()}
+
+    # -- events in, actions out --------------------------------------------------------------
+
+    def due(self, now: float) -> list[StartProbe[S]]:
+        """The probes to start now, never more than the free slots."""
+        free = self.max_in_flight - len(self._live) - len(self._orphans)
+        if free <= 0:
+            return []
+        timers, ready = self._timers, self._ready
+        while timers and timers[0][0] <= now:
+            entry = heapq.heappop(timers)[2]
+            if not entry.removed:
+                ready.append(entry)
+        starts = []
+        while ready and free > 0:
+            entry = ready.popleft()
+            if not entry.removed:
+                starts.append(self._start(entry, now))
+                free -= 1
+        return starts
+
+    def probe_done(
+        self, start: StartProbe[S], result: ProbeResult, now: float
+    ) -> list[HealthChanged]:
+        """A probe ended. Returns the change its round caused, if any."""
+        entry = self._live.pop(start.probe_id, None)
+        if entry is None:
+            if self._orphans.pop(start.probe_id, None) is None:
+                self.unknown_results += 1
+            else:
+                self.late_results += 1
+            return []
+        return self._finish(entry, result, now)
+
+    def expire(self, now: float) -> list[HealthChanged]:
+        """Fail probes still without a result ``timeout_grace`` after their timeout."""
+        changes: list[HealthChanged] = []
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            probe_id = heapq.heappop(deadlines)[1]
+            entry = self._live.pop(probe_id, None)
+            if entry is None or entry.probe is None:
+                continue
+            start = entry.probe
+            self._orphans[probe_id] = start
+            self.expired += 1
+            error = f"no result within {start.timeout:g}s"
+            changes += self._finish(entry, ProbeResult(False, now - start.started, error), now)
+        return changes
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`due` or :meth:`expire` next has work; may be in the past."""
+        deadlines, timers, ready = self._deadlines, self._timers, self._ready
+        while deadlines and deadlines[0][1] not in self._live:
+            heapq.heappop(deadlines)
+        while timers and timers[0][2].removed:
+            heapq.heappop(timers)
+        while ready and ready[0].removed:
+            ready.popleft()
+        best = deadlines[0][0] if deadlines else None
+        if len(self._live) + len(self._orphans) < self.max_in_flight:
+            if ready:
+                start_at: float | None = ready[0].next_at
+            else:
+                start_at = timers[0][0] if timers else None
+            if start_at is not None and (best is None or start_at < best):
+                best = start_at
+        return best
+
+    def snapshot(self) -> Snapshot[S]:
+        """Per-check state, last result and lag, plus totals, for status and metrics."""
+        checks = {
+            cid: CheckStatus(
+                check=e.check,
+                state=e.policy.state,
+                phase=e.policy.phase,
+                in_flight=e.probe is not None,
+                next_at=None if e.probe is not None else e.next_at,
+                lag=LagStats(e.lag.count, e.lag.total, e.lag.max, e.lag.last),
+            )
+            for cid, e in self._entries.items()
+        }
+        return Snapshot(
+            checks=checks,
+            in_flight=len(self._live) + len(self._orphans),
+            max_in_flight=self.max_in_flight,
+            waiting=sum(not e.removed for e in self._ready),
+            lag=LagStats(self.lag.count, self.lag.total, self.lag.max, self.lag.last),
+            rounds=self.rounds,
+            overruns=self.overruns,
+            expired=self.expired,
+            late_results=self.late_results,
+            unknown_results=self.unknown_results,
+            up=sum(e.policy.up for e in self._entries.values()),
+        )
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._live) + len(self._orphans)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _new_entry(self, check: Check[S], now: float) -> _Entry[S]:
+        first = now + self.rng.random() * check.params.interval
+        entry = _Entry(check, Policy(check.id, check.params), first)
+        self._entries[check.id] = entry
+        self._arm(entry, first)
+        return entry
+
+    def _drop(self, entry: _Entry[S]) -> None:
+        entry.removed = True
+        if entry.probe is not None:
+            probe_id = entry.probe.probe_id
+            if self._live.pop(probe_id, None) is not None:
+                self._orphans[probe_id] = entry.probe
+            entry.probe = None
+
+    def _arm(self, entry: _Entry[S], at: float) -> None:
+        entry.next_at = at
+        heapq.heappush(self._timers, (at, next(self._seq), entry))
+
+    def _start(self, entry: _Entry[S], now: float) -> StartProbe[S]:
+        check = entry.check
+        start = StartProbe(
+            next(self._probe_ids),
+            check.id,
+            check.spec,
+            entry.attempt,
+            entry.next_at,
+            now,
+            check.params.timeout,
+        )
+        entry.probe = start
+        self._live[start.probe_id] = entry
+        heapq.heappush(
+            self._deadlines, (now + check.params.timeout + self.timeout_grace, start.probe_id)
+        )
+        lag = now - entry.next_at
+        entry.lag.add(lag)
+        self.lag.add(lag)
+        return start
+
+    def _finish(self, entry: _Entry[S], result: ProbeResult, now: float) -> list[HealthChanged]:
+        params = entry.check.params
+        entry.probe = None
+        policy = entry.policy
+        policy.record_probe(result, now, entry.attempt)
+        if not result.ok and entry.attempt < params.attempts:
+            entry.attempt += 1
+            self._arm(entry, now + params.retry_delay)
+            return []
+        self.rounds += 1
+        change = policy.record_round(result.ok, now)
+        entry.attempt = 1
+        slot = entry.round_at + params.interval
+        if slot < now:
+            skipped = math.ceil((now - slot) / params.interval)
+            self.overruns += skipped
+            slot += skipped * params.interval
+        entry.round_at = slot
+        self._arm(entry, slot)
+        return [] if change is None else [change]

@@ -1,0 +1,155 @@
+"""Health checks for the daemon: config -> checks, probes run on the event loop, results -> health.
+
+Each real server with a check becomes one :class:`checks.model.Check` keyed by
+(service key, destination key), the same key the desired-state compiler uses, so the scheduler's
+health map feeds :func:`director.desired.compile_table` directly. A reload replaces the checks;
+those whose target and settings did not change keep their state and timing.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import cast
+
+from checks.model import Check, CheckParams, HealthChanged, ProbeResult
+from checks.probes import dispatch, exchange, http, rdp, script, smtp, tcp
+from checks.probes.result import Target
+from checks.runner import Runner
+from checks.schedule import Scheduler
+from director.config import Config
+from director.config.checks import ResolvedCheck
+from director.ipvs.model import DestKey, ServiceKey
+
+CheckId = tuple[ServiceKey, DestKey]
+
+
+@dataclass(frozen=True)
+class ProbeJob:
+    """What one probe needs: where, what, how long. Frozen and comparable, for reloads."""
+
+    target: Target
+    spec: dispatch.Spec
+    timeout: float
+    kind: str
+
+
+def probe_spec(check: ResolvedCheck) -> dispatch.Spec:
+    """The probe settings of a resolved config check."""
+    tls = check.type == "https"
+    if check.type == "tcp":
+        expect: bytes | re.Pattern[bytes] | None = None
+        if check.expect is not None:
+            raw = check.expect.encode()
+            expect = re.compile(raw) if check.expect_regex else raw
+        send = check.send.encode() if check.send is not None else None
+        return tcp.TcpSpec(send=send, expect=expect)
+    if check.type in ("http", "https"):
+        auth = (check.username, check.password) if check.username and check.password else None
+        return http.HttpSpec(
+            method=check.method,
+            path=check.path,
+            host=check.host,
+            expect_status=check.expect_status,
+            body_contains=check.body_contains,
+            body_regex=re.compile(check.body_regex) if check.body_regex else None,
+            basic_auth=auth,
+            http_version=check.http_version,
+            tls=tls,
+            server_name=check.sni,
+            verify=check.verify,
+            ca_file=check.ca_file,
+        )
+    if check.type == "exchange":
+        return exchange.ExchangeSpec(
+            vdirs=check.vdirs,
+            mode=check.mode,
+            host=check.host,
+            server_name=check.sni,
+            verify=check.verify,
+            ca_file=check.ca_file,
+        )
+    if check.type == "rdp":
+        return rdp.RdpSpec()
+    if check.type == "smtp":
+        return smtp.SmtpSpec(
+            helo_name=check.helo_name,
+            starttls=check.starttls,
+            server_name=check.sni,
+            verify=check.verify,
+            ca_file=check.ca_file,
+        )
+    if check.type == "script":
+        return script.ScriptSpec(argv=check.command, weight_from_exit=check.weight_from_exit)
+    raise ValueError(f"no probe for check type {check.type!r}")
+
+
+def build_checks(config: Config) -> list[Check[ProbeJob]]:
+    """One check per real server that has one."""
+    out: list[Check[ProbeJob]] = []
+    for vs in config.virtual_servers:
+        key = vs.service_key()
+        for rs in vs.real_servers:
+            resolved = rs.health_check(vs)
+            if resolved is None:
+                continue
+            job = ProbeJob(
+                target=Target(rs.address, resolved.port),
+                spec=probe_spec(resolved),
+                timeout=resolved.timeout,
+                kind=resolved.type,
+            )
+            params = CheckParams(
+                interval=resolved.interval,
+                timeout=resolved.timeout,
+                rise=resolved.rise,
+                fall=resolved.fall,
+                attempts=resolved.attempts,
+                retry_delay=resolved.retry_delay,
+                reentry=resolved.reentry,
+                initial=resolved.initial,
+            )
+            out.append(Check(id=(key, rs.dest_key(vs)), spec=job, params=params))
+    return out
+
+
+class HealthChecks:
+    """The daemon's checks: a scheduler, its asyncio runner and the shared HTTP client."""
+
+    def __init__(
+        self,
+        on_change: Callable[[list[HealthChanged]], None],
+        *,
+        max_in_flight: int = 256,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.scheduler: Scheduler[ProbeJob] = Scheduler(
+            rng or random.Random(), max_in_flight=max_in_flight
+        )
+        self._http = http.HttpProber()
+        self.runner = Runner(self.scheduler, self._probe, on_change)
+        self._started = False
+
+    async def _probe(self, job: ProbeJob) -> ProbeResult:
+        r = await dispatch.run(job.target, job.spec, job.timeout, self._http)
+        return ProbeResult(ok=r.ok, latency=r.latency, error=r.error, weight=r.weight)
+
+    def update(self, config: Config) -> None:
+        """Start the checks of ``config``, or replace the running ones (keeping unchanged state)."""
+        checks = build_checks(config)
+        if not self._started:
+            self.runner.start()
+            self._started = True
+            self.runner.add(checks)
+        else:
+            self.runner.replace(checks)
+
+    def health(self) -> Mapping[CheckId, bool]:
+        return cast(Mapping[CheckId, bool], self.scheduler.health())
+
+    async def stop(self) -> None:
+        if self._started:
+            await self.runner.stop()
+        await self._http.close()
