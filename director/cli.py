@@ -51,6 +51,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kernel:  {status['kernel_error']}")
     for problem in status.get("sysctl_problems", []):
         print(f"sysctl:  {problem}")
+    for check in status.get("checks", []):
+        state = "up  " if check.get("up") else "DOWN"
+        error = f"  {check['last_error']}" if check.get("last_error") else ""
+        latency = check.get("last_latency_ms")
+        print(
+            f"check:   {state} {check.get('service')} -> {check.get('destination')}"
+            f" {check.get('type')} {latency if latency is not None else '-'} ms{error}"
+        )
     print(
         f"ipvs:    {sync.get('services', 0)} services, {sync.get('destinations', 0)} destinations"
         f" (last sync: {sync.get('reason', '-')}, {sync.get('operations', 0)} operations,"

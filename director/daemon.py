@@ -77,6 +77,7 @@ async def run(args: argparse.Namespace) -> int:
     )
     checks = HealthChecks(engine.on_health, max_in_flight=config.daemon.max_concurrent_probes)
     engine.on_config = checks.update
+    engine.checks_summary = checks.summary
     loop = asyncio.get_running_loop()
     intents: asyncio.Queue[str] = asyncio.Queue()
     loop.add_signal_handler(signal.SIGHUP, intents.put_nowait, "reload")

@@ -39,6 +39,7 @@ class Status:
     last_sync: dict[str, Any] = field(default_factory=dict)
     sysctl_problems: list[str] = field(default_factory=list)
     kernel_error: str | None = None
+    checks: list[dict[str, object]] = field(default_factory=list)
 
     def summary(self) -> str:
         parts = []
@@ -76,6 +77,7 @@ class Engine:
         # (service, destination) -> up, from the health checks; absent means up.
         self.health: dict[tuple[ServiceKey, DestKey], bool] = {}
         self.on_config: Callable[[Config], None] | None = None  # the checks follow the config
+        self.checks_summary: Callable[[], list[dict[str, object]]] | None = None
         self._health_task: asyncio.Task[None] | None = None
         self._health_dirty = False
 
@@ -208,6 +210,8 @@ class Engine:
     def _write_status(self) -> None:
         if self.status_path is None:
             return
+        if self.checks_summary is not None:
+            self.status.checks = self.checks_summary()
         try:
             self.status_path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.status_path.with_suffix(".tmp")

@@ -149,6 +149,28 @@ class HealthChecks:
     def health(self) -> Mapping[CheckId, bool]:
         return cast(Mapping[CheckId, bool], self.scheduler.health())
 
+    def summary(self) -> list[dict[str, object]]:
+        """Per check: where, what, up or down, the last result; for status.json and directorctl."""
+        out: list[dict[str, object]] = []
+        for check_id, st in self.scheduler.snapshot().checks.items():
+            service, dest = cast(CheckId, check_id)
+            last = st.state.last
+            out.append(
+                {
+                    "service": str(service),
+                    "destination": str(dest),
+                    "type": st.check.spec.kind,
+                    "target": f"{st.check.spec.target.address}:{st.check.spec.target.port}",
+                    "up": st.state.up,
+                    "phase": st.phase.name.lower(),
+                    "transitions": st.state.transitions,
+                    "last_ok": None if last is None else last.ok,
+                    "last_latency_ms": None if last is None else round(last.latency * 1000, 2),
+                    "last_error": None if last is None else last.error,
+                }
+            )
+        return out
+
     async def stop(self) -> None:
         if self._started:
             await self.runner.stop()
