@@ -1,0 +1,313 @@
+"""One machine driven by hand: each RFC 5798 section 6.4 rule, timers, tracking, fault."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv6Address
+from typing import Any
+
+import pytest
+
+from vrrp import (
+    AddAddresses,
+    Advertisement,
+    AuthType,
+    Config,
+    Event,
+    Gratuitous,
+    Machine,
+    RemoveAddresses,
+    SendAdvert,
+    SendGratuitous,
+    State,
+    StateChanged,
+    master_down_interval,
+    skew_time,
+)
+
+ME, PEER_LOW, PEER_HIGH = (IPv4Address(f"192.0.2.{n}") for n in (10, 5, 20))
+VIPS = (IPv4Address("198.51.100.10"),)
+NO_GARP = Gratuitous(count=1, repeat_after=None)
+
+
+def config(priority: int = 100, **kw: Any) -> Config:
+    return Config(vrid=51, priority=priority, primary_address=ME, virtual_addresses=VIPS, **kw)
+
+
+def advert(priority: int, interval_cs: int = 100, version: int = 2) -> Advertisement:
+    auth = bytes(8) if version == 2 else b""
+    return Advertisement(version, 51, priority, interval_cs, VIPS, AuthType.NONE, auth)
+
+
+def backup(priority: int = 100, **kw: Any) -> Machine:
+    machine = Machine(config(priority, **kw))
+    machine.start(0.0)
+    assert machine.state is State.BACKUP
+    return machine
+
+
+def master(priority: int = 100, **kw: Any) -> Machine:
+    machine = backup(priority, **kw)
+    deadline = machine.next_deadline()
+    assert deadline is not None
+    machine.handle_timer(deadline)
+    assert machine.state is State.MASTER
+    return machine
+
+
+# -- the timer formulas ----------------------------------------------------------------------
+
+
+def test_rfc_timer_values() -> None:
+    assert skew_time(2, 100, 1.0) == 0.609375  # (256 - 100) / 256
+    assert master_down_interval(2, 100, 1.0) == 3.609375
+    assert skew_time(2, 100, 5.0) == 0.609375  # v2: skew ignores the interval
+    assert skew_time(2, 255, 1.0) == 1 / 256
+    assert skew_time(3, 100, 0.1) == pytest.approx(0.0609375)
+    assert master_down_interval(3, 100, 0.1) == pytest.approx(0.3609375, abs=1e-12)
+    assert master_down_interval(3, 200, 1.0) == 3.21875
+
+
+def test_start_waits_master_down_interval_then_becomes_master() -> None:
+    machine = Machine(config(100, gratuitous=NO_GARP))
+    assert machine.state is State.INITIALIZE and machine.next_deadline() is None
+    assert machine.start(10.0) == [StateChanged(State.INITIALIZE, State.BACKUP, Event.START)]
+    assert machine.next_deadline() == 13.609375
+    assert machine.handle_timer(13.6) == []  # early: nothing
+    assert machine.handle_timer(13.609375) == [
+        StateChanged(State.BACKUP, State.MASTER, Event.MASTER_DOWN_TIMER),
+        SendAdvert(100),  # first, so the old master drops the addresses before we ARP
+        AddAddresses(VIPS),
+        SendGratuitous(VIPS),
+    ]
+    assert machine.next_deadline() == 14.609375
+
+
+def test_owner_starts_as_master() -> None:
+    machine = Machine(config(255, gratuitous=NO_GARP))
+    assert machine.start(0.0) == [
+        StateChanged(State.INITIALIZE, State.MASTER, Event.START_AS_OWNER),
+        SendAdvert(255),
+        AddAddresses(VIPS),
+        SendGratuitous(VIPS),
+    ]
+
+
+# -- Backup (RFC 5798 6.4.2) -----------------------------------------------------------------
+
+
+def test_backup_follows_higher_and_equal_and_resets_master_down() -> None:
+    machine = backup(100)
+    assert machine.receive(advert(200), PEER_HIGH, 2.0) == []
+    assert machine.next_deadline() == 2.0 + 3.609375
+    assert machine.master == (PEER_HIGH, 200)
+    # Equal priority from a lower address: a backup still follows it (priority >= local).
+    assert machine.receive(advert(100), PEER_LOW, 3.0) == []
+    assert machine.next_deadline() == 3.0 + 3.609375
+
+
+def test_backup_with_preempt_ignores_lower_priority() -> None:
+    machine = backup(100)
+    machine.receive(advert(50), PEER_HIGH, 2.0)
+    assert machine.next_deadline() == 3.609375  # still the start-up timer
+
+
+def test_backup_without_preempt_follows_lower_priority() -> None:
+    machine = backup(100, preempt=False)
+    machine.receive(advert(50), PEER_HIGH, 2.0)
+    assert machine.next_deadline() == 2.0 + 3.609375
+
+
+def test_priority_zero_sets_master_down_to_skew_time() -> None:
+    machine = backup(100)
+    assert machine.receive(advert(0), PEER_HIGH, 2.0) == []
+    assert machine.next_deadline() == 2.0 + 0.609375
+
+
+def test_v3_backup_learns_the_masters_interval() -> None:
+    machine = backup(100, version=3, advert_interval=1.0)
+    machine.receive(advert(200, interval_cs=50, version=3), PEER_HIGH, 2.0)
+    assert machine.master_adver_interval == 0.5
+    assert machine.master_down_interval == 1.5 + 156 * 0.5 / 256  # 1.8046875
+    assert machine.next_deadline() == 2.0 + 1.8046875
+    assert machine.receive(advert(0, interval_cs=50, version=3), PEER_HIGH, 3.0) == []
+    assert machine.next_deadline() == 3.0 + 156 * 0.5 / 256  # skew scaled by the learnt one
+
+
+def test_preempt_delay_runs_from_the_first_lower_priority_advert() -> None:
+    machine = backup(200, preempt_delay=10.0)
+    for t in range(1, 11):  # 1..10: within the delay (keepalived: preempt at now >= 11)
+        machine.receive(advert(100), PEER_HIGH, float(t))
+        assert machine.next_deadline() == t + 3.21875
+    machine.receive(advert(100), PEER_HIGH, 11.0)
+    assert machine.next_deadline() == 10 + 3.21875  # ignored: the timer runs out
+
+
+def test_a_higher_advert_stops_the_preempt_delay() -> None:
+    machine = backup(200, preempt_delay=10.0)
+    machine.receive(advert(100), PEER_HIGH, 1.0)  # delay runs until 11
+    machine.receive(advert(250), PEER_HIGH, 5.0)  # stopped
+    machine.receive(advert(100), PEER_HIGH, 12.0)  # a new delay, until 22
+    assert machine.next_deadline() == 12.0 + 3.21875
+
+
+def test_own_and_foreign_vrid_adverts_are_ignored() -> None:
+    machine = backup(100)
+    machine.receive(advert(200), ME, 2.0)
+    other = Advertisement(2, 52, 200, 100, VIPS, AuthType.NONE, bytes(8))
+    machine.receive(other, PEER_HIGH, 2.0)
+    assert machine.next_deadline() == 3.609375
+
+
+# -- Master (RFC 5798 6.4.3) -----------------------------------------------------------------
+
+
+def test_master_advertises_every_interval_and_late_wakes_do_not_burst() -> None:
+    machine = master(100, gratuitous=NO_GARP)  # master at 3.609375
+    assert machine.handle_timer(4.609375) == [SendAdvert(100)]
+    assert machine.handle_timer(9.0) == [SendAdvert(100)]  # woke 3 s late: one advert
+    assert machine.next_deadline() == 10.0
+
+
+def test_master_reasserts_on_lower_priority_advert() -> None:
+    machine = master(100, gratuitous=NO_GARP)
+    assert machine.receive(advert(50), PEER_HIGH, 4.0) == [SendAdvert(100), SendGratuitous(VIPS)]
+    assert machine.next_deadline() == 5.0  # Adver_Timer reset
+    # Equal priority from a lower address: we win the tie, so the same.
+    assert machine.receive(advert(100), PEER_LOW, 4.5) == [SendAdvert(100), SendGratuitous(VIPS)]
+    assert machine.state is State.MASTER
+
+
+def test_master_answers_priority_zero_with_an_advert() -> None:
+    machine = master(100, gratuitous=NO_GARP)
+    assert machine.receive(advert(0), PEER_HIGH, 4.0) == [SendAdvert(100)]
+    assert machine.next_deadline() == 5.0
+
+
+@pytest.mark.parametrize(("priority", "src"), [(200, PEER_LOW), (100, PEER_HIGH)])
+def test_master_yields_to_higher_priority_or_equal_from_higher_address(
+    priority: int, src: IPv4Address
+) -> None:
+    machine = master(100)
+    assert machine.receive(advert(priority), src, 4.0) == [
+        StateChanged(State.MASTER, State.BACKUP, Event.ADVERT_HIGHER),
+        RemoveAddresses(VIPS),
+    ]
+    assert machine.next_deadline() == 4.0 + 3.609375  # no more adverts or gratuitous rounds
+
+
+def test_shutdown_from_master_releases_with_priority_zero() -> None:
+    machine = master(100)
+    assert machine.shutdown(5.0) == [
+        StateChanged(State.MASTER, State.INITIALIZE, Event.SHUTDOWN),
+        SendAdvert(0),
+        RemoveAddresses(VIPS),
+    ]
+    assert machine.next_deadline() is None
+    assert machine.receive(advert(200), PEER_HIGH, 6.0) == []  # ignored until started again
+    assert machine.start(7.0)[0] == StateChanged(State.INITIALIZE, State.BACKUP, Event.START)
+
+
+def test_shutdown_from_backup_is_silent() -> None:
+    machine = backup(100)
+    assert machine.shutdown(1.0) == [StateChanged(State.BACKUP, State.INITIALIZE, Event.SHUTDOWN)]
+
+
+# -- gratuitous ARP schedule -----------------------------------------------------------------
+
+
+def run_timers(machine: Machine, until: float) -> list[float]:
+    """Times of the gratuitous rounds sent by ``handle_timer`` up to ``until``."""
+    sent = []
+    while (deadline := machine.next_deadline()) is not None and deadline <= until:
+        sent += [deadline for a in machine.handle_timer(deadline) if isinstance(a, SendGratuitous)]
+    return sent
+
+
+def test_gratuitous_bursts_and_refresh() -> None:
+    garp = Gratuitous(count=3, spacing=0.5, repeat_after=5.0, refresh=60.0)
+    machine = Machine(config(255, gratuitous=garp))
+    first = machine.start(100.0)
+    assert sum(isinstance(a, SendGratuitous) for a in first) == 1
+    assert run_timers(machine, 230.0) == [100.5, 101.0, 105.0, 105.5, 106.0, 160.0, 220.0]
+
+
+def test_default_gratuitous_is_five_now_and_five_after_five_seconds() -> None:
+    machine = Machine(config(255))
+    assert sum(isinstance(a, SendGratuitous) for a in machine.start(0.0)) == 5
+    assert run_timers(machine, 100.0) == [5.0] * 5
+
+
+def test_leaving_master_cancels_pending_gratuitous_rounds() -> None:
+    machine = Machine(config(255))
+    machine.start(0.0)
+    machine.receive(advert(255), PEER_HIGH, 1.0)  # a rogue owner with a higher address
+    assert machine.state is State.BACKUP
+    assert run_timers(machine, 4.0) == []  # the burst due at 5.0 is gone
+    assert run_timers(machine, 4.00390625) == [4.00390625] * 5  # 1 + 3 + 1/256: master again
+
+
+# -- tracking and fault ----------------------------------------------------------------------
+
+
+def test_lowered_priority_is_advertised_at_once() -> None:
+    machine = master(200, gratuitous=NO_GARP)
+    assert machine.set_priority(90, 5.0) == [SendAdvert(90)]
+    assert machine.next_deadline() == 6.0
+    assert machine.set_priority(90, 5.5) == []
+    with pytest.raises(ValueError, match="priority 0"):
+        machine.set_priority(0, 6.0)
+
+
+def test_backup_skew_follows_its_current_priority() -> None:
+    machine = backup(100)
+    machine.set_priority(200, 1.0)
+    machine.receive(advert(250), PEER_HIGH, 2.0)
+    assert machine.next_deadline() == 2.0 + 3.21875
+
+
+def test_fault_from_master_releases_and_recovers_to_backup() -> None:
+    machine = master(100)
+    assert machine.fault(5.0) == [
+        StateChanged(State.MASTER, State.FAULT, Event.FAULT),
+        SendAdvert(0),
+        RemoveAddresses(VIPS),
+    ]
+    assert machine.next_deadline() is None
+    assert machine.receive(advert(50), PEER_HIGH, 6.0) == []
+    assert machine.fault(6.5) == []
+    assert machine.recover(7.0) == [StateChanged(State.FAULT, State.BACKUP, Event.RECOVER)]
+    assert machine.next_deadline() == 7.0 + 3.609375
+    assert machine.recover(8.0) == []
+
+
+def test_fault_before_start_starts_in_fault_and_owner_recovers_to_master() -> None:
+    machine = Machine(config(255))
+    assert machine.fault(0.0) == []
+    assert machine.start(1.0) == [StateChanged(State.INITIALIZE, State.FAULT, Event.START_IN_FAULT)]
+    actions = machine.recover(2.0)
+    assert actions[0] == StateChanged(State.FAULT, State.MASTER, Event.RECOVER_AS_OWNER)
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+
+def test_config_reports_every_problem_at_once() -> None:
+    with pytest.raises(ValueError, match="vrid 0") as info:
+        Config(0, 0, IPv6Address("fe80::1"), (IPv4Address("192.0.2.1"),), advert_interval=1.5)
+    message = str(info.value)
+    for part in ("vrid 0 not in 1..255", "priority 0", "IPv4 only", "must be IPv6", "1.5"):
+        assert part in message
+
+
+def test_config_builds_what_goes_on_the_wire() -> None:
+    cfg = config(100, password=b"secret")
+    assert cfg.advertisement(0) == Advertisement(
+        2, 51, 0, 100, VIPS, AuthType.SIMPLE, b"secret\0\0"
+    )
+    expected = cfg.expected()
+    assert expected.auth_type is AuthType.SIMPLE and expected.addresses == frozenset(VIPS)
+    v3 = config(100, version=3, advert_interval=0.1)
+    assert v3.advertisement(100).interval_cs == 10
+    assert config(100, check_addresses=False).expected().addresses is None
+    with pytest.raises(ValueError, match="password needs version 2"):
+        config(100, version=3, password=b"x")
