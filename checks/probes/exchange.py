@@ -54,7 +54,7 @@ def verdict(mode: Literal["all", "any"], results: dict[str, ProbeResult]) -> str
     if not down or (mode == "any" and len(down) < len(results)):
         return None
     names = ", ".join(down)
-    reasons = "; ".join(str(result.error) for result in down.values())
+    reasons = "; ".join(dict.fromkeys(str(result.error) for result in down.values()))  # unique
     rule = "all must be up" if mode == "all" else "none is up"
     return f"{len(down)} of {len(results)} Exchange vdirs down ({names}; {rule}): {reasons}"
 
@@ -66,6 +66,7 @@ async def probe(
     *,
     prober: HttpProber | None = None,
 ) -> ProbeResult:
+    """Each vdir's probe runs concurrently with the whole timeout, so this one ends within it."""
     if prober is None:
         async with HttpProber() as temporary:
             return await probe(target, spec, timeout, prober=temporary)

@@ -16,6 +16,7 @@ on, the certificate is checked against ``ca_file`` (or the system's CAs) and the
 
 from __future__ import annotations
 
+import codecs
 import re
 import ssl
 from dataclasses import dataclass
@@ -92,9 +93,11 @@ def body_problem(spec: HttpSpec, text: str) -> str | None:
 
 
 class _HttpStep(Step):
-    def __init__(self, target: Target, request: str) -> None:
+    def __init__(self, target: Target, request: str, tls: bool) -> None:
         super().__init__(target)
         self.request = request  # "GET /owa/healthcheck.htm"
+        if tls:
+            self.doing = f"connecting to {target} (TCP and TLS handshakes)"
 
 
 async def _connected(
@@ -142,15 +145,14 @@ class HttpProber:
                     raise ProbeFailed(f"cannot load ca_file {ca_file}: {exc}") from exc
             trace = aiohttp.TraceConfig()
             trace.on_connection_create_end.append(_connected)
+            version = aiohttp.HttpVersion10 if spec.http_version == "1.0" else aiohttp.HttpVersion11
             session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=tls, force_close=True, limit=0),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=None, sock_read=None),
                 cookie_jar=aiohttp.DummyCookieJar(),
                 headers={"User-Agent": USER_AGENT},
                 trace_configs=[trace],
-                version=aiohttp.HttpVersion10
-                if spec.http_version == "1.0"
-                else aiohttp.HttpVersion11,
+                version=version,
             )
             self._sessions[key] = session
         return session
@@ -161,16 +163,15 @@ class HttpProber:
         spec: HttpSpec,
         timeout: float,  # noqa: ASYNC109
     ) -> ProbeResult:
-        request = f"{spec.method} {spec.path}"
+        step = _HttpStep(target, f"{spec.method} {spec.path}", spec.tls)
 
-        async def check(step: Step) -> None:
-            assert isinstance(step, _HttpStep)
+        async def check(_step: Step) -> None:
             try:
                 await self._check(step, spec)
             except aiohttp.ClientError as exc:
                 raise ProbeFailed(_client_error(exc, step, spec)) from exc
 
-        return await guarded(target, timeout, check, step=_HttpStep(target, request))
+        return await guarded(target, timeout, check, step=step)
 
     async def _check(self, step: _HttpStep, spec: HttpSpec) -> None:
         target = step.target
@@ -229,12 +230,11 @@ async def _read_limited(content: aiohttp.StreamReader, limit: int) -> bytes:
 
 
 def _charset(response: aiohttp.ClientResponse) -> str:
-    charset = response.charset or "utf-8"
+    """The response's declared charset if Python knows it, else UTF-8."""
     try:
-        "".encode(charset)
+        return codecs.lookup(response.charset or "utf-8").name
     except LookupError:
         return "utf-8"
-    return charset
 
 
 def _client_error(exc: aiohttp.ClientError, step: _HttpStep, spec: HttpSpec) -> str:
@@ -244,12 +244,12 @@ def _client_error(exc: aiohttp.ClientError, step: _HttpStep, spec: HttpSpec) -> 
         reason = error.verify_message if isinstance(error, ssl.SSLCertVerificationError) else error
         against = spec.ca_file or "the system CA store"
         return f"TLS certificate of {target} not trusted: {reason} (verified against {against})"
-    if isinstance(exc, aiohttp.ClientConnectorSSLError) and isinstance(exc, ssl.SSLError):
-        return f"TLS handshake with {target} failed: {tls_reason(exc)}"
+    if isinstance(exc, aiohttp.ClientConnectorSSLError) and isinstance(exc.os_error, ssl.SSLError):
+        return f"TLS handshake with {target} failed: {tls_reason(exc.os_error)}"
     if isinstance(exc, aiohttp.ClientConnectorError):
         return f"connect to {target}: {os_reason(exc.os_error)}"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return f"{target} closed the connection while {step.doing}"
+        return f"connection closed by the server while {step.doing}"
     if isinstance(exc, aiohttp.ClientResponseError):
         return f"invalid HTTP response from {target} to {step.request}: {exc.message}"
     if isinstance(exc, aiohttp.ClientOSError):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from checks.probes.result import ProbeFailed, ProbeResult, Step, Target, guarded, preview, stream
 
 MAX_REPLY_LINES = 100
-QUIT_WAIT = 1.0
+QUIT_WAIT = 1.0  # at most, and never past the probe's deadline: QUIT does not decide
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ async def read_reply(reader: asyncio.StreamReader, step: Step) -> Reply:
             if parse_line(line)[1]:
                 return parse_reply(lines)
         except SmtpSyntaxError as exc:
-            raise ProbeFailed(f"bad SMTP reply from {step.target} {step.doing}: {exc}") from exc
+            raise ProbeFailed(f"bad reply while {step.doing}: {exc}") from exc
     raise ProbeFailed(f"SMTP reply of more than {MAX_REPLY_LINES} lines from {step.target}")
 
 
@@ -150,8 +150,10 @@ async def probe(
                 await command(reader, writer, step, f"EHLO {spec.helo_name}", 250)
             step.doing = f"saying QUIT to {target}"
             writer.write(b"QUIT\r\n")
+            loop = asyncio.get_running_loop()
+            quit_by = min(loop.time() + QUIT_WAIT, step.deadline - 0.01)
             with contextlib.suppress(TimeoutError, ProbeFailed, OSError):
-                async with asyncio.timeout(QUIT_WAIT):
+                async with asyncio.timeout_at(quit_by):
                     await writer.drain()
                     await read_reply(reader, step)
 
