@@ -8,6 +8,7 @@ those whose target and settings did not change keep their state and timing.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 from collections.abc import Callable, Mapping
@@ -24,6 +25,8 @@ from director.config.checks import ResolvedCheck
 from director.ipvs.model import DestKey, ServiceKey
 
 CheckId = tuple[ServiceKey, DestKey]
+# The scheduling settings a resolved config check hands to the scheduler, named alike in both.
+_PARAM_FIELDS = tuple(f.name for f in dataclasses.fields(CheckParams))
 
 
 @dataclass(frozen=True)
@@ -101,16 +104,7 @@ def build_checks(config: Config) -> list[Check[ProbeJob]]:
                 timeout=resolved.timeout,
                 kind=resolved.type,
             )
-            params = CheckParams(
-                interval=resolved.interval,
-                timeout=resolved.timeout,
-                rise=resolved.rise,
-                fall=resolved.fall,
-                attempts=resolved.attempts,
-                retry_delay=resolved.retry_delay,
-                reentry=resolved.reentry,
-                initial=resolved.initial,
-            )
+            params = CheckParams(**{name: getattr(resolved, name) for name in _PARAM_FIELDS})
             out.append(Check(id=(key, rs.dest_key(vs)), spec=job, params=params))
     return out
 
