@@ -1,0 +1,99 @@
+"""Two of our instances on a bridge elect a master; a clean stop hands over within Skew_Time."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from ipaddress import IPv4Address
+
+import pytest
+
+from tests.helpers.netns import Topology
+from tests.helpers.servers import NamespaceLoop
+from tests.vrrp_io.lab import VIP, Arp, ArpCapture, has_address, lan, mac_of, wait_until
+from vrrp import Config, Gratuitous, State
+from vrrp.instance import Instance
+
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
+]
+
+SETTLE = 0.5  # scheduling slack on top of the protocol's own times
+
+
+def config(host: int, priority: int, version: int, interval: float) -> Config:
+    return Config(
+        vrid=42,
+        priority=priority,
+        primary_address=IPv4Address(f"198.18.0.{host}"),
+        virtual_addresses=(VIP,),
+        version=version,
+        advert_interval=interval,
+        password=b"pair" if version == 2 else None,
+        gratuitous=Gratuitous(count=3, repeat_after=None),
+    )
+
+
+@contextlib.contextmanager
+def running(inside: NamespaceLoop, instance: Instance) -> Iterator[Instance]:
+    inside.run(instance.start(), timeout=10)
+    try:
+        yield instance
+    finally:
+        if instance.transport._sock is not None:
+            inside.run(instance.stop(), timeout=15)
+
+
+@pytest.mark.parametrize(("version", "interval"), [(2, 1.0), (3, 0.1)])
+def test_election_and_clean_handover(topology: Topology, version: int, interval: float) -> None:
+    d1, d2, obs = lan(topology, "d1", "d2", "obs")
+    states: list[State] = []
+    high = Instance(config(1, 150, version, interval), "eth0")
+    low = Instance(config(2, 100, version, interval), "eth0", on_state=states.append)
+    with (
+        NamespaceLoop(d1) as in1,
+        NamespaceLoop(d2) as in2,
+        NamespaceLoop(obs) as in_obs,
+    ):
+        capture = ArpCapture(in_obs)
+        try:
+            with running(in2, low), running(in1, high):
+                first = 3 * interval + high.machine.skew_time + SETTLE
+                wait_until(lambda: high.state is State.MASTER, first, "higher priority master")
+                wait_until(
+                    lambda: low.counters().adverts_received >= 2, 3 * interval + 1, "adverts"
+                )
+                assert low.state is State.BACKUP
+                assert has_address(d1, VIP) and not has_address(d2, VIP)
+                capture.take()
+
+                in1.run(high.stop(), timeout=15)
+                took = wait_until(
+                    lambda: low.state is State.MASTER,
+                    low.machine.skew_time + SETTLE,
+                    "backup takes over after the priority 0 advert",
+                )
+                assert took < low.machine.skew_time + SETTLE
+                wait_until(lambda: has_address(d2, VIP), 2, "VIP on the new master")
+                assert not has_address(d1, VIP)
+                seen: list[Arp] = []
+
+                def garp_seen() -> bool:
+                    seen.extend(capture.take())
+                    return bool(seen)
+
+                wait_until(garp_seen, 2, "a GARP")
+                garp = seen[0]
+                assert (garp.sender_ip, garp.target_ip) == (VIP, VIP)
+                assert garp.source_mac == garp.sender_mac == mac_of(d2)
+                assert states == [State.BACKUP, State.MASTER]
+                assert low.counters().drops == {}
+                assert high.counters().transitions == {
+                    (State.INITIALIZE, State.BACKUP): 1,
+                    (State.BACKUP, State.MASTER): 1,
+                    (State.MASTER, State.INITIALIZE): 1,
+                }
+        finally:
+            capture.close()

@@ -1,0 +1,78 @@
+"""The socket-free parts of the I/O shell: IPv4 header handling and the gratuitous ARP frame."""
+
+from __future__ import annotations
+
+import struct
+from ipaddress import IPv4Address
+
+import pytest
+
+from vrrp import Config, Dropped, DropReason, encode
+from vrrp.addresses import gratuitous_arp
+from vrrp.transport import Own, receive_ipv4
+
+ME, PEER, GROUP = IPv4Address("198.18.0.1"), IPv4Address("198.18.0.2"), IPv4Address("224.0.0.18")
+CONFIG = Config(
+    vrid=7, priority=100, primary_address=ME, virtual_addresses=(IPv4Address("198.18.0.100"),)
+)
+
+
+def datagram(payload: bytes, src: IPv4Address = PEER, ttl: int = 255, ihl: int = 5) -> bytes:
+    options = b"\x94\x04\x00\x00" * (ihl - 5)  # router alert, as some senders add
+    header = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x40 | ihl,
+        0xC0,
+        20 + len(options) + len(payload),
+        0,
+        0,
+        ttl,
+        112,
+        0,
+        src.packed,
+        GROUP.packed,
+    )
+    return header + options + payload
+
+
+def advert_bytes(priority: int = 150) -> bytes:
+    return encode(CONFIG.advertisement(priority), PEER, GROUP)
+
+
+@pytest.mark.parametrize("ihl", [5, 6])
+def test_valid_advert_is_delivered_with_its_source(ihl: int) -> None:
+    result = receive_ipv4(datagram(advert_bytes(), ihl=ihl), CONFIG.expected(), ME)
+    assert result == (CONFIG.advertisement(150), PEER)
+
+
+def test_own_advert_is_ignored() -> None:
+    assert isinstance(receive_ipv4(datagram(advert_bytes(), src=ME), CONFIG.expected(), ME), Own)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", DropReason.TOO_SHORT),
+        (b"\x45" + b"\0" * 10, DropReason.TOO_SHORT),
+        (b"\x4f" + b"\0" * 30, DropReason.TOO_SHORT),  # IHL beyond the data
+        (datagram(advert_bytes(), ttl=64), DropReason.BAD_TTL),
+        (datagram(advert_bytes()[:-1]), DropReason.BAD_LENGTH),
+        (datagram(b"\x21\x08" + advert_bytes()[2:]), DropReason.BAD_CHECKSUM),
+    ],
+)
+def test_bad_input_is_dropped_never_raised(data: bytes, reason: DropReason) -> None:
+    result = receive_ipv4(data, CONFIG.expected(), ME)
+    assert isinstance(result, Dropped)
+    assert result.reason is reason
+
+
+def test_gratuitous_arp_frame() -> None:
+    mac = bytes.fromhex("020000000001")
+    frame = gratuitous_arp(mac, IPv4Address("198.18.0.100"))
+    assert len(frame) == 42
+    assert frame[:6] == b"\xff" * 6 and frame[6:12] == mac and frame[12:14] == b"\x08\x06"
+    htype, ptype, hlen, plen, op, sha, spa, _tha, tpa = struct.unpack("!HHBBH6s4s6s4s", frame[14:])
+    assert (htype, ptype, hlen, plen, op) == (1, 0x0800, 6, 4, 1)
+    assert sha == mac and spa == tpa == IPv4Address("198.18.0.100").packed
+    with pytest.raises(ValueError, match="MAC"):
+        gratuitous_arp(b"\1", IPv4Address("198.18.0.100"))

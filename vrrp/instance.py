@@ -1,0 +1,184 @@
+"""One VRRP instance on asyncio: feeds a ``Machine`` and performs what it asks.
+
+The adapter owns the clock (``loop.time()``), the ``Transport`` and the ``AddressManager``.
+Inputs (start, received adverts, the timer, stop) go to the machine; the actions that come back
+are performed in order by one worker task (netlink calls are awaited, so a gratuitous ARP never
+goes out before its address is up). One ``loop.call_at`` timer is re-armed from
+``machine.next_deadline()`` after every input, including timer calls that did nothing (asyncio
+may fire a little early).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+from vrrp.actions import (
+    Action,
+    AddAddresses,
+    RemoveAddresses,
+    SendAdvert,
+    SendGratuitous,
+    StateChanged,
+)
+from vrrp.addresses import AddressManager
+from vrrp.config import Config
+from vrrp.machine import Machine
+from vrrp.packet import Advertisement, DropReason, IPAddress
+from vrrp.table import State
+from vrrp.transport import Transport
+
+log = logging.getLogger(__name__)
+
+OnState = Callable[[State], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """A snapshot for metrics and status output."""
+
+    adverts_sent: int
+    adverts_received: int
+    drops: dict[DropReason, int] = field(default_factory=dict)
+    transitions: dict[tuple[State, State], int] = field(default_factory=dict)
+    action_errors: int = 0
+
+
+class Instance:
+    def __init__(
+        self,
+        config: Config,
+        interface: str,
+        *,
+        peers: Sequence[IPv4Address] = (),
+        prefixlen: int | None = None,
+        label: str | None = None,
+        on_state: OnState | None = None,
+    ) -> None:
+        if not isinstance(config.primary_address, IPv4Address):
+            raise ValueError("vrrp.instance supports IPv4 only for now")
+        self.config = config
+        self.interface = interface
+        self.machine = Machine(config)
+        self.on_state = on_state
+        self.transport = Transport(
+            interface, config.primary_address, config.expected(), self._received, peers=peers
+        )
+        self.addresses = AddressManager(interface, prefixlen=prefixlen, label=label)
+        self._transitions: Counter[tuple[State, State]] = Counter()
+        self._action_errors = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._queue: asyncio.Queue[Action] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+
+    @property
+    def state(self) -> State:
+        return self.machine.state
+
+    def counters(self) -> Counters:
+        return Counters(
+            adverts_sent=self.transport.sent,
+            adverts_received=self.transport.received,
+            drops=dict(self.transport.drops),
+            transitions=dict(self._transitions),
+            action_errors=self._action_errors,
+        )
+
+    async def start(self) -> None:
+        """Open the sockets, clear leftover virtual addresses, then start the machine."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        await self.addresses.open()
+        try:
+            stale = await self.addresses.remove_stale(self.config.virtual_addresses)
+            if stale:
+                log.info("removed leftover virtual addresses %s", ", ".join(map(str, stale)))
+            self.transport.open(loop)
+        except BaseException:
+            self.addresses.close()
+            raise
+        self._worker = loop.create_task(self._work(), name=f"vrrp-{self.config.vrid}")
+        self._feed(self.machine.start(loop.time()))
+
+    async def stop(self) -> None:
+        """Shut the machine down (a master sends priority 0 and drops its addresses), close."""
+        loop = self._require_loop()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._perform_later(self.machine.shutdown(loop.time()))
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout=10)
+        finally:
+            if self._worker is not None:
+                self._worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._worker
+                self._worker = None
+            self.transport.close()
+            self.addresses.close()
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def _received(self, advert: Advertisement, src: IPAddress) -> None:
+        self._feed(self.machine.receive(advert, src, self._require_loop().time()))
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._feed(self.machine.handle_timer(self._require_loop().time()))
+
+    def _feed(self, actions: list[Action]) -> None:
+        self._perform_later(actions)
+        self._rearm()
+
+    def _rearm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self.machine.next_deadline()
+        if deadline is not None:
+            self._timer = self._require_loop().call_at(deadline, self._on_timer)
+
+    def _require_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise RuntimeError("VRRP instance not started")
+        return self._loop
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def _perform_later(self, actions: list[Action]) -> None:
+        for action in actions:
+            self._queue.put_nowait(action)
+
+    async def _work(self) -> None:
+        while True:
+            action = await self._queue.get()
+            try:
+                await self._perform(action)
+            except Exception:
+                self._action_errors += 1
+                log.exception("VRRP vrid %d: performing %s", self.config.vrid, action)
+            finally:
+                self._queue.task_done()
+
+    async def _perform(self, action: Action) -> None:
+        match action:
+            case StateChanged(previous, state, event):
+                self._transitions[previous, state] += 1
+                log.info("VRRP vrid %d: %s -> %s (%s)", self.config.vrid, previous, state, event)
+                if self.on_state is not None:
+                    self.on_state(state)
+            case SendAdvert(priority):
+                self.transport.send(self.config.advertisement(priority))
+            case AddAddresses(addresses):
+                await self.addresses.add(addresses)
+            case RemoveAddresses(addresses):
+                await self.addresses.remove(addresses)
+            case SendGratuitous(addresses):
+                self.addresses.gratuitous(addresses)
