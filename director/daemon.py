@@ -25,6 +25,7 @@ from director.ipvs.kernel import KernelError
 from director.ipvs.netlink import NetlinkIPVS
 from director.reconcile.owned import FileOwnedStore
 from director.reconcile.plan import plan
+from director.role import Role, RoleBroadcast
 from director.sdnotify import Notifier
 
 DEFAULT_CONFIG = Path("/etc/director/director.toml")
@@ -78,6 +79,8 @@ async def run(args: argparse.Namespace) -> int:
     checks = HealthChecks(engine.on_health, max_in_flight=config.daemon.max_concurrent_probes)
     engine.on_config = checks.update
     engine.checks_summary = checks.summary
+    # VRRP publishes the role; the sync daemon, network rules and notify hooks follow it.
+    roles = RoleBroadcast()
     loop = asyncio.get_running_loop()
     intents: asyncio.Queue[str] = asyncio.Queue()
     loop.add_signal_handler(signal.SIGHUP, intents.put_nowait, "reload")
@@ -90,6 +93,7 @@ async def run(args: argparse.Namespace) -> int:
         notifier.notify(f"STATUS=start failed: {exc}")
         await checks.stop()
         return 1
+    await roles.publish(Role.MASTER)  # without VRRP instances the director is master
     notifier.notify("READY=1", f"STATUS={engine.status.summary()}")
     log.info("ready", version=__version__, config=str(args.config))
     watchdog = notifier.watchdog_interval()
