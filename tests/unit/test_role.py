@@ -7,6 +7,7 @@ import pytest
 from director.role import Role, RoleBroadcast
 
 
+@pytest.mark.asyncio
 async def test_followers_run_in_order_and_survive_a_failing_one() -> None:
     seen: list[tuple[str, Role]] = []
 
