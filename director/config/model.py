@@ -53,6 +53,7 @@ from director.config.fields import (
     show,
     sysctl_value,
 )
+from director.config.vrrp import SyncDaemon, VrrpInstance, VrrpSyncGroup, vrrp_problems
 from director.ipvs.model import (
     SCHED_FLAGS,
     SVC_F_ONEPACKET,
@@ -351,10 +352,14 @@ class Config(_Model):
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     kernel: KernelSettings = Field(default_factory=KernelSettings)
     virtual_servers: tuple[VirtualServer, ...] = Field(default=(), alias="virtual_server")
+    vrrp_instances: tuple[VrrpInstance, ...] = Field(default=(), alias="vrrp_instance")
+    vrrp_sync_groups: tuple[VrrpSyncGroup, ...] = Field(default=(), alias="vrrp_sync_group")
+    sync_daemon: SyncDaemon | None = Field(default=None, alias="sync_daemon")
 
     @model_validator(mode="after")
     def _check_unique(self) -> Self:
         findings = rules.duplicate_services(enumerate(self.virtual_servers))
+        findings += vrrp_problems(self)
         if findings:
             raise_findings("Config", findings)
         return self

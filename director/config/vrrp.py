@@ -1,0 +1,486 @@
+"""The VRRP part of the config: ``[[vrrp_instance]]``, ``[[vrrp_sync_group]]``, ``[sync_daemon]``.
+
+Each table is a frozen model checked on its own (field types, then the rules within one
+instance); :func:`vrrp_problems` checks across tables (unique names and VRIDs, groups naming
+instances, tracked checks naming virtual servers) and is run by :class:`director.config.Config`.
+:meth:`VrrpInstance.vrrp_config` turns an instance into the pure core's :class:`vrrp.Config`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, PlainValidator, model_validator
+
+from director.config.fields import (
+    Address,
+    Bool,
+    Finding,
+    IPAddress,
+    Loc,
+    Name,
+    fail,
+    raise_findings,
+    show,
+)
+from vrrp.config import Config as CoreConfig
+from vrrp.config import Gratuitous
+from vrrp.packet import V2_AUTH_LEN, V3_MAX_INTERVAL_CS
+
+if TYPE_CHECKING:
+    from director.config.model import Config
+
+IFNAMSIZ = 16  # including the terminating NUL
+
+
+def _interface(value: object) -> str:
+    if (
+        not isinstance(value, str)
+        or not 1 <= len(value.encode()) < IFNAMSIZ
+        or value in (".", "..")
+        or any(c in value for c in "/:")
+        or not value.isprintable()
+        or any(c.isspace() for c in value)
+    ):
+        fail(
+            "expected an interface name of 1 to 15 characters without spaces, '/' or ':', "
+            f"found {show(value)}"
+        )
+    return value
+
+
+def _label(value: object) -> str:
+    if (
+        not isinstance(value, str)
+        or not 1 <= len(value.encode()) < IFNAMSIZ
+        or not value.isprintable()
+        or any(c.isspace() for c in value)
+    ):
+        fail(f'expected a label of 1 to 15 characters like "eth0:1", found {show(value)}')
+    return value
+
+
+def _int_in(lo: int, hi: int) -> PlainValidator:
+    def check(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            fail(f"expected an integer from {lo} to {hi}, found {show(value)}")
+        return value
+
+    return PlainValidator(check)
+
+
+def _seconds_or_zero(value: object) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        fail(f"expected a number of seconds, 0 or more, found {show(value)}")
+    return float(value)
+
+
+def _interval(value: object) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        fail(f"expected a number of seconds greater than 0, found {show(value)}")
+    return float(value)
+
+
+def _argv(value: object) -> tuple[str, ...]:
+    if (
+        not isinstance(value, list | tuple)
+        or not value
+        or not all(isinstance(arg, str) for arg in value)
+    ):
+        fail(
+            "expected a program and its arguments as an array of strings like "
+            f'["/usr/local/bin/notify", "master"], found {show(value)}'
+        )
+    if not value[0].startswith("/"):
+        fail(
+            "expected the program as an absolute path (hooks run without a shell or PATH), "
+            f"found {show(value[0])}"
+        )
+    if any("\0" in arg for arg in value):
+        fail("expected arguments without NUL characters")
+    return tuple(value)
+
+
+def _password(value: object) -> str:
+    if not isinstance(value, str) or not 1 <= len(value.encode()) <= V2_AUTH_LEN:
+        fail(f"expected a password of 1 to {V2_AUTH_LEN} bytes, found {show(value)}")
+    return value
+
+
+Interface = Annotated[str, PlainValidator(_interface)]
+Label = Annotated[str, PlainValidator(_label)]
+Vrid = Annotated[int, _int_in(1, 255)]
+Priority = Annotated[int, _int_in(1, 255)]
+TrackWeight = Annotated[int, _int_in(0, 254)]
+Quorum = Annotated[int, _int_in(1, 65535)]
+SyncId = Annotated[int, _int_in(0, 255)]
+GarpCount = Annotated[int, _int_in(0, 100)]
+SecondsOrZero = Annotated[float, PlainValidator(_seconds_or_zero)]
+Interval = Annotated[float, PlainValidator(_interval)]
+Argv = Annotated[tuple[str, ...], PlainValidator(_argv)]
+Password = Annotated[str, PlainValidator(_password)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", validate_by_alias=True, validate_by_name=True
+    )
+
+
+class _Notify(_Model):
+    notify_master: Argv | None = None
+    notify_backup: Argv | None = None
+    notify_fault: Argv | None = None
+    notify: Argv | None = None
+
+
+def _interface_address(value: object) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
+    if isinstance(value, ipaddress.IPv4Interface | ipaddress.IPv6Interface):
+        return value
+    if isinstance(value, str) and "%" not in value:
+        try:
+            found = ipaddress.ip_interface(value)
+        except ValueError:
+            pass
+        else:
+            if "/" not in value:  # a bare address: a host prefix, like keepalived
+                return ipaddress.ip_interface(f"{found.ip}/{found.max_prefixlen}")
+            return found
+    fail(
+        'expected an address with an optional prefix like "198.18.0.10/24" or '
+        f'"2001:db8::10/64", found {show(value)}'
+    )
+
+
+InterfaceAddress = Annotated[
+    ipaddress.IPv4Interface | ipaddress.IPv6Interface, PlainValidator(_interface_address)
+]
+
+
+class VirtualAddress(_Model):
+    """One virtual address: ``"198.18.0.10/24"`` or ``{ address = ..., device, label }``."""
+
+    address: InterfaceAddress
+    device: Interface | None = None
+    label: Label | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, data: Any) -> Any:
+        return {"address": data} if isinstance(data, str) else data
+
+    @property
+    def ip(self) -> IPAddress:
+        return self.address.ip
+
+    @property
+    def prefixlen(self) -> int:
+        return self.address.network.prefixlen
+
+
+class TrackInterface(_Model):
+    interface: Interface
+    weight: TrackWeight = 0
+
+
+class TrackCheck(_Model):
+    virtual_server: Name
+    quorum: Quorum = 1
+    weight: TrackWeight = 0
+
+
+class VrrpInstance(_Notify):
+    name: Name
+    interface: Interface
+    vrid: Vrid
+    priority: Priority = 100
+    version: Literal[2, 3] = 2
+    advert_interval: Interval = 1.0
+    preempt: Bool = True
+    preempt_delay: SecondsOrZero = 0.0
+    password: Password | None = None
+    primary_address: Address | None = None
+    unicast_peers: tuple[Address, ...] = ()
+    virtual_addresses: tuple[VirtualAddress, ...] = ()
+    garp_count: GarpCount = 5
+    garp_interval: SecondsOrZero = 0.0
+    garp_repeat_after: SecondsOrZero = 5.0
+    garp_refresh: SecondsOrZero = 0.0
+    track_interfaces: tuple[TrackInterface, ...] = ()
+    track_checks: tuple[TrackCheck, ...] = ()
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        findings = instance_problems(self)
+        if findings:
+            raise_findings("VrrpInstance", findings)
+        return self
+
+    @property
+    def family(self) -> int:
+        """4 or 6: the address family of the instance (IPv4 unless its addresses say IPv6)."""
+        if self.primary_address is not None:
+            return self.primary_address.version
+        if self.virtual_addresses:
+            return self.virtual_addresses[0].ip.version
+        return 4
+
+    def gratuitous(self) -> Gratuitous:
+        return Gratuitous(
+            count=self.garp_count,
+            spacing=self.garp_interval,
+            repeat_after=self.garp_repeat_after or None,
+            refresh=self.garp_refresh or None,
+        )
+
+    def vrrp_config(self, primary_address: IPAddress | None = None) -> CoreConfig:
+        """The pure core's config; ``primary_address`` when the file gives none."""
+        primary = self.primary_address or primary_address
+        if primary is None:
+            raise ValueError(f"VRRP instance {self.name}: no primary address")
+        return CoreConfig(
+            vrid=self.vrid,
+            priority=self.priority,
+            primary_address=primary,
+            virtual_addresses=tuple(va.ip for va in self.virtual_addresses),
+            version=self.version,
+            advert_interval=self.advert_interval,
+            preempt=self.preempt,
+            preempt_delay=self.preempt_delay,
+            password=self.password.encode() if self.password is not None else None,
+            gratuitous=self.gratuitous(),
+        )
+
+
+class VrrpSyncGroup(_Notify):
+    name: Name
+    instances: tuple[Name, ...]
+
+
+class SyncDaemon(_Model):
+    interface: Interface
+    sync_id: SyncId = 0
+    instance: Name | None = None
+
+
+# -- rules ------------------------------------------------------------------------------------
+
+
+def instance_problems(vi: VrrpInstance) -> list[Finding]:
+    """What is wrong within one instance, located relative to it."""
+    findings: list[Finding] = []
+    cs = vi.advert_interval * 100
+    if abs(cs - round(cs)) > 1e-6:
+        findings.append(
+            (
+                ("advert_interval",),
+                f"expected whole centiseconds, found {show(vi.advert_interval)}",
+            )
+        )
+    elif vi.version == 2 and (round(cs) % 100 or not 1 <= round(cs) // 100 <= 255):
+        findings.append(
+            (
+                ("advert_interval",),
+                "VRRPv2 advertises whole seconds: expected 1 to 255, "
+                f"found {show(vi.advert_interval)} (use version = 3 for shorter intervals)",
+            )
+        )
+    elif vi.version == 3 and not 1 <= round(cs) <= V3_MAX_INTERVAL_CS:
+        findings.append(
+            (
+                ("advert_interval",),
+                f"expected 0.01 to 40.95 seconds for version 3, found {show(vi.advert_interval)}",
+            )
+        )
+    if vi.password is not None and vi.version != 2:
+        findings.append(
+            (("password",), "password (PASS authentication) exists only in VRRP version 2")
+        )
+    family = vi.family
+    if family == 6 and vi.version == 2:
+        findings.append((("version",), "VRRPv2 is IPv4 only: expected version = 3 for IPv6"))
+    for i, va in enumerate(vi.virtual_addresses):
+        if va.ip.version != family:
+            findings.append(
+                (
+                    ("virtual_addresses", i),
+                    f"expected an IPv{family} address like the instance's others, found {va.ip}",
+                )
+            )
+        if va.label is not None:
+            if va.ip.version != 4:
+                findings.append(
+                    (("virtual_addresses", i, "label"), "labels exist for IPv4 addresses only")
+                )
+            device = va.device or vi.interface
+            if not va.label.startswith(device):
+                findings.append(
+                    (
+                        ("virtual_addresses", i, "label"),
+                        f'expected a label starting with the device name "{device}" '
+                        f'(like "{device}:1"), found {show(va.label)}',
+                    )
+                )
+    seen: dict[IPAddress, int] = {}
+    for i, va in enumerate(vi.virtual_addresses):
+        if va.ip in seen:
+            findings.append(
+                (
+                    ("virtual_addresses", i),
+                    f"expected each address once, found {va.ip} again "
+                    f"(also virtual_addresses[{seen[va.ip]}])",
+                )
+            )
+        seen.setdefault(va.ip, i)
+    if len(vi.virtual_addresses) > 255:
+        findings.append((("virtual_addresses",), "expected at most 255 virtual addresses"))
+    for i, peer in enumerate(vi.unicast_peers):
+        if peer.version != family:
+            findings.append(
+                (("unicast_peers", i), f"expected an IPv{family} address, found {peer}")
+            )
+    if vi.primary_address is not None and vi.primary_address in seen:
+        findings.append(
+            (
+                ("primary_address",),
+                f"expected the router's own address, not a virtual one, found {vi.primary_address}",
+            )
+        )
+    findings += _duplicates(
+        (t.interface for t in vi.track_interfaces), ("track_interfaces",), "interface"
+    )
+    findings += _duplicates(
+        (t.virtual_server for t in vi.track_checks), ("track_checks",), "virtual_server"
+    )
+    if vi.priority == 255:
+        weights: list[tuple[str, tuple[int, ...]]] = [
+            ("track_interfaces", tuple(t.weight for t in vi.track_interfaces)),
+            ("track_checks", tuple(t.weight for t in vi.track_checks)),
+        ]
+        for key, items in weights:
+            for i, weight in enumerate(items):
+                if weight:
+                    findings.append(
+                        (
+                            (key, i, "weight"),
+                            "an address owner (priority 255) keeps its priority: expected "
+                            f"weight = 0 (fault while down), found {weight}",
+                        )
+                    )
+    return findings
+
+
+def _duplicates(values: Iterable[str], at: Loc, key: str) -> list[Finding]:
+    first: dict[str, int] = {}
+    findings: list[Finding] = []
+    for i, value in enumerate(values):
+        if value in first:
+            findings.append(
+                (
+                    (*at, i, key),
+                    f"expected each {key} once, found {show(value)} again "
+                    f"(also {at[-1]}[{first[value]}])",
+                )
+            )
+        first.setdefault(value, i)
+    return findings
+
+
+def vrrp_problems(config: Config) -> list[Finding]:
+    """Rules across the VRRP tables and the rest of the config, at absolute locations."""
+    instances: Sequence[VrrpInstance] = config.vrrp_instances
+    findings: list[Finding] = []
+    names: dict[str, int] = {}
+    routers: dict[tuple[str, int, int], int] = {}
+    for i, vi in enumerate(instances):
+        if vi.name in names:
+            findings.append(
+                (
+                    ("vrrp_instance", i, "name"),
+                    f"expected a unique name, found {show(vi.name)} again "
+                    f"(also vrrp_instance[{names[vi.name]}])",
+                )
+            )
+        names.setdefault(vi.name, i)
+        router = (vi.interface, vi.vrid, vi.family)
+        if router in routers:
+            findings.append(
+                (
+                    ("vrrp_instance", i, "vrid"),
+                    f"expected one instance per VRID and family on an interface, found vrid "
+                    f"{vi.vrid} on {vi.interface} again (also vrrp_instance[{routers[router]}])",
+                )
+            )
+        routers.setdefault(router, i)
+    services = {vs.name for vs in config.virtual_servers if vs.name is not None}
+    for i, vi in enumerate(instances):
+        for j, track in enumerate(vi.track_checks):
+            if track.virtual_server not in services:
+                known = ", ".join(f'"{n}"' for n in sorted(services)) or "none"
+                findings.append(
+                    (
+                        ("vrrp_instance", i, "track_checks", j, "virtual_server"),
+                        f"expected the name of a virtual server ({known}), "
+                        f"found {show(track.virtual_server)}",
+                    )
+                )
+    groups: dict[str, int] = {}
+    member_of: dict[str, str] = {}
+    for g, group in enumerate(config.vrrp_sync_groups):
+        if group.name in groups:
+            findings.append(
+                (
+                    ("vrrp_sync_group", g, "name"),
+                    f"expected a unique name, found {show(group.name)} again "
+                    f"(also vrrp_sync_group[{groups[group.name]}])",
+                )
+            )
+        groups.setdefault(group.name, g)
+        if group.name in names:
+            findings.append(
+                (
+                    ("vrrp_sync_group", g, "name"),
+                    f"expected a name that no instance has, found {show(group.name)}",
+                )
+            )
+        for j, member in enumerate(group.instances):
+            where: Loc = ("vrrp_sync_group", g, "instances", j)
+            if member not in names:
+                findings.append(
+                    (where, f"expected the name of a vrrp_instance, found {show(member)}")
+                )
+            elif member in member_of:
+                findings.append(
+                    (
+                        where,
+                        f"expected an instance in one sync group only, found {show(member)} "
+                        f"(also in {show(member_of[member])})",
+                    )
+                )
+            member_of.setdefault(member, group.name)
+        if not group.instances:
+            findings.append((("vrrp_sync_group", g, "instances"), "expected at least one instance"))
+    sync = config.sync_daemon
+    known_names = {*names, *groups}
+    if sync is not None and sync.instance is not None and sync.instance not in known_names:
+        findings.append(
+            (
+                ("sync_daemon", "instance"),
+                "expected the name of a vrrp_instance or vrrp_sync_group, "
+                f"found {show(sync.instance)}",
+            )
+        )
+    return findings
