@@ -1,8 +1,14 @@
-"""Virtual addresses on the interface (pyroute2 netlink) and gratuitous ARP (AF_PACKET).
+"""Virtual addresses on their devices (pyroute2 netlink), gratuitous ARP and unsolicited NA.
 
-The thin I/O side of ``AddAddresses`` / ``RemoveAddresses`` / ``SendGratuitous``. Adding an
-address that is already there and removing one that is gone both succeed: the machine's
-intent is the state wanted, not the change. ``open`` must run in the interface's namespace.
+The thin I/O side of ``AddAddresses`` / ``RemoveAddresses`` / ``SendGratuitous``. Each virtual
+address may live on its own device with its own prefix and label (keepalived's ``dev`` and
+``label``); by default it goes on the instance's interface as a host address. Adding an address
+that is already there and removing one that is gone both succeed: the machine's intent is the
+state wanted, not the change. IPv6 addresses are added with ``nodad`` (a virtual address must
+answer at once, and the backup that had it has just dropped it). Announcements go out on an
+``AF_PACKET`` socket per device: a gratuitous ARP request per IPv4 address, an unsolicited
+neighbour advertisement (RFC 4861 7.2.6, Override and Router flags as RFC 5798 6.4.2 asks) per
+IPv6 address. ``open`` must run in the devices' namespace.
 """
 
 from __future__ import annotations
@@ -12,21 +18,57 @@ import errno
 import logging
 import socket
 import struct
-from collections.abc import Iterable
-from ipaddress import IPv4Address, ip_address
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from vrrp.packet import IPAddress
+from vrrp.packet import REQUIRED_TTL, IPAddress, checksum
 
 log = logging.getLogger(__name__)
 
 ETH_P_ARP = 0x0806
 ETH_P_IP = 0x0800
+ETH_P_IPV6 = 0x86DD
 BROADCAST_MAC = b"\xff" * 6
 ARP_REQUEST = 1
+ALL_NODES = IPv6Address("ff02::1")
+ALL_NODES_MAC = b"\x33\x33\x00\x00\x00\x01"
+IPPROTO_ICMPV6 = 58
+ND_NEIGHBOR_ADVERT = 136
+NA_ROUTER, NA_SOLICITED, NA_OVERRIDE = 0x80000000, 0x40000000, 0x20000000
+ND_OPT_TARGET_LL_ADDR = 2
+IFA_F_NODAD = 0x02
 _ARP = struct.Struct("!HHBBH6s4s6s4s")
+_IPV6 = struct.Struct("!IHBB16s16s")
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualAddress:
+    """One virtual address and where it goes: ``device`` None = the instance's interface,
+    ``prefixlen`` None = a host prefix (/32, /128), ``label`` (IPv4 only) like ``eth0:3``."""
+
+    address: IPAddress
+    prefixlen: int | None = None
+    device: str | None = None
+    label: str | None = None
+
+    def problems(self, interface: str) -> list[str]:
+        found = []
+        device = self.device or interface
+        if self.prefixlen is not None and not 0 <= self.prefixlen <= self.address.max_prefixlen:
+            found.append(f"{self.address}: prefix length {self.prefixlen} out of range")
+        if self.label is not None:
+            if self.address.version != 4:
+                found.append(f"{self.address}: a label needs an IPv4 address")
+            elif not self.label.startswith(device) or len(self.label.encode()) > 15:
+                found.append(
+                    f"{self.address}: label {self.label!r} must start with the device name "
+                    f"{device!r} and have at most 15 characters"
+                )
+        return found
 
 
 def gratuitous_arp(mac: bytes, address: IPv4Address) -> bytes:
@@ -40,69 +82,125 @@ def gratuitous_arp(mac: bytes, address: IPv4Address) -> bytes:
     return header + arp
 
 
-class AddressManager:
-    """Adds and removes the virtual addresses on ``interface`` and announces them.
+def unsolicited_na(mac: bytes, address: IPv6Address) -> bytes:
+    """An Ethernet frame: IPv6 ``address`` -> ff02::1, hop limit 255, ICMPv6 neighbour
+    advertisement for target ``address`` (Router + Override, not Solicited) with its MAC."""
+    if len(mac) != 6:
+        raise ValueError(f"MAC address of {len(mac)} bytes, expected 6")
+    option = struct.pack("!BB6s", ND_OPT_TARGET_LL_ADDR, 1, mac)
+    body = struct.pack("!I16s", NA_ROUTER | NA_OVERRIDE, address.packed) + option
+    length = 4 + len(body)
+    pseudo = address.packed + ALL_NODES.packed + struct.pack("!I3xB", length, IPPROTO_ICMPV6)
+    value = checksum(pseudo + struct.pack("!BBH", ND_NEIGHBOR_ADVERT, 0, 0) + body)
+    icmp = struct.pack("!BBH", ND_NEIGHBOR_ADVERT, 0, value) + body
+    ipv6 = _IPV6.pack(
+        6 << 28, length, IPPROTO_ICMPV6, REQUIRED_TTL, address.packed, ALL_NODES.packed
+    )
+    return ALL_NODES_MAC + mac + struct.pack("!H", ETH_P_IPV6) + ipv6 + icmp
 
-    ``prefixlen`` defaults to a host prefix (/32, /128); ``label`` (IPv4 only) names the
-    addresses like ``eth0:3``, as keepalived's ``label`` does.
+
+@dataclass
+class _Device:
+    index: int
+    mac: bytes
+    packet: socket.socket  # AF_PACKET, protocol 0: sends only, never queues a frame
+
+
+class AddressManager:
+    """Adds and removes the virtual addresses and announces them on their devices.
+
+    ``virtual`` says where each address goes; an address not listed there goes on
+    ``interface`` with ``prefixlen`` (default: host prefix) and ``label`` (IPv4 only).
     """
 
     def __init__(
-        self, interface: str, *, prefixlen: int | None = None, label: str | None = None
+        self,
+        interface: str,
+        *,
+        prefixlen: int | None = None,
+        label: str | None = None,
+        virtual: Sequence[VirtualAddress] = (),
     ) -> None:
         if label is not None and not label.startswith(interface):
             raise ValueError(f"label {label!r} must start with the interface name {interface!r}")
+        problems = [p for v in virtual for p in v.problems(interface)]
+        if len({v.address for v in virtual}) != len(virtual):
+            problems.append("a virtual address is listed twice")
+        if problems:
+            raise ValueError("virtual addresses: " + "; ".join(problems))
         self.interface = interface
         self.prefixlen = prefixlen
         self.label = label
-        self.garp_sent = 0
+        self.virtual = {v.address: v for v in virtual}
+        self.garp_sent = 0  # gratuitous ARPs and unsolicited NAs
         self.errors = 0
         self._ipr: AsyncIPRoute | None = None
-        self._index = 0
-        self._packet: socket.socket | None = None
-        self._mac = b""
+        self._devices: dict[str, _Device] = {}
+
+    def placement(self, address: IPAddress) -> VirtualAddress:
+        """Where ``address`` goes: device, prefix length and label all filled in."""
+        spec = self.virtual.get(address)
+        device = (spec.device if spec else None) or self.interface
+        prefixlen = spec.prefixlen if spec and spec.prefixlen is not None else self.prefixlen
+        if prefixlen is None:
+            prefixlen = address.max_prefixlen
+        label = spec.label if spec else (self.label if device == self.interface else None)
+        return VirtualAddress(address, prefixlen, device, label if address.version == 4 else None)
+
+    @property
+    def devices(self) -> list[str]:
+        named = {v.device for v in self.virtual.values() if v.device}
+        return [self.interface, *sorted(named - {self.interface})]
 
     async def open(self) -> None:
         ipr = AsyncIPRoute()
         try:
             await ipr.setup_endpoint()
-            found = await ipr.link_lookup(ifname=self.interface)
-            if not found:
-                raise OSError(errno.ENODEV, f"no interface {self.interface}")
-            packet = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+            for name in self.devices:
+                found = await ipr.link_lookup(ifname=name)
+                if not found:
+                    raise OSError(errno.ENODEV, f"no interface {name} for virtual addresses")
+                packet = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+                try:
+                    packet.bind((name, 0))
+                    packet.setblocking(False)
+                    mac = bytes(packet.getsockname()[4])
+                except BaseException:
+                    packet.close()
+                    raise
+                self._devices[name] = _Device(found[0], mac, packet)
         except BaseException:
-            ipr.close()
+            self._ipr = ipr
+            self.close()
             raise
-        try:
-            packet.bind((self.interface, ETH_P_ARP))
-            packet.setblocking(False)
-            self._mac = bytes(packet.getsockname()[4])
-        except BaseException:
-            packet.close()
-            ipr.close()
-            raise
-        self._ipr, self._index, self._packet = ipr, found[0], packet
+        self._ipr = ipr
 
     def close(self) -> None:
-        if self._packet is not None:
-            self._packet.close()
-            self._packet = None
+        for device in self._devices.values():
+            device.packet.close()
+        self._devices.clear()
         if self._ipr is not None:
             self._ipr.close()
             self._ipr = None
 
     async def present(self, addresses: Iterable[IPAddress]) -> set[IPAddress]:
-        """Which of ``addresses`` are on the interface now."""
+        """Which of ``addresses`` are on their devices now."""
+        return set(await self._found(addresses))
+
+    async def _found(self, addresses: Iterable[IPAddress]) -> dict[IPAddress, int]:
+        """Those of ``addresses`` on their devices now, with the prefix length they have."""
         wanted = set(addresses)
-        on = set()
-        async for message in await self._netlink().addr("dump", index=self._index):
-            text = message.get("IFA_LOCAL") or message.get("IFA_ADDRESS")
-            if text is None:
-                continue
-            with contextlib.suppress(ValueError):
-                address = ip_address(text)
-                if address in wanted:
-                    on.add(address)
+        on: dict[IPAddress, int] = {}
+        for name in {self.placement(a).device or self.interface for a in wanted}:
+            dump = await self._netlink().addr("dump", index=self._device(name).index)
+            async for message in dump:
+                text = message.get("IFA_LOCAL") or message.get("IFA_ADDRESS")
+                if text is None:
+                    continue
+                with contextlib.suppress(ValueError):
+                    address = ip_address(text)
+                    if address in wanted and self.placement(address).device == name:
+                        on[address] = int(message["prefixlen"])
         return on
 
     async def add(self, addresses: Iterable[IPAddress]) -> None:
@@ -115,22 +213,25 @@ class AddressManager:
 
     async def remove_stale(self, addresses: Iterable[IPAddress]) -> set[IPAddress]:
         """Remove the ones a previous run left behind (call while not master); those removed."""
-        left = await self.present(addresses)
-        await self.remove(sorted(left, key=lambda a: (a.version, int(a))))
-        return left
+        left = await self._found(addresses)
+        for address in sorted(left, key=lambda a: (a.version, int(a))):
+            await self._change("del", address, left[address])
+        return set(left)
 
     def gratuitous(self, addresses: Iterable[IPAddress]) -> None:
-        """One round: one gratuitous ARP per IPv4 address (IPv6 NA: not yet)."""
-        if self._packet is None:
-            raise RuntimeError("address manager is not open")
+        """One round: a gratuitous ARP (IPv4) or unsolicited NA (IPv6) per address."""
         for address in addresses:
-            if not isinstance(address, IPv4Address):
-                continue
+            name = self.placement(address).device or self.interface
+            device = self._device(name)
+            if isinstance(address, IPv4Address):
+                frame = gratuitous_arp(device.mac, address)
+            else:
+                frame = unsolicited_na(device.mac, address)
             try:
-                self._packet.send(gratuitous_arp(self._mac, address))
+                device.packet.send(frame)
             except OSError as exc:
                 self.errors += 1
-                log.warning("gratuitous ARP for %s on %s: %s", address, self.interface, exc)
+                log.warning("announcing %s on %s: %s", address, name, exc)
             else:
                 self.garp_sent += 1
 
@@ -139,12 +240,28 @@ class AddressManager:
             raise RuntimeError("address manager is not open")
         return self._ipr
 
-    async def _change(self, command: str, address: IPAddress) -> None:
-        prefixlen = self.prefixlen if self.prefixlen is not None else address.max_prefixlen
-        extra = {"label": self.label} if self.label is not None and address.version == 4 else {}
+    def _device(self, name: str) -> _Device:
+        if name not in self._devices:
+            raise RuntimeError(f"address manager is not open (device {name})")
+        return self._devices[name]
+
+    async def _change(self, command: str, address: IPAddress, prefixlen: int | None = None) -> None:
+        where = self.placement(address)
+        name = where.device or self.interface
+        if prefixlen is None:
+            prefixlen = where.prefixlen if where.prefixlen is not None else address.max_prefixlen
+        extra: dict[str, object] = {}
+        if where.label is not None and command == "add":
+            extra["label"] = where.label
+        if command == "add" and address.version == 6:
+            extra["flags"] = IFA_F_NODAD
         try:
             await self._netlink().addr(
-                command, index=self._index, address=str(address), prefixlen=prefixlen, **extra
+                command,
+                index=self._device(name).index,
+                address=str(address),
+                prefixlen=prefixlen,
+                **extra,
             )
         except NetlinkError as exc:
             benign = errno.EEXIST if command == "add" else errno.EADDRNOTAVAIL
@@ -152,6 +269,4 @@ class AddressManager:
                 return
             self.errors += 1
             verb = "adding" if command == "add" else "removing"
-            raise OSError(
-                exc.code, f"{verb} {address}/{prefixlen} on {self.interface}: {exc}"
-            ) from exc
+            raise OSError(exc.code, f"{verb} {address}/{prefixlen} on {name}: {exc}") from exc

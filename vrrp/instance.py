@@ -26,7 +26,7 @@ from vrrp.actions import (
     SendGratuitous,
     StateChanged,
 )
-from vrrp.addresses import AddressManager
+from vrrp.addresses import AddressManager, VirtualAddress
 from vrrp.config import Config
 from vrrp.machine import Machine
 from vrrp.packet import Advertisement, DropReason, IPAddress
@@ -59,9 +59,14 @@ class Instance:
         prefixlen: int | None = None,
         label: str | None = None,
         on_state: OnState | None = None,
+        virtual: Sequence[VirtualAddress] = (),
     ) -> None:
         if not isinstance(config.primary_address, IPv4Address):
             raise ValueError("vrrp.instance supports IPv4 only for now")
+        unknown = {v.address for v in virtual} - set(config.virtual_addresses)
+        if unknown:
+            listed = ", ".join(sorted(map(str, unknown)))
+            raise ValueError(f"VRRP vrid {config.vrid}: {listed} not among its virtual addresses")
         self.config = config
         self.interface = interface
         self.machine = Machine(config)
@@ -69,7 +74,9 @@ class Instance:
         self.transport = Transport(
             interface, config.primary_address, config.expected(), self._received, peers=peers
         )
-        self.addresses = AddressManager(interface, prefixlen=prefixlen, label=label)
+        self.addresses = AddressManager(
+            interface, prefixlen=prefixlen, label=label, virtual=virtual
+        )
         self._transitions: Counter[tuple[State, State]] = Counter()
         self._action_errors = 0
         self._loop: asyncio.AbstractEventLoop | None = None

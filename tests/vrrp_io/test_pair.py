@@ -11,7 +11,8 @@ import pytest
 
 from tests.helpers.netns import Topology
 from tests.helpers.servers import NamespaceLoop
-from tests.vrrp_io.lab import VIP, Arp, ArpCapture, has_address, lan, mac_of, wait_until
+from tests.vrrp_io.capture import Capture
+from tests.vrrp_io.lab import VIP, has_address, lan, mac_of, wait_until
 from vrrp import Config, Gratuitous, State
 from vrrp.instance import Instance
 
@@ -57,7 +58,7 @@ def test_election_and_clean_handover(topology: Topology, version: int, interval:
         NamespaceLoop(d2) as in2,
         NamespaceLoop(obs) as in_obs,
     ):
-        capture = ArpCapture(in_obs)
+        capture = Capture(in_obs)
         try:
             with running(in2, low), running(in1, high):
                 first = 3 * interval + high.machine.skew_time + SETTLE
@@ -67,7 +68,7 @@ def test_election_and_clean_handover(topology: Topology, version: int, interval:
                 )
                 assert low.state is State.BACKUP
                 assert has_address(d1, VIP) and not has_address(d2, VIP)
-                capture.take()
+                capture.clear()
 
                 in1.run(high.stop(), timeout=15)
                 took = wait_until(
@@ -78,14 +79,8 @@ def test_election_and_clean_handover(topology: Topology, version: int, interval:
                 assert took < low.machine.skew_time + SETTLE
                 wait_until(lambda: has_address(d2, VIP), 2, "VIP on the new master")
                 assert not has_address(d1, VIP)
-                seen: list[Arp] = []
-
-                def garp_seen() -> bool:
-                    seen.extend(capture.take())
-                    return bool(seen)
-
-                wait_until(garp_seen, 2, "a GARP")
-                garp = seen[0]
+                wait_until(lambda: bool(capture.arps()), 2, "a GARP")
+                garp = capture.arps()[0]
                 assert (garp.sender_ip, garp.target_ip) == (VIP, VIP)
                 assert garp.source_mac == garp.sender_mac == mac_of(d2)
                 assert states == [State.BACKUP, State.MASTER]
