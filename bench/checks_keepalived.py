@@ -1,0 +1,467 @@
+"""Health checks side by side with keepalived 2.2.7, in the real-kernel guest.
+
+    .venv/bin/python -m bench.checks_keepalived [--servers 50] [--seconds 30] [--trials 5]
+
+keepalived exits when the kernel has no IPVS, so the whole comparison runs in the QEMU guest
+(same emulation, same single vCPU for both). Two parts:
+
+cpu
+    N HTTP real servers (one nginx in a "farm" namespace, N addresses) are checked every second
+    for SECONDS, first by keepalived (``--check``: HTTP_GET, status 200, connect_timeout 1,
+    retry 0, delay_loop 1) and then by our checker (the daemon's scheduler, runner and probe
+    dispatch, in its own process). CPU is utime+stime from /proc/<pid>/stat of the checker
+    processes (keepalived's parent and its checker child); checks are counted server side, from
+    nginx's access log (by User-Agent). Prints CPU per check for each and the ratio.
+detect
+    One real server checked by both at once: keepalived (HTTP_GET and TCP_CHECK) and ours
+    (http, and tcp with send/expect), all with a 1 s interval, 1 s timeout, fall 1 / retry 0.
+    Each trial stops nginx (SIGTERM: connection refused) or freezes it (SIGSTOP: the kernel
+    still completes the handshake) at a random phase, and records when each checker reports the
+    server down (a line appearing in its log, polled every POLL s). Prints min/median/max.
+
+Figures, not a test. Needs root; from the host it boots the guest itself (``--in-guest`` is
+the part that runs there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import os
+import random
+import re
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import cast
+
+from checks.model import Check, CheckParams, HealthChanged, ProbeResult
+from checks.probes import dispatch, http, tcp
+from checks.probes.result import Target
+from checks.runner import Runner
+from checks.schedule import Scheduler
+from tests.helpers.netns import Background, Topology
+
+VIP = "198.18.0.100"
+FARM_BASE = "198.18.64.1"
+POLL = 0.01
+KEEPALIVED_UA = "KeepAliveClient"
+OUR_UA = http.USER_AGENT
+
+NGINX_CONF = """
+daemon off;
+master_process on;
+worker_processes 1;
+user root;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    log_format ua "$http_user_agent";
+    access_log {dir}/access.log ua;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen 80 default_server backlog=4096;
+        location / {{ return 200 "ok\\n"; }}
+    }}
+}}
+"""
+
+HTTP_GET = """            HTTP_GET {
+                url {
+                    path /
+                    status_code 200
+                }
+                connect_timeout 1
+                retry 0
+                delay_before_retry 1
+            }
+"""
+
+TCP_CHECK = """            TCP_CHECK {
+                connect_timeout 1
+                retry 0
+                delay_before_retry 1
+            }
+"""
+
+
+def addresses(n: int) -> list[str]:
+    base = int(ipaddress.IPv4Address(FARM_BASE))
+    return [str(ipaddress.IPv4Address(base + i)) for i in range(n)]
+
+
+def keepalived_conf(services: list[tuple[int, str]], servers: list[str]) -> str:
+    """One virtual service per (port, checker block), each with every server on port 80."""
+    out = ["global_defs {\n    router_id bench\n}\n"]
+    for port, checker in services:
+        out.append(
+            f"virtual_server {VIP} {port} {{\n    delay_loop 1\n    lb_algo rr\n"
+            "    lb_kind NAT\n    protocol TCP\n"
+        )
+        for address in servers:
+            out.append(f"    real_server {address} 80 {{\n        weight 1\n{checker}    }}\n")
+        out.append("}\n")
+    return "".join(out)
+
+
+# --- process CPU ---------------------------------------------------------------------------
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def descendants(pid: int) -> list[int]:
+    pids, i = [pid], 0
+    while i < len(pids):
+        try:
+            children = Path(f"/proc/{pids[i]}/task/{pids[i]}/children").read_text().split()
+        except OSError:
+            children = []
+        pids += [int(c) for c in children]
+        i += 1
+    return pids
+
+
+def cpu_seconds(pids: list[int]) -> tuple[float, float]:
+    """(utime, stime) of these processes (all their threads), in seconds."""
+    user = system = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        user, system = user + int(fields[11]), system + int(fields[12])  # proc(5) fields 14, 15
+    return user / TICK, system / TICK
+
+
+def count_requests(log: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    try:
+        text = log.read_text(errors="replace")
+    except FileNotFoundError:
+        return counts
+    for line in text.splitlines():
+        counts[line] = counts.get(line, 0) + 1
+    return counts
+
+
+# --- the lab -------------------------------------------------------------------------------
+
+
+class Lab:
+    def __init__(self, topo: Topology, servers: list[str], directory: Path) -> None:
+        self.topo = topo
+        self.dir = directory
+        self.servers = servers
+        self.checker, self.farm = topo.namespace("checker"), topo.namespace("farm")
+        topo.veth(
+            self.checker, "eth0", self.farm, "eth0", a_addr="198.18.0.1/16", b_addr="198.18.0.2/16"
+        )
+        batch = "".join(f"address add {a}/32 dev eth0\n" for a in servers)
+        self.farm.run("ip", "-batch", "-", stdin=batch)
+        self.checker.ip("route", "add", "198.18.64.0/18", "via", "198.18.0.2")
+        self.checker.ip("address", "add", f"{VIP}/32", "dev", "lo")
+        self.nginx_dir = directory / "nginx"
+        self.nginx_dir.mkdir(parents=True)
+        conf = self.nginx_dir / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(dir=self.nginx_dir))
+        self.nginx: Background | None = None
+
+    @property
+    def access_log(self) -> Path:
+        return self.nginx_dir / "access.log"
+
+    def start_nginx(self) -> None:
+        d = self.nginx_dir
+        self.nginx = self.farm.spawn(
+            "nginx", "-p", str(d), "-e", str(d / "error.log"), "-c", str(d / "nginx.conf")
+        )
+        wait_for(lambda: (d / "nginx.pid").exists(), 30, "nginx to start")
+        time.sleep(0.2)
+
+    def stop_nginx(self) -> None:
+        assert self.nginx is not None
+        self.nginx.stop()
+        (self.nginx_dir / "nginx.pid").unlink(missing_ok=True)
+        self.nginx = None
+
+    def keepalived(self, services: list[tuple[int, str]]) -> Background:
+        d = Path(tempfile.mkdtemp(dir=self.dir, prefix="keepalived-"))
+        conf = d / "keepalived.conf"
+        conf.write_text(keepalived_conf(services, self.servers))
+        return self.checker.spawn(
+            "keepalived",
+            "--check",
+            "--dont-fork",
+            "--log-console",
+            "--log-detail",
+            "--no-syslog",
+            "--use-file",
+            str(conf),
+            "--pid",
+            str(d / "keepalived.pid"),
+            "--checkers_pid",
+            str(d / "checkers.pid"),
+        )
+
+    def ours(self, kinds: str) -> Background:
+        targets = self.dir / "targets"
+        targets.write_text("\n".join(self.servers))
+        return self.checker.spawn(
+            sys.executable, "-m", "bench.checks_keepalived", "ours", str(targets), kinds
+        )
+
+
+def wait_for(condition: Callable[[], bool], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {within:g} s for {what}")
+        time.sleep(POLL)
+
+
+# --- part 1: CPU per check -----------------------------------------------------------------
+
+
+def measure(
+    lab: Lab, job: Background, agent: str, ready: Callable[[], bool], seconds: float
+) -> dict[str, float]:
+    wait_for(ready, 120, f"{agent} to start")
+    time.sleep(3.0)  # first rounds spread, caches warm
+    pids = descendants(job.proc.pid)
+    c0, n0, t0 = cpu_seconds(pids), count_requests(lab.access_log).get(agent, 0), time.monotonic()
+    time.sleep(seconds)
+    c1, n1, t1 = cpu_seconds(pids), count_requests(lab.access_log).get(agent, 0), time.monotonic()
+    job.stop()
+    checks = n1 - n0
+    user, system = c1[0] - c0[0], c1[1] - c0[1]
+    return {
+        "cpu": user + system,
+        "user": user,
+        "sys": system,
+        "checks": checks,
+        "wall": t1 - t0,
+        "pids": len(pids),
+    }
+
+
+def part_cpu(lab: Lab, seconds: float) -> None:
+    n = len(lab.servers)
+    lab.start_nginx()
+    ka = lab.keepalived([(80, HTTP_GET)])
+    k = measure(
+        lab,
+        ka,
+        KEEPALIVED_UA,
+        lambda: (
+            "Activating healthchecker" in ka.output()
+            or "Adding service" in ka.output()
+            or len(descendants(ka.proc.pid)) > 1
+        ),
+        seconds,
+    )
+    ours = lab.ours("http")
+    o = measure(lab, ours, OUR_UA, lambda: "ready" in ours.output(), seconds)
+    lab.stop_nginx()
+    print(
+        f"\n== CPU per HTTP check: {n} real servers, 1 s interval, {seconds:g} s each, in the guest"
+    )
+    for name, f in (("keepalived 2.2.7 HTTP_GET", k), ("directord http", o)):
+        per = f["cpu"] / max(f["checks"], 1)
+        print(
+            f"{name:28s} checks {f['checks']:.0f} ({f['checks'] / f['wall']:.0f}/s),"
+            f" CPU {f['cpu']:.2f} s ({f['cpu'] / f['wall'] * 100:.0f} % of the vCPU,"
+            f" {f['pids']:.0f} processes), {per * 1e3:.2f} ms per check"
+            f" (user {f['user'] / max(f['checks'], 1) * 1e3:.2f} +"
+            f" sys {f['sys'] / max(f['checks'], 1) * 1e3:.2f})"
+        )
+    kp = k["cpu"] / max(k["checks"], 1)
+    op = o["cpu"] / max(o["checks"], 1)
+    print(f"ratio ours / keepalived: {op / kp:.2f}" if kp else "keepalived: no CPU measured")
+
+
+# --- part 2: time to notice a stopped or frozen server -------------------------------------
+
+KA_DOWN = {"http": f"from VS [{VIP}]:tcp:80", "tcp": f"from VS [{VIP}]:tcp:81"}
+KA_UP = {"http": f"to VS [{VIP}]:tcp:80", "tcp": f"to VS [{VIP}]:tcp:81"}
+
+
+def state_lines(ka: Background, ours: Background) -> dict[str, str]:
+    """The last reported state of each of the four checks: "up", "down" or ""."""
+    states = {"keepalived http": "", "keepalived tcp": "", "ours http": "", "ours tcp": ""}
+    for line in ka.output().splitlines():
+        for kind in ("http", "tcp"):
+            if "Removing service" in line and KA_DOWN[kind] in line:
+                states[f"keepalived {kind}"] = "down"
+            elif "Adding service" in line and KA_UP[kind] in line:
+                states[f"keepalived {kind}"] = "up"
+    for line in ours.output().splitlines():
+        m = re.fullmatch(r"(http|tcp) (up|down)", line.strip())
+        if m:
+            states[f"ours {m[1]}"] = m[2]
+    return states
+
+
+def part_detect(lab: Lab, trials: int, rng: random.Random) -> None:
+    lab.start_nginx()
+    ka = lab.keepalived([(80, HTTP_GET), (81, TCP_CHECK)])
+    ours = lab.ours("http,tcp")
+    wait_for(lambda: "ready" in ours.output(), 120, "our checker to start")
+    time.sleep(3.0)
+    names = ["keepalived http", "keepalived tcp", "ours http", "ours tcp"]
+    results: dict[str, dict[str, list[float | None]]] = {"stop": {}, "freeze": {}}
+    limit = 6.0
+    for trial in range(trials):
+        for how in ("stop", "freeze"):
+            time.sleep(rng.random())  # a random phase against the 1 s rounds
+            assert lab.nginx is not None
+            pgid = lab.nginx.proc.pid
+            t0 = time.monotonic()
+            if how == "stop":
+                os.killpg(pgid, signal.SIGTERM)
+            else:
+                os.killpg(pgid, signal.SIGSTOP)
+            seen: dict[str, float | None] = dict.fromkeys(names)
+            while time.monotonic() - t0 < limit and any(v is None for v in seen.values()):
+                states = state_lines(ka, ours)
+                now = time.monotonic()
+                for name in names:
+                    if seen[name] is None and states[name] == "down":
+                        seen[name] = now - t0
+                time.sleep(POLL)
+            for name in names:
+                results[how].setdefault(name, []).append(seen[name])
+            if how == "stop":
+                lab.nginx.proc.wait(10)
+                lab.stop_nginx()
+                lab.start_nginx()
+            else:
+                os.killpg(pgid, signal.SIGCONT)
+            wait_for(
+                lambda: all(state_lines(ka, ours)[n] in ("up", "") for n in names),
+                30,
+                "every check to see the server back",
+            )
+            got = ", ".join(f"{n} {'-' if v is None else f'{v:.2f}'}" for n, v in seen.items())
+            print(f"trial {trial + 1} {how}: {got}", flush=True)
+    ka.stop()
+    ours.stop()
+    lab.stop_nginx()
+    print(f"\n== Time to notice (s): 1 s interval, 1 s timeout, fall 1 / retry 0; {trials} trials")
+    for how, label in (("stop", "nginx stopped (refused)"), ("freeze", "nginx frozen (SIGSTOP)")):
+        for name in names:
+            values = results[how][name]
+            found = sorted(v for v in values if v is not None)
+            missed = len(values) - len(found)
+            figures = (
+                f"min {found[0]:.2f}  median {statistics.median(found):.2f}  max {found[-1]:.2f}"
+                if found
+                else "never"
+            )
+            extra = (
+                f"  (not noticed within {limit:g} s in {missed} of {len(values)})" if missed else ""
+            )
+            print(f"{label:24s} {name:16s} {figures}{extra}")
+
+
+# --- our checker, as its own process -------------------------------------------------------
+
+
+async def our_checker(targets: list[str], kinds: list[str]) -> None:
+    prober = http.HttpProber()
+    specs: dict[str, dispatch.Spec] = {
+        "http": http.HttpSpec(path="/", expect_status=((200, 200),)),
+        "tcp": tcp.TcpSpec(send=b"GET / HTTP/1.0\r\n\r\n", expect=b"HTTP/1."),
+    }
+
+    async def probe(job: tuple[Target, dispatch.Spec]) -> ProbeResult:
+        r = await dispatch.run(job[0], job[1], 1.0, prober)
+        return ProbeResult(ok=r.ok, latency=r.latency, error=r.error, weight=r.weight)
+
+    def changed(changes: list[HealthChanged]) -> None:
+        for c in changes:
+            kind = cast(tuple[str, str], c.check_id)[0]
+            print(f"{kind} {'up' if c.up else 'down'}", flush=True)
+
+    scheduler: Scheduler[tuple[Target, dispatch.Spec]] = Scheduler(
+        random.Random(), max_in_flight=256
+    )
+    runner = Runner(scheduler, probe, changed)
+    params = CheckParams(interval=1.0, timeout=1.0, rise=1, fall=1, attempts=1)
+    runner.start()
+    runner.add(
+        Check(id=(kind, a), spec=(Target(ipaddress.IPv4Address(a), 80), specs[kind]), params=params)
+        for kind in kinds
+        for a in targets
+    )
+    print("ready", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.stop()
+        await prober.close()
+
+
+def run_ours(targets_file: str, kinds: str) -> int:
+    targets = Path(targets_file).read_text().split()
+    loop = asyncio.new_event_loop()
+    main = loop.create_task(our_checker(targets, kinds.split(",")))
+    loop.add_signal_handler(signal.SIGTERM, main.cancel)
+    try:
+        loop.run_until_complete(main)
+    except asyncio.CancelledError:
+        pass
+    finally:
+        loop.close()
+    return 0
+
+
+# --- entry points --------------------------------------------------------------------------
+
+
+def in_guest(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="bench-ka-") as tmp:
+        if "cpu" in args.parts:
+            with Topology() as topo:
+                part_cpu(Lab(topo, addresses(args.servers), Path(tmp) / "cpu"), args.seconds)
+        if "detect" in args.parts:
+            with Topology() as topo:
+                lab = Lab(topo, addresses(1), Path(tmp) / "detect")
+                part_detect(lab, args.trials, random.Random(args.seed))
+    return 0
+
+
+def main() -> int:
+    if len(sys.argv) == 4 and sys.argv[1] == "ours":
+        return run_ours(sys.argv[2], sys.argv[3])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--servers", type=int, default=50)
+    p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--trials", type=int, default=5)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--parts", default="cpu,detect")
+    p.add_argument("--timeout", type=float, default=1200.0, help="guest timeout, seconds")
+    p.add_argument("--in-guest", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.in_guest:
+        return in_guest(args)
+    from tests.helpers.vm.guest import run_in_guest
+
+    argv = [sys.executable, "-m", "bench.checks_keepalived", "--in-guest"]
+    argv += ["--servers", str(args.servers), "--seconds", str(args.seconds)]
+    argv += ["--trials", str(args.trials), "--seed", str(args.seed), "--parts", args.parts]
+    result = run_in_guest(argv, timeout=args.timeout, stream=True)
+    return result.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
