@@ -53,6 +53,14 @@ from director.config.fields import (
     show,
     sysctl_value,
 )
+from director.config.network import (
+    FwmarkRule,
+    MasqueradeRule,
+    NetworkSettings,
+    PolicyRoute,
+    SnatRule,
+    network_problems,
+)
 from director.config.vrrp import SyncDaemon, VrrpInstance, VrrpSyncGroup, vrrp_problems
 from director.ipvs.model import (
     SCHED_FLAGS,
@@ -355,11 +363,17 @@ class Config(_Model):
     vrrp_instances: tuple[VrrpInstance, ...] = Field(default=(), alias="vrrp_instance")
     vrrp_sync_groups: tuple[VrrpSyncGroup, ...] = Field(default=(), alias="vrrp_sync_group")
     sync_daemon: SyncDaemon | None = Field(default=None, alias="sync_daemon")
+    network: NetworkSettings = Field(default_factory=NetworkSettings)
+    fwmarks: tuple[FwmarkRule, ...] = Field(default=(), alias="fwmark")
+    snats: tuple[SnatRule, ...] = Field(default=(), alias="snat")
+    masquerades: tuple[MasqueradeRule, ...] = Field(default=(), alias="masquerade")
+    policy_routes: tuple[PolicyRoute, ...] = Field(default=(), alias="policy_route")
 
     @model_validator(mode="after")
     def _check_unique(self) -> Self:
         findings = rules.duplicate_services(enumerate(self.virtual_servers))
         findings += vrrp_problems(self)
+        findings += network_problems(self)
         if findings:
             raise_findings("Config", findings)
         return self

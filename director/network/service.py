@@ -1,0 +1,156 @@
+"""The network-rules service: follows the role and the config, keeps the kernel in step.
+
+``set_role`` is a :class:`~director.role.RoleBroadcast` follower; ``apply`` is called on reload
+and ``sync`` on the periodic resync (it repairs a table someone flushed by hand). Each sync reads
+our table back, plans the difference (:func:`director.network.ruleset.plan`) and sends it as one
+nft transaction, then brings the policy routes in line. Until the first role arrives the table
+is left as found, so a restarting master keeps its marks and NAT until VRRP has decided.
+
+Stopping the daemon leaves the rules in place (like the IPVS table, see ``keep_table_on_stop``):
+a master being restarted keeps forwarding. :meth:`remove` takes everything away; the daemon calls
+it on stop only when ``keep_table_on_stop = false``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from director.config.model import Config
+from director.network.nft import Nft, NftError
+from director.network.routes import PolicyRoutes, RouteError, desired_routes, plan_routes
+from director.network.ruleset import FAMILY, JSON, compile_ruleset, parse_table, plan
+from director.role import Role
+from director.sysctl import PROC_SYS, apply_sysctls
+
+log = structlog.get_logger("director")
+
+RP_FILTER = "net.ipv4.conf.all.rp_filter"
+
+
+class NetworkRules:
+    def __init__(
+        self,
+        config: Config,
+        nft: Nft | None = None,
+        routes: PolicyRoutes | None = None,
+        sysctl_root: Path | None = PROC_SYS,
+    ) -> None:
+        self.config = config
+        self.nft = nft or Nft()
+        self.routes = routes or PolicyRoutes()
+        self.sysctl_root = sysctl_root  # None: never write sysctls (tests)
+        self.role: Role | None = None
+        self._lock = asyncio.Lock()
+        self._stale_tables: set[str] = set()
+        self.last: dict[str, Any] = {}
+
+    async def set_role(self, role: Role) -> None:
+        self.role = role
+        await self.sync(f"role {role}")
+
+    async def apply(self, config: Config) -> None:
+        """A new (validated) config: apply what differs, in one nft transaction."""
+        if config.network.table != self.config.network.table:
+            self._stale_tables.add(self.config.network.table)
+        self.config = config
+        await self.sync("reload")
+
+    async def sync(self, reason: str = "resync") -> list[JSON]:
+        """Bring our table and policy routes to what config and role want; the nft commands sent.
+
+        Raises NftError (nothing changed in nftables) or RouteError (after trying every route).
+        """
+        async with self._lock:
+            started = time.monotonic()
+            cmds: list[JSON] = []
+            if self.role is not None:
+                cmds = await self._sync_table(reason)
+            route_ops = await self._sync_routes()
+            self.last = {
+                "reason": reason,
+                "role": str(self.role) if self.role else None,
+                "nft_commands": len(cmds),
+                "route_operations": len(route_ops),
+                "seconds": round(time.monotonic() - started, 4),
+                "at": time.time(),
+            }
+            quiet = not cmds and not route_ops and reason == "resync"
+            (log.debug if quiet else log.info)("rules_synced", **self.last)
+            return cmds
+
+    async def _sync_table(self, reason: str) -> list[JSON]:
+        assert self.role is not None
+        desired = compile_ruleset(self.config, self.role)
+        listing = await self.nft.list_table(desired.table)
+        observed = parse_table(listing, desired.table) if listing is not None else None
+        cmds = plan(desired, observed)
+        stale = sorted(self._stale_tables - {desired.table})
+        for name in stale:  # a renamed table: the old one goes in the same transaction
+            table = {"family": FAMILY, "name": name}
+            cmds = [{"add": {"table": table}}, {"delete": {"table": table}}, *cmds]
+        rules = len(desired.rules())
+        doing = (
+            f"applying table {FAMILY} {desired.table} ({rules} rule{'s' if rules != 1 else ''}, "
+            f"role {self.role}, {reason})"
+        )
+        try:
+            await self.nft.apply(cmds, doing + "; the previous ruleset stays in force")
+        except NftError as exc:
+            log.error("rules_rejected", error=str(exc))
+            raise
+        self._stale_tables.clear()
+        return cmds
+
+    async def _sync_routes(self) -> list[str]:
+        desired = desired_routes(self.config)
+        try:
+            observed = await self.routes.observe()
+        except OSError as exc:
+            raise RouteError(f"reading policy routes: {exc}") from exc
+        ops = plan_routes(desired, observed)
+        errors = await self.routes.apply(ops)
+        for op in ops:
+            log.info("policy_route_changed", change=str(op))
+        if desired.rules and self.config.network.rp_filter == "loose":
+            self._loose_rp_filter()
+        if errors:
+            for error in errors:
+                log.error("policy_route_failed", error=error)
+            raise RouteError("; ".join(errors))
+        return [str(op) for op in ops]
+
+    def _loose_rp_filter(self) -> None:
+        """Strict reverse-path filtering drops marked packets routed to lo: make it loose."""
+        if self.sysctl_root is None:
+            return
+        path = self.sysctl_root / RP_FILTER.replace(".", "/")
+        try:
+            strict = path.read_text().strip() == "1"
+        except OSError:
+            return
+        if strict:
+            writes, problems = apply_sysctls([(RP_FILTER, "2")], self.sysctl_root)
+            for name, value in writes:
+                log.info("sysctl_set", name=name, value=value, why="policy_route")
+            for problem in problems:
+                log.error("sysctl_problem", problem=str(problem))
+
+    async def remove(self) -> None:
+        """Delete our table and our policy routes (keep_table_on_stop = false, or no config)."""
+        async with self._lock:
+            table = {"family": FAMILY, "name": self.config.network.table}
+            await self.nft.apply(
+                [{"add": {"table": table}}, {"delete": {"table": table}}],
+                f"removing table {FAMILY} {self.config.network.table}",
+            )
+            observed = await self.routes.observe()
+            ops = plan_routes(desired_routes(Config()), observed)
+            errors = await self.routes.apply(ops)
+            log.info("rules_removed", table=self.config.network.table, routes=len(ops))
+            if errors:
+                raise RouteError("; ".join(errors))
