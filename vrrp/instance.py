@@ -28,6 +28,7 @@ from vrrp.actions import (
 )
 from vrrp.addresses import AddressManager, VirtualAddress
 from vrrp.config import Config
+from vrrp.link import LinkWatch
 from vrrp.machine import Machine
 from vrrp.packet import Advertisement, DropReason, IPAddress
 from vrrp.table import State
@@ -60,6 +61,7 @@ class Instance:
         label: str | None = None,
         on_state: OnState | None = None,
         virtual: Sequence[VirtualAddress] = (),
+        track_interface: bool = True,
     ) -> None:
         if not isinstance(config.primary_address, IPv4Address):
             raise ValueError("vrrp.instance supports IPv4 only for now")
@@ -77,6 +79,8 @@ class Instance:
         self.addresses = AddressManager(
             interface, prefixlen=prefixlen, label=label, virtual=virtual
         )
+        self.link = LinkWatch(interface, self._link_changed) if track_interface else None
+        self._faults: set[str] = set()
         self._transitions: Counter[tuple[State, State]] = Counter()
         self._action_errors = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -97,6 +101,11 @@ class Instance:
             action_errors=self._action_errors,
         )
 
+    @property
+    def faults(self) -> frozenset[str]:
+        """Why the instance is in fault (empty: it is not): ``link <interface>``, tracking."""
+        return frozenset(self._faults)
+
     async def start(self) -> None:
         """Open the sockets, clear leftover virtual addresses, then start the machine."""
         loop = asyncio.get_running_loop()
@@ -107,7 +116,12 @@ class Instance:
             if stale:
                 log.info("removed leftover virtual addresses %s", ", ".join(map(str, stale)))
             self.transport.open(loop)
+            if self.link is not None and not self.link.open(loop):
+                self.set_fault(f"link {self.interface}", True)
         except BaseException:
+            self.transport.close()
+            if self.link is not None:
+                self.link.close()
             self.addresses.close()
             raise
         self._worker = loop.create_task(self._work(), name=f"vrrp-{self.config.vrid}")
@@ -129,12 +143,46 @@ class Instance:
                     await self._worker
                 self._worker = None
             self.transport.close()
+            if self.link is not None:
+                self.link.close()
             self.addresses.close()
+
+    def set_fault(self, reason: str, faulty: bool) -> None:
+        """Report (``faulty``) or clear one reason for fault (a tracked interface or check).
+
+        The instance is in fault while any reason stands: a master leaves with a priority 0
+        advert and drops its addresses; when the last reason clears it comes back as backup
+        (or master, if it owns the addresses). Callable before ``start``.
+        """
+        had = bool(self._faults)
+        if faulty:
+            self._faults.add(reason)
+        else:
+            self._faults.discard(reason)
+        if had == bool(self._faults):
+            return
+        log.info(
+            "VRRP vrid %d: %s %s", self.config.vrid, reason, "fault" if faulty else "recovered"
+        )
+        now = self._loop.time() if self._loop is not None else 0.0
+        actions = self.machine.fault(now) if faulty else self.machine.recover(now)
+        if self._loop is not None:
+            self._feed(actions)
+
+    def set_priority(self, priority: int) -> None:
+        """Tracking changed the effective priority (1..255); a master advertises it at once."""
+        now = self._loop.time() if self._loop is not None else 0.0
+        actions = self.machine.set_priority(priority, now)
+        if self._loop is not None:
+            self._feed(actions)
 
     # -- inputs ------------------------------------------------------------------------------
 
     def _received(self, advert: Advertisement, src: IPAddress) -> None:
         self._feed(self.machine.receive(advert, src, self._require_loop().time()))
+
+    def _link_changed(self, running: bool) -> None:
+        self.set_fault(f"link {self.interface}", not running)
 
     def _on_timer(self) -> None:
         self._timer = None

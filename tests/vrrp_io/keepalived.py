@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.netns import Background, Namespace
+from vrrp.packet import IPAddress
 
 
 def binary() -> str:
@@ -28,10 +28,11 @@ def config(
     vrid: int,
     priority: int,
     interval: float,
-    vip: IPv4Address,
+    vip: IPAddress,
     interface: str = "eth0",
     password: str | None = None,
     state: str = "BACKUP",
+    garp_repeat: int = 1,
 ) -> str:
     auth = (
         f"    authentication {{\n        auth_type PASS\n        auth_pass {password}\n    }}\n"
@@ -42,7 +43,7 @@ def config(
         "global_defs {\n"
         "    router_id director-test\n"
         f"    vrrp_version {version}\n"
-        "    vrrp_garp_master_repeat 1\n"
+        f"    vrrp_garp_master_repeat {garp_repeat}\n"
         "    vrrp_garp_master_delay 0\n"
         "}\n"
         "vrrp_instance VI {\n"
@@ -52,7 +53,7 @@ def config(
         f"    priority {priority}\n"
         f"    advert_int {interval:g}\n"
         f"{auth}"
-        f"    virtual_ipaddress {{\n        {vip}/32 dev {interface}\n    }}\n"
+        f"    virtual_ipaddress {{\n        {vip}/{vip.max_prefixlen} dev {interface}\n    }}\n"
         "}\n"
     )
 

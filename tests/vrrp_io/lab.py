@@ -7,11 +7,14 @@ switch ns: br0 --portN-- d1 ns eth0 198.18.0.1/24
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Address
 
-from tests.helpers.netns import Namespace, Topology
+from tests.helpers.netns import Background, Namespace, Topology
+from tests.helpers.servers import NamespaceLoop
 from vrrp.packet import IPAddress
 
 VIP = IPv4Address("198.18.0.100")
@@ -50,3 +53,50 @@ def has_address(ns: Namespace, address: IPAddress, dev: str = DEV) -> bool:
 def mac_of(ns: Namespace, dev: str = DEV) -> bytes:
     text = ns.ip("-o", "link", "show", "dev", dev).split("link/ether ")[1].split()[0]
     return bytes.fromhex(text.replace(":", ""))
+
+
+RESPONDER_PORT = 7000
+_RESPONDER = """
+import socket, sys
+server = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+server.bind(("::", int(sys.argv[2])))
+server.listen(64)
+print("listening", flush=True)
+while True:
+    conn, _ = server.accept()
+    conn.sendall(sys.argv[1].encode())
+    conn.close()
+"""
+
+
+def responder(ns: Namespace, name: str) -> Background:
+    """A TCP server on every address of ``ns`` (port 7000) that answers with ``name``."""
+    job = ns.spawn(sys.executable, "-c", _RESPONDER, name, str(RESPONDER_PORT))
+    wait_until(lambda: "listening" in job.output(), 10, f"responder {name}: {job.output()}")
+    return job
+
+
+async def ask(address: IPAddress, within: float = 0.5) -> str:
+    """Connect to ``address``:7000 and read the name (run on the client's loop); "" on failure."""
+    try:
+        async with asyncio.timeout(within):
+            reader, writer = await asyncio.open_connection(str(address), RESPONDER_PORT)
+            try:
+                return (await reader.read(64)).decode()
+            finally:
+                writer.close()
+    except (OSError, TimeoutError):
+        return ""
+
+
+def answered_by(client: NamespaceLoop, address: IPAddress, name: str, within: float) -> float:
+    """Wait until a TCP connect to the VIP from the client is answered by ``name``."""
+    last: list[str] = []
+
+    def ok() -> bool:
+        last.append(client.run(ask(address), timeout=5))
+        return last[-1] == name
+
+    return wait_until(ok, within, f"{address} answered by {name} (last answers {last[-5:]})")

@@ -7,7 +7,7 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from vrrp import Config, Dropped, DropReason, encode
+from vrrp import Config, Dropped, DropReason, encode, link
 from vrrp.addresses import gratuitous_arp
 from vrrp.transport import Own, receive_ipv4
 
@@ -76,3 +76,21 @@ def test_gratuitous_arp_frame() -> None:
     assert sha == mac and spa == tpa == IPv4Address("198.18.0.100").packed
     with pytest.raises(ValueError, match="MAC"):
         gratuitous_arp(b"\1", IPv4Address("198.18.0.100"))
+
+
+def link_message(kind: int, index: int, flags: int) -> bytes:
+    body = struct.pack("=BxHiII", 0, 1, index, flags, 0xFFFFFFFF) + b"\0" * 6  # + an attribute
+    return struct.pack("=IHHII", 16 + len(body), kind, 0, 0, 0) + body + b"\0\0"  # padded
+
+
+def test_link_events_are_parsed_by_index_and_running_flag() -> None:
+    up = link.IFF_UP | link.IFF_RUNNING
+    data = (
+        link_message(link.RTM_NEWLINK, 3, up)
+        + link_message(link.RTM_NEWLINK, 4, link.IFF_UP)  # up, no carrier
+        + link_message(link.RTM_DELLINK, 5, up)
+        + link_message(20, 6, up)  # RTM_NEWADDR: not a link message
+    )
+    assert link.parse(data) == [(3, True), (4, False), (5, False)]
+    assert link.parse(data[:-3]) == [(3, True), (4, False), (5, False)]  # truncated tail
+    assert link.parse(b"\x01\x00") == []
