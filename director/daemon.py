@@ -12,17 +12,24 @@ import contextlib
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
 
+from checks.model import HealthChanged, ProbeResult
 from director import __version__, logs
+from director.commands import handlers
 from director.config import ConfigError, check_config, load_config
+from director.control import ControlError, ControlServer, Handler
 from director.desired import compile_table
 from director.engine import Engine
-from director.health import HealthChecks
+from director.health import HealthChecks, ProbeJob
 from director.ipvs.kernel import KernelError
 from director.ipvs.netlink import NetlinkIPVS
+from director.maintenance import Maintenance, MaintenanceError
+from director.metrics import Metrics, MetricsServer
 from director.reconcile.owned import FileOwnedStore
 from director.reconcile.plan import plan
 from director.role import Role, RoleBroadcast
@@ -63,6 +70,12 @@ async def run(args: argparse.Namespace) -> int:
     state_dir = args.state_dir or Path(config.daemon.state_dir)
     notifier = Notifier()
     try:
+        maintenance = Maintenance(state_dir / "maintenance.json").load()
+    except MaintenanceError as exc:
+        log.error("start_failed", error=str(exc))
+        notifier.notify(f"STATUS=start failed: {exc}")
+        return 1
+    try:
         kernel = open_kernel()
     except KernelError as exc:
         log.error("start_failed", error=str(exc))
@@ -75,12 +88,34 @@ async def run(args: argparse.Namespace) -> int:
         FileOwnedStore(state_dir),
         load_config,
         status_path=state_dir / "status.json",
+        maintenance=maintenance,
     )
-    checks = HealthChecks(engine.on_health, max_in_flight=config.daemon.max_concurrent_probes)
+    metrics = Metrics()
+
+    def on_health(changes: list[HealthChanged]) -> None:
+        ids = [(str(c.check_id[0]), str(c.check_id[1])) for c in changes]  # type: ignore[index]
+        metrics.health_changed(ids, time.time())
+        engine.on_health(changes)
+
+    def on_probe(job: ProbeJob, result: ProbeResult) -> None:
+        target = f"{job.target.address}:{job.target.port}"
+        metrics.probed(job.kind, target, result.ok, result.latency)
+
+    checks = HealthChecks(on_health, max_in_flight=config.daemon.max_concurrent_probes)
+    checks.on_probe = on_probe
     engine.on_config = checks.update
     engine.checks_summary = checks.summary
+    engine.on_synced = metrics.synced
+    engine.on_reloaded = metrics.reloaded
     # VRRP publishes the role; the sync daemon, network rules and notify hooks follow it.
     roles = RoleBroadcast()
+    # Per VRRP instance, for status and metrics; empty until a VRRP service reports here.
+    vrrp_summary: Callable[[], list[dict[str, object]]] = list
+    metrics.sources.stats = lambda: engine.stats
+    metrics.sources.checks = checks.summary
+    metrics.sources.role = lambda: str(roles.role)
+    metrics.sources.vrrp = lambda: vrrp_summary()
+    metrics.sources.drains = lambda: len(engine.maintenance.drains)
     loop = asyncio.get_running_loop()
     intents: asyncio.Queue[str] = asyncio.Queue()
     loop.add_signal_handler(signal.SIGHUP, intents.put_nowait, "reload")
@@ -94,14 +129,30 @@ async def run(args: argparse.Namespace) -> int:
         await checks.stop()
         return 1
     await roles.publish(Role.MASTER)  # without VRRP instances the director is master
+
+    async def reload() -> bool:
+        notifier.notify("RELOADING=1")
+        ok = await engine.reload()
+        notifier.notify("READY=1", f"STATUS={engine.status.summary()}")
+        return ok
+
+    servers = await start_servers(
+        config.daemon.control_socket,
+        config.daemon.metrics_address,
+        handlers(engine, checks.summary, lambda: str(roles.role), lambda: vrrp_summary(), reload),
+        metrics,
+    )
+    with contextlib.suppress(KernelError):
+        await engine.refresh_stats()
     notifier.notify("READY=1", f"STATUS={engine.status.summary()}")
     log.info("ready", version=__version__, config=str(args.config))
     watchdog = notifier.watchdog_interval()
     next_resync = loop.time() + engine.config.daemon.resync_interval
     next_ping = loop.time() + watchdog if watchdog else None
+    next_stats = loop.time() + engine.config.daemon.stats_interval
     try:
         while True:
-            deadline = min(t for t in (next_resync, next_ping) if t is not None)
+            deadline = min(t for t in (next_resync, next_ping, next_stats) if t is not None)
             try:
                 intent = await asyncio.wait_for(intents.get(), max(0.0, deadline - loop.time()))
             except TimeoutError:
@@ -117,19 +168,45 @@ async def run(args: argparse.Namespace) -> int:
                 return 0
             try:
                 if intent == "reload":
-                    notifier.notify("RELOADING=1")
-                    await engine.reload()
-                    notifier.notify("READY=1", f"STATUS={engine.status.summary()}")
+                    await reload()
                 elif now >= next_resync:
                     await engine.resync()
                     notifier.notify(f"STATUS={engine.status.summary()}")
+                if now >= next_stats:
+                    next_stats = now + engine.config.daemon.stats_interval
+                    await engine.refresh_stats()
             except KernelError as exc:
                 notifier.notify(f"STATUS=kernel error: {exc}")
             if now >= next_resync or intent == "reload":
                 next_resync = now + engine.config.daemon.resync_interval
     finally:
+        for server in servers:
+            await server.stop()
         kernel.close()
         notifier.close()
+
+
+async def start_servers(
+    control_socket: str,
+    metrics_address: str,
+    commands: dict[str, Handler],
+    metrics: Metrics,
+) -> list[ControlServer | MetricsServer]:
+    """The control socket and the metrics endpoint. Either failing is logged and the daemon
+    runs on without it: the director's job is the traffic, not its own tooling."""
+    started: list[ControlServer | MetricsServer] = []
+    servers: list[ControlServer | MetricsServer] = [ControlServer(Path(control_socket), commands)]
+    if metrics_address:
+        servers.append(MetricsServer(metrics, metrics_address))
+    for server in servers:
+        try:
+            await server.start()
+        except (OSError, ControlError) as exc:
+            what = "control socket" if isinstance(server, ControlServer) else "metrics"
+            log.error("listen_failed", what=what, error=str(exc))
+        else:
+            started.append(server)
+    return started
 
 
 def dry_run(config_path: Path, state_dir: Path | None) -> int:

@@ -5,6 +5,9 @@ the table for a config alone (no checks yet) has every real server in it. A fail
 removed, or kept with weight 0 when the service says ``on_failure = "quiesce"``: existing
 connections then continue while new ones go elsewhere. The sorry server is in the table only while
 no real server is available (up and with a weight above 0).
+
+Maintenance overrides (:mod:`director.maintenance`) come last: a drained real server has weight
+0, a removed one (a timed drain that went idle or timed out) is not in the table at all.
 """
 
 from __future__ import annotations
@@ -15,14 +18,18 @@ from director.config.model import Config, VirtualServer
 from director.ipvs.model import Dest, DestKey, Service, ServiceKey, Table
 
 Health = Mapping[tuple[ServiceKey, DestKey], bool]
+# (service, destination) -> "drain" (weight 0) or "remove"; see director.maintenance.
+Overrides = Mapping[tuple[ServiceKey, DestKey], str]
 
 
-def compile_table(config: Config, health: Health | None = None) -> Table:
+def compile_table(
+    config: Config, health: Health | None = None, overrides: Overrides | None = None
+) -> Table:
     table = Table()
     for vs in config.virtual_servers:
         key = vs.service_key()
         table.services[key] = compile_service(vs)
-        table.dests[key] = compile_dests(vs, key, health or {})
+        table.dests[key] = compile_dests(vs, key, health or {}, overrides or {})
     return table
 
 
@@ -36,15 +43,18 @@ def compile_service(vs: VirtualServer) -> Service:
     )
 
 
-def compile_dests(vs: VirtualServer, key: ServiceKey, health: Health) -> dict[DestKey, Dest]:
+def compile_dests(
+    vs: VirtualServer, key: ServiceKey, health: Health, overrides: Overrides | None = None
+) -> dict[DestKey, Dest]:
     dests: dict[DestKey, Dest] = {}
     available = 0
     for rs in vs.real_servers:
         dkey = rs.dest_key(vs)
         up = health.get((key, dkey), True)
-        if not up and vs.on_failure == "remove":
+        override = overrides.get((key, dkey)) if overrides else None
+        if (not up and vs.on_failure == "remove") or override == "remove":
             continue
-        weight = rs.weight if up else 0
+        weight = rs.weight if up and override is None else 0
         available += weight > 0
         dests[dkey] = Dest(
             key=dkey,

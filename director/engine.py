@@ -24,6 +24,8 @@ from director.config import Config, ConfigError
 from director.desired import compile_table
 from director.ipvs.kernel import IPVSKernel, KernelError, Timeouts
 from director.ipvs.model import DestKey, ServiceKey
+from director.ipvs.stats import StatsSnapshot
+from director.maintenance import Drain, Maintenance
 from director.reconcile.owned import OwnedStore
 from director.reconcile.reconciler import Reconciler, SyncResult
 from director.sysctl import PROC_SYS, apply_sysctls
@@ -64,6 +66,7 @@ class Engine:
         loader: Callable[[Path], Config],
         sysctl_root: Path = PROC_SYS,
         status_path: Path | None = None,
+        maintenance: Maintenance | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -80,6 +83,12 @@ class Engine:
         self.checks_summary: Callable[[], list[dict[str, object]]] | None = None
         self._health_task: asyncio.Task[None] | None = None
         self._health_dirty = False
+        # Drains from directorctl; the last counters read (metrics and status never wait on it).
+        self.maintenance = maintenance or Maintenance()
+        self.stats: StatsSnapshot | None = None
+        # metrics: each sync's result, None when the kernel refused the whole request
+        self.on_synced: Callable[[str, SyncResult | None], None] | None = None
+        self.on_reloaded: Callable[[bool], None] | None = None  # metrics
 
     def on_health(self, changes: list[HealthChanged]) -> None:
         """Health-check verdicts (called on the event loop): record them, then sync once."""
@@ -117,6 +126,8 @@ class Engine:
             self.status.reload_error = str(exc)
             log.error("reload_rejected", path=str(self.config_path), problems=str(exc))
             self._write_status()
+            if self.on_reloaded is not None:
+                self.on_reloaded(False)
             return False
         self.config = config
         self.status.reload_error = None
@@ -124,12 +135,49 @@ class Engine:
         if self.on_config is not None:
             self.on_config(config)
         log.info("config_reloaded", path=str(self.config_path))
+        if self.on_reloaded is not None:
+            self.on_reloaded(True)
         await self._apply_kernel_settings()
         await self._sync(full=False, reason="reload")
         return True
 
     async def resync(self) -> SyncResult:
         return await self._sync(full=True, reason="resync")
+
+    async def refresh_stats(self) -> StatsSnapshot | None:
+        """Read the counters (worker thread); then remove timed drains that went idle."""
+        read = getattr(self.kernel, "read_stats", None)
+        if read is None:
+            return None
+        async with self._lock:
+            snapshot: StatsSnapshot = await asyncio.to_thread(read, time.time())
+        self.stats = snapshot
+        done = self.maintenance.settle(self.config, snapshot, time.time())
+        if done:
+            log.info("drain_removed", destinations=done)
+            self.maintenance.save()
+            await self._sync(full=False, reason="maintenance")
+            async with self._lock:
+                self.stats = await asyncio.to_thread(read, time.time())
+        return self.stats
+
+    async def drain(self, server: str, service: str | None, remove_after: float | None) -> Drain:
+        """Weight 0 for ``server`` (then removal when idle or after ``remove_after`` seconds)."""
+        drain = self.maintenance.drain(self.config, server, service, remove_after, time.time())
+        self.maintenance.save()
+        log.warning("drain", server=server, service=service, timeout=remove_after)
+        await self._sync(full=False, reason="maintenance")
+        await self.refresh_stats()
+        return drain
+
+    async def enable(self, server: str, service: str | None) -> list[Drain]:
+        """Lift the drains of ``server``; its real servers come back as the config says."""
+        lifted = self.maintenance.enable(server, service)
+        self.maintenance.save()
+        log.warning("enable", server=server, service=service)
+        await self._sync(full=False, reason="maintenance")
+        await self.refresh_stats()
+        return lifted
 
     async def stop(self) -> None:
         if self.config.daemon.keep_table_on_stop:
@@ -170,7 +218,8 @@ class Engine:
                     log.error("ipvs_timeout_problem", problem=text)
 
     async def _sync(self, *, full: bool, reason: str) -> SyncResult:
-        desired = compile_table(self.config, self.health)
+        overrides = self.maintenance.overrides(self.config)
+        desired = compile_table(self.config, self.health, overrides)
         async with self._lock:
             try:
                 result = await asyncio.to_thread(self.reconciler.sync, desired, full=full)
@@ -178,8 +227,12 @@ class Engine:
                 self.status.kernel_error = str(exc)
                 log.error("sync_failed", reason=reason, error=str(exc))
                 self._write_status()
+                if self.on_synced is not None:
+                    self.on_synced(reason, None)
                 raise
         self.status.kernel_error = None
+        if self.on_synced is not None:
+            self.on_synced(reason, result)
         for failure in result.failures:
             log.error("ipvs_operation_failed", error=str(failure))
         services, dests = result.counts

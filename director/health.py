@@ -125,10 +125,15 @@ class HealthChecks:
         self._http = http.HttpProber()
         self.runner = Runner(self.scheduler, self._probe, on_change)
         self._started = False
+        # Called with each probe's job and result (the metrics' latency histogram).
+        self.on_probe: Callable[[ProbeJob, ProbeResult], None] | None = None
 
     async def _probe(self, job: ProbeJob) -> ProbeResult:
         r = await dispatch.run(job.target, job.spec, job.timeout, self._http)
-        return ProbeResult(ok=r.ok, latency=r.latency, error=r.error, weight=r.weight)
+        result = ProbeResult(ok=r.ok, latency=r.latency, error=r.error, weight=r.weight)
+        if self.on_probe is not None:
+            self.on_probe(job, result)
+        return result
 
     def update(self, config: Config) -> None:
         """Start the checks of ``config``, or replace the running ones (keeping unchanged state)."""

@@ -112,6 +112,37 @@ class _Model(BaseModel):
     )
 
 
+def listen_address(text: str) -> tuple[str, int]:
+    """``"127.0.0.1:9469"`` or ``"[::1]:9469"`` as (host, port); ValueError when it is not."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("no port")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        ipaddress.IPv6Address(host)
+    else:
+        ipaddress.IPv4Address(host)
+    return host, int(port)
+
+
+def _metrics_address_check(value: object) -> str:
+    if value == "":
+        return ""
+    if isinstance(value, str):
+        try:
+            listen_address(value)
+        except ValueError:
+            pass
+        else:
+            return value
+    fail(
+        f'expected "ADDRESS:PORT" ("127.0.0.1:9469", "[::1]:9469") or "" (off), found {show(value)}'
+    )
+
+
+_metrics_address = PlainValidator(_metrics_address_check)
+
+
 class DaemonSettings(_Model):
     log_format: Literal["json", "logfmt"] = "logfmt"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -120,6 +151,8 @@ class DaemonSettings(_Model):
     control_socket: SocketPath = "/run/director/control.sock"
     keep_table_on_stop: Bool = True
     max_concurrent_probes: Annotated[int, _probes] = 256
+    metrics_address: Annotated[str, _metrics_address] = "127.0.0.1:9469"
+    stats_interval: Seconds = 5.0
 
 
 class KernelSettings(_Model):

@@ -12,7 +12,7 @@ import copy
 import errno
 from collections.abc import Sequence
 
-from director.ipvs.kernel import Timeouts, explain
+from director.ipvs.kernel import DestConns, Timeouts, explain
 from director.ipvs.model import (
     SCHEDULERS,
     Dest,
@@ -32,6 +32,7 @@ from director.ipvs.ops import (
     Op,
     OpFailure,
 )
+from director.ipvs.stats import Counters, DestStats, StatsSnapshot
 
 
 class MemoryIPVS:
@@ -43,6 +44,8 @@ class MemoryIPVS:
         self.schedulers = schedulers
         self.requests = 0  # netlink messages a real kernel would have received
         self.full_dumps = 0
+        # Connection counts a test sets by hand (a real kernel counts its connections).
+        self.conns: dict[tuple[ServiceKey, DestKey], DestConns] = {}
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -57,6 +60,17 @@ class MemoryIPVS:
         if svc is None:
             return None
         return svc, dict(self.table.dests_of(key))
+
+    def read_stats(self, now: float) -> StatsSnapshot:
+        """The table with :attr:`conns` as connection counts and zero traffic counters."""
+        snap = StatsSnapshot(at=now)
+        for key, svc in self.table.services.items():
+            snap.services[key] = (svc, Counters())
+            snap.dests[key] = {
+                dkey: DestStats(d, *_conns(self.conns.get((key, dkey), DestConns())))
+                for dkey, d in self.table.dests_of(key).items()
+            }
+        return snap
 
     def get_timeouts(self) -> Timeouts:
         return self.timeouts
@@ -137,3 +151,7 @@ class MemoryIPVS:
             return errno.ENOENT
         del table[op.key]
         return 0
+
+
+def _conns(c: DestConns) -> tuple[int, int, int]:
+    return c.active, c.inactive, c.persistent

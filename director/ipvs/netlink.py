@@ -21,6 +21,15 @@ from director.ipvs.ops import (
     Op,
     OpFailure,
 )
+from director.ipvs.stats import (
+    DEST_STATS,
+    DEST_STATS64,
+    SVC_STATS,
+    SVC_STATS64,
+    DestStats,
+    StatsSnapshot,
+    counters_of,
+)
 
 
 def _svc(payload: bytes) -> bytes:
@@ -95,6 +104,29 @@ class NetlinkIPVS:
             return table
         except NetlinkRequestError as exc:
             raise KernelError("reading the IPVS table", exc.errno) from exc
+
+    def read_stats(self, now: float) -> StatsSnapshot:
+        """The whole table with counters and connection counts (for metrics and status)."""
+        snap = StatsSnapshot(at=now)
+        try:
+            for reply in self._sock.dump(m.CMD_GET_SERVICE, b""):
+                raw = wire.attrs(reply).get(wire.CMD_ATTR_SERVICE)
+                if raw is None:
+                    continue
+                svc = wire.parse_service(raw)
+                snap.services[svc.key] = (svc, counters_of(wire.attrs(raw), SVC_STATS, SVC_STATS64))
+            for key in snap.services:
+                dests = snap.dests[key] = {}
+                for reply in self._sock.dump(m.CMD_GET_DEST, _svc(wire.service_key(key))):
+                    raw = wire.attrs(reply).get(wire.CMD_ATTR_DEST)
+                    if raw is None:
+                        continue
+                    dest, (active, inactive, persistent) = wire.parse_dest(raw, key.family)
+                    counters = counters_of(wire.attrs(raw), DEST_STATS, DEST_STATS64)
+                    dests[dest.key] = DestStats(dest, active, inactive, persistent, counters)
+        except NetlinkRequestError as exc:
+            raise KernelError("reading IPVS counters", exc.errno) from exc
+        return snap
 
     def dump_service(self, key: ServiceKey) -> tuple[Service, dict[DestKey, Dest]] | None:
         try:

@@ -1,0 +1,234 @@
+"""``directorctl``'s daemon commands: status, drain, enable, reload, doctor.
+
+Each takes the parsed arguments and returns the exit status; :mod:`director.cli` owns the parser.
+Errors go to standard error as one clear sentence (daemon not running, permission denied, a
+refused drain) with exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from director.control import ControlError, request
+
+DEFAULT_SOCKET = Path("/run/director/control.sock")
+DEFAULT_CONFIG = Path("/etc/director/director.toml")
+
+
+def add_arguments(sub: Any) -> None:
+    """The daemon commands' subparsers (``sub`` is the cli's subparsers action)."""
+    s = sub.add_parser("status", help="VRRP state, services, real servers, health, connections")
+    s.add_argument("--json", action="store_true", help="machine-readable")
+    s.add_argument(
+        "--state-dir",
+        type=Path,
+        help="read the status.json the daemon last wrote there instead of asking the daemon",
+    )
+    d = sub.add_parser("drain", help="weight 0 for a real server (maintenance); see enable")
+    d.add_argument("server", help="real server name, address, or address:port")
+    d.add_argument("--service", help="only in this virtual server (name or 'TCP 1.2.3.4:80')")
+    d.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="remove it from the table once idle, or after SECONDS at the latest",
+    )
+    e = sub.add_parser("enable", help="end a drain")
+    e.add_argument("server")
+    e.add_argument("--service")
+    sub.add_parser("reload", help="reload the config file (like systemctl reload directord)")
+    doc = sub.add_parser("doctor", help="check this machine for what directord needs")
+    doc.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
+    doc.add_argument("--json", action="store_true")
+
+
+def _fail(message: str) -> int:
+    print(f"directorctl: {message}", file=sys.stderr)
+    return 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    if args.state_dir is not None:
+        return _status_file(args.state_dir / "status.json", args.json)
+    try:
+        status = request(args.socket, "status")
+    except ControlError as exc:
+        return _fail(str(exc))
+    if args.json:
+        print(json.dumps(status, indent=1, sort_keys=True))
+    else:
+        print(render_status(status))
+    return 0
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    try:
+        result = request(
+            args.socket, "drain", server=args.server, service=args.service, timeout=args.timeout
+        )
+    except ControlError as exc:
+        return _fail(str(exc))
+    matched = [m for d in result["matches"] if d["server"] == args.server for m in d["matches"]]
+    tail = f", removed when idle or after {args.timeout:g} s" if args.timeout else ""
+    print(f"draining {args.server}: weight 0 for new connections{tail}")
+    for ident in matched:
+        service, dest = ident.split("|")
+        print(f"  {service} -> {dest}")
+    return 0
+
+
+def cmd_enable(args: argparse.Namespace) -> int:
+    try:
+        result = request(args.socket, "enable", server=args.server, service=args.service)
+    except ControlError as exc:
+        return _fail(str(exc))
+    for d in result["enabled"]:
+        print(f"enabled {d['server']}" + (f" in {d['service']}" if d.get("service") else ""))
+    return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    try:
+        result = request(args.socket, "reload")
+    except ControlError as exc:
+        return _fail(str(exc))
+    sync = result.get("last_sync") or {}
+    print(
+        f"reloaded {result['config_path']}: {sync.get('services', 0)} services, "
+        f"{sync.get('destinations', 0)} destinations, {sync.get('operations', 0)} operation(s)"
+    )
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from director.doctor import report, run_doctor
+
+    findings = run_doctor(args.config, args.socket)
+    if args.json:
+        print(json.dumps([f.__dict__ for f in findings], indent=1))
+    else:
+        print(report(findings))
+    return 1 if any(f.level == "fail" for f in findings) else 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "status": cmd_status,
+    "drain": cmd_drain,
+    "enable": cmd_enable,
+    "reload": cmd_reload,
+    "doctor": cmd_doctor,
+}
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+
+def _num(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def render_status(st: dict[str, Any]) -> str:
+    """One screen: role and VRRP, then each service like ``ipvsadm -Ln`` with health added."""
+    lines: list[str] = []
+    role = st.get("role") or "-"
+    lines.append(f"director: {str(role).upper()}   config {st.get('config_path')}")
+    vrrp = st.get("vrrp") or []
+    if vrrp:
+        for inst in vrrp:
+            peer = inst.get("peer") or inst.get("master") or "-"
+            lines.append(
+                f"vrrp:     {inst.get('name')}  {str(inst.get('state', '-')).upper()}"
+                f"  prio {_num(inst.get('priority'))}  peer {peer}"
+            )
+    else:
+        lines.append("vrrp:     no instances (this director is master on its own)")
+    if st.get("reload_error"):
+        lines.append("reload:   FAILED, running the previous config")
+        lines += ["          " + ln for ln in str(st["reload_error"]).splitlines()]
+    if st.get("kernel_error"):
+        lines.append(f"kernel:   {st['kernel_error']}")
+    lines += [f"sysctl:   {p}" for p in st.get("sysctl_problems") or []]
+    at = st.get("stats_at")
+    age = f"{max(0.0, time.time() - at):.0f} s ago" if isinstance(at, int | float) else "never"
+    lines.append(f"counters: read {age}")
+    lines.append("")
+    lines.append(
+        f"{'Prot LocalAddress:Port Scheduler':44} {'Forward':7} {'Weight':>6} {'ActConn':>7}"
+        f" {'InActConn':>9}  Health"
+    )
+    for svc in st.get("services") or []:
+        extra = (
+            f" persistent {svc['persistence_timeout']}" if svc.get("persistence_timeout") else ""
+        )
+        missing = "" if svc.get("in_kernel") else "   (not in the kernel table)"
+        lines.append(f"{svc['key']} {svc['scheduler']}{extra}  [{svc['name']}]{missing}")
+        for rs in svc.get("servers") or []:
+            name = f" ({rs['name']})" if rs.get("name") else ""
+            health = rs.get("health")
+            if health is None:
+                htext = "no check"
+            else:
+                htext = "up" if health.get("up") else "DOWN"
+                htext += f" {health.get('type')}"
+                if health.get("latency_ms") is not None:
+                    htext += f" {health['latency_ms']} ms"
+                if health.get("last_error"):
+                    htext += f" ({health['last_error']})"
+            if rs.get("maintenance"):
+                htext += f"  [{rs['maintenance']}]"
+            weight = _num(rs.get("weight")) if rs.get("in_kernel") else "out"
+            lines.append(
+                f"  -> {rs['address'] + name:39} {rs['forwarding']:7} {weight:>6}"
+                f" {_num(rs.get('active')):>7} {_num(rs.get('inactive')):>9}  {htext}"
+            )
+    drains = st.get("drains") or []
+    if drains:
+        lines.append("")
+        for d in drains:
+            where = f" in {d['service']}" if d.get("service") else ""
+            left = d.get("remaining")
+            timer = f", removal at the latest in {left:.0f} s" if left is not None else ""
+            lines.append(f"drain:    {d['server']}{where}{timer}")
+    return "\n".join(lines)
+
+
+def _status_file(path: Path, as_json: bool) -> int:
+    """The status.json the daemon writes on every sync (works without the socket)."""
+    try:
+        status = json.loads(path.read_text())
+    except FileNotFoundError:
+        return _fail(f"no status at {path}: is directord running?")
+    except (OSError, ValueError) as exc:
+        return _fail(f"cannot read {path}: {exc}")
+    if as_json:
+        print(json.dumps(status, indent=1))
+        return 0
+    sync = status.get("last_sync", {})
+    print(f"config:  {status.get('config_path')}")
+    if status.get("reload_error"):
+        print("reload:  FAILED, running the previous config")
+        print("         " + status["reload_error"].replace("\n", "\n         "))
+    if status.get("kernel_error"):
+        print(f"kernel:  {status['kernel_error']}")
+    for problem in status.get("sysctl_problems", []):
+        print(f"sysctl:  {problem}")
+    for check in status.get("checks", []):
+        state = "up  " if check.get("up") else "DOWN"
+        error = f"  {check['last_error']}" if check.get("last_error") else ""
+        latency = check.get("last_latency_ms")
+        print(
+            f"check:   {state} {check.get('service')} -> {check.get('destination')}"
+            f" {check.get('type')} {latency if latency is not None else '-'} ms{error}"
+        )
+    print(
+        f"ipvs:    {sync.get('services', 0)} services, {sync.get('destinations', 0)} destinations"
+        f" (last sync: {sync.get('reason', '-')}, {sync.get('operations', 0)} operations,"
+        f" {len(sync.get('failures', []))} failures)"
+    )
+    return 0

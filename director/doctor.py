@@ -1,0 +1,408 @@
+"""``directorctl doctor``: check this machine for what ``directord`` needs, and say what to fix.
+
+:func:`diagnose` is pure over its inputs (the config, a :class:`Host` reading and the daemon's
+status when it answers), so each finding is tested with a made-up machine; :func:`run_doctor`
+gathers the real inputs: ``/proc``, ``/sys``, ``ip -j addr``, ``nft -j list tables`` and the
+control socket. It only reads; it changes nothing and sends no packet.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import shutil
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from director.config import ConfigError, load_config
+from director.config.model import Config
+from director.control import ControlError, request
+
+Level = Literal["ok", "warn", "fail"]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: Level
+    topic: str
+    message: str
+    fix: str = ""
+
+
+@dataclass
+class Host:
+    """What the doctor read from the machine."""
+
+    proc_sys: Path = Path("/proc/sys")
+    ip_vs_loaded: bool = False
+    # interface -> (operstate, addresses)
+    interfaces: dict[str, tuple[str, list[IPAddress]]] = field(default_factory=dict)
+    nft_available: bool = False
+    nft_tables: list[tuple[str, str]] = field(default_factory=list)  # (family, name)
+    nft_error: str | None = None
+
+    def sysctl(self, name: str) -> str | None:
+        try:
+            return (self.proc_sys / name.replace(".", "/")).read_text().strip()
+        except OSError:
+            return None
+
+    def local_addresses(self) -> dict[IPAddress, str]:
+        return {a: name for name, (_, addrs) in self.interfaces.items() for a in addrs}
+
+
+def diagnose(
+    config: Config | None,
+    config_error: str | None,
+    host: Host,
+    daemon: dict[str, Any] | None,
+    daemon_error: str | None,
+) -> list[Finding]:
+    out: list[Finding] = []
+    out += _config(config, config_error)
+    out += _daemon(daemon, daemon_error)
+    out += _ip_vs(host)
+    if config is None:
+        return out
+    out += _sysctls(config, host)
+    out += _interfaces(config, host)
+    out += _vips(config, host, daemon)
+    out += _nftables(config, host)
+    out += _peers(config, daemon)
+    return out
+
+
+def _config(config: Config | None, error: str | None) -> Iterable[Finding]:
+    if config is None:
+        yield Finding(
+            "fail",
+            "config",
+            error or "no config",
+            "fix the file, then: directorctl check-config FILE",
+        )
+    else:
+        vs, rs = config.count()
+        yield Finding("ok", "config", f"valid ({vs} virtual services, {rs} real servers)")
+
+
+def _daemon(daemon: dict[str, Any] | None, error: str | None) -> Iterable[Finding]:
+    if daemon is None:
+        yield Finding(
+            "warn",
+            "daemon",
+            error or "directord does not answer",
+            "systemctl start directord; journalctl -u directord",
+        )
+        return
+    yield Finding("ok", "daemon", f"running, role {daemon.get('role') or '-'}")
+    if daemon.get("reload_error"):
+        yield Finding(
+            "fail",
+            "daemon",
+            "the last reload was rejected; the daemon runs the previous config:\n"
+            + str(daemon["reload_error"]),
+            "fix the file, then: directorctl reload",
+        )
+    if daemon.get("kernel_error"):
+        yield Finding(
+            "fail",
+            "daemon",
+            f"kernel error: {daemon['kernel_error']}",
+            "see below (ip_vs), then: directorctl reload",
+        )
+
+
+def _ip_vs(host: Host) -> Iterable[Finding]:
+    if host.ip_vs_loaded:
+        yield Finding("ok", "ip_vs", "the ip_vs module is loaded")
+    else:
+        yield Finding(
+            "fail",
+            "ip_vs",
+            "the ip_vs module is not loaded (no /proc/net/ip_vs)",
+            "modprobe ip_vs; echo ip_vs > /etc/modules-load.d/ip_vs.conf",
+        )
+
+
+def _sysctls(config: Config, host: Host) -> Iterable[Finding]:
+    wanted = dict(config.kernel.sysctl_items())
+    if any(
+        vs.forwarding == "nat" or any(rs.forwarding == "nat" for rs in vs.real_servers)
+        for vs in config.virtual_servers
+    ):
+        wanted.setdefault("net.ipv4.ip_forward", "1")
+    bad = 0
+    for name, value in wanted.items():
+        got = host.sysctl(name)
+        if got is None:
+            bad += 1
+            hint = " (load ip_vs first)" if name.startswith("net.ipv4.vs.") else ""
+            yield Finding(
+                "fail", "sysctl", f"{name} does not exist{hint}", "modprobe ip_vs" if hint else ""
+            )
+        elif got.split() != value.split():
+            bad += 1
+            yield Finding(
+                "warn",
+                "sysctl",
+                f"{name} is {got}, the config wants {value}",
+                "directord sets it at start and on reload; if it is running, something set it "
+                f"back (look in /etc/sysctl.d); now: sysctl -w {name}={value}",
+            )
+    if not bad:
+        yield Finding("ok", "sysctl", f"{len(wanted)} sysctl(s) as the config wants")
+
+
+def _wanted_interfaces(config: Config) -> dict[str, str]:
+    """interface -> why the config needs it."""
+    out: dict[str, str] = {}
+    for inst in config.vrrp_instances:
+        out.setdefault(inst.interface, f"vrrp_instance {inst.name}")
+        for va in inst.virtual_addresses:
+            if va.device:
+                out.setdefault(va.device, f"a virtual address of {inst.name}")
+        for t in inst.track_interfaces:
+            out.setdefault(t.interface, f"tracked by {inst.name}")
+    if config.sync_daemon is not None:
+        out.setdefault(config.sync_daemon.interface, "sync_daemon")
+    for rule in config.snats:
+        if rule.out_interface:
+            out.setdefault(rule.out_interface, "an snat rule")
+    for masq in config.masquerades:
+        if masq.out_interface:
+            out.setdefault(masq.out_interface, "a masquerade rule")
+    return out
+
+
+def _interfaces(config: Config, host: Host) -> Iterable[Finding]:
+    wanted = _wanted_interfaces(config)
+    problems = 0
+    for name, why in wanted.items():
+        entry = host.interfaces.get(name)
+        if entry is None:
+            problems += 1
+            yield Finding(
+                "fail",
+                "interface",
+                f"{name} ({why}) does not exist",
+                "check the name with: ip link",
+            )
+        elif entry[0] not in ("up", "unknown"):
+            problems += 1
+            yield Finding(
+                "warn",
+                "interface",
+                f"{name} ({why}) is {entry[0]}",
+                f"ip link set {name} up; check the cable/switch port",
+            )
+    if wanted and not problems:
+        yield Finding("ok", "interface", f"{len(wanted)} interface(s) present and up")
+
+
+def _vips(config: Config, host: Host, daemon: dict[str, Any] | None) -> Iterable[Finding]:
+    local = host.local_addresses()
+    states = {
+        str(i.get("name")): str(i.get("state", "")).lower()
+        for i in (daemon or {}).get("vrrp") or []
+    }
+    vrrp_vips: dict[IPAddress, str] = {}
+    for inst in config.vrrp_instances:
+        for va in inst.virtual_addresses:
+            other = vrrp_vips.get(va.ip)
+            if other is not None and other != inst.name:
+                yield Finding(
+                    "fail",
+                    "vip",
+                    f"{va.ip} is a virtual address of both {other} and {inst.name}",
+                    "keep it in one vrrp_instance",
+                )
+            vrrp_vips[va.ip] = inst.name
+            here = local.get(va.ip)
+            state = states.get(inst.name)
+            if here is None:
+                if state == "master":
+                    yield Finding(
+                        "fail",
+                        "vip",
+                        f"{va.ip} of {inst.name} (MASTER) is on no interface",
+                        "directorctl reload; journalctl -u directord",
+                    )
+                continue
+            if daemon is None:
+                yield Finding(
+                    "warn",
+                    "vip",
+                    f"{va.ip} of {inst.name} is on {here} but directord is not running",
+                    "a crash left it? directord --cleanup removes it",
+                )
+            elif state in ("backup", "fault"):
+                yield Finding(
+                    "fail",
+                    "vip",
+                    f"{va.ip} of {inst.name} is on {here} while the instance is {state.upper()}: "
+                    "two machines may answer for it",
+                    f"ip addr del {va.ip} dev {here} (and find who added it)",
+                )
+    for vs in config.virtual_servers:
+        if vs.address is None or vs.address in vrrp_vips:
+            continue
+        if vs.address not in local and (vs.forwarding != "nat" or not config.vrrp_instances):
+            yield Finding(
+                "warn",
+                "vip",
+                f"{vs.address} ({vs.display_name}) is on no local interface and no "
+                "vrrp_instance carries it",
+                "clients reach it only if it is routed here: add it to a vrrp_instance's "
+                "virtual_addresses, or to an interface",
+            )
+
+
+def _nftables(config: Config, host: Host) -> Iterable[Finding]:
+    needs = bool(config.fwmarks or config.snats or config.masquerades)
+    if not host.nft_available:
+        if needs:
+            yield Finding(
+                "fail",
+                "nftables",
+                "nft is not installed, but the config has fwmark/snat/masquerade rules",
+                "apt-get install nftables",
+            )
+        return
+    if host.nft_error:
+        yield Finding(
+            "fail" if needs else "warn",
+            "nftables",
+            f"nft cannot list the ruleset: {host.nft_error}",
+            "run as root; is nf_tables available?",
+        )
+        return
+    table = config.network.table
+    present = any(name == table for _, name in host.nft_tables)
+    if needs and not present:
+        yield Finding(
+            "warn",
+            "nftables",
+            f"table {table} is missing (rules come with the master role)",
+            "if this node is master: directorctl reload; journalctl -u directord",
+        )
+    elif needs:
+        yield Finding("ok", "nftables", f"table {table} present")
+    elif present:
+        yield Finding(
+            "warn",
+            "nftables",
+            f"table {table} exists but the config has no rules",
+            f"left from an earlier config? nft delete table inet {table}",
+        )
+    else:
+        yield Finding("ok", "nftables", "nft works; the config has no rules")
+
+
+def _peers(config: Config, daemon: dict[str, Any] | None) -> Iterable[Finding]:
+    if not config.vrrp_instances:
+        return
+    if daemon is None:
+        yield Finding(
+            "warn", "vrrp", "cannot tell which VRRP peers were seen: directord is not running"
+        )
+        return
+    reported = {str(i.get("name")): i for i in daemon.get("vrrp") or []}
+    for inst in config.vrrp_instances:
+        info = reported.get(inst.name)
+        if info is None:
+            yield Finding("warn", "vrrp", f"{inst.name}: the daemon reports nothing for it")
+            continue
+        peers = info.get("peers") or ([info["peer"]] if info.get("peer") else [])
+        state = str(info.get("state", "")).lower()
+        if peers:
+            yield Finding(
+                "ok",
+                "vrrp",
+                f"{inst.name} {state.upper()}: peers seen: {', '.join(map(str, peers))}",
+            )
+        elif state == "master":
+            yield Finding(
+                "warn",
+                "vrrp",
+                f"{inst.name} is MASTER and has seen no peer advert: no backup is running, or "
+                "the peers cannot hear each other",
+                "start the backup; check that VRRP (IP protocol 112) passes between them, "
+                "or set unicast_peers",
+            )
+        else:
+            yield Finding(
+                "warn", "vrrp", f"{inst.name} is {state.upper() or '?'} and has seen no peer"
+            )
+
+
+# -- reading the real machine --------------------------------------------------------------
+
+
+def read_host() -> Host:
+    host = Host(ip_vs_loaded=Path("/proc/net/ip_vs").exists())
+    try:
+        out = subprocess.run(
+            ["ip", "-j", "addr", "show"], capture_output=True, text=True, timeout=10
+        )
+        for link in json.loads(out.stdout or "[]"):
+            addrs = [
+                ipaddress.ip_address(a["local"]) for a in link.get("addr_info", []) if "local" in a
+            ]
+            state = str(link.get("operstate", "unknown")).lower()
+            host.interfaces[link["ifname"]] = (state, addrs)
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        pass
+    nft = shutil.which("nft")
+    host.nft_available = nft is not None
+    if nft is not None:
+        try:
+            res = subprocess.run(
+                [nft, "-j", "list", "tables"], capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            host.nft_error = str(exc)
+        else:
+            if res.returncode != 0:
+                host.nft_error = res.stderr.strip() or f"exit status {res.returncode}"
+            else:
+                for item in json.loads(res.stdout or "{}").get("nftables", []):
+                    t = item.get("table")
+                    if t:
+                        host.nft_tables.append((str(t.get("family")), str(t.get("name"))))
+    return host
+
+
+def run_doctor(config_path: Path, socket: Path) -> list[Finding]:
+    config: Config | None = None
+    config_error: str | None = None
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        config_error = str(exc)
+    daemon: dict[str, Any] | None = None
+    daemon_error: str | None = None
+    try:
+        daemon = request(socket, "status", timeout=30)
+    except ControlError as exc:
+        daemon_error = str(exc)
+    return diagnose(config, config_error, read_host(), daemon, daemon_error)
+
+
+_MARK = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
+
+
+def report(findings: list[Finding]) -> str:
+    lines = []
+    for f in findings:
+        text = f.message.replace("\n", "\n              ")
+        lines.append(f"[{_MARK[f.level]}] {f.topic:9} {text}")
+        if f.fix and f.level != "ok":
+            lines.append(f"              fix: {f.fix}")
+    fails = sum(f.level == "fail" for f in findings)
+    warns = sum(f.level == "warn" for f in findings)
+    lines.append(f"{fails} problem(s), {warns} warning(s)")
+    return "\n".join(lines)

@@ -1,0 +1,334 @@
+"""Prometheus metrics: built with ``prometheus_client``, served over HTTP by aiohttp.
+
+Scraping never waits for the kernel. IPVS counters come from the engine's last
+:class:`~director.ipvs.stats.StatsSnapshot` (read in its worker thread every ``stats_interval``
+seconds and after maintenance commands); health, VRRP and role come from the in-memory state of
+their owners. A custom :class:`Collector` turns those snapshots into metric families at scrape
+time; events (syncs, reloads, probe results) update ordinary counters and histograms.
+
+IPVS label names follow node_exporter's ipvs collector: ``local_address``, ``local_port``,
+``remote_address``, ``remote_port``, ``proto``, ``local_mark`` (an fwmark service has an empty
+address and protocol, port 0 and its mark).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+import structlog
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from director.config.model import listen_address
+from director.ipvs.model import ServiceKey
+from director.ipvs.stats import Counters, StatsSnapshot
+from director.reconcile.reconciler import SyncResult
+
+log = structlog.get_logger("director")
+
+SERVICE_LABELS = ["local_address", "local_port", "proto", "local_mark"]
+BACKEND_LABELS = [
+    "local_address",
+    "local_port",
+    "remote_address",
+    "remote_port",
+    "proto",
+    "local_mark",
+]
+CHECK_LABELS = ["service", "destination", "type"]
+VRRP_STATES = ("init", "backup", "master", "fault")
+_COUNTERS = (
+    ("connections", "conns", "Connections scheduled"),
+    ("incoming_packets", "inpkts", "Packets received from clients"),
+    ("outgoing_packets", "outpkts", "Packets sent to clients"),
+    ("incoming_bytes", "inbytes", "Bytes received from clients"),
+    ("outgoing_bytes", "outbytes", "Bytes sent to clients"),
+)
+# Probe latencies from a LAN server answering at once to a check timing out.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def service_labels(key: ServiceKey) -> list[str]:
+    if key.fwmark:
+        return ["", "0", "", str(key.fwmark)]
+    assert key.protocol is not None
+    return [str(key.address), str(key.port), key.protocol.name, ""]
+
+
+@dataclass
+class Sources:
+    """Where the collector reads at scrape time; each is cheap and never touches the kernel."""
+
+    stats: Callable[[], StatsSnapshot | None] = lambda: None
+    checks: Callable[[], list[dict[str, object]]] = list
+    # Per VRRP instance: name, state, priority, transitions, adverts_received,
+    # adverts_dropped ({reason: count}) - whatever the VRRP service reports.
+    vrrp: Callable[[], list[dict[str, object]]] = list
+    role: Callable[[], str | None] = lambda: None
+    drains: Callable[[], int] = lambda: 0
+    # (service, destination) as the checks name them -> wall time of the last health change
+    health_changed_at: dict[tuple[str, str], float] = field(default_factory=dict)
+
+
+class SnapshotCollector(Collector):
+    """Builds the snapshot-based families at each scrape."""
+
+    def __init__(self, sources: Sources) -> None:
+        self.sources = sources
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._ipvs(self.sources.stats())
+        yield from self._checks(self.sources.checks())
+        yield from self._vrrp(self.sources.vrrp())
+        role = self.sources.role()
+        if role is not None:
+            g = GaugeMetricFamily("director_role", "1 for this director's role", labels=["role"])
+            for name in ("master", "backup", "fault"):
+                g.add_metric([name], 1.0 if role == name else 0.0)
+            yield g
+        yield GaugeMetricFamily(
+            "director_maintenance_drains",
+            "Standing drains (directorctl drain)",
+            value=self.sources.drains(),
+        )
+
+    def _ipvs(self, snap: StatsSnapshot | None) -> Iterator[Metric]:
+        if snap is None:
+            return
+        yield GaugeMetricFamily(
+            "director_ipvs_stats_timestamp_seconds",
+            "When the IPVS counters below were read from the kernel",
+            value=snap.at,
+        )
+        svc = {
+            name: CounterMetricFamily(
+                f"director_ipvs_service_{name}",
+                f"{text}, per virtual service",
+                labels=SERVICE_LABELS,
+            )
+            for name, _, text in _COUNTERS
+        }
+        back = {
+            name: CounterMetricFamily(
+                f"director_ipvs_backend_{name}", f"{text}, per real server", labels=BACKEND_LABELS
+            )
+            for name, _, text in _COUNTERS
+        }
+        gauges = {
+            name: GaugeMetricFamily(f"director_ipvs_backend_{name}", text, labels=BACKEND_LABELS)
+            for name, text in (
+                ("connections_active", "Active (established) connections"),
+                ("connections_inactive", "Inactive connections"),
+                ("connections_persistent", "Persistence templates"),
+                ("weight", "Weight in the kernel"),
+            )
+        }
+        for key, (_, counters) in snap.services.items():
+            labels = service_labels(key)
+            _add_counters(svc, labels, counters)
+            local_address, local_port, proto, mark = labels
+            for dkey, ds in snap.dests.get(key, {}).items():
+                bl = [local_address, local_port, str(dkey.address), str(dkey.port), proto, mark]
+                _add_counters(back, bl, ds.counters)
+                gauges["connections_active"].add_metric(bl, ds.active)
+                gauges["connections_inactive"].add_metric(bl, ds.inactive)
+                gauges["connections_persistent"].add_metric(bl, ds.persistent)
+                gauges["weight"].add_metric(bl, ds.dest.weight)
+        yield from svc.values()
+        yield from back.values()
+        yield from gauges.values()
+
+    def _checks(self, checks: list[dict[str, object]]) -> Iterator[Metric]:
+        up = GaugeMetricFamily("director_check_up", "1 when the check passes", labels=CHECK_LABELS)
+        changed = GaugeMetricFamily(
+            "director_check_last_change_timestamp_seconds",
+            "When the check's verdict last changed (0: not since start)",
+            labels=CHECK_LABELS,
+        )
+        transitions = CounterMetricFamily(
+            "director_check_transitions", "Verdict changes since start", labels=CHECK_LABELS
+        )
+        for c in checks:
+            labels = [str(c.get("service")), str(c.get("destination")), str(c.get("type"))]
+            up.add_metric(labels, 1.0 if c.get("up") else 0.0)
+            at = self.sources.health_changed_at.get((labels[0], labels[1]), 0.0)
+            changed.add_metric(labels, at)
+            count = c.get("transitions")
+            transitions.add_metric(labels, float(count) if isinstance(count, int) else 0.0)
+        yield from (up, changed, transitions)
+
+    def _vrrp(self, instances: list[dict[str, object]]) -> Iterator[Metric]:
+        if not instances:
+            return
+        state = GaugeMetricFamily(
+            "director_vrrp_state", "1 for the instance's state", labels=["instance", "state"]
+        )
+        priority = GaugeMetricFamily(
+            "director_vrrp_priority", "Effective priority", labels=["instance"]
+        )
+        transitions = CounterMetricFamily(
+            "director_vrrp_transitions", "State changes", labels=["instance"]
+        )
+        received = CounterMetricFamily(
+            "director_vrrp_adverts_received", "Adverts accepted", labels=["instance"]
+        )
+        dropped = CounterMetricFamily(
+            "director_vrrp_adverts_dropped", "Adverts dropped", labels=["instance", "reason"]
+        )
+        for inst in instances:
+            name = str(inst.get("name"))
+            current = str(inst.get("state", "")).lower()
+            for s in VRRP_STATES:
+                state.add_metric([name, s], 1.0 if current == s else 0.0)
+            priority.add_metric([name], _num(inst.get("priority")))
+            transitions.add_metric([name], _num(inst.get("transitions")))
+            received.add_metric([name], _num(inst.get("adverts_received")))
+            drops = inst.get("adverts_dropped")
+            if isinstance(drops, Mapping):
+                for reason, n in drops.items():
+                    dropped.add_metric([name, str(reason)], _num(n))
+        yield from (state, priority, transitions, received, dropped)
+
+
+def _num(value: object) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+def _add_counters(
+    families: Mapping[str, CounterMetricFamily], labels: list[str], c: Counters
+) -> None:
+    for name, attr, _ in _COUNTERS:
+        families[name].add_metric(labels, getattr(c, attr))
+
+
+class Metrics:
+    """The daemon's registry: the snapshot collector plus event counters the daemon feeds."""
+
+    def __init__(self, sources: Sources | None = None) -> None:
+        self.sources = sources or Sources()
+        self.registry = CollectorRegistry()
+        self.registry.register(SnapshotCollector(self.sources))
+        r = self.registry
+        self.sync_seconds = Histogram(
+            "director_reconcile_duration_seconds",
+            "Time to plan, apply and read back one IPVS sync",
+            ["reason"],
+            registry=r,
+        )
+        self.sync_ops = Counter(
+            "director_reconcile_operations", "IPVS operations sent", ["reason"], registry=r
+        )
+        self.sync_failures = Counter(
+            "director_reconcile_failures",
+            "IPVS operations the kernel refused",
+            ["reason"],
+            registry=r,
+        )
+        self.sync_errors = Counter(
+            "director_reconcile_errors",
+            "Syncs that failed as a whole (the kernel could not be read or written)",
+            ["reason"],
+            registry=r,
+        )
+        self.reloads = Counter(
+            "director_config_reloads", "Config reloads by result", ["result"], registry=r
+        )
+        self.reload_ok = Gauge(
+            "director_config_last_reload_successful",
+            "1 when the last reload was accepted (also 1 before any reload)",
+            registry=r,
+        )
+        self.reload_ok.set(1)
+        self.reload_at = Gauge(
+            "director_config_last_reload_success_timestamp_seconds",
+            "When the running config was loaded",
+            registry=r,
+        )
+        self.reload_at.set(time.time())
+        self.probe_latency = Histogram(
+            "director_check_probe_latency_seconds",
+            "Health-check probe latency",
+            ["type", "target"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.probe_results = Counter(
+            "director_check_probes",
+            "Probes run, by result",
+            ["type", "target", "result"],
+            registry=r,
+        )
+
+    # -- event hooks the composition root connects ------------------------------------------
+
+    def synced(self, reason: str, result: SyncResult | None) -> None:
+        if result is None:
+            self.sync_errors.labels(reason).inc()
+            return
+        self.sync_seconds.labels(reason).observe(result.seconds)
+        self.sync_ops.labels(reason).inc(len(result.ops))
+        if result.failures:
+            self.sync_failures.labels(reason).inc(len(result.failures))
+
+    def reloaded(self, ok: bool) -> None:
+        self.reloads.labels("success" if ok else "failure").inc()
+        self.reload_ok.set(1 if ok else 0)
+        if ok:
+            self.reload_at.set(time.time())
+
+    def probed(self, kind: str, target: str, ok: bool, latency: float) -> None:
+        self.probe_latency.labels(kind, target).observe(latency)
+        self.probe_results.labels(kind, target, "ok" if ok else "failed").inc()
+
+    def health_changed(self, changes: Iterable[tuple[str, str]], at: float) -> None:
+        for service, dest in changes:
+            self.sources.health_changed_at[(service, dest)] = at
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsServer:
+    """``GET /metrics`` on ``address`` ("HOST:PORT"), on the daemon's event loop."""
+
+    def __init__(self, metrics: Metrics, address: str) -> None:
+        self.metrics = metrics
+        self.host, self.port = listen_address(address)
+        self._runner: web.AppRunner | None = None
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = self.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/metrics", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        log.info("metrics_listening", address=f"{self.host}:{self.port}")
+
+    @property
+    def bound_port(self) -> int:
+        """The port actually bound (differs from the configured one when that was 0)."""
+        assert self._runner is not None
+        for sock in self._runner.addresses:
+            return int(sock[1])
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

@@ -1,0 +1,176 @@
+"""Metrics parsed back with prometheus_client's parser; scrapes never wait on the kernel."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from director.config import ConfigError, load_config
+from director.ipvs.model import Dest, DestKey, Family, Protocol, Service, ServiceKey
+from director.ipvs.stats import Counters, DestStats, StatsSnapshot
+from director.metrics import Metrics, MetricsServer, Sources
+from director.reconcile.reconciler import SyncResult
+
+WEB = ServiceKey.inet(Protocol.TCP, ipaddress.IPv4Address("198.18.0.10"), 80)
+V6 = ServiceKey.inet(Protocol.UDP, ipaddress.IPv6Address("2001:db8::10"), 53)
+MARK = ServiceKey.mark(80, Family.INET)
+R1 = DestKey.of(ipaddress.IPv4Address("198.18.1.11"), 80)
+R6 = DestKey.of(ipaddress.IPv6Address("2001:db8:1::11"), 53)
+
+
+def snapshot() -> StatsSnapshot:
+    snap = StatsSnapshot(at=1234.5)
+    snap.services[WEB] = (Service(WEB), Counters(10, 200, 150, 30_000, 2**40))
+    snap.dests[WEB] = {R1: DestStats(Dest(R1, weight=3), 2, 5, 1, Counters(7, 100, 90, 9000, 8000))}
+    snap.services[V6] = (Service(V6, netmask=128), Counters(1, 1, 1, 60, 120))
+    snap.dests[V6] = {R6: DestStats(Dest(R6), 0, 1, 0, Counters(1, 1, 1, 60, 120))}
+    snap.services[MARK] = (Service(MARK), Counters(4, 5, 6, 7, 8))
+    snap.dests[MARK] = {}
+    return snap
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def labels(**kw: str) -> frozenset[tuple[str, str]]:
+    return frozenset(kw.items())
+
+
+def test_ipvs_counters_with_node_exporter_labels() -> None:
+    metrics = Metrics(Sources(stats=snapshot))
+    got = samples(metrics.render().decode())
+    web = labels(local_address="198.18.0.10", local_port="80", proto="TCP", local_mark="")
+    backend = labels(
+        local_address="198.18.0.10",
+        local_port="80",
+        remote_address="198.18.1.11",
+        remote_port="80",
+        proto="TCP",
+        local_mark="",
+    )
+    assert got[("director_ipvs_service_connections_total", web)] == 10
+    assert got[("director_ipvs_service_outgoing_bytes_total", web)] == 2**40
+    assert got[("director_ipvs_backend_connections_total", backend)] == 7
+    assert got[("director_ipvs_backend_incoming_packets_total", backend)] == 100
+    assert got[("director_ipvs_backend_connections_active", backend)] == 2
+    assert got[("director_ipvs_backend_connections_inactive", backend)] == 5
+    assert got[("director_ipvs_backend_connections_persistent", backend)] == 1
+    assert got[("director_ipvs_backend_weight", backend)] == 3
+    mark = labels(local_address="", local_port="0", proto="", local_mark="80")
+    assert got[("director_ipvs_service_incoming_bytes_total", mark)] == 7
+    v6 = labels(local_address="2001:db8::10", local_port="53", proto="UDP", local_mark="")
+    assert got[("director_ipvs_service_outgoing_bytes_total", v6)] == 120
+    assert got[("director_ipvs_stats_timestamp_seconds", frozenset())] == 1234.5
+
+
+def test_health_vrrp_role_reconcile_and_reload() -> None:
+    checks = [
+        {
+            "service": str(WEB),
+            "destination": str(R1),
+            "type": "http",
+            "up": False,
+            "transitions": 3,
+        }
+    ]
+    vrrp = [
+        {
+            "name": "VI_1",
+            "state": "backup",
+            "priority": 100,
+            "transitions": 2,
+            "adverts_received": 42,
+            "adverts_dropped": {"auth": 3, "ttl": 1},
+        }
+    ]
+    metrics = Metrics(
+        Sources(
+            checks=lambda: checks,
+            vrrp=lambda: vrrp,
+            role=lambda: "backup",
+            drains=lambda: 2,
+        )
+    )
+    metrics.health_changed([(str(WEB), str(R1))], at=99.0)
+    metrics.probed("http", "198.18.1.11:80", ok=False, latency=0.02)
+    metrics.probed("http", "198.18.1.11:80", ok=True, latency=0.003)
+    metrics.synced("health", SyncResult(ops=[], failures=[], full=False, seconds=0.01))
+    metrics.synced("resync", None)
+    metrics.reloaded(False)
+    got = samples(metrics.render().decode())
+    check = labels(service=str(WEB), destination=str(R1), type="http")
+    assert got[("director_check_up", check)] == 0
+    assert got[("director_check_last_change_timestamp_seconds", check)] == 99.0
+    assert got[("director_check_transitions_total", check)] == 3
+    target = labels(type="http", target="198.18.1.11:80")
+    assert got[("director_check_probe_latency_seconds_count", target)] == 2
+    assert got[("director_check_probe_latency_seconds_bucket", target | {("le", "0.005")})] == 1
+    assert got[("director_check_probes_total", target | {("result", "failed")})] == 1
+    assert got[("director_vrrp_state", labels(instance="VI_1", state="backup"))] == 1
+    assert got[("director_vrrp_state", labels(instance="VI_1", state="master"))] == 0
+    assert got[("director_vrrp_adverts_dropped_total", labels(instance="VI_1", reason="auth"))] == 3
+    assert got[("director_vrrp_adverts_received_total", labels(instance="VI_1"))] == 42
+    assert got[("director_role", labels(role="backup"))] == 1
+    assert got[("director_maintenance_drains", frozenset())] == 2
+    assert got[("director_reconcile_duration_seconds_count", labels(reason="health"))] == 1
+    assert got[("director_reconcile_errors_total", labels(reason="resync"))] == 1
+    assert got[("director_config_reloads_total", labels(result="failure"))] == 1
+    assert got[("director_config_last_reload_successful", frozenset())] == 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.asyncio
+async def test_http_scrape_does_not_wait_for_a_busy_kernel() -> None:
+    kernel_busy = asyncio.Event()
+
+    def blocked_kernel_read() -> None:  # what a slow netlink dump looks like to the loop
+        while not kernel_busy.is_set():
+            pass
+
+    snap = snapshot()
+    metrics = Metrics(Sources(stats=lambda: snap))
+    server = MetricsServer(metrics, f"127.0.0.1:{free_port()}")
+    await server.start()
+    worker = asyncio.get_running_loop().run_in_executor(None, blocked_kernel_read)
+    try:
+        async with aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{server.port}/metrics"
+            async with asyncio.timeout(5), http.get(url) as resp:
+                assert resp.status == 200
+                assert resp.headers["Content-Type"].startswith("text/plain")
+                text = await resp.text()
+    finally:
+        kernel_busy.set()
+        await worker
+        await server.stop()
+    assert ("director_ipvs_backend_weight" in text) and ("198.18.1.11" in text)
+
+
+def test_metrics_address_is_checked(tmp_path: Path) -> None:
+    path = tmp_path / "d.toml"
+    for good in ('""', '"127.0.0.1:9469"', '"[::1]:9100"'):
+        path.write_text(f"[daemon]\nmetrics_address = {good}\n")
+        load_config(path)
+    path.write_text('[daemon]\nmetrics_address = "localhost:9469"\nstats_interval = 0\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert 'daemon.metrics_address (line 2): expected "ADDRESS:PORT"' in text
+    assert 'found "localhost:9469"' in text
+    assert "daemon.stats_interval" in text
