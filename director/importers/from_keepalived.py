@@ -1,0 +1,184 @@
+"""keepalived.conf -> director config data and notes (``directorctl import keepalived FILE``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from director.importers import keepalived_lvs, keepalived_vrrp
+from director.importers.keepalived import Stmt, parse_file
+from director.importers.keepalived_checks import Defaults
+from director.importers.notes import Imported, Notes
+
+WHY_NOT_GLOBAL = {
+    "router_id": "directord has no router id; logs and status name the host",
+    "notification_email": "directord sends no e-mail; alert from its metrics or notify scripts",
+    "notification_email_from": "directord sends no e-mail",
+    "smtp_server": "directord sends no e-mail",
+    "smtp_connect_timeout": "directord sends no e-mail",
+    "smtp_helo_name": "directord sends no e-mail",
+    "smtp_alert": "directord sends no e-mail",
+    "smtp_alert_vrrp": "directord sends no e-mail",
+    "smtp_alert_checker": "directord sends no e-mail",
+    "enable_script_security": "scripts run as directord's user, from absolute paths only",
+    "script_user": "scripts run as directord's user",
+    "lvs_flush": "directord never flushes the table: it adopts what is there and changes only "
+    "the services it owns",
+    "lvs_flush_on_stop": "see keep_table_on_stop in [daemon]: directord keeps the table on stop "
+    "by default so connections survive a restart",
+    "vrrp_strict": "directord validates adverts as the RFC says and never drops VIP traffic",
+    "vrrp_skip_check_adv_addr": "address lists of adverts are compared",
+    "vrrp_iptables": "directord keeps its rules in its own nftables table",
+    "vrrp_ipsets": "directord keeps its rules in its own nftables table",
+    "nftables": "directord keeps its rules in its own nftables table",
+    "max_auto_priority": "directord's process priority is set by systemd",
+    "vrrp_garp_lower_prio_delay": "GARPs on a lower-priority advert are not configurable",
+    "vrrp_garp_lower_prio_repeat": "GARPs on a lower-priority advert are not configurable",
+    "vrrp_garp_master_refresh_repeat": "one GARP round per refresh",
+    "vrrp_gna_interval": "unsolicited neighbour advertisements follow garp_interval",
+    "vrrp_mcast_group4": "adverts go to 224.0.0.18 (or unicast_peers)",
+    "vrrp_mcast_group6": "adverts go to ff02::12 (or unicast_peers)",
+    "checker_priority": "one process: set with systemd",
+    "vrrp_priority": "one process: set with systemd",
+    "snmp_socket": "no SNMP agent; use the metrics endpoint",
+    "enable_snmp_vrrp": "no SNMP agent; use the metrics endpoint",
+    "enable_snmp_checker": "no SNMP agent; use the metrics endpoint",
+    "enable_traps": "no SNMP agent; use the metrics endpoint",
+}
+WHY_NOT_TOP = {
+    "vrrp_script": "vrrp_script / track_script is not supported; a VRRP instance can follow "
+    "health checks with track_checks",
+    "static_ipaddress": "configure static addresses with the system (ifupdown, networkd)",
+    "static_routes": "configure static routes with the system, or policy_route",
+    "static_rules": "configure rules with the system, or policy_route",
+    "SSL": "client certificates for SSL_GET are not supported; https checks can use ca_file",
+    "linkbeat_interfaces": "link state is read from netlink",
+    "garp_group": "GARP groups are not supported",
+    "track_file": "file tracking is not supported",
+    "bfd_instance": "BFD is not supported",
+}
+
+
+def import_keepalived(path: str | os.PathLike[str]) -> Imported:
+    """Read keepalived.conf (with its includes) as director config data."""
+    notes = Notes()
+    root = parse_file(path, notes)
+    config: dict[str, Any] = {}
+    vrrp_defaults = _global_defs(root, config, notes)
+    groups = {
+        g.name: g
+        for g in (keepalived_lvs.read_group(s, notes) for s in root.all("virtual_server_group"))
+    }
+    for s in root.all("virtual_server_group"):
+        s.used = True
+    instances = []
+    for s in root.all("vrrp_instance"):
+        instances.append(keepalived_vrrp.instance(s, notes, vrrp_defaults))
+        if sync := s.first("lvs_sync_daemon_interface"):
+            config.setdefault(
+                "sync_daemon", {"interface": sync.args[0], "instance": instances[-1]["name"]}
+            )
+        keepalived_vrrp.leftovers(s, notes)
+    if instances:
+        config["vrrp_instance"] = instances
+    sync_groups = [keepalived_vrrp.sync_group(s, notes) for s in root.all("vrrp_sync_group")]
+    if sync_groups:
+        config["vrrp_sync_group"] = sync_groups
+    services: list[dict[str, Any]] = []
+    for s in root.all("virtual_server"):
+        services += keepalived_lvs.virtual_servers(s, groups, notes, Defaults())
+    if services:
+        config["virtual_server"] = services
+    _unique_names(services)
+    for s in root.leftovers():
+        if s.keyword in WHY_NOT_TOP:
+            s.drop()
+            notes.dropped(s.where, _label(s), WHY_NOT_TOP[s.keyword])
+    _report_unused(root, [], notes)
+    # the TOML's sections in the order of the reference
+    order = ["kernel", "sync_daemon", "vrrp_instance", "vrrp_sync_group", "virtual_server"]
+    return Imported({k: config[k] for k in order if k in config}, notes)
+
+
+def _label(s: Stmt) -> str:
+    return " ".join([s.keyword, *s.args])
+
+
+def _global_defs(root: Stmt, config: dict[str, Any], notes: Notes) -> keepalived_vrrp.VrrpDefaults:
+    version = garp_count = None
+    garp_delay = garp_refresh = garp_interval = None
+    for g in root.all("global_defs"):
+        if s := g.first("lvs_sync_daemon"):
+            config["sync_daemon"] = _sync_daemon(s, notes)
+        if s := g.first("lvs_timeouts"):
+            kernel = config.setdefault("kernel", {})
+            words = s.args
+            for i in range(0, len(words) - 1, 2):
+                key = {"tcp": "tcp_timeout", "tcpfin": "tcpfin_timeout", "udp": "udp_timeout"}
+                if words[i] in key and words[i + 1].isdigit():
+                    kernel[key[words[i]]] = int(words[i + 1])
+        if s := g.first("vrrp_version"):
+            version = int(s.args[0])
+        if s := g.first("vrrp_garp_master_repeat"):
+            garp_count = int(s.args[0])
+        if s := g.first("vrrp_garp_master_delay"):
+            garp_delay = float(s.args[0])
+        if s := g.first("vrrp_garp_master_refresh"):
+            garp_refresh = float(s.args[0])
+        if s := g.first("vrrp_garp_interval"):
+            garp_interval = float(s.args[0])
+        for s in g.leftovers():
+            if s.keyword in WHY_NOT_GLOBAL:
+                s.drop()
+                notes.dropped(s.where, f"global_defs > {_label(s)}", WHY_NOT_GLOBAL[s.keyword])
+    return keepalived_vrrp.VrrpDefaults(
+        version, garp_delay, garp_count, garp_refresh, garp_interval
+    )
+
+
+def _sync_daemon(s: Stmt, notes: Notes) -> dict[str, Any]:
+    """``lvs_sync_daemon IFACE [[inst] NAME] [id N] [maxlen L] [port P] [ttl T] [group IP]``."""
+    out: dict[str, Any] = {"interface": s.args[0]} if s.args else {}
+    words = s.args[1:]
+    i = 0
+    while i < len(words):
+        word = words[i]
+        value = words[i + 1] if i + 1 < len(words) else None
+        if word == "inst" and value:
+            out["instance"] = value
+            i += 2
+        elif word == "id" and value and value.isdigit():
+            out["sync_id"] = int(value)
+            i += 2
+        elif word in ("maxlen", "port", "ttl", "group") and value:
+            notes.dropped(
+                s.where, f"lvs_sync_daemon {word} {value}", "the kernel's default is used"
+            )
+            i += 2
+        elif i == 0:
+            out["instance"] = word
+            i += 1
+        else:
+            notes.dropped(s.where, f"lvs_sync_daemon {word}", "not known to the importer")
+            i += 1
+    return out
+
+
+def _unique_names(services: list[dict[str, Any]]) -> None:
+    seen: dict[str, int] = {}
+    for vs in services:
+        name = vs.get("name")
+        if name is None:
+            continue
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            vs["name"] = f"{name}#{seen[name]}"
+
+
+def _report_unused(stmt: Stmt, path: list[str], notes: Notes) -> None:
+    for s in stmt.children or ():
+        label = " > ".join([*path, _label(s)])
+        if not s.used:
+            notes.dropped(s.where, label, "not known to the importer; not carried")
+        elif s.children:
+            _report_unused(s, [*path, _label(s)], notes)

@@ -1,0 +1,252 @@
+"""keepalived.conf as a tree of statements: tokenizer, block parser, ``include``.
+
+keepalived's syntax is line based: a statement is a keyword and its arguments on one line, and a
+``{`` opens a block of statements that ``}`` closes. ``!`` and ``#`` start a comment anywhere
+outside quotes; ``"`` and ``'`` quote (also in the middle of a word, as in the shell), with
+backslash escapes inside quotes; ``{`` and ``}`` outside quotes are words of their own.
+``include PATTERN`` (and ``includer``/``includem``/``includew``/``includeb``/``includea``) splices
+in the files matching a glob, relative to the directory of the file that includes them.
+
+Each :class:`Stmt` remembers its file and line, and which of its children the converter took, so
+everything left over can be reported (nothing is dropped silently).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from director.importers.notes import ImportParseError, Notes
+
+INCLUDES = frozenset({"include", "includer", "includem", "includew", "includeb", "includea"})
+MAX_INCLUDE_DEPTH = 16
+_ESCAPES = {"a": "\a", "b": "\b", "E": "\x1b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+_ESCAPES["v"] = "\v"
+
+
+@dataclass
+class Stmt:
+    """One statement: ``keyword args... [{ children }]``."""
+
+    keyword: str
+    args: list[str]
+    file: str
+    line: int
+    raw: str = ""  # the text after the keyword, as written (scripts are split from it)
+    children: list[Stmt] | None = None  # None: no block
+    used: bool = False
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+    def all(self, keyword: str) -> list[Stmt]:
+        """Children with this keyword, marked as used."""
+        found = [c for c in self.children or () if c.keyword == keyword]
+        for c in found:
+            c.used = True
+        return found
+
+    def first(self, *keywords: str) -> Stmt | None:
+        """The last child with any of these keywords (the last one wins), marked used."""
+        found = [c for c in self.children or () if c.keyword in keywords]
+        for c in found:
+            c.used = True
+        return found[-1] if found else None
+
+    def drop(self) -> None:
+        """Mark this statement and everything in it as dealt with (reported by the caller)."""
+        self.used = True
+        for c in self.children or ():
+            c.drop()
+
+    def leftovers(self) -> Iterator[Stmt]:
+        return (c for c in self.children or () if not c.used)
+
+
+@dataclass
+class _Line:
+    words: list[str]
+    raws: list[str]  # each word as written (quotes kept), for scripts
+    text_after: list[str]  # the raw text after each word, to the end of the statement
+    file: str
+    line: int
+
+
+@dataclass
+class _State:
+    notes: Notes
+    depth: int = 0
+    seen: list[str] = field(default_factory=list)
+
+
+def _unescape(text: str, i: int) -> tuple[str, int]:
+    """The character escaped at text[i] (after a backslash) and the index after it."""
+    c = text[i]
+    if c in _ESCAPES:
+        return _ESCAPES[c], i + 1
+    if c == "x":
+        j = i + 1
+        while j < len(text) and text[j] in "0123456789abcdefABCDEF" and j < i + 3:
+            j += 1
+        return (chr(int(text[i + 1 : j], 16)), j) if j > i + 1 else ("x", i + 1)
+    if c in "01234567":
+        j = i
+        while j < len(text) and text[j] in "01234567" and j < i + 3:
+            j += 1
+        return chr(int(text[i:j], 8)), j
+    if c == "c" and i + 1 < len(text):
+        return chr(ord(text[i + 1].upper()) ^ 0x40), i + 2
+    return c, i + 1
+
+
+def tokenize_line(text: str, file: str, line: int) -> _Line:
+    """Split one line into words; comments and the newline removed."""
+    words: list[str] = []
+    raws: list[str] = []
+    starts: list[int] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c.isspace():
+            i += 1
+            continue
+        if c in "!#":
+            break
+        start = i
+        if c in "{}":
+            words.append(c)
+            raws.append(c)
+            starts.append(start)
+            i += 1
+            continue
+        word: list[str] = []
+        while i < n and not text[i].isspace() and text[i] not in "{}!#":
+            c = text[i]
+            if c in "\"'":
+                quote, i = c, i + 1
+                while True:
+                    if i >= n:
+                        raise ImportParseError(file, line, f"unterminated {quote} string")
+                    if text[i] == quote:
+                        i += 1
+                        break
+                    if text[i] == "\\" and i + 1 < n:
+                        ch, i = _unescape(text, i + 1)
+                        word.append(ch)
+                        continue
+                    word.append(text[i])
+                    i += 1
+                continue
+            word.append(c)
+            i += 1
+        words.append("".join(word))
+        raws.append(text[start:i])
+        starts.append(start)
+    end = i if i < n and text[i] in "!#" else n
+    after = [text[s + len(r) : end].strip() for s, r in zip(starts, raws, strict=True)]
+    return _Line(words, raws, after, file, line)
+
+
+def _lines(path: Path, state: _State, where: str) -> Iterator[_Line]:
+    """The lines of ``path`` with includes spliced in."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        file, _, line = where.rpartition(":")
+        raise ImportParseError(
+            file or str(path), int(line or 0), f"cannot read {path}: {exc.strerror or exc}"
+        ) from None
+    for number, raw in enumerate(text.splitlines(), 1):
+        tokens = tokenize_line(raw, str(path), number)
+        if tokens.words and tokens.words[0] in INCLUDES:
+            yield from _include(tokens, path, state)
+            continue
+        if tokens.words:
+            yield tokens
+
+
+def _include(tokens: _Line, path: Path, state: _State) -> Iterator[_Line]:
+    where = f"{tokens.file}:{tokens.line}"
+    if len(tokens.words) < 2:
+        raise ImportParseError(tokens.file, tokens.line, "include needs a file name or pattern")
+    if state.depth >= MAX_INCLUDE_DEPTH:
+        raise ImportParseError(
+            tokens.file, tokens.line, f"includes nested deeper than {MAX_INCLUDE_DEPTH}"
+        )
+    pattern = tokens.words[1]
+    base = path.parent
+    full = pattern if os.path.isabs(pattern) else str(base / pattern)
+    matches = sorted(glob.glob(full))
+    if not matches:
+        if glob.has_magic(pattern):
+            state.notes.dropped(where, f"include {pattern}", "no file matches the pattern")
+            return
+        raise ImportParseError(tokens.file, tokens.line, f"include {pattern}: no such file")
+    state.depth += 1
+    try:
+        for match in matches:
+            state.seen.append(match)
+            yield from _lines(Path(match), state, where)
+    finally:
+        state.depth -= 1
+
+
+def parse_file(path: str | os.PathLike[str], notes: Notes) -> Stmt:
+    """The whole file (includes spliced in) as a root statement whose children are the top."""
+    state = _State(notes)
+    root = Stmt("", [], os.fspath(path), 0, children=[])
+    stack: list[Stmt] = [root]
+    last: Stmt | None = None
+    for tokens in _lines(Path(path), state, ""):
+        words, i = tokens.words, 0
+        while i < len(words):
+            word = words[i]
+            if word == "}":
+                if len(stack) == 1:
+                    raise ImportParseError(tokens.file, tokens.line, "'}' closes no block")
+                stack.pop()
+                last = None
+                i += 1
+                continue
+            if word == "{":
+                # a "{" alone (on its own line) opens the block of the statement before it
+                if last is None or last.children is not None:
+                    raise ImportParseError(tokens.file, tokens.line, "'{' follows no keyword")
+                last.children = []
+                stack.append(last)
+                last = None
+                i += 1
+                continue
+            j = i + 1
+            while j < len(words) and words[j] not in "{}":
+                j += 1
+            stmt = Stmt(
+                word,
+                words[i + 1 : j],
+                tokens.file,
+                tokens.line,
+                raw=tokens.text_after[i] if j == len(words) else _between(tokens, i, j),
+            )
+            parent = stack[-1]
+            assert parent.children is not None
+            parent.children.append(stmt)
+            last = stmt
+            i = j
+    if len(stack) > 1:
+        open_block = stack[-1]
+        raise ImportParseError(
+            open_block.file,
+            open_block.line,
+            f"'{open_block.keyword} {' '.join(open_block.args)}' opens a block that is never "
+            "closed (missing '}')",
+        )
+    return root
+
+
+def _between(tokens: _Line, i: int, j: int) -> str:
+    """The raw text of words i+1 .. j-1."""
+    return " ".join(tokens.raws[i + 1 : j])
