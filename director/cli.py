@@ -33,7 +33,6 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "import":
         return import_command.run(args)
-    if args.command == "rules":
     if args.command == "check-config":
         ok, message = check_config(args.file)
         print(message, file=sys.stdout if ok else sys.stderr)
