@@ -16,7 +16,6 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
 
 from vrrp.actions import (
     Action,
@@ -56,15 +55,13 @@ class Instance:
         config: Config,
         interface: str,
         *,
-        peers: Sequence[IPv4Address] = (),
+        peers: Sequence[IPAddress] = (),
         prefixlen: int | None = None,
         label: str | None = None,
         on_state: OnState | None = None,
         virtual: Sequence[VirtualAddress] = (),
         track_interface: bool = True,
     ) -> None:
-        if not isinstance(config.primary_address, IPv4Address):
-            raise ValueError("vrrp.instance supports IPv4 only for now")
         unknown = {v.address for v in virtual} - set(config.virtual_addresses)
         if unknown:
             listed = ", ".join(sorted(map(str, unknown)))

@@ -1,9 +1,12 @@
 """VRRP adverts on a raw IP protocol 112 socket: the thin I/O shell around ``vrrp.packet``.
 
-IPv4 only for now. The socket is bound to one interface (``SO_BINDTODEVICE``), joins 224.0.0.18
-there and sends with TTL 255, multicast loop off, the kernel building the IP header. Adverts go
-to the group, or to each of ``peers`` (unicast) when given. Every received datagram goes through
-``receive_ipv4`` (pure): IP header -> ``check_ttl`` -> ``parse``; what fails is counted by
+The socket is bound to one interface (``SO_BINDTODEVICE``), joins the VRRP group there
+(224.0.0.18, or ff02::12 for IPv6) and sends with TTL / hop limit 255, multicast loop off, the
+kernel building the IP header from our primary address (for IPv6: the interface's link-local
+address, RFC 5798 5.1.2.1). Adverts go to the group, or to each of ``peers`` (unicast) when
+given. Every received datagram goes through ``receive_ipv4`` or ``receive_ipv6`` (pure): TTL /
+hop limit (IPv6: from ``IPV6_RECVHOPLIMIT`` ancillary data, as a raw IPv6 socket never shows the
+header) -> ``parse`` (v3 checksum over the pseudo-header); what fails is counted by
 ``DropReason`` and never raised out of the event loop.
 """
 
@@ -16,12 +19,13 @@ import struct
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from vrrp.packet import (
     IPPROTO_VRRP,
     REQUIRED_TTL,
     VRRP_GROUP_V4,
+    VRRP_GROUP_V6,
     Advertisement,
     Dropped,
     DropReason,
@@ -36,6 +40,7 @@ log = logging.getLogger(__name__)
 
 Deliver = Callable[[Advertisement, IPAddress], None]
 _RECV_SIZE = 65535
+_CMSG_SIZE = socket.CMSG_SPACE(4) + socket.CMSG_SPACE(20) + 64
 _MIN_IPV4_HEADER = 20
 IP_PKTINFO = 8  # linux/in.h; not in the socket module on every Python
 
@@ -66,6 +71,29 @@ def receive_ipv4(
     return advert, src
 
 
+def receive_ipv6(
+    payload: bytes,
+    src: IPv6Address,
+    dst: IPv6Address,
+    hop_limit: int | None,
+    expected: Expected,
+    primary: IPv6Address,
+) -> tuple[Advertisement, IPv6Address] | Dropped | Own:
+    """One datagram as a raw IPv6 socket returns it (the VRRP message only), with the source,
+    destination and hop limit the kernel reported beside it. Never raises."""
+    if src == primary:
+        return Own()
+    if hop_limit is None:
+        return Dropped(DropReason.BAD_TTL, "no hop limit reported")
+    dropped = check_ttl(hop_limit)
+    if dropped is not None:
+        return dropped
+    advert = parse(payload, src, dst, expected)
+    if isinstance(advert, Dropped):
+        return advert
+    return advert, src
+
+
 class Transport:
     """A raw VRRP socket on one interface, read with ``loop.add_reader``.
 
@@ -76,14 +104,16 @@ class Transport:
     def __init__(
         self,
         interface: str,
-        primary: IPv4Address,
+        primary: IPAddress,
         expected: Expected,
         deliver: Deliver,
         *,
-        peers: Sequence[IPv4Address] = (),
+        peers: Sequence[IPAddress] = (),
     ) -> None:
-        if primary.version != 4 or any(p.version != 4 for p in peers):
-            raise ValueError("vrrp.transport supports IPv4 only")
+        if any(p.version != primary.version for p in peers):
+            raise ValueError(f"unicast peers must be IPv{primary.version} like {primary}")
+        if isinstance(primary, IPv6Address) and not primary.is_link_local:
+            raise ValueError(f"the IPv6 primary address {primary} must be link-local (fe80::/10)")
         self.interface = interface
         self.primary = primary
         self.expected = expected
@@ -95,27 +125,51 @@ class Transport:
         self._deliver = deliver
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pktinfo = b""  # struct in_pktinfo: our interface and source address
+        self._pktinfo = b""  # struct in_pktinfo / in6_pktinfo: our interface and source
+        self._index = 0
+        self.group: IPAddress = VRRP_GROUP_V4 if primary.version == 4 else VRRP_GROUP_V6
 
     def open(self, loop: asyncio.AbstractEventLoop) -> None:
         index = socket.if_nametoindex(self.interface)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_VRRP)
+        v6 = self.primary.version == 6
+        sock = socket.socket(
+            socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_RAW, IPPROTO_VRRP
+        )
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.interface.encode())
-            mreqn = struct.pack("4s4si", VRRP_GROUP_V4.packed, self.primary.packed, index)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
-            ifreq = struct.pack("4s4si", b"\0" * 4, self.primary.packed, index)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, ifreq)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, REQUIRED_TTL)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, REQUIRED_TTL)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+            if v6:
+                self._setup_ipv6(sock, index)
+            else:
+                self._setup_ipv4(sock, index)
             sock.setblocking(False)
             loop.add_reader(sock.fileno(), self._readable)
         except BaseException:
             sock.close()
             raise
-        self._sock, self._loop = sock, loop
-        self._pktinfo = struct.pack("i4s4s", index, self.primary.packed, b"\0" * 4)
+        self._sock, self._loop, self._index = sock, loop, index
+        if v6:
+            self._pktinfo = struct.pack("16sI", self.primary.packed, index)
+        else:
+            self._pktinfo = struct.pack("i4s4s", index, self.primary.packed, b"\0" * 4)
+
+    def _setup_ipv4(self, sock: socket.socket, index: int) -> None:
+        mreqn = struct.pack("4s4si", VRRP_GROUP_V4.packed, self.primary.packed, index)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+        ifreq = struct.pack("4s4si", b"\0" * 4, self.primary.packed, index)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, ifreq)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, REQUIRED_TTL)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, REQUIRED_TTL)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+
+    def _setup_ipv6(self, sock: socket.socket, index: int) -> None:
+        mreq = struct.pack("16sI", VRRP_GROUP_V6.packed, index)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, REQUIRED_TTL)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, REQUIRED_TTL)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
 
     def close(self) -> None:
         if self._sock is not None:
@@ -128,11 +182,15 @@ class Transport:
         """Send to the group (or each unicast peer); errors are logged and counted."""
         if self._sock is None:
             raise RuntimeError("transport is not open")
-        for dst in self.peers or (VRRP_GROUP_V4,):
+        v6 = self.primary.version == 6
+        level = socket.IPPROTO_IPV6 if v6 else socket.IPPROTO_IP
+        ancillary = [(level, socket.IPV6_PKTINFO if v6 else IP_PKTINFO, self._pktinfo)]
+        for dst in self.peers or (self.group,):
             data = encode(advert, self.primary, dst)
-            ancillary = [(socket.IPPROTO_IP, IP_PKTINFO, self._pktinfo)]
+            scope = self._index if v6 and (dst.is_link_local or dst.is_multicast) else 0
+            address = (str(dst), 0, 0, scope) if v6 else (str(dst), 0)
             try:
-                self._sock.sendmsg([data], ancillary, 0, (str(dst), 0))
+                self._sock.sendmsg([data], ancillary, 0, address)
             except OSError as exc:
                 self.send_errors += 1
                 log.warning("sending VRRP advert to %s on %s: %s", dst, self.interface, exc)
@@ -145,16 +203,37 @@ class Transport:
             return
         while True:
             try:
-                datagram = sock.recv(_RECV_SIZE)
+                datagram, ancillary, _flags, address = sock.recvmsg(_RECV_SIZE, _CMSG_SIZE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 log.warning("receiving VRRP on %s: %s", self.interface, exc)
                 return
-            self._handle(datagram)
+            if isinstance(self.primary, IPv6Address):
+                self._handle(self._receive_ipv6(datagram, ancillary, address[0], self.primary))
+            else:
+                self._handle(receive_ipv4(datagram, self.expected, self.primary))
 
-    def _handle(self, datagram: bytes) -> None:
-        result = receive_ipv4(datagram, self.expected, self.primary)
+    def _receive_ipv6(
+        self,
+        payload: bytes,
+        ancillary: list[tuple[int, int, bytes]],
+        source: str,
+        primary: IPv6Address,
+    ) -> tuple[Advertisement, IPAddress] | Dropped | Own:
+        hop_limit: int | None = None
+        dst: IPv6Address = VRRP_GROUP_V6
+        for level, kind, data in ancillary:
+            if level != socket.IPPROTO_IPV6:
+                continue
+            if kind == socket.IPV6_HOPLIMIT and len(data) >= 4:
+                (hop_limit,) = struct.unpack_from("i", data)
+            elif kind == socket.IPV6_PKTINFO and len(data) >= 16:
+                dst = IPv6Address(data[:16])
+        src = IPv6Address(source.split("%", 1)[0])
+        return receive_ipv6(payload, src, dst, hop_limit, self.expected, primary)
+
+    def _handle(self, result: tuple[Advertisement, IPAddress] | Dropped | Own) -> None:
         if isinstance(result, Own):
             return
         if isinstance(result, Dropped):

@@ -21,6 +21,7 @@ ETH_P_ARP, ETH_P_IP, ETH_P_IPV6 = 0x0806, 0x0800, 0x86DD
 SO_TIMESTAMPNS = 35  # asm-generic/socket.h
 IPPROTO_ICMPV6 = 58
 ND_NEIGHBOR_ADVERT = 136
+ALL_NODES_MAC = b"\x33\x33\x00\x00\x00\x01"
 
 
 @dataclass(frozen=True)

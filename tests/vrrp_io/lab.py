@@ -11,7 +11,7 @@ import asyncio
 import sys
 import time
 from collections.abc import Callable
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from tests.helpers.netns import Background, Namespace, Topology
 from tests.helpers.servers import NamespaceLoop
@@ -21,8 +21,9 @@ VIP = IPv4Address("198.18.0.100")
 DEV = "eth0"
 
 
-def lan(topo: Topology, *labels: str) -> list[Namespace]:
-    """A bridge and one namespace per label on it, the n-th with 198.18.0.<n+1>/24."""
+def lan(topo: Topology, *labels: str, ipv6: bool = False) -> list[Namespace]:
+    """A bridge and one namespace per label on it, the n-th with 198.18.0.<n+1>/24 (and with
+    ``ipv6``, 2001:db8::<n+1>/64 and a link-local address usable at once: no DAD)."""
     switch = topo.namespace("sw")
     switch.bridge("br0")
     switch.ip("link", "set", "dev", "br0", "type", "bridge", "mcast_snooping", "0")
@@ -30,9 +31,27 @@ def lan(topo: Topology, *labels: str) -> list[Namespace]:
     for n, label in enumerate(labels):
         ns = topo.namespace(label)
         host = 250 if label == "obs" else n + 1
+        if ipv6:
+            for scope in ("all", "default"):
+                ns.sysctl(f"net.ipv6.conf.{scope}.accept_dad", "0")
         topo.attach(ns, DEV, switch, "br0", addr=f"198.18.0.{host}/24")
+        if ipv6:
+            ns.add_address(DEV, f"2001:db8::{host:x}/64")
         spaces.append(ns)
     return spaces
+
+
+def link_local(ns: Namespace, dev: str = DEV) -> IPv6Address:
+    """The interface's link-local address (waits for it: it appears when the link is up)."""
+    found: list[IPv6Address] = []
+
+    def seen() -> bool:
+        text = ns.ip("-6", "-o", "address", "show", "dev", dev, "scope", "link")
+        found.extend(IPv6Address(w.split("/")[0]) for w in text.split() if w.startswith("fe80:"))
+        return bool(found)
+
+    wait_until(seen, 5, f"a link-local address on {dev}")
+    return found[0]
 
 
 def wait_until(condition: Callable[[], bool], within: float, what: str) -> float:

@@ -1,15 +1,17 @@
-"""The socket-free parts of the I/O shell: IPv4 header handling and the gratuitous ARP frame."""
+"""The socket-free parts of the I/O shell: IP headers, link events, ARP and NA frames."""
 
 from __future__ import annotations
 
 import struct
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 
+from tests.vrrp_io.capture import ALL_NODES_MAC, NeighbourAdvert, decode_frame
 from vrrp import Config, Dropped, DropReason, encode, link
-from vrrp.addresses import gratuitous_arp
-from vrrp.transport import Own, receive_ipv4
+from vrrp.addresses import NA_OVERRIDE, NA_ROUTER, gratuitous_arp, unsolicited_na
+from vrrp.packet import VRRP_GROUP_V6, checksum
+from vrrp.transport import Own, receive_ipv4, receive_ipv6
 
 ME, PEER, GROUP = IPv4Address("198.18.0.1"), IPv4Address("198.18.0.2"), IPv4Address("224.0.0.18")
 CONFIG = Config(
@@ -94,3 +96,44 @@ def test_link_events_are_parsed_by_index_and_running_flag() -> None:
     assert link.parse(data) == [(3, True), (4, False), (5, False)]
     assert link.parse(data[:-3]) == [(3, True), (4, False), (5, False)]  # truncated tail
     assert link.parse(b"\x01\x00") == []
+
+
+LL_ME, LL_PEER = IPv6Address("fe80::1"), IPv6Address("fe80::2")
+V6 = Config(
+    vrid=7,
+    priority=100,
+    primary_address=LL_ME,
+    virtual_addresses=(IPv6Address("2001:db8::100"),),
+    version=3,
+    advert_interval=0.1,
+)
+
+
+def test_ipv6_advert_checks_hop_limit_and_pseudo_header_checksum() -> None:
+    data = encode(V6.advertisement(150), LL_PEER, VRRP_GROUP_V6)
+    expected = V6.expected()
+    assert receive_ipv6(data, LL_PEER, VRRP_GROUP_V6, 255, expected, LL_ME) == (
+        V6.advertisement(150),
+        LL_PEER,
+    )
+    assert isinstance(receive_ipv6(data, LL_ME, VRRP_GROUP_V6, 255, expected, LL_ME), Own)
+    for hops, dst, reason in [
+        (64, VRRP_GROUP_V6, DropReason.BAD_TTL),
+        (None, VRRP_GROUP_V6, DropReason.BAD_TTL),
+        (255, IPv6Address("ff02::1"), DropReason.BAD_CHECKSUM),  # another pseudo-header
+    ]:
+        result = receive_ipv6(data, LL_PEER, dst, hops, expected, LL_ME)
+        assert isinstance(result, Dropped) and result.reason is reason
+
+
+def test_unsolicited_neighbour_advert_frame() -> None:
+    mac, vip = bytes.fromhex("020000000001"), IPv6Address("2001:db8::100")
+    frame = unsolicited_na(mac, vip)
+    assert len(frame) == 14 + 40 + 32
+    na = decode_frame(frame, 1.0)
+    assert isinstance(na, NeighbourAdvert)
+    assert (na.dst_mac, na.source_mac, na.target_mac) == (ALL_NODES_MAC, mac, mac)
+    assert (na.src, na.dst, na.target, na.hop_limit) == (vip, IPv6Address("ff02::1"), vip, 255)
+    assert na.flags == NA_ROUTER | NA_OVERRIDE
+    pseudo = vip.packed + IPv6Address("ff02::1").packed + struct.pack("!I3xB", 32, 58)
+    assert checksum(pseudo + frame[54:]) == 0
