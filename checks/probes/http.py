@@ -1,11 +1,11 @@
-"""HTTP and HTTPS probes over aiohttp: status ranges, body substring or regex, basic auth.
+"""HTTP and HTTPS probes: status ranges, body substring or regex, basic auth.
 
 The probe connects to the target's address and port directly, whatever the Host header: a
 name-based virtual host is reached with ``host`` (the Host header) and, over TLS,
 ``server_name`` (SNI and the name the certificate must carry; defaults to ``host``'s name).
 
-Like keepalived's HTTP_GET/SSL_GET, every probe is a fresh connection (``force_close``): no
-keep-alive to real servers, so a server that stopped accepting is noticed. Redirects are not
+Like keepalived's HTTP_GET/SSL_GET, every probe is a fresh connection: no keep-alive to real
+servers, so a server that stopped accepting is noticed. Redirects are not
 followed (a 302 is a status to judge) and cookies are not kept. At most 64 KiB of the body is
 read, and only when the body is checked.
 
@@ -16,14 +16,20 @@ on, the certificate is checked against ``ca_file`` (or the system's CAs) and the
 
 from __future__ import annotations
 
+import asyncio
 import codecs
+import errno
+import functools
+import os
 import re
+import socket
 import ssl
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Literal
 
 import aiohttp
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
 from checks.probes.result import (
@@ -33,10 +39,14 @@ from checks.probes.result import (
     Target,
     guarded,
     os_reason,
-    tls_reason,
 )
 
 BODY_LIMIT = 64 * 1024
+READ_SIZE = 16384  # one recv; a status-only probe stops once the head is in
+HEAD_LIMIT = 8192  # bytes read looking for the status line
+# The status line a status-only probe judges by itself; anything else goes to llhttp.
+_STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([2-5][0-9][0-9])(?: [^\r\n]*)?\r?\n")
+_CHARSET = re.compile(r";\s*charset\s*=\s*\"?([^\";\s]+)", re.IGNORECASE)
 USER_AGENT = "directord-health-check"
 StatusRanges = tuple[tuple[int, int], ...]
 
@@ -100,26 +110,19 @@ class _HttpStep(Step):
             self.doing = f"connecting to {target} (TCP and TLS handshakes)"
 
 
-async def _connected(
-    session: aiohttp.ClientSession,
-    context: SimpleNamespace,
-    params: aiohttp.TraceConnectionCreateEndParams,
-) -> None:
-    step = context.trace_request_ctx
-    if isinstance(step, _HttpStep):
-        step.connected = True
-        step.doing = f"waiting for the response to {step.request} from {step.target}"
-
-
 class HttpProber:
     """Runs HTTP(S) probes; close it when done.
 
-    It owns one aiohttp session per (verify, ca_file, http_version): aiohttp sets TLS
-    verification on the connector and the HTTP version on the session.
+    Each probe is one connection made with ``loop.create_connection`` to the target's address
+    (no name resolution) and one prepared request (its bytes are built once per spec and
+    target). The response is read by aiohttp's ``ResponseHandler``: the protocol and C (llhttp)
+    parser an aiohttp session itself uses, without the session, connector and request machinery
+    around them, which cost most of a probe's CPU (``bench/checks``). The prober keeps the TLS
+    contexts (one per verify / ca_file) and the prepared requests.
     """
 
     def __init__(self) -> None:
-        self._sessions: dict[tuple[bool, str | None, str], aiohttp.ClientSession] = {}
+        self._contexts: dict[tuple[bool, str | None], ssl.SSLContext] = {}
 
     async def __aenter__(self) -> HttpProber:
         return self
@@ -128,34 +131,26 @@ class HttpProber:
         await self.close()
 
     async def close(self) -> None:
-        sessions, self._sessions = list(self._sessions.values()), {}
-        for session in sessions:
-            await session.close()
+        """Forget the TLS contexts (probes hold no connections)."""
+        self._contexts.clear()
 
-    def _session(self, spec: HttpSpec) -> aiohttp.ClientSession:
-        verify, ca_file = spec.verify, spec.ca_file
-        key = (verify, ca_file if verify else None, spec.http_version)
-        session = self._sessions.get(key)
-        if session is None:
-            tls: ssl.SSLContext | bool = False
-            if verify:
+    def _context(self, spec: HttpSpec) -> ssl.SSLContext:
+        key = (spec.verify, spec.ca_file if spec.verify else None)
+        context = self._contexts.get(key)
+        if context is None:
+            if spec.verify:
                 try:
-                    tls = ssl.create_default_context(cafile=ca_file)
+                    context = ssl.create_default_context(cafile=spec.ca_file)
                 except (OSError, ssl.SSLError) as exc:
-                    raise ProbeFailed(f"cannot load ca_file {ca_file}: {exc}") from exc
-            trace = aiohttp.TraceConfig()
-            trace.on_connection_create_end.append(_connected)
-            version = aiohttp.HttpVersion10 if spec.http_version == "1.0" else aiohttp.HttpVersion11
-            session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=tls, force_close=True, limit=0),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=None, sock_read=None),
-                cookie_jar=aiohttp.DummyCookieJar(),
-                headers={"User-Agent": USER_AGENT},
-                trace_configs=[trace],
-                version=version,
-            )
-            self._sessions[key] = session
-        return session
+                    raise ProbeFailed(f"cannot load ca_file {spec.ca_file}: {exc}") from exc
+            else:
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+                context.options |= ssl.OP_NO_COMPRESSION
+            context.set_alpn_protocols(("http/1.1",))
+            self._contexts[key] = context
+        return context
 
     async def probe(
         self,
@@ -170,39 +165,256 @@ class HttpProber:
                 await self._check(step, spec)
             except aiohttp.ClientError as exc:
                 raise ProbeFailed(_client_error(exc, step, spec)) from exc
+            except ssl.SSLCertVerificationError as exc:
+                against = spec.ca_file or "the system CA store"
+                raise ProbeFailed(
+                    f"TLS certificate of {target} not trusted: {exc.verify_message} "
+                    f"(verified against {against})"
+                ) from exc
+            except HttpProcessingError as exc:
+                raise ProbeFailed(
+                    f"invalid HTTP response from {target} to {step.request}: {exc.message}"
+                ) from exc
 
         return await guarded(target, timeout, check, step=step)
 
     async def _check(self, step: _HttpStep, spec: HttpSpec) -> None:
+        loop = asyncio.get_running_loop()
+        request = request_bytes(spec, step.target)
+        if not spec.tls and not _reads_body(spec):
+            await _status_only(loop, step, spec, request)
+            return
+        handler = _handler(loop, spec)
         target = step.target
-        session = self._session(spec)
-        scheme = "https" if spec.tls else "http"
-        url = URL(f"{scheme}://{target}{spec.path}")
-        headers = {"Host": spec.host} if spec.host is not None else {}
-        if spec.basic_auth is not None:
-            headers["Authorization"] = aiohttp.encode_basic_auth(*spec.basic_auth)
-        async with session.request(
-            spec.method,
-            url,
-            headers=headers,
-            allow_redirects=False,
-            server_hostname=spec.sni if spec.tls else None,
-            trace_request_ctx=step,
-        ) as response:
-            if not status_ok(response.status, spec.expect_status):
-                raise ProbeFailed(
-                    f"HTTP {response.status} from {target} {spec.path} "
-                    f"(expected {describe_ranges(spec.expect_status)})"
-                )
-            if spec.method == "HEAD" or (spec.body_contains is None and spec.body_regex is None):
+        address = str(target.address)
+        if spec.tls:
+            context = self._context(spec)
+            server_hostname = spec.sni or address
+            transport, _ = await loop.create_connection(
+                lambda: handler, address, target.port, ssl=context, server_hostname=server_hostname
+            )
+        else:
+            transport, _ = await loop.create_connection(lambda: handler, address, target.port)
+        try:
+            step.connected = True
+            step.doing = f"waiting for the response to {step.request} from {target}"
+            transport.write(request)
+            await _judge(step, spec, handler)
+        except BaseException:
+            transport.abort()
+            raise
+        finally:
+            transport.close()  # a no-op after abort; otherwise a FIN, as keepalived does
+
+
+@functools.lru_cache(maxsize=1024)
+def _encoded_path(path: str) -> str:
+    """The path (and query) as sent: percent-encoded where needed, as aiohttp (yarl) would."""
+    return URL(f"http://localhost{path}").raw_path_qs
+
+
+def _handler(loop: asyncio.AbstractEventLoop, spec: HttpSpec) -> ResponseHandler:
+    """aiohttp's response protocol with its llhttp parser, set for a probe's response."""
+    handler = ResponseHandler(loop)
+    handler.set_response_params(
+        skip_payload=spec.method == "HEAD", read_until_eof=True, auto_decompress=False
+    )
+    return handler
+
+
+def _reads_body(spec: HttpSpec) -> bool:
+    return spec.method != "HEAD" and (spec.body_contains is not None or spec.body_regex is not None)
+
+
+async def _judge(step: _HttpStep, spec: HttpSpec, handler: ResponseHandler) -> None:
+    """Wait for the response's head, check the status and, if asked, the body."""
+    target = step.target
+    message, payload = await handler.read()
+    if not status_ok(message.code, spec.expect_status):
+        raise ProbeFailed(
+            f"HTTP {message.code} from {target} {spec.path} "
+            f"(expected {describe_ranges(spec.expect_status)})"
+        )
+    if not _reads_body(spec):
+        return
+    step.doing = f"reading the body of {step.request} from {target}"
+    body = await _read_limited(payload, BODY_LIMIT)
+    text = body.decode(_charset(message.headers.get("Content-Type")), errors="replace")
+    problem = body_problem(spec, text)
+    if problem is not None:
+        more = f" (first {BODY_LIMIT // 1024} KiB)" if len(body) >= BODY_LIMIT else ""
+        raise ProbeFailed(f"body of {target} {spec.path}{more} {problem}")
+
+
+async def _status_only(
+    loop: asyncio.AbstractEventLoop, step: _HttpStep, spec: HttpSpec, request: bytes
+) -> None:
+    """Plain HTTP that needs only the status, the hot path of a large farm: a bare non-blocking
+    socket and the loop's add_writer / add_reader, no transport; a well-formed status line
+    (``HTTP/1.x 2xx-5xx``) is judged here, as keepalived's status_code does, and the socket is
+    closed once it is in. Any other reply goes to llhttp (aiohttp's parser), as in the full path,
+    so malformed or unusual responses get the same verdict and error."""
+    target = step.target
+    address = target.address
+    if address.version == 6:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+    else:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+    fd = sock.fileno()
+    reader: _HeadReader | _Reader | None = None
+    try:
+        error = sock.connect_ex((str(address), target.port))
+        sent = -1
+        if error == errno.EINPROGRESS:
+            # A near server (same host, same LAN segment in a VM) has often completed the
+            # handshake already: try the send first, wait for writability only if it is not.
+            try:
+                sent, error = sock.send(request), 0
+            except BlockingIOError:
+                writable = loop.create_future()
+                loop.add_writer(fd, _wake, writable)
+                try:
+                    await writable
+                finally:
+                    loop.remove_writer(fd)
+                error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if error:
+            raise OSError(error, os.strerror(error))
+        step.connected = True
+        step.doing = f"waiting for the response to {step.request} from {target}"
+        if sent < 0:
+            sent = sock.send(request)  # a few hundred bytes into an empty send buffer
+        if sent < len(request):
+            await loop.sock_sendall(sock, request[sent:])
+        head_reader = reader = _HeadReader(loop, sock)
+        loop.add_reader(fd, head_reader)
+        head = await head_reader.head
+        match = _STATUS_LINE.match(head)
+        if match is not None:
+            code = int(match[1])
+        else:
+            handler = _handler(loop, spec)
+            if head:
+                handler.data_received(head)
+            if head_reader.eof:
+                handler.connection_lost(None)
+            else:
+                reader = _Reader(loop, sock, handler)
+                loop.add_reader(fd, reader)
+            message, _ = await handler.read()
+            code = message.code
+        if not status_ok(code, spec.expect_status):
+            raise ProbeFailed(
+                f"HTTP {code} from {target} {spec.path} "
+                f"(expected {describe_ranges(spec.expect_status)})"
+            )
+    finally:
+        if reader is not None:
+            reader.stop()
+        sock.close()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class _HeadReader:
+    """add_reader callback: reads until the first line is in (or EOF, or HEAD_LIMIT bytes).
+
+    ``head`` resolves to the bytes read; ``eof`` says whether the server closed; a socket error
+    is raised from ``head``. The connection closing before a byte came is the server's doing.
+    """
+
+    __slots__ = ("buffer", "eof", "head", "loop", "reading", "sock")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        self.loop, self.sock = loop, sock
+        self.head: asyncio.Future[bytes] = loop.create_future()
+        self.buffer = b""
+        self.reading = True
+        self.eof = False
+
+    def __call__(self) -> None:
+        try:
+            data = self.sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.stop()
+            if not self.head.done():
+                self.head.set_exception(exc)
+            return
+        if data:
+            self.buffer += data
+            if b"\n" not in self.buffer and len(self.buffer) < HEAD_LIMIT:
                 return
-            step.doing = f"reading the body of {step.request} from {target}"
-            body = await _read_limited(response.content, BODY_LIMIT)
-            text = body.decode(_charset(response), errors="replace")
-            problem = body_problem(spec, text)
-            if problem is not None:
-                more = f" (first {BODY_LIMIT // 1024} KiB)" if len(body) >= BODY_LIMIT else ""
-                raise ProbeFailed(f"body of {target} {spec.path}{more} {problem}")
+        else:
+            self.eof = True
+        self.stop()
+        if not self.head.done():
+            self.head.set_result(self.buffer)
+
+    def stop(self) -> None:
+        if self.reading:
+            self.reading = False
+            self.loop.remove_reader(self.sock.fileno())
+
+
+class _Reader:
+    """add_reader callback: feeds the socket's bytes (and EOF) to aiohttp's response handler."""
+
+    __slots__ = ("handler", "loop", "reading", "sock")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, handler: ResponseHandler
+    ) -> None:
+        self.loop, self.sock, self.handler = loop, sock, handler
+        self.reading = True
+
+    def __call__(self) -> None:
+        try:
+            data = self.sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.stop()
+            self.handler.connection_lost(exc)
+            return
+        if data:
+            self.handler.data_received(data)
+        else:
+            self.stop()
+            self.handler.connection_lost(None)  # EOF: ends the head, or "closed by the server"
+
+    def stop(self) -> None:
+        if self.reading:
+            self.reading = False
+            self.loop.remove_reader(self.sock.fileno())
+
+
+def request_bytes(spec: HttpSpec, target: Target) -> bytes:
+    """The request a probe sends: Host (spec.host, else the target's address and port unless
+    the scheme's default), User-Agent, Accept, optional Authorization; HTTP/1.1 also says
+    ``Connection: close`` (a probe never reuses a connection); no Accept-Encoding."""
+    host = spec.host
+    if host is None:
+        address = target.address
+        host = f"[{address}]" if address.version == 6 else str(address)
+        if target.port != (443 if spec.tls else 80):
+            host = f"{host}:{target.port}"
+    path = _encoded_path(spec.path)
+    lines = [
+        f"{spec.method} {path} HTTP/{spec.http_version}",
+        f"Host: {host}",
+        f"User-Agent: {USER_AGENT}",
+        "Accept: */*",
+    ]
+    if spec.basic_auth is not None:
+        lines.append(f"Authorization: {aiohttp.encode_basic_auth(*spec.basic_auth)}")
+    if spec.http_version == "1.1":
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
 
 
 async def probe(
@@ -229,29 +441,20 @@ async def _read_limited(content: aiohttp.StreamReader, limit: int) -> bytes:
     return body
 
 
-def _charset(response: aiohttp.ClientResponse) -> str:
-    """The response's declared charset if Python knows it, else UTF-8."""
+def _charset(content_type: str | None) -> str:
+    """The charset a Content-Type declares, if Python knows it, else UTF-8."""
+    match = _CHARSET.search(content_type or "")
     try:
-        return codecs.lookup(response.charset or "utf-8").name
+        return codecs.lookup(match[1] if match else "utf-8").name
     except LookupError:
         return "utf-8"
 
 
 def _client_error(exc: aiohttp.ClientError, step: _HttpStep, spec: HttpSpec) -> str:
+    """The errors aiohttp's ResponseHandler raises, as one line."""
     target = step.target
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        error = exc.certificate_error
-        reason = error.verify_message if isinstance(error, ssl.SSLCertVerificationError) else error
-        against = spec.ca_file or "the system CA store"
-        return f"TLS certificate of {target} not trusted: {reason} (verified against {against})"
-    if isinstance(exc, aiohttp.ClientConnectorSSLError) and isinstance(exc.os_error, ssl.SSLError):
-        return f"TLS handshake with {target} failed: {tls_reason(exc.os_error)}"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"connect to {target}: {os_reason(exc.os_error)}"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return f"connection closed by the server while {step.doing}"
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return f"invalid HTTP response from {target} to {step.request}: {exc.message}"
     if isinstance(exc, aiohttp.ClientOSError):
         return f"{os_reason(exc)} while {step.doing}"
     if isinstance(exc, aiohttp.ClientPayloadError):
