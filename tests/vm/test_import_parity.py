@@ -1,0 +1,161 @@
+"""The import is faithful: keepalived and directord program the same IPVS table.
+
+keepalived 2.2.7 (Debian's, checkers only: ``-C``) programs IPVS from
+``tests/importers/data/parity.conf`` in a namespace; the table is read with ``ipvsadm``; keepalived
+stops and the table is flushed; ``directord`` runs the config ``directorctl import keepalived``
+made from the same file; its table must be identical: services, schedulers and their flags,
+persistence and granularity, one-packet scheduling, forwarding, weights, thresholds, and the sorry
+server that stands in for a server that never answers.
+
+lvs ns (IPVS; 198.18.1.1) --veth-- rs ns (198.18.1.11, 198.18.1.12: TCP servers on 7000)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from director.importers.emit import dumps
+from director.importers.from_keepalived import import_keepalived
+from director.ipvs.model import Table
+from tests.helpers.ipvsadm import ipvsadm, read_table
+from tests.helpers.netns import Background, Namespace, Topology
+
+pytestmark = pytest.mark.vm
+
+PY = sys.executable
+CONFIG = Path(__file__).resolve().parents[1] / "importers" / "data" / "parity.conf"
+SERVICES = 9  # 8 virtual_server blocks, the group giving two
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def settled(ns: Namespace, want: Callable[[Table], bool], timeout: float = 90) -> Table:
+    """The table once ``want`` holds and two reads a second apart agree."""
+    seen: list[Table] = []
+
+    def stable() -> bool:
+        table = read_table(ns.name)
+        seen.append(table)
+        return want(table) and len(seen) > 1 and seen[-2] == table
+
+    def slow() -> bool:
+        time.sleep(0.7)
+        return stable()
+
+    try:
+        wait_for("a settled IPVS table", slow, timeout)
+    except AssertionError:
+        last = "\n".join(describe(seen[-1])) if seen else "(none read)"
+        raise AssertionError(f"no settled, complete IPVS table; the last read:\n{last}") from None
+    return seen[-1]
+
+
+def complete(table: Table) -> bool:
+    """Every service, the two checked servers in, the sorry server in for the dead one."""
+    by_name = {str(key): key for key in table.services}
+    checked = by_name.get("TCP 198.18.0.10:80")
+    dead = by_name.get("TCP 198.18.0.12:80")
+    return (
+        len(table.services) == SERVICES
+        and checked is not None
+        and len(table.dests_of(checked)) == 2
+        and dead is not None
+        and [str(d.address) for d in table.dests_of(dead)] == ["198.18.2.9"]
+    )
+
+
+@pytest.fixture
+def lab() -> Iterator[tuple[Namespace, Namespace]]:
+    with Topology() as topo:
+        lvs, rs = topo.namespace("lvs"), topo.namespace("rs")
+        topo.veth(lvs, "s0", rs, "eth0", a_addr="198.18.1.1/24", b_addr="198.18.1.11/24")
+        rs.add_address("eth0", "198.18.1.12/24")
+        for address in ("198.18.1.11", "198.18.1.12"):
+            rs.spawn(PY, "-m", "tests.helpers.longconn", "serve", address, "7000")
+        yield lvs, rs
+
+
+def describe(table: Table) -> list[str]:
+    """One line per service and destination, sorted, for a readable diff."""
+    lines = []
+    for key, svc in table.services.items():
+        lines.append(
+            f"{key} sched={svc.sched_name} flags={svc.flags:#x} "
+            f"timeout={svc.timeout} netmask={svc.netmask}"
+        )
+        for dest in table.dests_of(key).values():
+            lines.append(f"{key} -> {dest}")
+    return sorted(lines)
+
+
+def stop(proc: Background) -> None:
+    if proc.proc.poll() is None:
+        os.killpg(proc.proc.pid, signal.SIGTERM)
+        proc.proc.wait(timeout=60)
+
+
+def test_directord_programs_what_keepalived_programmed(
+    lab: tuple[Namespace, Namespace], tmp_path: Path
+) -> None:
+    lvs, _ = lab
+    # keepalived, checkers only
+    keepalived = lvs.spawn(
+        "keepalived",
+        "--dont-fork",
+        "--log-console",
+        "-C",
+        "-f",
+        str(CONFIG),
+        "-p",
+        str(tmp_path / "k.pid"),
+        "-c",
+        str(tmp_path / "kc.pid"),
+    )
+    try:
+        theirs = settled(lvs, complete)
+        their_text = ipvsadm("-Ln", netns=lvs.name)
+    finally:
+        stop(keepalived)
+    assert "Startup complete" in keepalived.output(), keepalived.output()[-3000:]
+    ipvsadm("-C", netns=lvs.name)
+    assert read_table(lvs.name).services == {}
+
+    # directord, from the import
+    imported = import_keepalived(CONFIG)
+    config = tmp_path / "director.toml"
+    config.write_text(
+        f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n'
+        f'control_socket = "{tmp_path / "control.sock"}"\n'
+        'metrics_address = ""\n\n' + dumps(imported.config)
+    )
+    daemon = lvs.spawn(PY, "-m", "director.daemon", "--config", str(config))
+    try:
+        ours = settled(lvs, complete)
+        our_text = ipvsadm("-Ln", netns=lvs.name)
+    finally:
+        stop(daemon)
+    assert describe(ours) == describe(theirs), (their_text, our_text, daemon.output()[-3000:])
+    assert ours == theirs
+    # the same text as ipvsadm prints it, line for line (order aside)
+    assert sorted(our_text.splitlines()) == sorted(their_text.splitlines())
+    # what the file asks for is really there (the comparison is not of two empty tables)
+    assert "FWM  80 rr persistent 1800 mask 255.255.0.0" in their_text
+    assert "TCP  198.18.0.10:443 sh (sh-fallback,sh-port)" in their_text
+    assert "UDP  198.18.0.10:53 lc ops" in their_text
+    assert "TCP  198.18.0.11:0 rr persistent 360" in their_text
+    assert "-> 198.18.2.9:8080" in their_text
+    assert "198.18.1.99" not in their_text
