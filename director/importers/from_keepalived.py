@@ -179,6 +179,17 @@ def _report_unused(stmt: Stmt, path: list[str], notes: Notes) -> None:
     for s in stmt.children or ():
         label = " > ".join([*path, _label(s)])
         if not s.used:
-            notes.dropped(s.where, label, "not known to the importer; not carried")
+            notes.dropped(s.where, label, _unknown(s.keyword))
         elif s.children:
             _report_unused(s, [*path, _label(s)], notes)
+
+
+def _unknown(keyword: str) -> str:
+    if keyword.startswith("$"):
+        return "parameter substitution is not expanded by the importer: expand it, then import"
+    if keyword.startswith("@"):
+        return (
+            "conditional configuration is not expanded by the importer: keep the lines for "
+            "this node, then import"
+        )
+    return "not known to the importer; not carried"

@@ -235,3 +235,16 @@ def test_no_protocol_follows_keepalived(tmp_path: Path) -> None:
     text = notes_text(imported)
     assert "keepalived 2.2 programs UDP" in text
     assert "k.conf:5: not carried: virtual_server 198.18.0.8 80: no real servers" in text
+
+
+def test_substitution_and_conditionals_are_listed(tmp_path: Path) -> None:
+    path = tmp_path / "k.conf"
+    path.write_text(
+        "$IFACE=eth0\nvrrp_instance VI_1 {\n  interface eth0\n  virtual_router_id 5\n"
+        "  @backup priority 90\n}\n"
+    )
+    imported = import_keepalived(path)
+    text = notes_text(imported)
+    assert "k.conf:1: not carried: $IFACE=eth0: parameter substitution" in text
+    assert "k.conf:5: not carried: vrrp_instance VI_1 > @backup priority 90: conditional" in text
+    assert imported.config["vrrp_instance"] == [{"name": "VI_1", "interface": "eth0", "vrid": 5}]
