@@ -1,8 +1,10 @@
 """The asyncio adapter of the health-check scheduler: clock, one timer, probe tasks.
 
 It owns ``loop.time()`` and a single ``loop.call_at`` timer re-armed to the scheduler's
-``next_deadline()``; it runs each ``StartProbe`` as a task under ``asyncio.timeout``, feeds the
-result back and passes health changes to ``on_change``. A probe that raises counts as a failed
+``next_deadline()``; it runs each ``StartProbe`` as a task with a ``loop.call_at`` timer that
+cancels it at its timeout (cheaper than an ``asyncio.timeout`` inside the task: no context
+object, no current-task lookup), feeds the result back and passes health changes to
+``on_change``. A probe that raises counts as a failed
 attempt with the exception as its error. :meth:`Runner.stop` cancels the timer and every probe and
 waits for them, so nothing is left pending.
 """
@@ -38,6 +40,8 @@ class Runner(Generic[S]):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._deadlines: dict[int, asyncio.TimerHandle] = {}  # probe_id -> its timeout
+        self._timed_out: dict[int, asyncio.Task[None]] = {}  # probe_id -> task it cancelled
         self._stopped = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -56,6 +60,9 @@ class Runner(Generic[S]):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        for deadline in self._deadlines.values():
+            deadline.cancel()
+        self._deadlines.clear()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -96,10 +103,14 @@ class Runner(Generic[S]):
         try:
             now = self._loop.time()
             self._emit(self.scheduler.expire(now))
+            loop = self._loop
             for start in self.scheduler.due(now):
-                task = self._loop.create_task(self._run(start))
+                task = loop.create_task(self._run(start))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+                self._deadlines[start.probe_id] = loop.call_at(
+                    now + start.timeout, self._time_out, start.probe_id, task
+                )
         finally:
             self._arm()  # whatever went wrong, keep the checks running
 
@@ -116,20 +127,34 @@ class Runner(Generic[S]):
         if when is not None:
             self._timer = self._loop.call_at(when, self._pump)
 
+    def _time_out(self, probe_id: int, task: asyncio.Task[None]) -> None:
+        self._deadlines.pop(probe_id, None)
+        self._timed_out[probe_id] = task
+        task.cancel()
+
     async def _run(self, start: StartProbe[S]) -> None:
         assert self._loop is not None
         loop = self._loop
         began = loop.time()
-        deadline = asyncio.timeout(start.timeout)
         try:
-            async with deadline:
-                result = await self._probe(start.spec)
-        except TimeoutError as exc:
-            error = f"timeout after {start.timeout:g}s" if deadline.expired() else repr(exc)
+            result = await self._probe(start.spec)
+        except asyncio.CancelledError:
+            task = self._timed_out.pop(start.probe_id, None)
+            if task is None:
+                raise  # stopped, not timed out
+            task.uncancel()
+            error = f"timeout after {start.timeout:g}s"
             result = ProbeResult(False, loop.time() - began, error)
+        except TimeoutError as exc:  # the probe's own, not ours
+            result = ProbeResult(False, loop.time() - began, repr(exc))
         except Exception as exc:  # a probe bug must not stop the checks
             log.warning("probe raised", check=repr(start.check_id), error=repr(exc))
             result = ProbeResult(False, loop.time() - began, f"{type(exc).__name__}: {exc}")
+        finally:
+            deadline = self._deadlines.pop(start.probe_id, None)
+            if deadline is not None:
+                deadline.cancel()
+            self._timed_out.pop(start.probe_id, None)
         if self._stopped:
             return
         self._emit(self.scheduler.probe_done(start, result, loop.time()))

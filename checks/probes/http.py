@@ -103,11 +103,33 @@ def body_problem(spec: HttpSpec, text: str) -> str | None:
 
 
 class _HttpStep(Step):
-    def __init__(self, target: Target, request: str, tls: bool) -> None:
+    """What an HTTP probe is doing. After the connection, ``doing`` is only formatted when an
+    error asks for it (a probe that succeeds formats nothing): set ``phase``."""
+
+    WAITING, READING = 1, 2
+
+    def __init__(self, target: Target, spec: HttpSpec) -> None:
+        self.spec = spec
+        self.phase = 0
         super().__init__(target)
-        self.request = request  # "GET /owa/healthcheck.htm"
-        if tls:
+        if spec.tls:
             self.doing = f"connecting to {target} (TCP and TLS handshakes)"
+
+    @property
+    def request(self) -> str:
+        return f"{self.spec.method} {self.spec.path}"  # "GET /owa/healthcheck.htm"
+
+    @property
+    def doing(self) -> str:
+        if self.phase == self.WAITING:
+            return f"waiting for the response to {self.request} from {self.target}"
+        if self.phase == self.READING:
+            return f"reading the body of {self.request} from {self.target}"
+        return self._doing
+
+    @doing.setter
+    def doing(self, text: str) -> None:
+        self._doing, self.phase = text, 0
 
 
 class HttpProber:
@@ -158,7 +180,7 @@ class HttpProber:
         spec: HttpSpec,
         timeout: float,  # noqa: ASYNC109
     ) -> ProbeResult:
-        step = _HttpStep(target, f"{spec.method} {spec.path}", spec.tls)
+        step = _HttpStep(target, spec)
 
         async def check(_step: Step) -> None:
             try:
@@ -180,13 +202,13 @@ class HttpProber:
 
     async def _check(self, step: _HttpStep, spec: HttpSpec) -> None:
         loop = asyncio.get_running_loop()
-        request = request_bytes(spec, step.target)
+        address = str(step.target.address)
+        request = request_bytes(spec, step.target, address)
         if not spec.tls and not _reads_body(spec):
-            await _status_only(loop, step, spec, request)
+            await _status_only(loop, step, spec, request, address)
             return
         handler = _handler(loop, spec)
         target = step.target
-        address = str(target.address)
         if spec.tls:
             context = self._context(spec)
             server_hostname = spec.sni or address
@@ -197,7 +219,7 @@ class HttpProber:
             transport, _ = await loop.create_connection(lambda: handler, address, target.port)
         try:
             step.connected = True
-            step.doing = f"waiting for the response to {step.request} from {target}"
+            step.phase = step.WAITING
             transport.write(request)
             await _judge(step, spec, handler)
         except BaseException:
@@ -237,7 +259,7 @@ async def _judge(step: _HttpStep, spec: HttpSpec, handler: ResponseHandler) -> N
         )
     if not _reads_body(spec):
         return
-    step.doing = f"reading the body of {step.request} from {target}"
+    step.phase = step.READING
     body = await _read_limited(payload, BODY_LIMIT)
     text = body.decode(_charset(message.headers.get("Content-Type")), errors="replace")
     problem = body_problem(spec, text)
@@ -247,7 +269,7 @@ async def _judge(step: _HttpStep, spec: HttpSpec, handler: ResponseHandler) -> N
 
 
 async def _status_only(
-    loop: asyncio.AbstractEventLoop, step: _HttpStep, spec: HttpSpec, request: bytes
+    loop: asyncio.AbstractEventLoop, step: _HttpStep, spec: HttpSpec, request: bytes, address: str
 ) -> None:
     """Plain HTTP that needs only the status, the hot path of a large farm: a bare non-blocking
     socket and the loop's add_writer / add_reader, no transport; a well-formed status line
@@ -255,15 +277,14 @@ async def _status_only(
     closed once it is in. Any other reply goes to llhttp (aiohttp's parser), as in the full path,
     so malformed or unusual responses get the same verdict and error."""
     target = step.target
-    address = target.address
-    if address.version == 6:
+    if target.address.version == 6:
         sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
     else:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
     fd = sock.fileno()
     reader: _HeadReader | _Reader | None = None
     try:
-        error = sock.connect_ex((str(address), target.port))
+        error = sock.connect_ex((address, target.port))
         sent = -1
         if error == errno.EINPROGRESS:
             # A near server (same host, same LAN segment in a VM) has often completed the
@@ -281,7 +302,7 @@ async def _status_only(
         if error:
             raise OSError(error, os.strerror(error))
         step.connected = True
-        step.doing = f"waiting for the response to {step.request} from {target}"
+        step.phase = step.WAITING
         if sent < 0:
             sent = sock.send(request)  # a few hundred bytes into an empty send buffer
         if sent < len(request):
@@ -393,14 +414,14 @@ class _Reader:
             self.loop.remove_reader(self.sock.fileno())
 
 
-def request_bytes(spec: HttpSpec, target: Target) -> bytes:
+def request_bytes(spec: HttpSpec, target: Target, address: str | None = None) -> bytes:
     """The request a probe sends: Host (spec.host, else the target's address and port unless
     the scheme's default), User-Agent, Accept, optional Authorization; HTTP/1.1 also says
     ``Connection: close`` (a probe never reuses a connection); no Accept-Encoding."""
     host = spec.host
     if host is None:
-        address = target.address
-        host = f"[{address}]" if address.version == 6 else str(address)
+        address = address or str(target.address)
+        host = f"[{address}]" if target.address.version == 6 else address
         if target.port != (443 if spec.tls else 80):
             host = f"{host}:{target.port}"
     path = _encoded_path(spec.path)
