@@ -6,6 +6,12 @@ are performed in order by one worker task (netlink calls are awaited, so a gratu
 goes out before its address is up). One ``loop.call_at`` timer is re-armed from
 ``machine.next_deadline()`` after every input, including timer calls that did nothing (asyncio
 may fire a little early).
+
+Fault and priority inputs: the instance's own interface is followed (``vrrp.link``; off with
+``track_interface=False``) and its loss is a fault, as in keepalived; tracking elsewhere in the
+daemon reports its own reasons with ``set_fault(reason, faulty)`` and priority changes with
+``set_priority``. IPv4 and IPv6 (v3, primary address = the interface's link-local) alike;
+``virtual`` places each virtual address on its own device with its own prefix and label.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ from vrrp.packet import IPPROTO_VRRP, Advertisement, IPAddress, decode
 
 ETH_P_ALL = 0x0003
 ETH_P_ARP, ETH_P_IP, ETH_P_IPV6 = 0x0806, 0x0800, 0x86DD
-SO_TIMESTAMPNS = 35  # asm-generic/socket.h
+SO_TIMESTAMPNS, SO_RCVBUFFORCE = 35, 33  # asm-generic/socket.h
+SOL_PACKET, PACKET_IGNORE_OUTGOING = 263, 23  # linux/socket.h, linux/if_packet.h (4.20)
 IPPROTO_ICMPV6 = 58
 ND_NEIGHBOR_ADVERT = 136
 ALL_NODES_MAC = b"\x33\x33\x00\x00\x00\x01"
@@ -117,8 +118,9 @@ class Capture:
         async def opened() -> socket.socket:
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
             try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 16 << 20)  # root: past rmem_max
                 sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+                sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
                 sock.bind((device, ETH_P_ALL))
                 sock.setblocking(False)
             except BaseException:

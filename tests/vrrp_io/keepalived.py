@@ -33,6 +33,7 @@ def config(
     password: str | None = None,
     state: str = "BACKUP",
     garp_repeat: int = 1,
+    garp_delay: int = 0,
 ) -> str:
     auth = (
         f"    authentication {{\n        auth_type PASS\n        auth_pass {password}\n    }}\n"
@@ -44,7 +45,7 @@ def config(
         "    router_id director-test\n"
         f"    vrrp_version {version}\n"
         f"    vrrp_garp_master_repeat {garp_repeat}\n"
-        "    vrrp_garp_master_delay 0\n"
+        f"    vrrp_garp_master_delay {garp_delay}\n"
         "}\n"
         "vrrp_instance VI {\n"
         f"    state {state}\n"

@@ -92,3 +92,33 @@ def test_election_and_clean_handover(topology: Topology, version: int, interval:
                 }
         finally:
             capture.close()
+
+
+def test_priority_drop_and_fault_hand_the_vip_over(topology: Topology) -> None:
+    """The inputs tracking uses: ``set_priority`` below the backup's lets it preempt;
+    ``set_fault`` makes a master leave at once (priority 0) and come back as backup."""
+    d1, d2 = lan(topology, "d1", "d2")
+    first = Instance(config(1, 150, 3, 0.1), "eth0")
+    second = Instance(config(2, 100, 3, 0.1), "eth0")
+    with (
+        NamespaceLoop(d1) as in1,
+        NamespaceLoop(d2) as in2,
+        running(in1, first),
+        running(in2, second),
+    ):
+        wait_until(lambda: first.state is State.MASTER, 1 + SETTLE, "first master")
+        wait_until(lambda: second.counters().adverts_received >= 2, SETTLE, "adverts")
+        in1.loop.call_soon_threadsafe(first.set_priority, 50)
+        down = second.machine.master_down_interval
+        wait_until(lambda: second.state is State.MASTER, down + SETTLE, "second preempts")
+        wait_until(lambda: first.state is State.BACKUP, SETTLE, "first backs off")
+        wait_until(lambda: has_address(d2, VIP) and not has_address(d1, VIP), 1, "VIP")
+
+        in2.loop.call_soon_threadsafe(second.set_fault, "check exchange", True)
+        took = wait_until(lambda: first.state is State.MASTER, SETTLE, "first takes over")
+        assert took < first.machine.skew_time + SETTLE
+        assert second.state is State.FAULT and second.faults == {"check exchange"}
+        assert not has_address(d2, VIP)
+        in2.loop.call_soon_threadsafe(second.set_fault, "check exchange", False)
+        wait_until(lambda: second.state is State.BACKUP, SETTLE, "second recovers")
+        assert second.faults == frozenset()
