@@ -14,6 +14,7 @@ from pathlib import Path
 from director import ctl
 from director.config import check_config
 from director.importers import command as import_command
+from director.network import command as rules_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,10 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("file", type=Path)
     ctl.add_arguments(sub)
     import_command.register(sub)
+    rules_command.register(sub)
     args = p.parse_args(argv)
 
     if args.command == "import":
         return import_command.run(args)
+    if args.command == "rules":
+        return rules_command.run(args)
     if args.command == "check-config":
         ok, message = check_config(args.file)
         print(message, file=sys.stdout if ok else sys.stderr)

@@ -21,7 +21,7 @@ import structlog
 from checks.model import HealthChanged, ProbeResult
 from director import __version__, logs
 from director.commands import handlers
-from director.config import ConfigError, check_config, load_config
+from director.config import Config, ConfigError, check_config, load_config
 from director.control import ControlError, ControlServer, Handler
 from director.desired import compile_table
 from director.engine import Engine
@@ -30,6 +30,7 @@ from director.ipvs.kernel import KernelError
 from director.ipvs.netlink import NetlinkIPVS
 from director.maintenance import Maintenance, MaintenanceError
 from director.metrics import Metrics, MetricsServer
+from director.network import NetworkRules, NftError, RouteError
 from director.reconcile.owned import FileOwnedStore
 from director.reconcile.plan import plan
 from director.role import Role, RoleBroadcast
@@ -103,12 +104,21 @@ async def run(args: argparse.Namespace) -> int:
 
     checks = HealthChecks(on_health, max_in_flight=config.daemon.max_concurrent_probes)
     checks.on_probe = on_probe
-    engine.on_config = checks.update
+    # nftables marks/NAT and policy routes (director.network): they follow the role and
+    # every reload; a restart or stop keeps them, like the IPVS table.
+    rules = NetworkRules(config)
+
+    def on_config(new: Config) -> None:
+        checks.update(new)
+        rules.config_changed(new)
+
+    engine.on_config = on_config
     engine.checks_summary = checks.summary
     engine.on_synced = metrics.synced
     engine.on_reloaded = metrics.reloaded
     # VRRP publishes the role; the sync daemon, network rules and notify hooks follow it.
     roles = RoleBroadcast()
+    roles.follow("rules", rules.set_role)
     # Per VRRP instance, for status and metrics; empty until a VRRP service reports here.
     vrrp_summary: Callable[[], list[dict[str, object]]] = list
     metrics.sources.stats = lambda: engine.stats
@@ -165,12 +175,16 @@ async def run(args: argparse.Namespace) -> int:
                 notifier.notify("STOPPING=1")
                 await checks.stop()
                 await engine.stop()
+                if not engine.config.daemon.keep_table_on_stop:
+                    with contextlib.suppress(NftError, RouteError):  # logged
+                        await rules.remove()
                 return 0
             try:
                 if intent == "reload":
                     await reload()
                 elif now >= next_resync:
                     await engine.resync()
+                    await rules.resync()
                     notifier.notify(f"STATUS={engine.status.summary()}")
                 if now >= next_stats:
                     next_stats = now + engine.config.daemon.stats_interval

@@ -1,4 +1,4 @@
-"""The thin nftables adapter: one ``nft -j -f -`` run per batch, and ``nft -j list table``.
+"""The thin nftables adapter: one ``nft -j -f`` run per batch, and ``nft -j list table``.
 
 A batch is one netlink transaction: the kernel applies all of it or none of it, so a rejected
 rule leaves the previous ruleset in force. Only the daemon's own table is ever named; the
@@ -55,7 +55,9 @@ class Nft:
             return
         document = json.dumps(batch(commands)).encode()
         self.batches += 1
-        await self._run(("-j", "-f", "-"), document, doing)
+        # Not "-f -": nft opens /dev/stdin for that, which minimal systems (initramfs guests,
+        # some containers) lack; /proc/self/fd/0 is the same pipe wherever /proc is mounted.
+        await self._run(("-j", "-f", "/proc/self/fd/0"), document, doing)
 
     async def list_table(self, table: str, family: str = FAMILY) -> dict[str, Any] | None:
         """Our table as nft's JSON, or None when it does not exist."""

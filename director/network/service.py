@@ -14,6 +14,7 @@ it on stop only when ``keep_table_on_stop = false``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -47,11 +48,13 @@ class NetworkRules:
         self.role: Role | None = None
         self._lock = asyncio.Lock()
         self._stale_tables: set[str] = set()
+        self._apply_task: asyncio.Task[None] | None = None
         self.last: dict[str, Any] = {}
+        self.error: str | None = None  # the last sync's error, None after a good one
 
     async def set_role(self, role: Role) -> None:
         self.role = role
-        await self.sync(f"role {role}")
+        await self.sync("role change")
 
     async def apply(self, config: Config) -> None:
         """A new (validated) config: apply what differs, in one nft transaction."""
@@ -59,6 +62,24 @@ class NetworkRules:
             self._stale_tables.add(self.config.network.table)
         self.config = config
         await self.sync("reload")
+
+    def config_changed(self, config: Config) -> None:
+        """The daemon reloaded ``config`` (called on the event loop): apply it soon, in order."""
+        previous = self._apply_task
+
+        async def run() -> None:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            # errors are logged and kept in self.error; the next resync tries again
+            with contextlib.suppress(NftError, RouteError):
+                await self.apply(config)
+
+        self._apply_task = asyncio.get_running_loop().create_task(run())
+
+    async def resync(self) -> None:
+        """The periodic full resync: repairs drift; errors are logged, never raised."""
+        with contextlib.suppress(NftError, RouteError):
+            await self.sync("resync")
 
     async def sync(self, reason: str = "resync") -> list[JSON]:
         """Bring our table and policy routes to what config and role want; the nft commands sent.
@@ -68,9 +89,15 @@ class NetworkRules:
         async with self._lock:
             started = time.monotonic()
             cmds: list[JSON] = []
-            if self.role is not None:
-                cmds = await self._sync_table(reason)
-            route_ops = await self._sync_routes()
+            try:
+                if self.role is not None:
+                    cmds = await self._sync_table(reason)
+                route_ops = await self._sync_routes()
+            except (NftError, RouteError) as exc:
+                self.error = str(exc)
+                log.error("rules_sync_failed", reason=reason, error=str(exc))
+                raise
+            self.error = None
             self.last = {
                 "reason": reason,
                 "role": str(self.role) if self.role else None,
@@ -98,11 +125,7 @@ class NetworkRules:
             f"applying table {FAMILY} {desired.table} ({rules} rule{'s' if rules != 1 else ''}, "
             f"role {self.role}, {reason})"
         )
-        try:
-            await self.nft.apply(cmds, doing + "; the previous ruleset stays in force")
-        except NftError as exc:
-            log.error("rules_rejected", error=str(exc))
-            raise
+        await self.nft.apply(cmds, doing + "; the previous ruleset stays in force")
         self._stale_tables.clear()
         return cmds
 
@@ -119,8 +142,6 @@ class NetworkRules:
         if desired.rules and self.config.network.rp_filter == "loose":
             self._loose_rp_filter()
         if errors:
-            for error in errors:
-                log.error("policy_route_failed", error=error)
             raise RouteError("; ".join(errors))
         return [str(op) for op in ops]
 
@@ -141,7 +162,17 @@ class NetworkRules:
                 log.error("sysctl_problem", problem=str(problem))
 
     async def remove(self) -> None:
-        """Delete our table and our policy routes (keep_table_on_stop = false, or no config)."""
+        """Delete our table and our policy routes (keep_table_on_stop = false); errors logged."""
+        try:
+            await self._remove()
+        except (NftError, RouteError) as exc:
+            log.error("rules_remove_failed", error=str(exc))
+            raise
+        except OSError as exc:
+            log.error("rules_remove_failed", error=str(exc))
+            raise RouteError(f"removing policy routes: {exc}") from exc
+
+    async def _remove(self) -> None:
         async with self._lock:
             table = {"family": FAMILY, "name": self.config.network.table}
             await self.nft.apply(

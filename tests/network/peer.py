@@ -1,8 +1,9 @@
 """A TCP peer for the rules tests: ``serve`` answers each connection with its name and the
-client's address as it saw it; ``ask`` connects and prints that answer (exit 1 on failure).
+client's address as it saw it; ``ask`` connects and prints that answer, one line per target
+("-" for a target that failed; exit 1 if any did).
 
     python -m tests.network.peer serve 198.18.0.2 9000 outside [PORT...] [--transparent]
-    python -m tests.network.peer ask 198.18.0.2 9000 [--timeout S]
+    python -m tests.network.peer ask 198.18.0.2 9000 [198.18.0.3:80 ...] [--timeout S]
 """
 
 from __future__ import annotations
@@ -63,18 +64,24 @@ def main() -> int:
     a = sub.add_parser("ask")
     a.add_argument("address")
     a.add_argument("port", type=int)
+    a.add_argument("more", nargs="*", help="more targets as ADDRESS:PORT, asked in order")
     a.add_argument("--timeout", type=float, default=3.0)
     args = p.parse_args()
     if args.command == "serve":
         ports = [args.port, *args.more_ports]
         asyncio.run(serve(args.address, ports, args.name, args.transparent))
         return 0
-    try:
-        print(asyncio.run(ask(args.address, args.port, args.timeout)))
-    except (OSError, TimeoutError) as exc:
-        print(f"failed: {exc!r}", file=sys.stderr)
-        return 1
-    return 0
+    targets = [(args.address, args.port)]
+    targets += [(t.rpartition(":")[0], int(t.rpartition(":")[2])) for t in args.more]
+    failed = 0
+    for address, port in targets:  # one process for many: python starts slowly in the guest
+        try:
+            print(asyncio.run(ask(address, port, args.timeout)), flush=True)
+        except (OSError, TimeoutError) as exc:
+            print("-", flush=True)
+            print(f"{address}:{port} failed: {exc!r}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

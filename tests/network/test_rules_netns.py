@@ -17,6 +17,7 @@ import json
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -90,7 +91,7 @@ class Lab:
         return found
 
     def outbound(self) -> str:
-        """The server connects out to the outside peer; the peer's answer, or "" if it failed."""
+        """The server connects out to the outside peer; the peer's answer, or "-" if it failed."""
         done = self.server.run(
             PY, "-m", "tests.network.peer", "ask", "198.18.0.2", "9000", "--timeout", "1.5",
             check=False,
@@ -130,7 +131,7 @@ def _syn(ns: Namespace, address: str, port: int) -> None:
 @pytest.mark.asyncio
 async def test_marks_snat_and_role(lab: Lab) -> None:
     service = lab.service(parse_config(CONFIG))
-    assert lab.outbound() == ""  # no SNAT: the outside cannot answer 198.18.1.11
+    assert lab.outbound() == "-"  # no SNAT: the outside cannot answer 198.18.1.11
     await service.set_role(Role.MASTER)
     assert "meta mark set 0x00000050" in lab.table()
 
@@ -143,7 +144,7 @@ async def test_marks_snat_and_role(lab: Lab) -> None:
 
     await service.set_role(Role.BACKUP)
     assert lab.table() == ""  # only master-only rules: the table is gone
-    assert lab.outbound() == ""
+    assert lab.outbound() == "-"
     before = lab.probe_counts()
     _syn(lab.client, "198.18.0.10", 443)
     assert lab.probe_counts()[0] == before[0]  # no longer marked
@@ -213,14 +214,14 @@ async def test_drift_is_repaired_and_removing_the_config_removes_the_table(lab: 
     service = lab.service(parse_config(CONFIG))
     await service.set_role(Role.MASTER)
     lab.director.run("nft", "flush", "chain", "inet", "director", "nat_out")
-    assert lab.outbound() == ""
+    assert lab.outbound() == "-"
     assert len(await service.sync()) == 2  # flush + the one rule again
     assert lab.outbound() == "outside 198.18.0.10 198.18.0.2:9000"
     probe = lab.probe_counts()
 
     await service.apply(Config())
     assert lab.table() == ""
-    assert lab.outbound() == ""
+    assert lab.outbound() == "-"
     assert lab.probe_counts() == probe  # the foreign table and its counters are untouched
     ruleset = lab.director.run("nft", "list", "ruleset").stdout
     assert "table ip probe" in ruleset
@@ -273,3 +274,31 @@ family = "both"
     assert "fwmark 0x7 lookup 107" in rules  # an operator's own rule is never touched
     assert lab.director.ip("route", "show", "table", "100") == ""
     assert lab.client.run(*ask, check=False).returncode == 1
+
+
+@pytest.mark.asyncio
+async def test_directorctl_rules_shows_the_installed_ruleset(lab: Lab, tmp_path: Path) -> None:
+    path = tmp_path / "director.toml"
+    path.write_text(CONFIG + "[[policy_route]]\nfwmark = 80\ntable = 100\n")
+    ctl = [PY, "-m", "director.cli", "rules", "--config", str(path)]
+    assert "no table inet director" in lab.director.run(*ctl).stdout
+    service = lab.service(parse_config(path.read_text()))
+    await service.set_role(Role.MASTER)
+    _syn(lab.client, "198.18.0.10", 443)
+    shown = lab.director.run(*ctl).stdout
+    assert "table inet director {" in shown
+    assert "type filter hook prerouting priority mangle; policy accept;" in shown
+    assert 'snat ip to 198.18.0.10 comment "snat[0] ' in shown
+    assert "counter packets 0 " not in shown.split("meta mark set")[0].splitlines()[-1]
+    assert "policy routes (proto 209):\n  local 0.0.0.0/0 dev lo table 100\n" in shown
+    assert "  ipv4 rule pref 100 fwmark 80 table 100" in shown
+    as_json = json.loads(lab.director.run(*ctl, "--json").stdout)
+    assert as_json["policy_routes"][1] == "ipv4 rule pref 100 fwmark 80 table 100"
+    assert any("rule" in item for item in as_json["table"]["nftables"])
+    planned = lab.director.run(*ctl, "--planned", "--role", "backup").stdout
+    assert planned == (
+        "no rules for role backup\npolicy route: local 0.0.0.0/0 dev lo table 100\n"
+        "policy route: ipv4 rule pref 100 fwmark 80 table 100\n"
+    )
+    await service.remove()
+    assert lab.director.ip("rule").count("lookup 100") == 0
