@@ -303,12 +303,12 @@ def _nftables(config: Config, host: Host) -> Iterable[Finding]:
 
 
 def _peers(config: Config, daemon: dict[str, Any] | None) -> Iterable[Finding]:
+    """What each instance has heard. In VRRP only the master advertises: a backup must hear the
+    master; a master normally hears nobody, and hearing another router means two masters."""
     if not config.vrrp_instances:
         return
     if daemon is None:
-        yield Finding(
-            "warn", "vrrp", "cannot tell which VRRP peers were seen: directord is not running"
-        )
+        yield Finding("warn", "vrrp", "cannot tell which VRRP peers were seen: directord is down")
         return
     reported = {str(i.get("name")): i for i in daemon.get("vrrp") or []}
     for inst in config.vrrp_instances:
@@ -317,25 +317,35 @@ def _peers(config: Config, daemon: dict[str, Any] | None) -> Iterable[Finding]:
             yield Finding("warn", "vrrp", f"{inst.name}: the daemon reports nothing for it")
             continue
         peers = info.get("peers") or ([info["peer"]] if info.get("peer") else [])
+        seen = ", ".join(map(str, peers))
         state = str(info.get("state", "")).lower()
-        if peers:
+        if state == "fault":
             yield Finding(
-                "ok",
+                "fail",
                 "vrrp",
-                f"{inst.name} {state.upper()}: peers seen: {', '.join(map(str, peers))}",
+                f"{inst.name} is in FAULT: a tracked interface or check is down",
+                "see the interface findings above and directorctl status",
             )
-        elif state == "master":
+        elif state == "backup" and not peers:
             yield Finding(
                 "warn",
                 "vrrp",
-                f"{inst.name} is MASTER and has seen no peer advert: no backup is running, or "
-                "the peers cannot hear each other",
-                "start the backup; check that VRRP (IP protocol 112) passes between them, "
-                "or set unicast_peers",
+                f"{inst.name} is BACKUP and has heard no master",
+                "check that VRRP (IP protocol 112) passes between the directors, or set "
+                "unicast_peers",
+            )
+        elif state == "backup":
+            yield Finding("ok", "vrrp", f"{inst.name} BACKUP, master heard: {seen}")
+        elif state == "master" and peers:
+            yield Finding(
+                "warn",
+                "vrrp",
+                f"{inst.name} is MASTER but also hears {seen}: two routers advertise",
+                "compare vrid, priority and password on both; check for a split network",
             )
         else:
             yield Finding(
-                "warn", "vrrp", f"{inst.name} is {state.upper() or '?'} and has seen no peer"
+                "ok", "vrrp", f"{inst.name} {state.upper() or '?'} (backups are silent in VRRP)"
             )
 
 

@@ -70,7 +70,7 @@ def healthy_host(tmp_path: Path) -> Host:
 
 
 def master() -> dict[str, Any]:
-    return {"role": "master", "vrrp": [{"name": "VI_1", "state": "master", "peer": "198.18.0.3"}]}
+    return {"role": "master", "vrrp": [{"name": "VI_1", "state": "master"}]}
 
 
 def config(tmp_path: Path) -> Config:
@@ -110,7 +110,7 @@ def test_each_problem_is_found_with_a_fix(tmp_path: Path) -> None:
     assert "fail vip 198.18.0.10 of VI_1 is on eth0 while the instance is BACKUP" in text
     assert "warn vip 198.18.0.77 (tcp/198.18.0.77:25) is on no local interface" in text
     assert "warn nftables table director is missing" in text
-    assert "warn vrrp VI_1 is BACKUP and has seen no peer" in text
+    assert "warn vrrp VI_1 is BACKUP and has heard no master" in text
     assert all(f.fix for f in findings if f.level == "fail")
     out = report(findings)
     assert "fix: modprobe ip_vs" in out
@@ -123,9 +123,16 @@ def test_daemon_down_and_master_alone(tmp_path: Path) -> None:
     found = problems(diagnose(cfg, None, host, None, "directord is not running (...)"))
     assert ("warn", "daemon", "directord is not running (...)") in found
     assert any("is on eth0 but directord is not running" in m for _, _, m in found)
-    alone = {"role": "master", "vrrp": [{"name": "VI_1", "state": "master"}]}
-    found = problems(diagnose(cfg, None, host, alone, None))
-    assert any("MASTER and has seen no peer advert" in m for _, _, m in found)
+    two = {"role": "master", "vrrp": [{"name": "VI_1", "state": "master", "peer": "198.18.0.3"}]}
+    found = problems(diagnose(cfg, None, host, two, None))
+    assert (
+        "warn",
+        "vrrp",
+        "VI_1 is MASTER but also hears 198.18.0.3: two routers advertise",
+    ) in found
+    fault = {"role": "fault", "vrrp": [{"name": "VI_1", "state": "fault"}]}
+    found = problems(diagnose(cfg, None, host, fault, None))
+    assert any(lvl == "fail" and "FAULT" in m for lvl, _, m in found)
 
 
 def test_bad_config_and_the_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
