@@ -119,7 +119,10 @@ async def run(args: argparse.Namespace) -> int:
     # VRRP publishes the role; the sync daemon, network rules and notify hooks follow it.
     roles = RoleBroadcast()
     roles.follow("rules", rules.set_role)
-    # Per VRRP instance, for status and metrics; empty until a VRRP service reports here.
+    # Per VRRP instance, for directorctl status, doctor and metrics: the VRRP service plugs in
+    # here (vrrp_summary = service.summary). Each dict: name, state ("master"/"backup"/"fault"/
+    # "init"), priority, transitions, adverts_received, adverts_dropped ({reason: count}), and
+    # peer (the master address this instance hears) or peers.
     vrrp_summary: Callable[[], list[dict[str, object]]] = list
     metrics.sources.stats = lambda: engine.stats
     metrics.sources.checks = checks.summary
