@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import errno
 import os
 from collections.abc import Sequence
@@ -30,6 +31,28 @@ class Timeouts:
     udp: int = 0
 
 
+class SyncState(enum.IntEnum):
+    """Which side of the IPVS connection synchronisation a sync daemon is (``IP_VS_STATE_*``)."""
+
+    MASTER = 1  # sends this director's connections
+    BACKUP = 2  # receives the master's connections into the table
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True)
+class SyncDaemon:
+    """One kernel sync daemon (``ipvsadm --start-daemon STATE --mcast-interface IF``)."""
+
+    state: SyncState
+    interface: str
+    sync_id: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.state} sync daemon on {self.interface} (sync id {self.sync_id})"
+
+
 class IPVSKernel(Protocol):
     """What the daemon needs from the kernel's IPVS table."""
 
@@ -48,6 +71,18 @@ class IPVSKernel(Protocol):
     def get_timeouts(self) -> Timeouts: ...
 
     def set_timeouts(self, timeouts: Timeouts) -> None: ...
+
+    def sync_daemons(self) -> list[SyncDaemon]:
+        """The connection-sync daemons running (at most one master and one backup)."""
+        ...
+
+    def start_sync_daemon(self, daemon: SyncDaemon) -> None:
+        """Start one; ``KernelError`` (EEXIST) when one with that state already runs."""
+        ...
+
+    def stop_sync_daemon(self, state: SyncState) -> None:
+        """Stop the one with ``state``; ``KernelError`` (ESRCH) when none runs."""
+        ...
 
 
 class KernelError(Exception):

@@ -12,7 +12,7 @@ import copy
 import errno
 from collections.abc import Sequence
 
-from director.ipvs.kernel import DestConns, Timeouts, explain
+from director.ipvs.kernel import DestConns, KernelError, SyncDaemon, SyncState, Timeouts, explain
 from director.ipvs.model import (
     SCHEDULERS,
     Dest,
@@ -43,6 +43,8 @@ class MemoryIPVS:
         self.timeouts = Timeouts(tcp=900, tcpfin=120, udp=300)
         self.schedulers = schedulers
         self.requests = 0  # netlink messages a real kernel would have received
+        self.daemons: dict[SyncState, SyncDaemon] = {}
+        self.interfaces: frozenset[str] | None = None  # None: every interface name exists
         self.full_dumps = 0
         # Connection counts a test sets by hand (a real kernel counts its connections).
         self.conns: dict[tuple[ServiceKey, DestKey], DestConns] = {}
@@ -81,6 +83,30 @@ class MemoryIPVS:
             tcpfin=timeouts.tcpfin or self.timeouts.tcpfin,
             udp=timeouts.udp or self.timeouts.udp,
         )
+
+    # -- connection-sync daemons (ip_vs_sync.c: one per state, EEXIST / ESRCH / ENODEV) ---------
+
+    def sync_daemons(self) -> list[SyncDaemon]:
+        self.requests += 1
+        return [self.daemons[s] for s in sorted(self.daemons)]
+
+    def start_sync_daemon(self, daemon: SyncDaemon) -> None:
+        self.requests += 1
+        err = 0
+        if daemon.state in self.daemons:
+            err = errno.EEXIST
+        elif not 0 <= daemon.sync_id <= 255 or not daemon.interface:
+            err = errno.EINVAL
+        elif self.interfaces is not None and daemon.interface not in self.interfaces:
+            err = errno.ENODEV
+        if err:
+            raise KernelError(f"starting the {daemon}", err)
+        self.daemons[daemon.state] = daemon
+
+    def stop_sync_daemon(self, state: SyncState) -> None:
+        self.requests += 1
+        if self.daemons.pop(state, None) is None:
+            raise KernelError(f"stopping the {state} sync daemon", errno.ESRCH)
 
     # -- writes -------------------------------------------------------------------------------
 

@@ -10,7 +10,14 @@ from typing import Any
 from director.ipvs import messages as m
 from director.ipvs import wire
 from director.ipvs.genl import GenlSocket, NetlinkRequestError
-from director.ipvs.kernel import DestConns, KernelError, Timeouts, explain
+from director.ipvs.kernel import (
+    DestConns,
+    KernelError,
+    SyncDaemon,
+    SyncState,
+    Timeouts,
+    explain,
+)
 from director.ipvs.model import Dest, DestKey, Service, ServiceKey, Table
 from director.ipvs.ops import (
     AddDest,
@@ -54,6 +61,36 @@ def op_request(op: Op) -> tuple[int, bytes]:
     if isinstance(op, EditDest):
         return m.CMD_SET_DEST, key + _dst(wire.dest(op.dest))
     return m.CMD_DEL_DEST, key + _dst(wire.dest_key(op.key))
+
+
+CMD_ATTR_DAEMON = 3
+DAEMON_STATE, DAEMON_MCAST_IFN, DAEMON_SYNC_ID = 1, 2, 3
+
+
+def _nla(kind: int, payload: bytes) -> bytes:
+    size = 4 + len(payload)
+    return struct.pack("=HH", size, kind) + payload + b"\0" * (-size % 4)
+
+
+def daemon_payload(state: SyncState, daemon: SyncDaemon | None = None) -> bytes:
+    """``IPVS_CMD_ATTR_DAEMON`` for NEW_DAEMON (state, interface, sync id) or DEL_DAEMON."""
+    inner = _nla(DAEMON_STATE, struct.pack("=I", state))
+    if daemon is not None:
+        inner += _nla(DAEMON_MCAST_IFN, daemon.interface.encode() + b"\0")
+        inner += _nla(DAEMON_SYNC_ID, struct.pack("=I", daemon.sync_id))
+    return wire.nested(CMD_ATTR_DAEMON, inner)
+
+
+def parse_daemon(reply: bytes) -> SyncDaemon | None:
+    """One GET_DAEMON reply as a :class:`SyncDaemon`; None when it carries none."""
+    raw = wire.attrs(reply).get(CMD_ATTR_DAEMON)
+    if raw is None:
+        return None
+    a = wire.attrs(raw)
+    state = struct.unpack("=I", a[DAEMON_STATE][:4])[0]
+    interface = a.get(DAEMON_MCAST_IFN, b"").split(b"\0", 1)[0].decode(errors="replace")
+    sync_id = struct.unpack("=I", a[DAEMON_SYNC_ID][:4])[0] if DAEMON_SYNC_ID in a else 0
+    return SyncDaemon(SyncState(state), interface, sync_id)
 
 
 def reference_payload(cmd: int, attrs: list[tuple[str, Any]]) -> bytes:
@@ -184,3 +221,24 @@ class NetlinkIPVS:
             self._sock.request(m.CMD_SET_CONFIG, payload)
         except NetlinkRequestError as exc:
             raise KernelError("setting IPVS timeouts", exc.errno) from exc
+
+    # -- connection-sync daemons --------------------------------------------------------------
+
+    def sync_daemons(self) -> list[SyncDaemon]:
+        try:
+            replies = self._sock.dump(m.CMD_GET_DAEMON, b"")
+        except NetlinkRequestError as exc:
+            raise KernelError("reading the IPVS sync daemons", exc.errno) from exc
+        return [d for d in map(parse_daemon, replies) if d is not None]
+
+    def start_sync_daemon(self, daemon: SyncDaemon) -> None:
+        try:
+            self._sock.request(m.CMD_NEW_DAEMON, daemon_payload(daemon.state, daemon))
+        except NetlinkRequestError as exc:
+            raise KernelError(f"starting the {daemon}", exc.errno) from exc
+
+    def stop_sync_daemon(self, state: SyncState) -> None:
+        try:
+            self._sock.request(m.CMD_DEL_DAEMON, daemon_payload(state))
+        except NetlinkRequestError as exc:
+            raise KernelError(f"stopping the {state} sync daemon", exc.errno) from exc
