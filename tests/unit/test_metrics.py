@@ -162,6 +162,55 @@ async def test_http_scrape_does_not_wait_for_a_busy_kernel() -> None:
     assert ("director_ipvs_backend_weight" in text) and ("198.18.1.11" in text)
 
 
+@pytest.mark.asyncio
+async def test_a_large_scrape_leaves_the_loop_running() -> None:
+    """A 2,000-destination reading takes prometheus_client hundreds of ms to render: the
+    rendering runs in a thread, so the loop (VRRP adverts, probes) keeps its timers."""
+    snap = fake_large_snapshot(20, 100)
+    metrics = Metrics(Sources(stats=lambda: snap))
+    server = MetricsServer(metrics, f"127.0.0.1:{free_port()}")
+    await server.start()
+    loop = asyncio.get_running_loop()
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = loop.time()
+        while True:
+            await asyncio.sleep(0.005)
+            now = loop.time()
+            gaps.append(now - last)
+            last = now
+
+    tick = asyncio.create_task(ticker())
+    try:
+        async with aiohttp.ClientSession() as http:
+            started = loop.time()
+            async with http.get(f"http://127.0.0.1:{server.port}/metrics") as resp:
+                text = await resp.text()
+            took = loop.time() - started
+    finally:
+        tick.cancel()
+        await server.stop()
+    assert text.count("director_ipvs_backend_weight{") == 2000
+    blocked = [g for g in gaps if g > 0.1]
+    assert took > 3 * max(gaps), (took, max(gaps))  # the render took far longer than any gap
+    assert not blocked, f"loop stalled {max(gaps):.3f} s during a {took:.3f} s scrape"
+
+
+def fake_large_snapshot(services: int, dests: int) -> StatsSnapshot:
+    snap = StatsSnapshot(at=1.0)
+    for i in range(services):
+        key = ServiceKey.inet(Protocol.TCP, ipaddress.IPv4Address("198.18.0.10"), 1000 + i)
+        snap.services[key] = (Service(key), Counters(1, 2, 3, 4, 5))
+        snap.dests[key] = {}
+        for j in range(dests):
+            dkey = DestKey.of(
+                ipaddress.IPv4Address(int(ipaddress.IPv4Address("198.19.0.0")) + j), 80
+            )
+            snap.dests[key][dkey] = DestStats(Dest(dkey), 1, 2, 0, Counters(1, 2, 3, 4, 5))
+    return snap
+
+
 def test_metrics_address_is_checked(tmp_path: Path) -> None:
     path = tmp_path / "d.toml"
     for good in ('""', '"127.0.0.1:9469"', '"[::1]:9100"'):
