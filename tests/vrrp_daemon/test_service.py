@@ -1,0 +1,236 @@
+"""Two VRRP services (not full directord: this host has no ip_vs) in namespaces on two bridges.
+
+Each director has eth0 on br0 (198.18.0.0/24) and eth1 on br1 (198.18.1.0/24); VRRPv3 at 100 ms
+adverts. Real links go down, real adverts and VIPs move, real hook programs write to a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+
+from director.config import Config, parse_config
+from director.ipvs.model import DestKey, ServiceKey
+from director.role import Role
+from director.vrrp_service import VrrpService
+from tests.helpers.netns import Namespace, Topology
+from tests.helpers.servers import NamespaceLoop
+from tests.vrrp_io.lab import has_address, wait_until
+from vrrp.table import State
+
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
+]
+
+VIP0 = IPv4Address("198.18.0.100")
+VIP1 = IPv4Address("198.18.1.100")
+INTERVAL = 0.1
+SETTLE = 1.0  # scheduling slack on a shared 2-core machine, on top of the protocol's times
+MASTER_DOWN = 3 * INTERVAL + INTERVAL  # 3 intervals + at most one interval of skew
+
+
+def two_lans(topo: Topology, *labels: str) -> list[Namespace]:
+    switch = topo.namespace("sw")
+    for br in ("br0", "br1"):
+        switch.bridge(br)
+        switch.ip("link", "set", "dev", br, "type", "bridge", "mcast_snooping", "0")
+    spaces = []
+    for n, label in enumerate(labels, start=1):
+        ns = topo.namespace(label)
+        topo.attach(ns, "eth0", switch, "br0", addr=f"198.18.0.{n}/24")
+        topo.attach(ns, "eth1", switch, "br1", addr=f"198.18.1.{n}/24")
+        spaces.append(ns)
+    return spaces
+
+
+def hook(log: Path, *words: str) -> str:
+    """A notify argv (TOML) that appends its arguments to ``log``."""
+    script = f'echo "$*" >> {shlex.quote(str(log))}'
+    return json.dumps(["/bin/sh", "-c", script, "hook", *words])
+
+
+def instance(name: str, dev: str, vrid: int, priority: int, vip: IPv4Address, *extra: str) -> str:
+    lines = [
+        "[[vrrp_instance]]",
+        f'name = "{name}"',
+        f'interface = "{dev}"',
+        f"vrid = {vrid}",
+        f"priority = {priority}",
+        "version = 3",
+        f"advert_interval = {INTERVAL}",
+        f'virtual_addresses = ["{vip}/24"]',
+        "garp_count = 1",
+        "garp_repeat_after = 0",
+        *extra,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Director:
+    ns: Namespace
+    inside: NamespaceLoop
+    service: VrrpService
+    roles: list[Role] = field(default_factory=list)
+    health: dict[tuple[ServiceKey, DestKey], bool] = field(default_factory=dict)
+
+    def states(self) -> tuple[State, ...]:
+        return tuple(m.state for m in self.service.members.values())
+
+    def reload(self, text: str) -> None:
+        self.inside.run(self.service.reload(parse_config(text)))
+
+    def link(self, dev: str, up: bool) -> None:
+        self.ns.ip("link", "set", "dev", dev, "up" if up else "down")
+
+
+@contextmanager
+def running(ns: Namespace, text: str) -> Iterator[Director]:
+    config = parse_config(text)
+    with NamespaceLoop(ns) as inside:
+        roles: list[Role] = []
+        health: dict[tuple[ServiceKey, DestKey], bool] = {}
+
+        async def publish(role: Role) -> None:
+            roles.append(role)
+
+        def current() -> Mapping[tuple[ServiceKey, DestKey], bool]:
+            return health
+
+        service = VrrpService(config, publish, health=current)
+        inside.run(service.start(), timeout=30)
+        try:
+            yield Director(ns, inside, service, roles, health)
+        finally:
+            inside.run(service.stop(), timeout=30)
+
+
+def lines(path: Path) -> list[str]:
+    try:
+        return path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def test_sync_group_moves_together_on_one_link_down(topology: Topology, tmp_path: Path) -> None:
+    d1ns, d2ns = two_lans(topology, "d1", "d2")
+    log1, log2 = tmp_path / "d1.log", tmp_path / "d2.log"
+
+    def config(priority: int, log: Path) -> str:
+        notify = f"notify = {hook(log)}"
+        return (
+            instance("VI_1", "eth0", 51, priority, VIP0, notify)
+            + instance("VI_2", "eth1", 52, priority, VIP1, notify)
+            + f'[[vrrp_sync_group]]\nname = "G"\ninstances = ["VI_1", "VI_2"]\n{notify}\n'
+            + f"notify_master = {hook(log, 'group-master')}\n"
+        )
+
+    with running(d1ns, config(150, log1)) as d1, running(d2ns, config(100, log2)) as d2:
+        M, B, F = State.MASTER, State.BACKUP, State.FAULT
+        wait_until(lambda: d1.states() == (M, M), MASTER_DOWN + SETTLE, "d1 master of both")
+        wait_until(lambda: d2.states() == (B, B), SETTLE, "d2 backup of both")
+        wait_until(lambda: d1.roles[-1:] == [Role.MASTER], SETTLE, "d1 publishes master")
+        assert d2.roles == [Role.BACKUP]
+        assert has_address(d1ns, VIP0) and has_address(d1ns, VIP1, "eth1")
+        wait_until(lambda: "GROUP G MASTER" in lines(log1), SETTLE, "the group's hooks")
+        assert "INSTANCE VI_1 MASTER 150" in lines(log1)
+        assert lines(log1).index("group-master") < lines(log1).index("GROUP G MASTER")
+
+        # d1's eth1 goes down: VI_2 faults on its own, the group holds VI_1 in fault too
+        d1.link("eth1", False)
+        took = wait_until(lambda: d2.states() == (M, M), MASTER_DOWN + SETTLE, "d2 takes both")
+        print(f"group moved in {took:.3f} s")
+        assert d1.states() == (F, F)
+        wait_until(lambda: d1.roles[-1:] == [Role.FAULT], SETTLE, "d1 publishes fault")
+        wait_until(lambda: d2.roles[-1:] == [Role.MASTER], SETTLE, "d2 publishes master")
+        assert not has_address(d1ns, VIP0)
+        assert has_address(d2ns, VIP0) and has_address(d2ns, VIP1, "eth1")
+        wait_until(lambda: "GROUP G FAULT" in lines(log1), SETTLE, "the group's fault hook")
+        wait_until(lambda: "INSTANCE VI_1 FAULT 150" in lines(log1), SETTLE, "VI_1's hook")
+        wait_until(lambda: "GROUP G MASTER" in lines(log2), SETTLE, "d2's group hook")
+        assert d1.service.summary()[0]["faults"] == ["group G"]
+
+        # the link comes back: both return to d1 (preempt), together
+        d1.link("eth1", True)
+        wait_until(lambda: d1.states() == (M, M), MASTER_DOWN + SETTLE, "d1 back as master")
+        wait_until(lambda: d2.states() == (B, B), SETTLE, "d2 back to backup")
+        wait_until(lambda: d1.roles[-1:] == [Role.MASTER], SETTLE, "d1 publishes master again")
+        assert has_address(d1ns, VIP1, "eth1") and not has_address(d2ns, VIP1, "eth1")
+
+
+def test_tracking_interfaces_and_checks_and_reload(topology: Topology, tmp_path: Path) -> None:
+    d1ns, d2ns = two_lans(topology, "d1", "d2")
+    service = (
+        '[[virtual_server]]\nname = "web"\nprotocol = "tcp"\naddress = "198.18.0.100"\n'
+        'port = 80\n  [[virtual_server.real_server]]\n  address = "198.18.1.11"\n'
+    )
+    vs = parse_config(service).virtual_servers[0]
+    key, dest = vs.service_key(), vs.real_servers[0].dest_key(vs)
+
+    def config(track: str) -> str:
+        return service + instance("VI_1", "eth0", 51, 150, VIP0, track)
+
+    weighted = 'track_interfaces = [{ interface = "eth1", weight = 60 }]'
+    with (
+        running(d1ns, config(weighted)) as d1,
+        running(d2ns, service + instance("VI_1", "eth0", 51, 100, VIP0)) as d2,
+    ):
+        M, B, F = State.MASTER, State.BACKUP, State.FAULT
+        wait_until(lambda: d1.states() == (M,) and d2.states() == (B,), 2 + SETTLE, "election")
+        # eth1 down with weight 60: 150 - 60 = 90 < 100, so d2 preempts
+        d1.link("eth1", False)
+        wait_until(lambda: d2.states() == (M,), MASTER_DOWN + SETTLE, "d2 preempts")
+        wait_until(lambda: d1.states() == (B,), SETTLE, "d1 backs off")
+        assert d1.service.summary()[0]["priority"] == 90
+        d1.link("eth1", True)
+        wait_until(lambda: d1.states() == (M,), MASTER_DOWN + SETTLE, "d1 preempts back")
+        assert d1.service.summary()[0]["priority"] == 150
+
+        # reload: tracking changes in place (no restart: the instance object stays)
+        before = d1.service.members["VI_1"].instance
+        quorum = 'track_checks = [{ virtual_server = "web", quorum = 1 }]'
+        d1.reload(config(quorum))
+        assert d1.service.members["VI_1"].instance is before
+        assert d1.states() == (M,)
+        # the check fails: weight 0 -> fault, d2 takes over; it recovers -> d1 preempts back
+        d1.health[(key, dest)] = False
+        d1.inside.loop.call_soon_threadsafe(d1.service.health_changed)
+        wait_until(lambda: d1.states() == (F,), SETTLE, "d1 in fault")
+        wait_until(lambda: d2.states() == (M,), INTERVAL + SETTLE, "d2 master")
+        d1.health[(key, dest)] = True
+        d1.inside.loop.call_soon_threadsafe(d1.service.health_changed)
+        wait_until(lambda: d1.states() == (M,), MASTER_DOWN + SETTLE, "d1 master again")
+
+        # reload with another priority restarts the instance; removing it drops its VIP
+        d1.reload(service + instance("VI_1", "eth0", 51, 120, VIP0))
+        assert d1.service.members["VI_1"].instance is not before
+        wait_until(lambda: d1.states() == (M,), MASTER_DOWN + SETTLE, "restarted d1 master")
+        assert d1.service.summary()[0]["priority"] == 120
+        d1.reload(service)
+        assert d1.service.members == {}
+        assert not has_address(d1ns, VIP0)
+        wait_until(lambda: d2.states() == (M,), INTERVAL + SETTLE, "d2 master after removal")
+        wait_until(lambda: d1.roles[-1:] == [Role.MASTER], SETTLE, "no instance: master")
+
+
+def test_missing_interface_is_a_clear_error(topology: Topology) -> None:
+    (d1ns,) = two_lans(topology, "d1")
+    config: Config = parse_config(instance("VI_1", "nosuch0", 51, 100, VIP0))
+
+    async def publish(role: Role) -> None:
+        pass
+
+    with NamespaceLoop(d1ns) as inside:
+        service = VrrpService(config, publish)
+        with pytest.raises(ValueError, match="VRRP instance VI_1: no interface nosuch0"):
+            inside.run(service.start(), timeout=30)
+        assert service.members == {}
