@@ -248,3 +248,44 @@ def test_substitution_and_conditionals_are_listed(tmp_path: Path) -> None:
     assert "k.conf:1: not carried: $IFACE=eth0: parameter substitution" in text
     assert "k.conf:5: not carried: vrrp_instance VI_1 > @backup priority 90: conditional" in text
     assert imported.config["vrrp_instance"] == [{"name": "VI_1", "interface": "eth0", "vrid": 5}]
+
+
+def test_vrrp_edges(tmp_path: Path) -> None:
+    path = tmp_path / "k.conf"
+    path.write_text(
+        "global_defs {\n  vrrp_version 3\n  vrrp_garp_master_refresh 60\n}\n"
+        "vrrp_instance V6 {\n  interface eth0\n  virtual_router_id 9\n  priority 100\n"
+        "  advert_int 0.1\n  authentication {\n    auth_type AH\n    auth_pass x\n  }\n"
+        "  virtual_ipaddress {\n    2001:db8::10/64 dev eth0 scope global\n  }\n"
+        "  virtual_ipaddress_excluded {\n    2001:db8::11\n  }\n"
+        "  track_interface {\n    eth1 weight 10\n    eth2 weight -5 reverse\n  }\n"
+        '  notify_master "/usr/bin/logger master" root\n'
+        "  lvs_sync_daemon_interface eth3\n}\n"
+    )
+    imported = import_keepalived(path)
+    (vi,) = imported.config["vrrp_instance"]
+    assert vi == {
+        "name": "V6",
+        "interface": "eth0",
+        "vrid": 9,
+        "advert_interval": 0.1,
+        "virtual_addresses": [
+            {"address": "2001:db8::10/64", "device": "eth0"},
+            "2001:db8::11/128",
+        ],
+        "version": 3,
+        "garp_refresh": 60.0,
+        "track_interfaces": [
+            {"interface": "eth1", "weight": 10},
+            {"interface": "eth2", "weight": 5},
+        ],
+        "priority": 110,  # +10 while eth1 is up, as keepalived's positive weight
+        "notify_master": ["/usr/bin/logger", "master"],
+    }
+    assert imported.config["sync_daemon"] == {"interface": "eth3", "instance": "V6"}
+    text = notes_text(imported)
+    for what in ("auth_type AH", "scope global", "virtual_ipaddress_excluded", "reverse"):
+        assert what in text
+    assert "run as user root" in text
+    assert "positive track_interface weights: priority 100 + 10" in text
+    validated(imported)

@@ -11,7 +11,7 @@ from director.importers.notes import ImportParseError
 from tests.importers.conftest import lvs_cf, notes_text, validated
 
 
-@pytest.mark.parametrize("name", ["lvs_nat.cf", "lvs_dr_fwmark.cf"])
+@pytest.mark.parametrize("name", ["lvs_nat.cf", "lvs_dr_fwmark.cf", "parity_lvs.cf"])
 @pytest.mark.parametrize("node", ["primary", "backup"])
 def test_every_import_loads_as_a_director_config(name: str, node: str) -> None:
     config = validated(lvs_cf(name, "primary" if node == "primary" else "backup"))

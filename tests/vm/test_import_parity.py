@@ -1,4 +1,5 @@
-"""The import is faithful: keepalived and directord program the same IPVS table.
+"""The import is faithful: keepalived and directord program the same IPVS table; an lvs.cf import
+runs as Piranha ran it.
 
 keepalived 2.2.7 (Debian's, checkers only: ``-C``) programs IPVS from
 ``tests/importers/data/parity.conf`` in a namespace; the table is read with ``ipvsadm``; keepalived
@@ -7,7 +8,11 @@ made from the same file; its table must be identical: services, schedulers and t
 persistence and granularity, one-packet scheduling, forwarding, weights, thresholds, and the sorry
 server that stands in for a server that never answers.
 
-lvs ns (IPVS; 198.18.1.1) --veth-- rs ns (198.18.1.11, 198.18.1.12: TCP servers on 7000)
+Piranha cannot run here, so the lvs.cf test compares with the table its lvsd and nanny program
+for ``tests/importers/data/parity_lvs.cf`` (the config's VRRP instance, from the heartbeat, loads
+with it; the daemon does not run VRRP instances yet).
+
+lvs ns (IPVS; 198.18.1.1) --veth-- rs ns (198.18.1.11, 198.18.1.12: echo servers on 7000)
 """
 
 from __future__ import annotations
@@ -23,14 +28,26 @@ import pytest
 
 from director.importers.emit import dumps
 from director.importers.from_keepalived import import_keepalived
+from director.importers.lvs_cf import import_lvs_cf
 from director.ipvs.model import Table
-from tests.helpers.ipvsadm import ipvsadm, read_table
+from tests.helpers.ipvsadm import ipvsadm, parse, read_table
 from tests.helpers.netns import Background, Namespace, Topology
 
 pytestmark = pytest.mark.vm
 
 PY = sys.executable
-CONFIG = Path(__file__).resolve().parents[1] / "importers" / "data" / "parity.conf"
+DATA = Path(__file__).resolve().parents[1] / "importers" / "data"
+CONFIG = DATA / "parity.conf"
+LVS_CF = DATA / "parity_lvs.cf"
+# What Piranha's lvsd (services) and nanny (a server once its check passes; the sorry server
+# when none is left) program for parity_lvs.cf.
+PIRANHA_TABLE = """\
+TCP  198.18.0.10:80 wlc persistent 300 mask 255.255.255.0
+  -> 198.18.1.11:7000             Masq    3      0          0
+  -> 198.18.1.12:7000             Masq    1      0          0
+TCP  198.18.0.12:80 rr
+  -> 198.18.2.9:80                Masq    1      0          0
+"""
 SERVICES = 9  # 8 virtual_server blocks, the group giving two
 
 
@@ -102,6 +119,16 @@ def describe(table: Table) -> list[str]:
     return sorted(lines)
 
 
+def run_directord(ns: Namespace, tmp_path: Path, data: dict[str, object]) -> Background:
+    config = tmp_path / "director.toml"
+    config.write_text(
+        f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n'
+        f'control_socket = "{tmp_path / "control.sock"}"\n'
+        'metrics_address = ""\n\n' + dumps(data)
+    )
+    return ns.spawn(PY, "-m", "director.daemon", "--config", str(config))
+
+
 def stop(proc: Background) -> None:
     if proc.proc.poll() is None:
         os.killpg(proc.proc.pid, signal.SIGTERM)
@@ -135,14 +162,7 @@ def test_directord_programs_what_keepalived_programmed(
     assert read_table(lvs.name).services == {}
 
     # directord, from the import
-    imported = import_keepalived(CONFIG)
-    config = tmp_path / "director.toml"
-    config.write_text(
-        f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n'
-        f'control_socket = "{tmp_path / "control.sock"}"\n'
-        'metrics_address = ""\n\n' + dumps(imported.config)
-    )
-    daemon = lvs.spawn(PY, "-m", "director.daemon", "--config", str(config))
+    daemon = run_directord(lvs, tmp_path, import_keepalived(CONFIG).config)
     try:
         ours = settled(lvs, complete)
         our_text = ipvsadm("-Ln", netns=lvs.name)
@@ -159,3 +179,18 @@ def test_directord_programs_what_keepalived_programmed(
     assert "TCP  198.18.0.11:0 rr persistent 360" in their_text
     assert "-> 198.18.2.9:8080" in their_text
     assert "198.18.1.99" not in their_text
+
+
+def test_directord_runs_an_lvs_cf_as_piranha_did(
+    lab: tuple[Namespace, Namespace], tmp_path: Path
+) -> None:
+    lvs, _ = lab
+    wanted = parse(PIRANHA_TABLE)
+    daemon = run_directord(lvs, tmp_path, import_lvs_cf(LVS_CF).config)
+    try:
+        ours = settled(lvs, lambda table: table == wanted)
+    finally:
+        stop(daemon)
+    # the checks ran: the echo servers answered "ping" (send/expect) and stayed in; the server
+    # that never answers went out and the sorry server came in
+    assert describe(ours) == describe(wanted)
