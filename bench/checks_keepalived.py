@@ -293,8 +293,9 @@ KA_DOWN = {"http": f"from VS [{VIP}]:tcp:80", "tcp": f"from VS [{VIP}]:tcp:81"}
 KA_UP = {"http": f"to VS [{VIP}]:tcp:80", "tcp": f"to VS [{VIP}]:tcp:81"}
 
 
-def state_lines(ka: Background, ours: Background) -> dict[str, str]:
-    """The last reported state of each of the four checks: "up", "down" or ""."""
+def state_lines(ka: Background, ours: Background | list[str]) -> dict[str, str]:
+    """The last reported state of each of the four checks: "up", "down" or "". ``ours`` is our
+    checker's process, or the list its lines go to when it runs in this process."""
     states = {"keepalived http": "", "keepalived tcp": "", "ours http": "", "ours tcp": ""}
     for line in ka.output().splitlines():
         for kind in ("http", "tcp"):
@@ -302,8 +303,8 @@ def state_lines(ka: Background, ours: Background) -> dict[str, str]:
                 states[f"keepalived {kind}"] = "down"
             elif "Adding service" in line and KA_UP[kind] in line:
                 states[f"keepalived {kind}"] = "up"
-    for line in ours.output().splitlines():
-        m = re.fullmatch(r"(http|tcp) (up|down)", line.strip())
+    for line in ours if isinstance(ours, list) else ours.output().splitlines():
+        m = re.match(r"(http|tcp) (up|down)\b", line)
         if m:
             states[f"ours {m[1]}"] = m[2]
     return states
@@ -374,7 +375,12 @@ def part_detect(lab: Lab, trials: int, rng: random.Random) -> None:
 # --- our checker, as its own process -------------------------------------------------------
 
 
-async def our_checker(targets: list[str], kinds: list[str]) -> None:
+async def our_checker(
+    targets: list[str], kinds: list[str], emit: Callable[[str], None] | None = None
+) -> None:
+    """Our checks of ``targets`` (``kinds``: "http", "tcp"), until cancelled; each health change
+    is a line "<kind> up|down[: <last error>]" given to ``emit`` (default: printed)."""
+    say = emit or (lambda line: print(line, flush=True))
     prober = http.HttpProber()
     specs: dict[str, dispatch.Spec] = {
         "http": http.HttpSpec(path="/", expect_status=((200, 200),)),
@@ -388,7 +394,9 @@ async def our_checker(targets: list[str], kinds: list[str]) -> None:
     def changed(changes: list[HealthChanged]) -> None:
         for c in changes:
             kind = cast(tuple[str, str], c.check_id)[0]
-            print(f"{kind} {'up' if c.up else 'down'}", flush=True)
+            last = scheduler.snapshot().checks[c.check_id].state.last
+            error = "" if last is None or last.error is None else f": {last.error}"
+            say(f"{kind} {'up' if c.up else 'down'}{error}")
 
     scheduler: Scheduler[tuple[Target, dispatch.Spec]] = Scheduler(
         random.Random(), max_in_flight=256
@@ -401,7 +409,7 @@ async def our_checker(targets: list[str], kinds: list[str]) -> None:
         for kind in kinds
         for a in targets
     )
-    print("ready", flush=True)
+    say("ready")
     try:
         await asyncio.Event().wait()
     finally:

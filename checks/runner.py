@@ -1,10 +1,10 @@
 """The asyncio adapter of the health-check scheduler: clock, one timer, probe tasks.
 
 It owns ``loop.time()`` and a single ``loop.call_at`` timer re-armed to the scheduler's
-``next_deadline()``; it runs each ``StartProbe`` as a task with a ``loop.call_at`` timer that
-cancels it at its timeout (cheaper than an ``asyncio.timeout`` inside the task: no context
-object, no current-task lookup), feeds the result back and passes health changes to
-``on_change``. A probe that raises counts as a failed
+``next_deadline()``; it runs each ``StartProbe`` as a task, feeds the result back and passes
+health changes to ``on_change``. Probes enforce their own timeout (their error says what they
+were doing); a ``loop.call_at`` timer ``BACKSTOP`` seconds later cancels a probe that did not,
+and its result is ``timeout after <timeout>s``. A probe that raises counts as a failed
 attempt with the exception as its error. :meth:`Runner.stop` cancels the timer and every probe and
 waits for them, so nothing is left pending.
 """
@@ -25,6 +25,8 @@ Probe = Callable[[S], Awaitable[ProbeResult]]
 OnChange = Callable[[list[HealthChanged]], None]
 
 log = structlog.get_logger("director.checks")
+
+BACKSTOP = 0.1  # seconds after a probe's timeout at which the runner cancels it
 
 
 class Runner(Generic[S]):
@@ -108,9 +110,6 @@ class Runner(Generic[S]):
                 task = loop.create_task(self._run(start))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-                self._deadlines[start.probe_id] = loop.call_at(
-                    now + start.timeout, self._time_out, start.probe_id, task
-                )
         finally:
             self._arm()  # whatever went wrong, keep the checks running
 
@@ -136,6 +135,11 @@ class Runner(Generic[S]):
         assert self._loop is not None
         loop = self._loop
         began = loop.time()
+        task = asyncio.current_task(loop)
+        assert task is not None
+        self._deadlines[start.probe_id] = loop.call_at(
+            began + start.timeout + BACKSTOP, self._time_out, start.probe_id, task
+        )
         try:
             result = await self._probe(start.spec)
         except asyncio.CancelledError:
