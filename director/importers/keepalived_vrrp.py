@@ -149,13 +149,24 @@ def instance(stmt: Stmt, notes: Notes, defaults: VrrpDefaults) -> dict[str, Any]
                 )
         out["unicast_peers"] = peers
     vips: list[str | dict[str, Any]] = []
+    seen: set[str] = set()
     for key in ("virtual_ipaddress", "virtual_ipaddress_excluded"):
         for block in stmt.all(key):
             for item in block.children or ():
                 item.used = True
                 vip = _address(item, notes, key)
-                if vip is not None:
-                    vips.append(vip)
+                if vip is None:
+                    continue
+                ip = (vip if isinstance(vip, str) else vip["address"]).split("/")[0]
+                if ip in seen:
+                    notes.dropped(
+                        item.where,
+                        f"{key} {_label(item)}",
+                        "the address is listed already; only its first line is carried",
+                    )
+                    continue
+                seen.add(ip)
+                vips.append(vip)
             if key.endswith("excluded") and block.children:
                 notes.changed(
                     block.where,
@@ -268,6 +279,20 @@ def sync_group(stmt: Stmt, notes: Notes) -> dict[str, Any]:
         for item in block.children or ():
             item.used = True
             members += [item.keyword, *item.args]
+    if not members:
+        # keepalived 1.x: the names stand directly in the block, without group { }
+        for item in stmt.children or ():
+            if not item.used and item.children is None and item.keyword not in WHY_NOT:
+                if item.keyword.startswith(NOTIFY):
+                    continue
+                item.used = True
+                members += [item.keyword, *item.args]
+        if members:
+            notes.changed(
+                stmt.where,
+                _label(stmt),
+                "old syntax without group { }: the names in the block are the instances",
+            )
     out["instances"] = members
     _notify(stmt, out, notes)
     for s in stmt.leftovers():

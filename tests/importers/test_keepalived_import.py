@@ -289,3 +289,19 @@ def test_vrrp_edges(tmp_path: Path) -> None:
     assert "run as user root" in text
     assert "positive track_interface weights: priority 100 + 10" in text
     validated(imported)
+
+
+SAMPLES = Path("/usr/share/doc/keepalived/samples")
+
+
+@pytest.mark.skipif(not SAMPLES.is_dir(), reason="Debian's keepalived package is not installed")
+def test_keepalived_own_samples_import_and_load() -> None:
+    """Every sample config shipped with keepalived imports into a config the daemon loads."""
+    samples = sorted(SAMPLES.glob("keepalived.conf.*"))
+    assert len(samples) >= 20
+    for sample in samples:
+        imported = import_keepalived(sample)
+        config = validated(imported)
+        assert config.virtual_servers or config.vrrp_instances, sample
+    old_style = import_keepalived(SAMPLES / "keepalived.conf.vrrp.lvs_syncd")
+    assert old_style.config["vrrp_sync_group"][0]["instances"] == ["VI_2", "VI_3"]
