@@ -157,9 +157,10 @@ def _lines(path: Path, state: _State, where: str) -> Iterator[_Line]:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
         file, _, line = where.rpartition(":")
-        raise ImportParseError(
-            file or str(path), int(line or 0), f"cannot read {path}: {exc.strerror or exc}"
-        ) from None
+        if not file:
+            raise ImportParseError(str(path), 0, f"cannot read: {exc.strerror or exc}") from None
+        raise ImportParseError(file, int(line), f"cannot read {path}: {exc.strerror}") from None
+    check_text(text, str(path))
     for number, raw in enumerate(text.splitlines(), 1):
         tokens = tokenize_line(raw, str(path), number)
         if tokens.words and tokens.words[0] in INCLUDES:
@@ -167,6 +168,13 @@ def _lines(path: Path, state: _State, where: str) -> Iterator[_Line]:
             continue
         if tokens.words:
             yield tokens
+
+
+def check_text(text: str, file: str) -> None:
+    """A config is text: a NUL byte means a binary file was given."""
+    if "\0" in text:
+        line = text.count("\n", 0, text.index("\0")) + 1
+        raise ImportParseError(file, line, "not a text file (a NUL byte)")
 
 
 def _include(tokens: _Line, path: Path, state: _State) -> Iterator[_Line]:

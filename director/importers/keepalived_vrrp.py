@@ -31,7 +31,6 @@ WHY_NOT = {
     "no_accept": "directord does not drop traffic to its VIPs",
     "strict_mode": "directord validates adverts as the RFC says; no strict-mode switch",
     "debug": "use directord --log-level debug",
-    "mcast_src_ip": "",  # handled: primary_address
     "native_ipv6": "the version follows the address family (IPv6 needs version 3)",
     "garp_lower_prio_delay": "GARPs on a lower-priority advert are not configurable",
     "garp_lower_prio_repeat": "GARPs on a lower-priority advert are not configurable",
@@ -43,7 +42,6 @@ WHY_NOT = {
     "check_unicast_src": "unicast adverts are accepted from the listed peers",
     "skip_check_adv_addr": "address lists of adverts are compared",
     "down_timer_adverts": "the master-down interval is the RFC's",
-    "track_interface_weight": "",
 }
 
 

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from director.importers.keepalived import Stmt
+from director.importers.keepalived import Stmt, check_text
 from director.importers.notes import Imported, ImportParseError, Notes
 from director.importers.scripts import ADDRESS, command_argv, recognise
 
@@ -73,6 +73,7 @@ def parse(path: str | os.PathLike[str]) -> Stmt:
         text = Path(path).read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
         raise ImportParseError(file, 0, f"cannot read: {exc.strerror or exc}") from None
+    check_text(text, file)
     root = Stmt("", [], file, 0, children=[])
     stack = [root]
     for number, raw in enumerate(text.splitlines(), 1):

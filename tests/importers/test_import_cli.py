@@ -58,3 +58,19 @@ def test_the_installed_command(tmp_path: Path) -> None:
     assert parse_config(done.stdout).count() == (1, 1)
     assert "frobnicate_mode turbo" in done.stderr
     assert "frobnicate" not in done.stdout
+
+
+@pytest.mark.parametrize("fmt", ["keepalived", "lvs.cf"])
+def test_a_binary_or_a_directory_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    binary = tmp_path / "binary.conf"
+    binary.write_bytes(b"virtual_server 198.18.0.1 80 {\n\x7fELF\x00\x01\n}\n")
+    assert cli.main(["import", fmt, str(binary)]) == 1
+    assert capsys.readouterr().err == (
+        f"directorctl import: {binary}:2: not a text file (a NUL byte)\n"
+    )
+    assert cli.main(["import", fmt, str(tmp_path)]) == 1
+    assert (
+        capsys.readouterr().err == f"directorctl import: {tmp_path}: cannot read: Is a directory\n"
+    )
