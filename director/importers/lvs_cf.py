@@ -36,13 +36,10 @@ WHY_NOT_GLOBAL = {
     "backup_private": "heartbeat over a private network: set unicast_peers by hand",
     "hard_shutdown": "no STONITH",
     "lvs_command": "directord programs IPVS itself",
-    "nat_nmask": "",  # read with nat_router
+    "nat_nmask": "no nat_router to apply it to",
 }
 WHY_NOT_VIRTUAL = {
     "load_monitor": "weights from rup/ruptime load are not supported",
-    "use_regex": "",  # read with expect
-    "vip_nmask": "",  # read with address
-    "active": "",
 }
 
 

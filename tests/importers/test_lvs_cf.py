@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from director.importers.lvs_cf import import_lvs_cf
 from director.importers.notes import ImportParseError
-from tests.importers.conftest import lvs_cf, notes_text, validated
+from tests.importers.conftest import DATA, lvs_cf, notes_text, validated
 
 
 @pytest.mark.parametrize("name", ["lvs_nat.cf", "lvs_dr_fwmark.cf", "parity_lvs.cf"])
@@ -127,3 +128,23 @@ def test_parse_errors_name_file_and_line(
         import_lvs_cf(path)
     assert str(exc.value).startswith(str(tmp_path / where))
     assert message in str(exc.value)
+
+
+@pytest.mark.parametrize("name", ["lvs_nat.cf", "lvs_dr_fwmark.cf", "parity_lvs.cf"])
+def test_nothing_is_dropped_silently(tmp_path: Path, name: str) -> None:
+    """An unknown key at the top and in every block shows up in the notes (or the whole block
+    it is in is listed as not carried)."""
+    out = ["zz_top = 1"]
+    planted = {1: "zz_top"}
+    for text in (DATA / name).read_text().splitlines():
+        out.append(text)
+        if text.rstrip().endswith("{"):
+            out.append(f"  zz_planted_{len(planted)} = 1")
+            planted[len(out)] = f"zz_planted_{len(planted)}"
+    path = tmp_path / name
+    path.write_text("\n".join(out) + "\n")
+    notes = notes_text(import_lvs_cf(path))
+    for line, word in planted.items():
+        alone = re.search(rf"{name}:{line}: not carried: .*{word}", notes)
+        block = re.search(rf"{name}:{line - 1}: not carried: ", notes)
+        assert alone or block, (word, notes)
