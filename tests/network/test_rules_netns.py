@@ -25,7 +25,7 @@ import pytest
 from director.config import Config, parse_config
 from director.config.network import SnatRule
 from director.network import NetworkRules, Nft, NftError, PolicyRoutes
-from director.role import Role
+from director.role import Role, RoleBroadcast
 from tests.helpers.netns import Background, Namespace, Topology
 
 pytestmark = pytest.mark.netns
@@ -207,6 +207,10 @@ async def test_reload_applies_only_the_difference_in_one_transaction(lab: Lab) -
     assert lab.outbound() == "outside 198.18.0.20 198.18.0.2:9000"
     assert await service.sync() == []  # planning again right after applying: nothing to do
     assert service.nft.batches == batches + 1
+    assert (
+        "meta mark 0x00000050 tcp dport 443 counter"
+        in lab.director.run("nft", "list", "table", "ip", "probe").stdout
+    )  # the foreign table is still there, rules and all
 
 
 @pytest.mark.asyncio
@@ -302,3 +306,89 @@ async def test_directorctl_rules_shows_the_installed_ruleset(lab: Lab, tmp_path:
     )
     await service.remove()
     assert lab.director.ip("rule").count("lookup 100") == 0
+
+
+@pytest.mark.asyncio
+async def test_ipv6_marks_and_snat(lab: Lab) -> None:
+    lab.client.add_address("eth0", "2001:db8::2/64")
+    lab.director.add_address("c0", "2001:db8::1/64")
+    lab.director.add_address("c0", "2001:db8::10/128")
+    lab.director.add_address("s0", "2001:db8:1::1/64")
+    lab.server.add_address("eth0", "2001:db8:1::11/64")
+    lab.server.add_route("default", "2001:db8:1::1")
+    lab.director.sysctl("net.ipv6.conf.all.forwarding", "1")
+    lab.director.run("nft", "-f", "-", stdin=PROBE.replace("ip probe", "ip6 probe6"))
+    outside = lab.client.spawn(PY, "-m", "tests.network.peer", "serve", "::", "9006", "outside")
+    _wait_listening(outside)
+    config = parse_config(
+        CONFIG.replace("198.18.0.10", "2001:db8::10")
+        .replace("198.18.1.0/24", "2001:db8:1::/64")
+        .replace("fwmark = 80", 'fwmark = 80\nfamily = "ipv6"')
+    )
+    service = lab.service(config)
+    await service.set_role(Role.MASTER)
+    assert "ip6 daddr 2001:db8::10 tcp dport { 80, 443 }" in lab.table()
+    _syn(lab.client, "2001:db8::10", 443)
+    _syn(lab.client, "2001:db8::10", 22)
+    listing = lab.nft_json("list", "table", "ip6", "probe6")["nftables"]
+    counts = [e["counter"]["packets"] for i in listing for e in i.get("rule", {}).get("expr", [])
+              if "counter" in e]  # fmt: skip
+    assert counts[0] >= 1 and counts[1] >= 1
+    answer = lab.server.run(
+        PY, "-m", "tests.network.peer", "ask", "2001:db8::2", "9006", "--timeout", "1.5",
+        check=False,
+    ).stdout.strip()  # fmt: skip
+    assert answer == "outside 2001:db8::10 2001:db8::2:9006"  # SNAT to the IPv6 VIP
+
+
+@pytest.mark.asyncio
+async def test_follows_the_role_broadcast_and_a_renamed_table(lab: Lab) -> None:
+    service = lab.service(parse_config(CONFIG))
+    # Until a role is known, the table is left as found (a restarting master keeps its rules).
+    lab.director.run("nft", "add", "table", "inet", "director")
+    lab.director.run("nft", "add", "chain", "inet", "director", "leftover")
+    await service.apply(parse_config(CONFIG))
+    assert "chain leftover" in lab.table()
+
+    roles = RoleBroadcast(Role.BACKUP)
+    roles.follow("rules", service.set_role)
+    await roles.publish(Role.MASTER)
+    assert "chain leftover" not in lab.table()
+    assert lab.outbound() == "outside 198.18.0.10 198.18.0.2:9000"
+    await roles.publish(Role.FAULT)
+    assert lab.table() == ""
+
+    await roles.publish(Role.MASTER)
+    batches = service.nft.batches
+    renamed = parse_config('[network]\ntable = "lvs"\n' + CONFIG)
+    service.config_changed(renamed)  # as the daemon's reload calls it, on the loop
+    service.config_changed(renamed)
+    assert service._apply_task is not None
+    await service._apply_task
+    assert service.nft.batches == batches + 1  # the second found nothing left to do
+    assert lab.table() == ""  # the old table went in the same transaction
+    listed = lab.director.run("nft", "list", "table", "inet", "lvs").stdout
+    assert "snat ip to 198.18.0.10" in listed
+    assert lab.outbound() == "outside 198.18.0.10 198.18.0.2:9000"
+
+
+@pytest.mark.asyncio
+async def test_policy_routes_make_strict_rp_filter_loose(lab: Lab, tmp_path: Path) -> None:
+    conf = tmp_path / "net" / "ipv4" / "conf" / "all"
+    conf.mkdir(parents=True)
+    (conf / "rp_filter").write_text("1\n")
+    text = "[[policy_route]]\nfwmark = 9\ntable = 109\n"
+    nft = Nft(lab.director.argv("nft"))
+    service = NetworkRules(parse_config(text), nft, PolicyRoutes(lab.director.name), tmp_path)
+    await service.set_role(Role.MASTER)
+    assert (conf / "rp_filter").read_text().strip() == "2"
+    (conf / "rp_filter").write_text("1\n")
+    keep = NetworkRules(
+        parse_config('[network]\nrp_filter = "keep"\n' + text),
+        nft,
+        PolicyRoutes(lab.director.name),
+        tmp_path,
+    )
+    await keep.set_role(Role.MASTER)
+    assert (conf / "rp_filter").read_text().strip() == "1"
+    await keep.remove()
