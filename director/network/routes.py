@@ -103,15 +103,20 @@ class PolicyRoutes:
     def _open(self) -> AsyncIPRoute:
         return AsyncIPRoute(netns=self.netns) if self.netns else AsyncIPRoute()
 
-    async def observe(self) -> Routes:
+    async def observe(self, routes_wanted: bool = True) -> Routes:
+        """Our rules, and our local routes when ``routes_wanted`` or any rule of ours exists.
+
+        Without either the route dump is skipped (a router's table can be large); the only
+        thing that can miss is a route left by a crash between its rule's removal and its own.
+        """
         ipr = self._open()
         try:
             await ipr.setup_endpoint()
-            return await self._observe(ipr)
+            return await self._observe(ipr, routes_wanted)
         finally:
             ipr.close()
 
-    async def _observe(self, ipr: AsyncIPRoute) -> Routes:
+    async def _observe(self, ipr: AsyncIPRoute, routes_wanted: bool) -> Routes:
         rules: set[FwmarkRule] = set()
         routes: set[LocalRoute] = set()
         for version, family in FAMILIES.items():
@@ -120,6 +125,9 @@ class PolicyRoutes:
                     continue
                 table = msg.get("table") or msg["table"]
                 rules.add(FwmarkRule(version, msg.get("priority") or 0, msg.get("fwmark"), table))
+        if not (routes_wanted or rules):
+            return Routes(frozenset(rules), frozenset())
+        for version, family in FAMILIES.items():
             async for msg in await ipr.route("dump", family=family):
                 if msg["proto"] != RTPROT_DIRECTOR or msg["type"] != RTN_LOCAL:
                     continue

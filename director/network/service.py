@@ -132,7 +132,7 @@ class NetworkRules:
     async def _sync_routes(self) -> list[str]:
         desired = desired_routes(self.config)
         try:
-            observed = await self.routes.observe()
+            observed = await self.routes.observe(routes_wanted=bool(desired.routes))
         except OSError as exc:
             raise RouteError(f"reading policy routes: {exc}") from exc
         ops = plan_routes(desired, observed)
@@ -179,7 +179,7 @@ class NetworkRules:
                 [{"add": {"table": table}}, {"delete": {"table": table}}],
                 f"removing table {FAMILY} {self.config.network.table}",
             )
-            observed = await self.routes.observe()
+            observed = await self.routes.observe(routes_wanted=False)
             ops = plan_routes(desired_routes(Config()), observed)
             errors = await self.routes.apply(ops)
             log.info("rules_removed", table=self.config.network.table, routes=len(ops))
