@@ -1,6 +1,7 @@
 """Health checks side by side with keepalived 2.2.7, in the real-kernel guest.
 
     .venv/bin/python -m bench.checks_keepalived [--servers 50] [--seconds 30] [--trials 5]
+        [--parts cpu,detect] [--baseline DIR]
 
 keepalived exits when the kernel has no IPVS, so the whole comparison runs in the QEMU guest
 (same emulation, same single vCPU for both). Two parts:
@@ -213,12 +214,14 @@ class Lab:
             str(d / "checkers.pid"),
         )
 
-    def ours(self, kinds: str) -> Background:
+    def ours(self, kinds: str, root: str | None = None) -> Background:
+        """Our checker process; from another checkout of the project if ``root`` is given."""
         targets = self.dir / "targets"
         targets.write_text("\n".join(self.servers))
-        return self.checker.spawn(
-            sys.executable, "-m", "bench.checks_keepalived", "ours", str(targets), kinds
-        )
+        argv = (sys.executable, "-m", "bench.checks_keepalived", "ours", str(targets), kinds)
+        if root is None:
+            return self.checker.spawn(*argv)
+        return self.checker.spawn("sh", "-c", 'cd "$0" && exec "$@"', root, *argv)
 
 
 def wait_for(condition: Callable[[], bool], within: float, what: str) -> None:
@@ -254,13 +257,13 @@ def measure(lab: Lab, jobs: dict[str, Background], seconds: float) -> dict[str, 
     return out
 
 
-def part_cpu(lab: Lab, seconds: float) -> None:
+def part_cpu(lab: Lab, seconds: float, root: str | None = None, label: str = "") -> None:
     """Both checkers at once, over the same farm and window: the same emulation and the same
     load on the host (under TCG, guest CPU time stretches when the host is busy)."""
     n = len(lab.servers)
     lab.start_nginx()
     ka = lab.keepalived([(80, HTTP_GET)])
-    ours = lab.ours("http")
+    ours = lab.ours("http", root)
     wait_for(lambda: len(descendants(ka.proc.pid)) > 1, 120, "keepalived's checker process")
     wait_for(lambda: "ready" in ours.output(), 120, "our checker to start")
     time.sleep(3.0)  # first rounds spread, caches warm
@@ -270,7 +273,7 @@ def part_cpu(lab: Lab, seconds: float) -> None:
     lab.stop_nginx()
     print(
         f"\n== CPU per HTTP check: {n} real servers, 1 s interval, both checkers at once for"
-        f" {seconds:g} s, in the guest (one vCPU, TCG)"
+        f" {seconds:g} s, in the guest (one vCPU, TCG){label}"
     )
     names = {KEEPALIVED_UA: "keepalived 2.2.7 HTTP_GET", OUR_UA: "directord http"}
     for agent, name in names.items():
@@ -439,6 +442,10 @@ def in_guest(args: argparse.Namespace) -> int:
         if "cpu" in args.parts:
             with Topology() as topo:
                 part_cpu(Lab(topo, addresses(args.servers), Path(tmp) / "cpu"), args.seconds)
+            if args.baseline:
+                with Topology() as topo:
+                    lab = Lab(topo, addresses(args.servers), Path(tmp) / "baseline")
+                    part_cpu(lab, args.seconds, args.baseline, f"; ours from {args.baseline}")
         if "detect" in args.parts:
             with Topology() as topo:
                 lab = Lab(topo, addresses(1), Path(tmp) / "detect")
@@ -455,6 +462,13 @@ def main() -> int:
     p.add_argument("--trials", type=int, default=5)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--parts", default="cpu,detect")
+    p.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also measure the checker of another checkout (e.g. an older commit's git archive"
+        " unpacked under .vmcache/: the guest sees the project, not the host's /tmp), against"
+        " keepalived at the same time",
+    )
     p.add_argument("--timeout", type=float, default=1200.0, help="guest timeout, seconds")
     p.add_argument("--in-guest", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -465,6 +479,8 @@ def main() -> int:
     argv = [sys.executable, "-m", "bench.checks_keepalived", "--in-guest"]
     argv += ["--servers", str(args.servers), "--seconds", str(args.seconds)]
     argv += ["--trials", str(args.trials), "--seed", str(args.seed), "--parts", args.parts]
+    if args.baseline:
+        argv += ["--baseline", str(Path(args.baseline).resolve())]
     result = run_in_guest(argv, timeout=args.timeout, stream=True)
     return result.returncode
 

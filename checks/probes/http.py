@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import errno
 import functools
-import os
 import re
 import socket
 import ssl
@@ -32,6 +30,7 @@ from aiohttp.client_proto import ResponseHandler
 from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
+from checks.probes import tcp
 from checks.probes.result import (
     ProbeFailed,
     ProbeResult,
@@ -277,34 +276,13 @@ async def _status_only(
     closed once it is in. Any other reply goes to llhttp (aiohttp's parser), as in the full path,
     so malformed or unusual responses get the same verdict and error."""
     target = step.target
-    if target.address.version == 6:
-        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
-    else:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+    sock = tcp.new_socket(target)
     fd = sock.fileno()
     reader: _HeadReader | _Reader | None = None
     try:
-        error = sock.connect_ex((address, target.port))
-        sent = -1
-        if error == errno.EINPROGRESS:
-            # A near server (same host, same LAN segment in a VM) has often completed the
-            # handshake already: try the send first, wait for writability only if it is not.
-            try:
-                sent, error = sock.send(request), 0
-            except BlockingIOError:
-                writable = loop.create_future()
-                loop.add_writer(fd, _wake, writable)
-                try:
-                    await writable
-                finally:
-                    loop.remove_writer(fd)
-                error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if error:
-            raise OSError(error, os.strerror(error))
+        sent = await tcp.connect(loop, sock, address, target.port, request)
         step.connected = True
         step.phase = step.WAITING
-        if sent < 0:
-            sent = sock.send(request)  # a few hundred bytes into an empty send buffer
         if sent < len(request):
             await loop.sock_sendall(sock, request[sent:])
         head_reader = reader = _HeadReader(loop, sock)
@@ -333,11 +311,6 @@ async def _status_only(
         if reader is not None:
             reader.stop()
         sock.close()
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 class _HeadReader:
