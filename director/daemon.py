@@ -33,8 +33,11 @@ from director.metrics import Metrics, MetricsServer
 from director.network import NetworkRules, NftError, RouteError
 from director.reconcile.owned import FileOwnedStore
 from director.reconcile.plan import plan
-from director.role import Role, RoleBroadcast
+from director.role import RoleBroadcast
 from director.sdnotify import Notifier
+from director.sync_daemon import SyncDaemonFollower
+from director.vrrp_service import VrrpService
+from director.vrrp_service import cleanup as vrrp_cleanup
 
 DEFAULT_CONFIG = Path("/etc/director/director.toml")
 log = structlog.get_logger("director")
@@ -50,6 +53,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log-format", choices=["json", "logfmt"], help="overrides [daemon]")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--state-dir", type=Path, help="overrides [daemon] state_dir")
+    p.add_argument(
+        "--cleanup",
+        action="store_true",
+        help="remove every configured VRRP address and stop the sync daemon, then exit "
+        "(ExecStopPost after a crash)",
+    )
     p.add_argument("--version", action="version", version=f"directord {__version__}")
     return p.parse_args(argv)
 
@@ -97,6 +106,7 @@ async def run(args: argparse.Namespace) -> int:
         ids = [(str(c.check_id[0]), str(c.check_id[1])) for c in changes]  # type: ignore[index]
         metrics.health_changed(ids, time.time())
         engine.on_health(changes)
+        vrrp.health_changed()  # track_checks quorums
 
     def on_probe(job: ProbeJob, result: ProbeResult) -> None:
         target = f"{job.target.address}:{job.target.port}"
@@ -119,11 +129,23 @@ async def run(args: argparse.Namespace) -> int:
     # VRRP publishes the role; the sync daemon, network rules and notify hooks follow it.
     roles = RoleBroadcast()
     roles.follow("rules", rules.set_role)
+    # The IPVS connection-sync daemon, on its own netlink socket (the engine's is used from
+    # worker threads); VRRP instances, tracking, sync groups and notify hooks publish the role.
+    try:
+        sync_kernel = open_kernel()
+    except KernelError as exc:
+        log.error("start_failed", error=str(exc))
+        notifier.notify(f"STATUS=start failed: {exc}")
+        kernel.close()
+        return 1
+    syncd = SyncDaemonFollower(sync_kernel, config.sync_daemon)
+    roles.follow("sync_daemon", syncd)
+    vrrp = VrrpService(config, roles.publish, health=lambda: engine.health)
     # Per VRRP instance, for directorctl status, doctor and metrics: the VRRP service plugs in
     # here (vrrp_summary = service.summary). Each dict: name, state ("master"/"backup"/"fault"/
     # "init"), priority, transitions, adverts_received, adverts_dropped ({reason: count}), and
     # peer (the master address this instance hears) or peers.
-    vrrp_summary: Callable[[], list[dict[str, object]]] = list
+    vrrp_summary: Callable[[], list[dict[str, object]]] = vrrp.summary
     metrics.sources.stats = lambda: engine.stats
     metrics.sources.checks = checks.summary
     metrics.sources.role = lambda: str(roles.role)
@@ -141,11 +163,25 @@ async def run(args: argparse.Namespace) -> int:
         notifier.notify(f"STATUS=start failed: {exc}")
         await checks.stop()
         return 1
-    await roles.publish(Role.MASTER)  # without VRRP instances the director is master
+    try:
+        await vrrp.start()  # publishes the first role (master without VRRP instances)
+    except (OSError, ValueError) as exc:
+        log.error("start_failed", error=f"VRRP: {exc}")
+        notifier.notify(f"STATUS=start failed: VRRP: {exc}")
+        await checks.stop()
+        sync_kernel.close()
+        kernel.close()
+        return 1
 
     async def reload() -> bool:
         notifier.notify("RELOADING=1")
         ok = await engine.reload()
+        if ok:
+            try:
+                await vrrp.reload(engine.config)
+            except (OSError, ValueError) as exc:  # e.g. a new instance's interface is missing
+                log.error("vrrp_reload_failed", error=str(exc))
+            await syncd.update(engine.config.sync_daemon)
         notifier.notify("READY=1", f"STATUS={engine.status.summary()}")
         return ok
 
@@ -176,6 +212,9 @@ async def run(args: argparse.Namespace) -> int:
                 next_ping = now + watchdog
             if intent == "stop":
                 notifier.notify("STOPPING=1")
+                await vrrp.stop()  # priority 0: the backup takes over at once
+                with contextlib.suppress(KernelError):  # logged
+                    await syncd.stop()
                 await checks.stop()
                 await engine.stop()
                 if not engine.config.daemon.keep_table_on_stop:
@@ -200,6 +239,7 @@ async def run(args: argparse.Namespace) -> int:
         for server in servers:
             await server.stop()
         kernel.close()
+        sync_kernel.close()
         notifier.close()
 
 
@@ -240,6 +280,24 @@ def dry_run(config_path: Path, state_dir: Path | None) -> int:
     return 0
 
 
+def cleanup(config_path: Path) -> int:
+    """Remove the VIPs and sync daemons a crashed ``directord`` may have left behind."""
+    config = load_config(config_path)
+    removed = asyncio.run(vrrp_cleanup(config))
+    stopped = []
+    if config.sync_daemon is not None:
+        kernel = open_kernel()
+        try:
+            for daemon in kernel.sync_daemons():
+                kernel.stop_sync_daemon(daemon.state)
+                stopped.append(str(daemon))
+        finally:
+            kernel.close()
+    print(f"removed {len(removed)} virtual address(es): {', '.join(removed) or '-'}")
+    print(f"stopped {len(stopped)} sync daemon(s): {', '.join(stopped) or '-'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.check_config is not None:
@@ -247,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         print(message, file=sys.stdout if ok else sys.stderr)
         return 0 if ok else 1
     try:
+        if args.cleanup:
+            return cleanup(args.config)
         if args.dry_run:
             return dry_run(args.config, args.state_dir)
         return asyncio.run(run(args))

@@ -208,15 +208,18 @@ class VrrpService:
         return director_role(states, groups, by)
 
     async def start(self) -> None:
-        """Start every instance (a failure stops those started and raises)."""
+        """Start every instance (a failure stops those started and raises), then publish the
+        first role and wait for its followers (without instances: master)."""
         self._loop = asyncio.get_running_loop()
-        self._publisher = self._loop.create_task(self._publish_roles(), name="vrrp-role")
         try:
             await self._start_members(self.config.vrrp_instances)
         except BaseException:
             await self.stop()
             raise
         self._build_groups(self.config)
+        self._published = self.role
+        await self.publish(self._published)
+        self._publisher = self._loop.create_task(self._publish_roles(), name="vrrp-role")
         self._role_changed()
 
     async def stop(self) -> None:

@@ -352,6 +352,15 @@ def instance_problems(vi: VrrpInstance) -> list[Finding]:
             findings.append(
                 (("unicast_peers", i), f"expected an IPv{family} address, found {peer}")
             )
+    primary = vi.primary_address
+    if primary is not None and primary.version == 6 and not primary.is_link_local:
+        findings.append(
+            (
+                ("primary_address",),
+                f"VRRPv3 over IPv6 sends from a link-local address: expected fe80::/10, "
+                f"found {primary}",
+            )
+        )
     if vi.primary_address is not None and vi.primary_address in seen:
         findings.append(
             (

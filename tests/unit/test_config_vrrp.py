@@ -187,6 +187,11 @@ CASES = [
         "vrrp_instance[0].primary_address",
         "not a virtual one",
     ),
+    (
+        'version = 3\nprimary_address = "2001:db8::1"\nvirtual_addresses = ["2001:db8::10"]',
+        "vrrp_instance[0].primary_address",
+        "link-local",
+    ),
     ('unicast_peers = ["2001:db8::2"]', "vrrp_instance[0].unicast_peers[0]", "IPv4 address"),
     ("garp_count = 101", "vrrp_instance[0].garp_count", "0 to 100"),
     ("garp_refresh = -5", "vrrp_instance[0].garp_refresh", "0 or more"),
