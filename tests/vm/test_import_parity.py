@@ -12,7 +12,8 @@ Piranha cannot run here, so the lvs.cf test compares with the table its lvsd and
 for ``tests/importers/data/parity_lvs.cf`` (the config's VRRP instance, from the heartbeat, loads
 with it; the daemon does not run VRRP instances yet).
 
-lvs ns (IPVS; 198.18.1.1) --veth-- rs ns (198.18.1.11, 198.18.1.12: echo servers on 7000)
+lvs ns (IPVS; 198.18.1.1) --veth-- rs ns (198.18.1.11, 198.18.1.12: echo servers on 7000,
+                                           HTTP servers on 8000 with /ok.txt)
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ TCP  198.18.0.10:80 wlc persistent 300 mask 255.255.255.0
 TCP  198.18.0.12:80 rr
   -> 198.18.2.9:80                Masq    1      0          0
 """
-SERVICES = 9  # 8 virtual_server blocks, the group giving two
+SERVICES = 11  # 10 virtual_server blocks, the group giving two
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float = 90) -> None:
@@ -60,7 +61,9 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 90) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def settled(ns: Namespace, want: Callable[[Table], bool], timeout: float = 90) -> Table:
+def settled(
+    ns: Namespace, want: Callable[[Table], bool], log: Background, timeout: float = 180
+) -> Table:
     """The table once ``want`` holds and two reads a second apart agree."""
     seen: list[Table] = []
 
@@ -77,7 +80,10 @@ def settled(ns: Namespace, want: Callable[[Table], bool], timeout: float = 90) -
         wait_for("a settled IPVS table", slow, timeout)
     except AssertionError:
         last = "\n".join(describe(seen[-1])) if seen else "(none read)"
-        raise AssertionError(f"no settled, complete IPVS table; the last read:\n{last}") from None
+        raise AssertionError(
+            f"no settled, complete IPVS table; the last read:\n{last}\n"
+            f"--- the program's output ---\n{log.output()[-4000:]}"
+        ) from None
     return seen[-1]
 
 
@@ -86,23 +92,33 @@ def complete(table: Table) -> bool:
     by_name = {str(key): key for key in table.services}
     checked = by_name.get("TCP 198.18.0.10:80")
     dead = by_name.get("TCP 198.18.0.12:80")
+    http = by_name.get("TCP 198.18.0.13:80")
+    script = by_name.get("TCP 198.18.0.14:80")
     return (
         len(table.services) == SERVICES
         and checked is not None
         and len(table.dests_of(checked)) == 2
         and dead is not None
         and [str(d.address) for d in table.dests_of(dead)] == ["198.18.2.9"]
+        and http is not None
+        and [str(d) for d in table.dests_of(http)] == ["198.18.1.11:8000"]
+        and script is not None
+        and [str(d) for d in table.dests_of(script)] == ["198.18.1.11:80"]
     )
 
 
 @pytest.fixture
-def lab() -> Iterator[tuple[Namespace, Namespace]]:
+def lab(tmp_path: Path) -> Iterator[tuple[Namespace, Namespace]]:
     with Topology() as topo:
         lvs, rs = topo.namespace("lvs"), topo.namespace("rs")
         topo.veth(lvs, "s0", rs, "eth0", a_addr="198.18.1.1/24", b_addr="198.18.1.11/24")
         rs.add_address("eth0", "198.18.1.12/24")
+        (tmp_path / "www").mkdir()
+        (tmp_path / "www" / "ok.txt").write_text("ok\n")
         for address in ("198.18.1.11", "198.18.1.12"):
             rs.spawn(PY, "-m", "tests.helpers.longconn", "serve", address, "7000")
+            www = str(tmp_path / "www")
+            rs.spawn(PY, "-m", "http.server", "--bind", address, "--directory", www, "8000")
         yield lvs, rs
 
 
@@ -153,7 +169,7 @@ def test_directord_programs_what_keepalived_programmed(
         str(tmp_path / "kc.pid"),
     )
     try:
-        theirs = settled(lvs, complete)
+        theirs = settled(lvs, complete, keepalived)
         their_text = ipvsadm("-Ln", netns=lvs.name)
     finally:
         stop(keepalived)
@@ -164,7 +180,7 @@ def test_directord_programs_what_keepalived_programmed(
     # directord, from the import
     daemon = run_directord(lvs, tmp_path, import_keepalived(CONFIG).config)
     try:
-        ours = settled(lvs, complete)
+        ours = settled(lvs, complete, daemon)
         our_text = ipvsadm("-Ln", netns=lvs.name)
     finally:
         stop(daemon)
@@ -188,7 +204,7 @@ def test_directord_runs_an_lvs_cf_as_piranha_did(
     wanted = parse(PIRANHA_TABLE)
     daemon = run_directord(lvs, tmp_path, import_lvs_cf(LVS_CF).config)
     try:
-        ours = settled(lvs, lambda table: table == wanted)
+        ours = settled(lvs, lambda table: table == wanted, daemon)
     finally:
         stop(daemon)
     # the checks ran: the echo servers answered "ping" (send/expect) and stayed in; the server
