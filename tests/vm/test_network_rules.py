@@ -12,6 +12,7 @@ in.
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import time
@@ -38,6 +39,7 @@ class Lab:
     ex1: Namespace
     ex2: Namespace
     state: Path
+    config: Path  # a copy of the example, so that a reload can change it
     peers: list[Background]  # started, perhaps not listening yet
 
     def ask(self, ns: Namespace, *targets: str) -> list[list[str]]:
@@ -48,12 +50,18 @@ class Lab:
 
     def start_daemon(self) -> Background:
         return self.director.spawn(
-            PY, "-m", "director.daemon", "--config", str(EXAMPLE), "--state-dir", str(self.state),
-            "--log-format", "json",
+            PY, "-m", "director.daemon", "--config", str(self.config),
+            "--state-dir", str(self.state), "--log-format", "json",
         )  # fmt: skip
 
     def table(self) -> str:
         return self.director.run("nft", "list", "table", "inet", "director", check=False).stdout
+
+    def handles(self) -> dict[str, int]:
+        """Our rules' kernel handles by config key: a re-created rule gets a new handle."""
+        out = self.director.run("nft", "-j", "list", "table", "inet", "director").stdout
+        items = json.loads(out)["nftables"]
+        return {i["rule"]["comment"].split()[0]: i["rule"]["handle"] for i in items if "rule" in i}
 
 
 def wait_for(
@@ -93,7 +101,9 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
             ports = ("443", "25", "2525", "587", "3389")
             peers.append(ns.spawn(*PEER, "serve", "0.0.0.0", "80", name, *ports))
         peers.append(client.spawn(*PEER, "serve", "198.18.0.2", "9000", "outside"))
-        yield Lab(client, director, ex1, ex2, tmp_path / "state", peers)
+        config = tmp_path / "exchange.toml"
+        config.write_text(EXAMPLE.read_text())
+        yield Lab(client, director, ex1, ex2, tmp_path / "state", config, peers)
 
 
 def test_exchange_example_end_to_end(lab: Lab) -> None:
@@ -127,8 +137,20 @@ def test_exchange_example_end_to_end(lab: Lab) -> None:
     assert answers[len(ports) + 2] == ["-"]
     assert lab.ask(lab.ex2, "198.18.0.2:9000") == [["outside", "198.18.0.10", "198.18.0.2:9000"]]
 
+    # a reload (SIGHUP) that moves the SNAT refills only that chain, in one transaction
+    before = lab.handles()
+    lab.config.write_text(EXAMPLE.read_text().replace('to = "198.18.0.10"', 'to = "198.18.0.11"'))
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_for("the new SNAT", lambda: "snat ip to 198.18.0.11" in lab.table(), job=daemon)
+    after = lab.handles()
+    assert [after[k] for k in ("fwmark[0]", "fwmark[1]", "fwmark[2]")] == [
+        before[k] for k in ("fwmark[0]", "fwmark[1]", "fwmark[2]")
+    ]
+    assert after["snat[0]"] != before["snat[0]"]
+    assert lab.ask(lab.ex1, "198.18.0.2:9000") == [["outside", "198.18.0.11", "198.18.0.2:9000"]]
+
     # the kernel counted them, and directorctl shows it
-    shown = lab.director.run(PY, "-m", "director.cli", "rules", "--config", str(EXAMPLE)).stdout
+    shown = lab.director.run(PY, "-m", "director.cli", "rules", "--config", str(lab.config)).stdout
     assert "table inet director {" in shown
     assert "counter packets 0 bytes 0 meta mark set 0x00000050" not in shown
     assert "policy routes (proto 209): none" in shown
@@ -136,10 +158,10 @@ def test_exchange_example_end_to_end(lab: Lab) -> None:
     assert "198.18.0.2" in conns
 
     # a clean stop keeps the rules (keep_table_on_stop = true), as it keeps the IPVS table
-    before = lab.table()
+    kept = lab.handles()
     daemon.proc.send_signal(signal.SIGTERM)
     assert daemon.proc.wait(timeout=60) == 0, daemon.output()
-    assert lab.table().splitlines()[:3] == before.splitlines()[:3]
-    assert "snat ip to 198.18.0.10" in lab.table()
+    assert lab.handles() == kept
+    assert "snat ip to 198.18.0.11" in lab.table()
     assert lab.ask(lab.client, f"{vip}:25")[0][0] == server
     assert '"event": "rules_synced"' in daemon.output()
