@@ -2,10 +2,11 @@
 
 The adapter owns the clock (``loop.time()``), the ``Transport`` and the ``AddressManager``.
 Inputs (start, received adverts, the timer, stop) go to the machine; the actions that come back
-are performed in order by one worker task (netlink calls are awaited, so a gratuitous ARP never
-goes out before its address is up). One ``loop.call_at`` timer is re-armed from
-``machine.next_deadline()`` after every input, including timer calls that did nothing (asyncio
-may fire a little early).
+are performed in order: those that need no await (adverts, gratuitous ARPs, state callbacks) at
+once while nothing is pending, the rest by one worker task (netlink calls are awaited, and what
+comes after them waits too, so a gratuitous ARP never goes out before its address is up). One
+``loop.call_at`` timer is re-armed from ``machine.next_deadline()`` after every input, including
+timer calls that did nothing (asyncio may fire a little early).
 
 Fault and priority inputs: the instance's own interface is followed (``vrrp.link``; off with
 ``track_interface=False``) and its loss is a fault, as in keepalived; tracking elsewhere in the
@@ -89,6 +90,7 @@ class Instance:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._queue: asyncio.Queue[Action] = asyncio.Queue()
+        self._in_flight = 0  # queued or being performed by the worker
         self._worker: asyncio.Task[None] | None = None
 
     @property
@@ -211,32 +213,55 @@ class Instance:
     # -- actions -----------------------------------------------------------------------------
 
     def _perform_later(self, actions: list[Action]) -> None:
+        """Perform at once what needs no await while nothing is queued or in flight (an advert
+        leaves from the timer callback itself, not a loop iteration later behind whatever
+        else is ready); queue the rest, and everything behind it, for the worker, in order."""
         for action in actions:
+            if self._in_flight == 0 and self._perform_now(action):
+                continue
+            self._in_flight += 1
             self._queue.put_nowait(action)
 
     async def _work(self) -> None:
         while True:
             action = await self._queue.get()
             try:
-                await self._perform(action)
+                if not self._perform_now(action):
+                    await self._perform(action)
             except Exception:
                 self._action_errors += 1
                 log.exception("VRRP vrid %d: performing %s", self.config.vrid, action)
             finally:
+                self._in_flight -= 1
                 self._queue.task_done()
+
+    def _perform_now(self, action: Action) -> bool:
+        """Perform ``action`` if it needs no await (errors counted and logged); whether it did."""
+        try:
+            match action:
+                case StateChanged(previous, state, event):
+                    self._transitions[previous, state] += 1
+                    log.info(
+                        "VRRP vrid %d: %s -> %s (%s)", self.config.vrid, previous, state, event
+                    )
+                    if self.on_state is not None:
+                        self.on_state(state)
+                case SendAdvert(priority):
+                    self.transport.send(self.config.advertisement(priority))
+                case SendGratuitous(addresses):
+                    self.addresses.gratuitous(addresses)
+                case _:
+                    return False
+        except Exception:
+            self._action_errors += 1
+            log.exception("VRRP vrid %d: performing %s", self.config.vrid, action)
+        return True
 
     async def _perform(self, action: Action) -> None:
         match action:
-            case StateChanged(previous, state, event):
-                self._transitions[previous, state] += 1
-                log.info("VRRP vrid %d: %s -> %s (%s)", self.config.vrid, previous, state, event)
-                if self.on_state is not None:
-                    self.on_state(state)
-            case SendAdvert(priority):
-                self.transport.send(self.config.advertisement(priority))
             case AddAddresses(addresses):
                 await self.addresses.add(addresses)
             case RemoveAddresses(addresses):
                 await self.addresses.remove(addresses)
-            case SendGratuitous(addresses):
-                self.addresses.gratuitous(addresses)
+            case _:
+                raise AssertionError(f"not an awaited action: {action}")

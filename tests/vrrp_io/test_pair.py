@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from ipaddress import IPv4Address
 
@@ -15,6 +16,7 @@ from tests.vrrp_io.capture import Capture
 from tests.vrrp_io.lab import VIP, has_address, lan, mac_of, wait_until
 from vrrp import Config, Gratuitous, State
 from vrrp.instance import Instance
+from vrrp.thread import InstanceThread
 
 pytestmark = [
     pytest.mark.netns,
@@ -60,7 +62,7 @@ def test_election_and_clean_handover(topology: Topology, version: int, interval:
     ):
         capture = Capture(in_obs)
         try:
-            with running(in2, low), running(in1, high):
+            with running(in1, high), running(in2, low):
                 first = 3 * interval + high.machine.skew_time + SETTLE
                 wait_until(lambda: high.state is State.MASTER, first, "higher priority master")
                 wait_until(
@@ -122,3 +124,36 @@ def test_priority_drop_and_fault_hand_the_vip_over(topology: Topology) -> None:
         in2.loop.call_soon_threadsafe(second.set_fault, "check exchange", False)
         wait_until(lambda: second.state is State.BACKUP, SETTLE, "second recovers")
         assert second.faults == frozenset()
+
+
+def test_instance_on_its_own_thread(topology: Topology) -> None:
+    """``InstanceThread``: the instance runs on a loop of its own (in the caller's namespace),
+    state changes come back on the owner's loop, fault input crosses over, stop hands over."""
+    d1, d2 = lan(topology, "d1", "d2")
+    seen: list[tuple[State, str]] = []
+    low = Instance(config(2, 100, 3, 0.1), "eth0")
+
+    def on_state(state: State) -> None:
+        seen.append((state, threading.current_thread().name))
+
+    with NamespaceLoop(d1) as in1, NamespaceLoop(d2) as in2, running(in2, low):
+        high = InstanceThread(Instance(config(1, 150, 3, 0.1), "eth0"), on_state=on_state)
+        in1.run(high.start(), timeout=10)
+        try:
+            wait_until(lambda: high.state is State.MASTER, 1 + SETTLE, "thread's master")
+            wait_until(lambda: has_address(d1, VIP), 1, "VIP on d1")
+            high.set_fault("test", True)
+            wait_until(lambda: low.state is State.MASTER, low.machine.skew_time + SETTLE, "d2")
+            high.set_fault("test", False)
+            wait_until(lambda: high.state is State.BACKUP, SETTLE, "back as backup")
+        finally:
+            in1.run(high.stop(), timeout=15)
+        assert high._thread is None
+        owner = in1._thread.name
+        assert seen == [
+            (State.BACKUP, owner),
+            (State.MASTER, owner),
+            (State.FAULT, owner),
+            (State.BACKUP, owner),
+            (State.INITIALIZE, owner),
+        ]

@@ -1,0 +1,104 @@
+"""A VRRP ``Instance`` on an event loop of its own, on its own thread, driven from another loop.
+
+Why: asyncio runs every ready callback of an iteration before the timers that fell due, so on a
+loop that also runs thousands of health checks per second an advert waits behind a burst of
+probe completions (``bench/failover`` measures it). On a loop of its own the advert waits at
+most for the interpreter lock instead. The thread is started from the caller's thread and so
+shares its network namespace.
+
+Everything here is called from the owner's loop: ``start``/``stop`` are awaited there,
+``set_fault``/``set_priority`` hand over to the VRRP loop, and ``on_state`` is called back on
+the owner's loop (never on the VRRP thread). ``state`` and ``counters()`` read plain
+attributes and may be called from anywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from vrrp.instance import Counters, Instance, OnState
+from vrrp.table import State
+
+T = TypeVar("T")
+
+
+class InstanceThread:
+    def __init__(self, instance: Instance, on_state: OnState | None = None) -> None:
+        if instance.on_state is not None:
+            raise ValueError("give on_state to InstanceThread, not to the Instance it runs")
+        self.instance = instance
+        self._on_state = on_state
+        self._owner: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        instance.on_state = self._state_changed
+
+    @property
+    def state(self) -> State:
+        return self.instance.state
+
+    def counters(self) -> Counters:
+        return self.instance.counters()
+
+    async def start(self) -> None:
+        """Start the thread and its loop, then the instance on it."""
+        if self._thread is not None:
+            raise RuntimeError("InstanceThread already started")
+        self._owner = asyncio.get_running_loop()
+        loop = asyncio.new_event_loop()
+        name = f"vrrp-{self.instance.config.vrid}"
+        thread = threading.Thread(target=loop.run_forever, name=name, daemon=True)
+        thread.start()
+        self._loop, self._thread = loop, thread
+        try:
+            await self._run(self.instance.start())
+        except BaseException:
+            self._end_thread()
+            raise
+
+    async def stop(self) -> None:
+        """Stop the instance (priority 0 advert when master), then the loop and its thread."""
+        if self._thread is None:
+            return
+        try:
+            await self._run(self.instance.stop())
+        finally:
+            self._end_thread()
+
+    def set_fault(self, reason: str, faulty: bool) -> None:
+        if self._loop is None:  # not started: no other thread touches the instance
+            self.instance.set_fault(reason, faulty)
+        else:
+            self._loop.call_soon_threadsafe(self.instance.set_fault, reason, faulty)
+
+    def set_priority(self, priority: int) -> None:
+        if self._loop is None:
+            self.instance.set_priority(priority)
+        else:
+            self._loop.call_soon_threadsafe(self.instance.set_priority, priority)
+
+    def _state_changed(self, state: State) -> None:  # on the VRRP thread
+        if self._on_state is not None and self._owner is not None:
+            self._owner.call_soon_threadsafe(self._on_state, state)
+
+    async def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        future = asyncio.run_coroutine_threadsafe(coro, self._require_loop())
+        return await asyncio.wrap_future(future)
+
+    def _require_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise RuntimeError("InstanceThread not started")
+        return self._loop
+
+    def _end_thread(self) -> None:
+        loop, thread = self._loop, self._thread
+        self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        if not thread.is_alive():
+            loop.close()
