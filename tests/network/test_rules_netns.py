@@ -207,6 +207,11 @@ async def test_reload_applies_only_the_difference_in_one_transaction(lab: Lab) -
     assert lab.outbound() == "outside 198.18.0.20 198.18.0.2:9000"
     assert await service.sync() == []  # planning again right after applying: nothing to do
     assert service.nft.batches == batches + 1
+    # a restarted daemon adopts the table as it is: no transaction, handles and counters kept
+    restarted = lab.service(service.config)
+    await restarted.set_role(Role.MASTER)
+    assert restarted.nft.batches == 0
+    assert lab.handles() == second
     assert (
         "meta mark 0x00000050 tcp dport 443 counter"
         in lab.director.run("nft", "list", "table", "ip", "probe").stdout
