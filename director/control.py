@@ -143,11 +143,14 @@ class ControlServer:
         return {"ok": True, "result": result}
 
 
-def request(path: Path, command: str, timeout: float = 120.0, **arguments: object) -> Any:
-    """Send one command and return its result; :class:`ControlError` with advice otherwise."""
-    body = json.dumps({"command": command, **arguments}).encode() + b"\n"
+def request(
+    path: Path, command: str, arguments: dict[str, object] | None = None, *, wait: float = 120.0
+) -> Any:
+    """Send one command and return its result; :class:`ControlError` with advice otherwise.
+    ``wait`` bounds the whole exchange (seconds); ``arguments`` go to the command."""
+    body = json.dumps({**(arguments or {}), "command": command}).encode() + b"\n"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
+        sock.settimeout(wait)
         try:
             sock.connect(str(path))
         except (FileNotFoundError, ConnectionRefusedError) as exc:
@@ -170,9 +173,7 @@ def request(path: Path, command: str, timeout: float = 120.0, **arguments: objec
             with sock.makefile("rb") as f:
                 line = f.readline()
         except TimeoutError as exc:
-            raise ControlError(
-                f"directord did not answer {command!r} within {timeout:g} s"
-            ) from exc
+            raise ControlError(f"directord did not answer {command!r} within {wait:g} s") from exc
         except OSError as exc:
             raise ControlError(f"lost the connection to directord: {exc}") from exc
     if not line:

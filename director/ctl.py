@@ -70,7 +70,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_drain(args: argparse.Namespace) -> int:
     try:
         result = request(
-            args.socket, "drain", server=args.server, service=args.service, timeout=args.timeout
+            args.socket,
+            "drain",
+            {"server": args.server, "service": args.service, "timeout": args.timeout},
         )
     except ControlError as exc:
         return _fail(str(exc))
@@ -85,7 +87,7 @@ def cmd_drain(args: argparse.Namespace) -> int:
 
 def cmd_enable(args: argparse.Namespace) -> int:
     try:
-        result = request(args.socket, "enable", server=args.server, service=args.service)
+        result = request(args.socket, "enable", {"server": args.server, "service": args.service})
     except ControlError as exc:
         return _fail(str(exc))
     for d in result["enabled"]:

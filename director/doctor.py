@@ -396,7 +396,7 @@ def run_doctor(config_path: Path, socket: Path) -> list[Finding]:
     daemon: dict[str, Any] | None = None
     daemon_error: str | None = None
     try:
-        daemon = request(socket, "status", timeout=30)
+        daemon = request(socket, "status", wait=30)
     except ControlError as exc:
         daemon_error = str(exc)
     return diagnose(config, config_error, read_host(), daemon, daemon_error)

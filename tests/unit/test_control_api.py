@@ -49,11 +49,11 @@ async def server(sock_dir: Path) -> AsyncIterator[ControlServer]:
 async def test_round_trip_and_refusals(server: ControlServer) -> None:
     path = server.path
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert await asyncio.to_thread(request, path, "echo", x=1) == {"echo": {"x": 1}}
+    assert await asyncio.to_thread(request, path, "echo", {"x": 1}) == {"echo": {"x": 1}}
     with pytest.raises(ControlError, match="refused: because"):
-        await asyncio.to_thread(request, path, "echo", refuse=True)
+        await asyncio.to_thread(request, path, "echo", {"refuse": True})
     with pytest.raises(ControlError, match=r"echo failed inside directord: ValueError\('bug'\)"):
-        await asyncio.to_thread(request, path, "echo", crash=True)
+        await asyncio.to_thread(request, path, "echo", {"crash": True})
     with pytest.raises(ControlError, match=r"unknown command 'nope' \(known: echo\)"):
         await asyncio.to_thread(request, path, "nope")
     reader, writer = await asyncio.open_unix_connection(str(path))

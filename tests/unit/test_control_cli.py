@@ -99,6 +99,8 @@ async def test_status_drain_enable_reload(
     assert web2["weight"] == 0
     assert web2["maintenance"] == "draining"
     assert status["drains"][0]["server"] == "web2"
+    remaining = status["drains"][0]["remaining"]
+    assert 590 < remaining <= 600  # the timeout reached the daemon
 
     code, _, err = await daemon.ctl("drain", "web9", capsys=capsys)
     assert code == 1
