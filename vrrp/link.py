@@ -15,8 +15,6 @@ import logging
 import socket
 import struct
 from collections.abc import Callable
-from ipaddress import IPv4Address, IPv6Address
-from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +22,7 @@ NETLINK_ROUTE = 0
 RTMGRP_LINK = 1
 RTM_NEWLINK, RTM_DELLINK = 16, 17
 IFF_UP, IFF_RUNNING = 0x1, 0x40
-SIOCGIFFLAGS, SIOCGIFADDR = 0x8913, 0x8915
-IFA_F_TENTATIVE, IFA_F_DADFAILED = 0x40, 0x08
-SCOPE_LINK = 0x20
+SIOCGIFFLAGS = 0x8913
 _NLMSGHDR = struct.Struct("=IHHII")
 _IFINFOMSG = struct.Struct("=BxHiII")
 
@@ -58,29 +54,6 @@ def is_running(interface: str) -> bool:
         answer = fcntl.ioctl(sock.fileno(), SIOCGIFFLAGS, request)
     (flags,) = struct.unpack_from("H", answer, 16)
     return running(flags)
-
-
-def primary_address(interface: str, version: int) -> IPv4Address | IPv6Address:
-    """The address adverts are sent from when the config names none (RFC 5798 5.1.2.1): the
-    interface's primary IPv4 address, or its IPv6 link-local address (not tentative).
-    ``OSError`` naming the interface when it has none. Reads the calling thread's namespace."""
-    if version == 4:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            request = struct.pack("16s16x", interface.encode())
-            try:
-                answer = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, request)
-            except OSError as exc:
-                raise OSError(exc.errno, f"no IPv4 address on {interface}: {exc.strerror}") from exc
-        return IPv4Address(answer[20:24])
-    table = Path("/proc/thread-self/net/if_inet6").read_text()
-    for line in table.splitlines():
-        fields = line.split()
-        if len(fields) != 6 or fields[5] != interface:
-            continue
-        scope, flags = int(fields[3], 16), int(fields[4], 16)
-        if scope == SCOPE_LINK and not flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED):
-            return IPv6Address(bytes.fromhex(fields[0]))
-    raise OSError(f"no usable IPv6 link-local address on {interface} (down, or still in DAD?)")
 
 
 class LinkWatch:

@@ -11,12 +11,10 @@ import pytest
 from tests.helpers.netns import Namespace, Topology
 from tests.helpers.servers import NamespaceLoop
 from tests.vrrp_io.capture import Capture
-from tests.vrrp_io.lab import lan, link_local, mac_of, wait_until
+from tests.vrrp_io.lab import lan, mac_of, wait_until
 from vrrp import Config, Gratuitous, State
 from vrrp.addresses import VirtualAddress
 from vrrp.instance import Instance
-from vrrp.link import primary_address
-from vrrp.packet import IPAddress
 
 pytestmark = [
     pytest.mark.netns,
@@ -94,19 +92,3 @@ def test_bad_placements_are_refused_before_anything_changes() -> None:
         owner([VirtualAddress(A, 33)])
     with pytest.raises(ValueError, match=r"198\.18\.9\.9 not among its virtual addresses"):
         owner([VirtualAddress(IPv4Address("198.18.9.9"))])
-
-
-def test_primary_address_of_an_interface(topology: Topology) -> None:
-    d1, _obs = lan(topology, "d1", "obs", ipv6=True)
-    d1.ip("link", "add", "spare0", "type", "veth", "peer", "name", "spare1")  # down, no address
-
-    async def primary(interface: str, version: int) -> IPAddress:
-        return primary_address(interface, version)  # on the namespace's thread
-
-    with NamespaceLoop(d1) as inside:
-        assert inside.run(primary("eth0", 4)) == IPv4Address("198.18.0.1")
-        assert inside.run(primary("eth0", 6)) == link_local(d1)
-        with pytest.raises(OSError, match="no IPv4 address on spare0"):
-            inside.run(primary("spare0", 4))
-        with pytest.raises(OSError, match="no usable IPv6 link-local address on spare0"):
-            inside.run(primary("spare0", 6))  # down: no link-local yet
