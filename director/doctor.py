@@ -304,7 +304,7 @@ def _nftables(config: Config, host: Host) -> Iterable[Finding]:
 
 def _peers(config: Config, daemon: dict[str, Any] | None) -> Iterable[Finding]:
     """What each instance has heard. In VRRP only the master advertises: a backup must hear the
-    master; a master normally hears nobody, and hearing another router means two masters."""
+    master; a master hears nobody (its backups are silent), so there is nothing to check."""
     if not config.vrrp_instances:
         return
     if daemon is None:
@@ -316,7 +316,7 @@ def _peers(config: Config, daemon: dict[str, Any] | None) -> Iterable[Finding]:
         if info is None:
             yield Finding("warn", "vrrp", f"{inst.name}: the daemon reports nothing for it")
             continue
-        peers = info.get("peers") or ([info["peer"]] if info.get("peer") else [])
+        peers = [info["peer"]] if info.get("peer") else []  # the master this instance hears
         seen = ", ".join(map(str, peers))
         state = str(info.get("state", "")).lower()
         if state == "fault":
@@ -336,13 +336,6 @@ def _peers(config: Config, daemon: dict[str, Any] | None) -> Iterable[Finding]:
             )
         elif state == "backup":
             yield Finding("ok", "vrrp", f"{inst.name} BACKUP, master heard: {seen}")
-        elif state == "master" and peers:
-            yield Finding(
-                "warn",
-                "vrrp",
-                f"{inst.name} is MASTER but also hears {seen}: two routers advertise",
-                "compare vrid, priority and password on both; check for a split network",
-            )
         else:
             yield Finding(
                 "ok", "vrrp", f"{inst.name} {state.upper() or '?'} (backups are silent in VRRP)"
