@@ -59,6 +59,11 @@ class Nft:
         # some containers) lack; /proc/self/fd/0 is the same pipe wherever /proc is mounted.
         await self._run(("-j", "-f", "/proc/self/fd/0"), document, doing)
 
+    async def check(self, commands: Sequence[JSON], doing: str) -> None:
+        """Have nft and the kernel validate ``commands`` without committing (``nft -c``)."""
+        document = json.dumps(batch(commands)).encode()
+        await self._run(("-c", "-j", "-f", "/proc/self/fd/0"), document, doing)
+
     async def list_table(self, table: str, family: str = FAMILY) -> dict[str, Any] | None:
         """Our table as nft's JSON, or None when it does not exist."""
         try:

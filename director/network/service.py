@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,15 @@ import structlog
 from director.config.model import Config
 from director.network.nft import Nft, NftError
 from director.network.routes import PolicyRoutes, RouteError, desired_routes, plan_routes
-from director.network.ruleset import FAMILY, JSON, compile_ruleset, parse_table, plan
+from director.network.ruleset import (
+    FAMILY,
+    JSON,
+    Ruleset,
+    compile_ruleset,
+    full_replace,
+    parse_table,
+    plan,
+)
 from director.role import Role
 from director.sysctl import PROC_SYS, apply_sysctls
 
@@ -125,9 +134,24 @@ class NetworkRules:
             f"applying table {FAMILY} {desired.table} ({rules} rule{'s' if rules != 1 else ''}, "
             f"role {self.role}, {reason})"
         )
-        await self.nft.apply(cmds, doing + "; the previous ruleset stays in force")
+        try:
+            await self.nft.apply(cmds, doing)
+        except NftError as exc:
+            culprit = await self._culprit(desired)
+            raise NftError(f"{exc}{culprit}; the previous ruleset stays in force") from None
         self._stale_tables.clear()
         return cmds
+
+    async def _culprit(self, desired: Ruleset) -> str:
+        """After a refused batch: the first rule nft refuses on its own, as " (in KEY: TEXT)"."""
+        for chain in desired.chains:
+            for rule in chain.rules:
+                alone = Ruleset(desired.table, (replace(chain, rules=(rule,)),), desired.family)
+                try:
+                    await self.nft.check(full_replace(alone)[2:], f"checking {rule.key}")
+                except NftError:
+                    return f" (in {rule.key}: {rule.text})"
+        return ""
 
     async def _sync_routes(self) -> list[str]:
         desired = desired_routes(self.config)

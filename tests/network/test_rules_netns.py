@@ -187,6 +187,7 @@ async def test_rejected_rule_keeps_the_previous_ruleset(lab: Lab) -> None:
     message = str(caught.value)
     assert "String exceeds maximum length of 16" in message
     assert "the previous ruleset stays in force" in message
+    assert '(in snat[0]: ip saddr 198.18.1.0/24 oifname "a-name-far-too-long"' in message
     assert "table inet director" in message
     assert lab.nft_json("list", "table", "inet", "director") == before  # handles and all
     assert lab.outbound() == "outside 198.18.0.10 198.18.0.2:9000"
