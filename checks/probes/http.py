@@ -5,9 +5,18 @@ name-based virtual host is reached with ``host`` (the Host header) and, over TLS
 ``server_name`` (SNI and the name the certificate must carry; defaults to ``host``'s name).
 
 Like keepalived's HTTP_GET/SSL_GET, every probe is a fresh connection: no keep-alive to real
-servers, so a server that stopped accepting is noticed. Redirects are not
-followed (a 302 is a status to judge) and cookies are not kept. At most 64 KiB of the body is
-read, and only when the body is checked.
+servers, so a server that stopped accepting is noticed. Redirects are not followed (a 302 is a
+status to judge) and cookies are not kept. At most 64 KiB of the body is read, and only when
+the body is checked.
+
+How (CPU per probe matters with thousands of servers; see ``bench/checks`` and
+``bench/checks_keepalived``): no aiohttp session. A plain-HTTP check of the status alone (the
+common case, keepalived's ``status_code``) runs on a bare non-blocking socket: connect, send the
+request, read until the status line, close. Anything else is read by aiohttp's
+``ResponseHandler`` and its llhttp parser, so verdicts and errors are aiohttp's: a reply that is
+not a plain ``HTTP/1.x 2xx-5xx`` status line (on the same socket), and checks of a body or over
+TLS (on an asyncio connection). That protocol class is aiohttp's internal API: aiohttp is pinned
+(==) in pyproject.toml; check it on upgrades.
 
 ``verify`` defaults to off, as in keepalived's SSL_GET: a health check proves that the service
 answers, and real servers often carry certificates only the clients' CA knows. With ``verify``
