@@ -35,6 +35,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="primary",
         help="lvs.cf: which director the config is for (VRRP priority and peers)",
     )
+    p.add_argument(
+        "--config-id",
+        metavar="ID",
+        help="keepalived: the config id (keepalived -i) that selects the @ID lines",
+    )
     p.set_defaults(func=run)
 
 
@@ -43,7 +48,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     err = err or sys.stderr
     try:
         if args.format == "keepalived":
-            imported = import_keepalived(args.file)
+            imported = import_keepalived(args.file, args.config_id)
         else:
             imported = import_lvs_cf(args.file, args.node)
     except ImportParseError as exc:

@@ -59,10 +59,11 @@ WHY_NOT_TOP = {
 }
 
 
-def import_keepalived(path: str | os.PathLike[str]) -> Imported:
-    """Read keepalived.conf (with its includes) as director config data."""
+def import_keepalived(path: str | os.PathLike[str], config_id: str | None = None) -> Imported:
+    """Read keepalived.conf (with its includes) as director config data; ``config_id`` selects
+    the conditional ``@ID`` lines, as keepalived's ``-i``."""
     notes = Notes()
-    root = parse_file(path, notes)
+    root = parse_file(path, notes, config_id)
     config: dict[str, Any] = {}
     vrrp_defaults = _global_defs(root, config, notes)
     groups = {
@@ -186,10 +187,5 @@ def _report_unused(stmt: Stmt, path: list[str], notes: Notes) -> None:
 
 def _unknown(keyword: str) -> str:
     if keyword.startswith("$"):
-        return "parameter substitution is not expanded by the importer: expand it, then import"
-    if keyword.startswith("@"):
-        return (
-            "conditional configuration is not expanded by the importer: keep the lines for "
-            "this node, then import"
-        )
+        return "an undefined parameter: define it ($NAME=VALUE) before its use"
     return "not known to the importer; not carried"

@@ -6,6 +6,8 @@ outside quotes; ``"`` and ``'`` quote (also in the middle of a word, as in the s
 backslash escapes inside quotes; ``{`` and ``}`` outside quotes are words of their own.
 ``include PATTERN`` (and ``includer``/``includem``/``includew``/``includeb``/``includea``) splices
 in the files matching a glob, relative to the directory of the file that includes them.
+Conditional lines (``@ID ...``, ``@^ID ...``) are kept for the chosen config id, and parameters
+(``$NAME=VALUE``, then ``$NAME`` / ``${NAME}``) are substituted, as keepalived does.
 
 Each :class:`Stmt` remembers its file and line, and which of its children the converter took, so
 everything left over can be reported (nothing is dropped silently).
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,8 +82,61 @@ class _Line:
 @dataclass
 class _State:
     notes: Notes
+    config_id: str | None = None
     depth: int = 0
     seen: list[str] = field(default_factory=list)
+    params: dict[str, str] = field(default_factory=dict)
+
+
+_CONDITION = re.compile(r"\s*@(\^?)(\S+)\s*(.*)")
+_DEFINITION = re.compile(r"\s*\$([A-Za-z_]\w*)=(.*)")
+_PARAM = re.compile(r"\$\{([A-Za-z_]\w*)\}|\$([A-Za-z_]\w*)(?=\s|$)")
+MAX_SUBSTITUTIONS = 32
+
+
+def _preprocess(raw: str, file: str, number: int, state: _State) -> str | None:
+    """keepalived's conditional lines (``@ID``, ``@^ID``) and parameters (``$NAME=VALUE``,
+    ``$NAME``, ``${NAME}``): the line to tokenize, or None when nothing is left of it."""
+    if m := _CONDITION.match(raw):
+        negate, wanted, rest = m.groups()
+        keep = (state.config_id == wanted) != bool(negate)
+        if not keep:
+            who = state.config_id or "none given"
+            state.notes.dropped(
+                f"{file}:{number}",
+                raw.strip(),
+                f"for config id {'not ' if negate else ''}{wanted} (this import: {who}; "
+                "choose with --config-id)",
+            )
+            return None
+        raw = rest
+    if m := _DEFINITION.match(raw):
+        name, value = m.groups()
+        if value.rstrip().endswith("\\"):
+            raise ImportParseError(
+                file, number, f"multi-line definition of ${name} is not supported: join it"
+            )
+        state.params[name] = value.strip()
+        return None
+    if state.params:
+        for _ in range(MAX_SUBSTITUTIONS):
+            new = _PARAM.sub(lambda p: _param(p, state.params), raw)
+            if new == raw:
+                break
+            raw = new
+        else:
+            raise ImportParseError(file, number, "parameter substitution does not end")
+    if raw.lstrip().startswith(("~SEQ", "~LST")):
+        state.notes.dropped(
+            f"{file}:{number}", raw.strip(), "~SEQ/~LST expansion is not supported: expand it"
+        )
+        return None
+    return raw
+
+
+def _param(m: re.Match[str], params: dict[str, str]) -> str:
+    name = m.group(1) or m.group(2)
+    return params.get(name, m.group(0))
 
 
 def _unescape(text: str, i: int) -> tuple[str, int]:
@@ -162,7 +218,10 @@ def _lines(path: Path, state: _State, where: str) -> Iterator[_Line]:
         raise ImportParseError(file, int(line), f"cannot read {path}: {exc.strerror}") from None
     check_text(text, str(path))
     for number, raw in enumerate(text.splitlines(), 1):
-        tokens = tokenize_line(raw, str(path), number)
+        kept = _preprocess(raw, str(path), number, state)
+        if kept is None:
+            continue
+        tokens = tokenize_line(kept, str(path), number)
         if tokens.words and tokens.words[0] in INCLUDES:
             yield from _include(tokens, path, state)
             continue
@@ -203,9 +262,11 @@ def _include(tokens: _Line, path: Path, state: _State) -> Iterator[_Line]:
         state.depth -= 1
 
 
-def parse_file(path: str | os.PathLike[str], notes: Notes) -> Stmt:
-    """The whole file (includes spliced in) as a root statement whose children are the top."""
-    state = _State(notes)
+def parse_file(path: str | os.PathLike[str], notes: Notes, config_id: str | None = None) -> Stmt:
+    """The whole file (includes spliced in) as a root statement whose children are the top.
+
+    ``config_id`` is keepalived's ``-i``: it selects the ``@ID`` lines."""
+    state = _State(notes, config_id)
     root = Stmt("", [], os.fspath(path), 0, children=[])
     stack: list[Stmt] = [root]
     last: Stmt | None = None

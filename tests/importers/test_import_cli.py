@@ -74,3 +74,18 @@ def test_a_binary_or_a_directory_is_refused(
     assert (
         capsys.readouterr().err == f"directorctl import: {tmp_path}: cannot read: Is a directory\n"
     )
+
+
+def test_config_id_selects_the_conditional_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = tmp_path / "keepalived.conf"
+    conf.write_text(
+        "vrrp_instance VI_1 {\n  interface eth0\n  virtual_router_id 7\n"
+        "  @lb1 priority 150\n  @lb2 priority 100\n}\n"
+    )
+    for config_id, priority in (("lb1", 150), ("lb2", None)):
+        assert cli.main(["import", "keepalived", str(conf), "--config-id", config_id]) == 0
+        out, err = capsys.readouterr()
+        assert tomllib.loads(out)["vrrp_instance"][0].get("priority") == priority
+        assert "for config id" in err

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from director.importers.from_keepalived import import_keepalived
+from director.importers.notes import ImportParseError
 from tests.importers.conftest import DATA, keepalived, notes_text, validated
 
 KEEPALIVED_FILES = sorted(p.name for p in DATA.glob("*.conf"))
@@ -237,17 +238,41 @@ def test_no_protocol_follows_keepalived(tmp_path: Path) -> None:
     assert "k.conf:5: not carried: virtual_server 198.18.0.8 80: no real servers" in text
 
 
-def test_substitution_and_conditionals_are_listed(tmp_path: Path) -> None:
+def test_conditional_lines_and_parameters(tmp_path: Path) -> None:
     path = tmp_path / "k.conf"
     path.write_text(
-        "$IFACE=eth0\nvrrp_instance VI_1 {\n  interface eth0\n  virtual_router_id 5\n"
-        "  @backup priority 90\n}\n"
+        "$IFACE=eth0\n@main $PRIO=150\n@^main $PRIO=90\n$BASE=198.18.${SUB}\n$SUB=0\n"
+        "vrrp_instance VI_1 {\n  interface $IFACE\n  virtual_router_id 5\n"
+        "  priority $PRIO\n  @main nopreempt\n  virtual_ipaddress {\n    ${BASE}.10/24\n"
+        '  }\n  notify_master "/bin/echo $UNDEFINED"\n}\n'
+        "~SEQ(N, 1, 3) real_server 198.18.1.$N 80\n"
     )
-    imported = import_keepalived(path)
-    text = notes_text(imported)
-    assert "k.conf:1: not carried: $IFACE=eth0: parameter substitution" in text
-    assert "k.conf:5: not carried: vrrp_instance VI_1 > @backup priority 90: conditional" in text
-    assert imported.config["vrrp_instance"] == [{"name": "VI_1", "interface": "eth0", "vrid": 5}]
+    main = import_keepalived(path, "main")
+    (vi,) = main.config["vrrp_instance"]
+    assert vi == {
+        "name": "VI_1",
+        "interface": "eth0",
+        "vrid": 5,
+        "virtual_addresses": ["198.18.0.10/24"],
+        "preempt": False,
+        "priority": 150,
+        "notify_master": ["/bin/echo", "$UNDEFINED"],
+    }
+    text = notes_text(main)
+    assert "k.conf:3: not carried: @^main $PRIO=90: for config id not main" in text
+    assert "k.conf:16: not carried: ~SEQ(N, 1, 3)" in text
+    (other,) = import_keepalived(path).config["vrrp_instance"]
+    assert other["priority"] == 90
+    assert "preempt" not in other
+    assert "for config id main (this import: none given" in notes_text(import_keepalived(path))
+
+
+def test_a_multiline_definition_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "k.conf"
+    path.write_text("$ADDRS=198.18.0.1 \\\n  198.18.0.2\n")
+    with pytest.raises(ImportParseError) as exc:
+        import_keepalived(path)
+    assert str(exc.value) == f"{path}:1: multi-line definition of $ADDRS is not supported: join it"
 
 
 def test_vrrp_edges(tmp_path: Path) -> None:
