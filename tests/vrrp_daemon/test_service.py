@@ -12,7 +12,7 @@ import shlex
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,7 @@ from director.role import Role
 from director.vrrp_service import VrrpService
 from tests.helpers.netns import Namespace, Topology
 from tests.helpers.servers import NamespaceLoop
-from tests.vrrp_io.lab import has_address, wait_until
+from tests.vrrp_io.lab import has_address, lan, link_local, wait_until
 from vrrp.table import State
 
 pytestmark = [
@@ -164,7 +164,8 @@ def test_sync_group_moves_together_on_one_link_down(topology: Topology, tmp_path
         wait_until(lambda: d1.states() == (M, M), MASTER_DOWN + SETTLE, "d1 back as master")
         wait_until(lambda: d2.states() == (B, B), SETTLE, "d2 back to backup")
         wait_until(lambda: d1.roles[-1:] == [Role.MASTER], SETTLE, "d1 publishes master again")
-        assert has_address(d1ns, VIP1, "eth1") and not has_address(d2ns, VIP1, "eth1")
+        wait_until(lambda: has_address(d1ns, VIP1, "eth1"), SETTLE, "VIP1 back on d1")
+        assert not has_address(d2ns, VIP1, "eth1")
 
 
 def test_tracking_interfaces_and_checks_and_reload(topology: Topology, tmp_path: Path) -> None:
@@ -234,3 +235,65 @@ def test_missing_interface_is_a_clear_error(topology: Topology) -> None:
         with pytest.raises(ValueError, match="VRRP instance VI_1: no interface nosuch0"):
             inside.run(service.start(), timeout=30)
         assert service.members == {}
+
+
+def test_a_member_outbid_takes_the_group_along(topology: Topology, tmp_path: Path) -> None:
+    """d2's VI_2 gets a higher priority: d1's VI_2 goes backup and demotes d1's VI_1, whose
+    priority 0 advert hands VI_1 to d2 at once (nopreempt keeps it from taking it back)."""
+    d1ns, d2ns = two_lans(topology, "d1", "d2")
+    log1 = tmp_path / "d1.log"
+    group = '[[vrrp_sync_group]]\nname = "G"\ninstances = ["VI_1", "VI_2"]\n'
+    notify = f"notify = {hook(log1)}"
+    d1_config = (
+        instance("VI_1", "eth0", 51, 150, VIP0, "preempt = false", notify)
+        + instance("VI_2", "eth1", 52, 150, VIP1, notify)
+        + group
+    )
+
+    def d2_config(priority: int) -> str:
+        return (
+            instance("VI_1", "eth0", 51, 100, VIP0)
+            + instance("VI_2", "eth1", 52, priority, VIP1)
+            + group
+        )
+
+    M, B = State.MASTER, State.BACKUP
+    with running(d1ns, d1_config) as d1:
+        wait_until(lambda: d1.states() == (M, M), MASTER_DOWN + SETTLE, "d1 master of both")
+        with running(d2ns, d2_config(100)) as d2:
+            wait_until(lambda: d2.states() == (B, B), MASTER_DOWN + SETTLE, "d2 backup")
+            d2.reload(d2_config(200))
+            took = wait_until(
+                lambda: d2.states() == (M, M), 2 * MASTER_DOWN + SETTLE, "d2 master of both"
+            )
+            print(f"group followed the outbid member in {took:.3f} s")
+            wait_until(lambda: d1.states() == (B, B), SETTLE, "d1 backup of both")
+            assert has_address(d2ns, VIP0) and not has_address(d1ns, VIP0)
+            wait_until(lambda: "INSTANCE VI_1 BACKUP 150" in lines(log1)[2:], SETTLE, "hook")
+            # the demote passed through fault, which is neither reported nor a group fault
+            assert "INSTANCE VI_1 FAULT 150" not in lines(log1)
+            assert d1.roles[-1] is Role.BACKUP and Role.FAULT not in d1.roles
+            assert d1.service.summary()[0]["faults"] == []
+
+
+def test_ipv6_instance_sends_from_the_link_local_address(topology: Topology) -> None:
+    d1ns, d2ns = lan(topology, "d1", "d2", ipv6=True)
+    vip6 = IPv6Address("2001:db8::100")
+
+    def config(priority: int) -> str:
+        return (
+            f'[[vrrp_instance]]\nname = "V6"\ninterface = "eth0"\nvrid = 61\n'
+            f"priority = {priority}\nversion = 3\nadvert_interval = {INTERVAL}\n"
+            f'virtual_addresses = ["{vip6}/64"]\n'
+        )
+
+    M, B = State.MASTER, State.BACKUP
+    with running(d1ns, config(150)) as d1, running(d2ns, config(100)) as d2:
+        wait_until(lambda: d1.states() == (M,), MASTER_DOWN + SETTLE, "d1 master")
+        wait_until(lambda: d2.states() == (B,), SETTLE, "d2 backup")
+        assert has_address(d1ns, vip6) and not has_address(d2ns, vip6)
+        peer = d2.service.summary()[0]["peer"]
+        assert peer == str(link_local(d1ns))  # the primary address found on the interface
+        d1.inside.run(d1.service.stop(), timeout=30)
+        wait_until(lambda: d2.states() == (M,), INTERVAL + SETTLE, "d2 takes over")
+        assert has_address(d2ns, vip6) and not has_address(d1ns, vip6)
