@@ -227,6 +227,7 @@ async def run(args: argparse.Namespace) -> int:
                 elif now >= next_resync:
                     await engine.resync()
                     await rules.resync()
+                    await syncd.apply()  # a sync daemon stopped by hand comes back
                     notifier.notify(f"STATUS={engine.status.summary()}")
                 if now >= next_stats:
                     next_stats = now + engine.config.daemon.stats_interval

@@ -144,3 +144,13 @@ async def test_follower_reports_kernel_errors_and_stop_clears() -> None:
     await follower(Role.MASTER)
     await follower.stop()
     assert k.sync_daemons() == []
+
+
+@pytest.mark.asyncio
+async def test_apply_repairs_a_daemon_stopped_by_hand() -> None:
+    k = MemoryIPVS()
+    follower = SyncDaemonFollower(k, SETTINGS)
+    await follower(Role.MASTER)
+    k.stop_sync_daemon(SyncState.MASTER)  # ipvsadm --stop-daemon master
+    await follower.apply()  # the daemon's periodic resync
+    assert k.sync_daemons() == [MASTER]
