@@ -108,8 +108,7 @@ class Runner(Generic[S]):
             loop = self._loop
             for start in self.scheduler.due(now):
                 task = loop.create_task(self._run(start))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._tasks.add(task)  # _run takes it out (no done callback: one loop turn less)
         finally:
             self._arm()  # whatever went wrong, keep the checks running
 
@@ -143,8 +142,7 @@ class Runner(Generic[S]):
         try:
             result = await self._probe(start.spec)
         except asyncio.CancelledError:
-            task = self._timed_out.pop(start.probe_id, None)
-            if task is None:
+            if self._timed_out.pop(start.probe_id, None) is None:
                 raise  # stopped, not timed out
             task.uncancel()
             error = f"timeout after {start.timeout:g}s"
@@ -159,6 +157,7 @@ class Runner(Generic[S]):
             if deadline is not None:
                 deadline.cancel()
             self._timed_out.pop(start.probe_id, None)
+            self._tasks.discard(task)  # nothing below awaits: the task ends in this step
         if self._stopped:
             return
         self._emit(self.scheduler.probe_done(start, result, loop.time()))
