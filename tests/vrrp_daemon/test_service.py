@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ from director.config import Config, parse_config
 from director.ipvs.model import DestKey, ServiceKey
 from director.role import Role
 from director.vrrp_service import VrrpService
-from tests.helpers.netns import Namespace, Topology
+from tests.helpers.netns import Background, Namespace, Topology
 from tests.helpers.servers import NamespaceLoop
 from tests.vrrp_io.lab import has_address, lan, link_local, wait_until
 from vrrp.table import State
@@ -297,3 +299,39 @@ def test_ipv6_instance_sends_from_the_link_local_address(topology: Topology) -> 
         d1.inside.run(d1.service.stop(), timeout=30)
         wait_until(lambda: d2.states() == (M,), INTERVAL + SETTLE, "d2 takes over")
         assert has_address(d2ns, vip6) and not has_address(d1ns, vip6)
+
+
+def test_killed_master_leaves_its_vip_and_a_restart_removes_it(
+    topology: Topology, tmp_path: Path
+) -> None:
+    """SIGKILL: no priority 0, the VIP stays on the dead master's interface (as keepalived's
+    does); the backup takes over after Master_Down_Interval, and the next start removes the
+    leftover at once, before it preempts back."""
+    d1ns, d2ns = two_lans(topology, "d1", "d2")
+    path = tmp_path / "d1.toml"
+    path.write_text(instance("VI_1", "eth0", 51, 150, VIP0))
+
+    def serve() -> Background:
+        proc = d1ns.spawn(sys.executable, "-m", "tests.vrrp_daemon.serve", str(path))
+        wait_until(lambda: "started" in proc.output(), 30, "the service process")
+        return proc
+
+    M, B = State.MASTER, State.BACKUP
+    with running(d2ns, instance("VI_1", "eth0", 51, 100, VIP0)) as d2:
+        first = serve()
+        wait_until(lambda: has_address(d1ns, VIP0), MASTER_DOWN + SETTLE, "VIP on d1")
+        wait_until(lambda: d2.states() == (B,), SETTLE, "d2 backup")
+        os.killpg(first.proc.pid, signal.SIGKILL)
+        first.proc.wait(timeout=10)
+        took = wait_until(lambda: d2.states() == (M,), MASTER_DOWN + SETTLE, "d2 takes over")
+        print(f"backup master {took:.3f} s after SIGKILL")
+        wait_until(lambda: has_address(d2ns, VIP0), SETTLE, "VIP on d2")
+        assert has_address(d1ns, VIP0)  # left behind by the killed process
+        second = serve()
+        assert not has_address(d1ns, VIP0)  # removed before the instance started
+        assert "role backup" in second.output()
+        wait_until(lambda: has_address(d1ns, VIP0), MASTER_DOWN + SETTLE, "d1 preempts back")
+        wait_until(lambda: d2.states() == (B,), SETTLE, "d2 backup again")
+        second.stop(timeout=10)
+        wait_until(lambda: d2.states() == (M,), INTERVAL + SETTLE, "d2 after a clean stop")
+        assert not has_address(d1ns, VIP0)
