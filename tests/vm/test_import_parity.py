@@ -9,8 +9,8 @@ persistence and granularity, one-packet scheduling, forwarding, weights, thresho
 server that stands in for a server that never answers.
 
 Piranha cannot run here, so the lvs.cf test compares with the table its lvsd and nanny program
-for ``tests/importers/data/parity_lvs.cf`` (the config's VRRP instance, from the heartbeat, loads
-with it; the daemon does not run VRRP instances yet).
+for ``tests/importers/data/parity_lvs.cf``, and checks that the heartbeat became a VRRP instance
+that takes the VIPs (prefix, device and label from ``address``/``vip_nmask``) when no peer answers.
 
 lvs ns (IPVS; 198.18.1.1) --veth-- rs ns (198.18.1.11, 198.18.1.12: echo servers on 7000,
                                            HTTP servers on 8000 with /ok.txt)
@@ -205,8 +205,13 @@ def test_directord_runs_an_lvs_cf_as_piranha_did(
     daemon = run_directord(lvs, tmp_path, import_lvs_cf(LVS_CF).config)
     try:
         ours = settled(lvs, lambda table: table == wanted, daemon)
+        # the heartbeat is VRRP now: alone on the link, this director is master with the VIPs
+        wait_for("the VIPs", lambda: "s0:2" in lvs.ip("-4", "address", "show", "dev", "s0"))
+        addresses = lvs.ip("-4", "address", "show", "dev", "s0")
     finally:
         stop(daemon)
+    assert "198.18.0.10/32 scope global s0:1" in addresses, addresses
+    assert "198.18.0.12/32 scope global s0:2" in addresses, addresses
     # the checks ran: the echo servers answered "ping" (send/expect) and stayed in; the server
     # that never answers went out and the sorry server came in
     assert describe(ours) == describe(wanted)
