@@ -143,10 +143,13 @@ def render_status(st: dict[str, Any]) -> str:
     vrrp = st.get("vrrp") or []
     if vrrp:
         for inst in vrrp:
-            peer = inst.get("peer") or inst.get("master") or "-"
+            peer = inst.get("peer")
+            faults = inst.get("faults") or []
             lines.append(
                 f"vrrp:     {inst.get('name')}  {str(inst.get('state', '-')).upper()}"
-                f"  prio {_num(inst.get('priority'))}  peer {peer}"
+                f"  prio {_num(inst.get('priority'))}"
+                + (f"  master heard {peer}" if peer else "")
+                + (f"  faults: {', '.join(map(str, faults))}" if faults else "")
             )
     else:
         lines.append("vrrp:     no instances (this director is master on its own)")

@@ -62,7 +62,7 @@ async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
     await engine.refresh_stats()
 
     def vrrp() -> list[dict[str, object]]:
-        return [{"name": "VI_1", "state": "master", "priority": 150, "peer": "198.18.0.3"}]
+        return [{"name": "VI_1", "state": "backup", "priority": 100, "peer": "198.18.0.3"}]
 
     server = ControlServer(
         tmp_path / "control.sock",
@@ -83,7 +83,7 @@ async def test_status_drain_enable_reload(
     code, out, _ = await daemon.ctl("status", capsys=capsys)
     assert code == 0
     assert "director: MASTER" in out
-    assert "VI_1  MASTER  prio 150  peer 198.18.0.3" in out
+    assert "VI_1  BACKUP  prio 100  master heard 198.18.0.3" in out
     assert "TCP 198.18.0.20:80 rr  [web]" in out
     line = next(ln for ln in out.splitlines() if "198.18.1.22:80" in ln)
     assert line.split()[3:7] == ["nat", "3", "4", "1"], line
