@@ -109,6 +109,10 @@ def placements(cfg: VrrpInstance) -> list[Placement]:
     return [Placement(va.ip, va.prefixlen, va.device, va.label) for va in cfg.virtual_addresses]
 
 
+def _group_layout(config: Config) -> list[tuple[str, tuple[str, ...]]]:
+    return [(g.name, g.instances) for g in config.vrrp_sync_groups]
+
+
 def _core_settings(cfg: VrrpInstance) -> dict[str, object]:
     return {k: v for k, v in cfg.model_dump().items() if k not in IN_PLACE_KEYS}
 
@@ -243,8 +247,14 @@ class VrrpService:
         new = {vi.name: vi for vi in config.vrrp_instances}
         restart = [n for n in old if n in new and _core_settings(old[n]) != _core_settings(new[n])]
         removed = [n for n in old if n not in new]
-        self._release_groups()
+        grouped = {m for g in self.groups.values() for m in g.members}
+        regroup = _group_layout(self.config) != _group_layout(config) or bool(
+            grouped & {*removed, *restart}
+        )
+        if regroup:  # else the groups keep their holds (no member flaps out of fault)
+            self._release_groups()
         self.config = config
+        self.group_configs = {g.name: g for g in config.vrrp_sync_groups}
         await self._stop_members([*removed, *restart])
         for name, cfg in new.items():
             member = self.members.get(name)
@@ -253,7 +263,8 @@ class VrrpService:
                 member.tracker = _tracker(cfg)
         await self._start_members([new[n] for n in new if n not in self.members])
         self._close_unused_watches()
-        self._build_groups(config)
+        if regroup:
+            self._build_groups(config)
         self.health_changed()
         self._role_changed()
         if removed or restart:

@@ -11,6 +11,7 @@ import os
 import shlex
 import signal
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -160,6 +161,11 @@ def test_sync_group_moves_together_on_one_link_down(topology: Topology, tmp_path
         wait_until(lambda: "INSTANCE VI_1 FAULT 150" in lines(log1), SETTLE, "VI_1's hook")
         wait_until(lambda: "GROUP G MASTER" in lines(log2), SETTLE, "d2's group hook")
         assert d1.service.summary()[0]["faults"] == ["group G"]
+        # a reload while the group is held keeps it held: nobody flaps out of fault
+        seen = len(lines(log1))
+        d1.reload(config(150, log1))
+        time.sleep(0.3)
+        assert d1.states() == (F, F) and len(lines(log1)) == seen
 
         # the link comes back: both return to d1 (preempt), together
         d1.link("eth1", True)
