@@ -76,7 +76,7 @@ class Director:
             argv = [sys.executable, "-m", "bench.failover_peer", "--host", str(self.host)]
             argv += ["--priority", str(priority), "--version", str(version)]
             argv += ["--interval", f"{interval:g}", "--checks", str(checks)]
-            argv += ["--vrrp-thread"] if thread else []
+            argv += ["--vrrp-thread", "--switch-interval", "0.001"] if thread else []
             self.job = self.ns.spawn(*argv)
         else:
             text = keepalived.config(
@@ -89,6 +89,8 @@ class Director:
                 garp_repeat=5,
                 garp_delay=5,
             )
+            for stale in self.directory.glob("*.pid"):  # a killed keepalived leaves them
+                stale.unlink()
             self.job = keepalived.start(self.ns, self.directory, text)
 
     def output(self) -> str:
@@ -241,6 +243,7 @@ def main() -> int:
         return 2
     rows: list[tuple[str, str, str, list[Trial]]] = []
     jitters: list[tuple[str, str, int, list[float]]] = []
+    loads: list[float] = []
     impls = [args.only] if args.only else ["ours", "keepalived"]
     with Topology() as topo, tempfile.TemporaryDirectory(prefix="dt-failover-") as tmp:
         d1, d2, obs = lan(topo, "d1", "d2", "obs")
@@ -268,6 +271,7 @@ def main() -> int:
                     for version, interval in [] if args.no_failover else MODES:
                         mode = f"v{version} {interval * 1000:g} ms"
                         for kind, sig in (("kill -9", signal.SIGKILL), ("stop", signal.SIGTERM)):
+                            loads.append(os.getloadavg()[0])
                             done = []
                             for n in range(args.trials):
                                 try:
@@ -298,13 +302,16 @@ def main() -> int:
                             )
                             checked = [ln for ln in out.splitlines() if "checks ok" in ln][-1:]
                             label = f"v{version} {interval * 1000:g} ms"
-                            where = "thread" if thread else "loop"
+                            where = "thread, 1ms" if thread else "loop"
                             name = impl if impl != "ours" or not load else f"ours ({where})"
                             jitters.append((name, label, load, dev))
+                            loads.append(os.getloadavg()[0])
                             print(f"done: jitter {name} {label} checks {load} {checked}")
             finally:
                 capture.close()
     print()
+    spread = f"{min(loads, default=0):.1f}..{max(loads, default=0):.1f}"
+    print(f"1-minute load average during the run: {spread} on {os.cpu_count()} CPUs")
     print("Failover, times from the old master's last advert as captured by the client (ms)")
     head = f"{'director':10} {'mode':10} {'event':8} {'n':>2}"
     cols = "min      med      max"
@@ -316,7 +323,8 @@ def main() -> int:
             f"{impl:10} {mode:10} {kind:8} {len(done):2} | "
             f"{ms([t.advert for t in done])} | {ms([t.garp for t in done])} | "
             f"{ms([t.tcp for t in done])} | "
-            f"{max((t.garp_after_advert for t in done), default=0) * 1e3:15.2f} | "
+            f"{statistics.median([t.garp_after_advert for t in done] or [0]) * 1e3:9.2f} "
+            f"{max((t.garp_after_advert for t in done), default=0) * 1e3:9.2f} | "
             f"{sum(t.vip_left for t in done)}/{len(done)}"
         )
     if jitters:

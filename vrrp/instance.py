@@ -43,6 +43,7 @@ from vrrp.transport import Transport
 log = logging.getLogger(__name__)
 
 OnState = Callable[[State], None]
+WAKE_LEAD = 0.02  # seconds: the last poll before a VRRP deadline is at most this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +204,13 @@ class Instance:
             self._timer = None
         deadline = self.machine.next_deadline()
         if deadline is not None:
-            self._timer = self._require_loop().call_at(deadline, self._on_timer)
+            loop = self._require_loop()
+            # Linux lets a poll/epoll timeout run late by 0.1% of its length (timer slack:
+            # 3.6 ms on a v2 Master_Down_Interval). Wake LEAD early and wait the rest in a
+            # short poll; the machine ignores the early call and the timer is armed again.
+            if deadline - loop.time() > 2 * WAKE_LEAD:
+                deadline -= WAKE_LEAD
+            self._timer = loop.call_at(deadline, self._on_timer)
 
     def _require_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
