@@ -11,10 +11,13 @@ d1 to be master, then kills it (SIGKILL) or stops it cleanly (SIGTERM: priority 
 from the old master's last advert as captured to the new master's first advert, its first
 gratuitous ARP and the first TCP connect answered by d2; min/median/max over the trials.
 
-Jitter: our master's adverts captured for a while (v3 100 ms and v2 1 s) with and without N
-HTTP health checks per second on the same event loop (a farm namespace of N addresses behind
-d1, as ``bench.checks``): p50/p99/max deviation of the captured interval from the configured
-one. Needs root. Prints tables; not a test.
+Jitter: the master's adverts captured for a while (v3 100 ms and v2 1 s): keepalived's, ours
+alone, ours with N HTTP health checks per second on the same event loop (a farm namespace of N
+addresses behind d1, as ``bench.checks``), and ours with the checks on the main loop and VRRP
+on a loop of its own (``vrrp.thread.InstanceThread``, GIL switch interval 1 ms): p50/p99/max
+deviation of the captured interval from the configured one. The machine's load average is
+printed with the tables: on a shared machine it moves every column. Needs root. Prints tables;
+not a test.
 """
 
 from __future__ import annotations

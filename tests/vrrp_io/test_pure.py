@@ -8,7 +8,7 @@ from ipaddress import IPv4Address, IPv6Address
 import pytest
 
 from tests.vrrp_io.capture import ALL_NODES_MAC, NeighbourAdvert, decode_frame
-from vrrp import Config, Dropped, DropReason, encode, link
+from vrrp import Config, Dropped, DropReason, encode, link, rtnl
 from vrrp.addresses import NA_OVERRIDE, NA_ROUTER, gratuitous_arp, unsolicited_na
 from vrrp.packet import VRRP_GROUP_V6, checksum
 from vrrp.transport import Own, receive_ipv4, receive_ipv6
@@ -137,3 +137,32 @@ def test_unsolicited_neighbour_advert_frame() -> None:
     assert na.flags == NA_ROUTER | NA_OVERRIDE
     pseudo = vip.packed + IPv6Address("ff02::1").packed + struct.pack("!I3xB", 32, 58)
     assert checksum(pseudo + frame[54:]) == 0
+
+
+def test_rtnetlink_address_request_and_acknowledgement() -> None:
+    add = rtnl.request("add", 2, IPv4Address("198.18.0.100"), 24, label="eth0:3", seq=7)
+    length, kind, flags, seq, _pid = struct.unpack_from("=IHHII", add)
+    assert (length, kind, seq) == (len(add), rtnl.RTM_NEWADDR, 7)
+    assert flags == rtnl.NLM_F_REQUEST | rtnl.NLM_F_ACK | rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL
+    assert struct.unpack_from("=BBBBI", add, 16) == (2, 24, 0, 0, 2)  # AF_INET, /24, index 2
+    attributes, offset = {}, 24
+    while offset < len(add):
+        size, kind = struct.unpack_from("=HH", add, offset)
+        attributes[kind] = add[offset + 4 : offset + size]
+        offset += (size + 3) & ~3
+    assert attributes[rtnl.IFA_LOCAL] == attributes[rtnl.IFA_ADDRESS] == bytes([198, 18, 0, 100])
+    assert attributes[rtnl.IFA_BROADCAST] == bytes([198, 18, 0, 255])
+    assert attributes[rtnl.IFA_LABEL] == b"eth0:3\0"
+    v6 = rtnl.request("del", 2, IPv6Address("2001:db8::100"), 128)
+    assert struct.unpack_from("=HH", v6, 4) == (rtnl.RTM_DELADDR, 0x5)
+    assert len(v6) == 16 + 8 + 2 * 20
+    with pytest.raises(ValueError, match="neither add nor del"):
+        rtnl.request("replace", 2, IPv4Address("198.18.0.100"), 32)
+
+    def answer(seq: int, code: int) -> bytes:
+        return struct.pack("=IHHIIi", 20 + 16, rtnl.NLMSG_ERROR, 0, seq, 0, code) + b"\0" * 16
+
+    assert rtnl.acknowledgement(answer(7, 0), 7) == 0
+    assert rtnl.acknowledgement(answer(6, -17) + answer(7, -17), 7) == 17  # EEXIST
+    assert rtnl.acknowledgement(answer(6, 0), 7) is None
+    assert rtnl.acknowledgement(b"\0" * 8, 7) is None
