@@ -36,7 +36,9 @@ from typing import Literal
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
+from aiohttp.http import RawResponseMessage
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.streams import StreamReader
 from yarl import URL
 
 from checks.probes import tcp
@@ -51,9 +53,14 @@ from checks.probes.result import (
 
 BODY_LIMIT = 64 * 1024
 READ_SIZE = 16384  # one recv; a status-only probe stops once the head is in
-HEAD_LIMIT = 8192  # bytes read looking for the status line
-# The status line a status-only probe judges by itself; anything else goes to llhttp.
-_STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([2-5][0-9][0-9])(?: [^\r\n]*)?\r?\n")
+HEAD_LIMIT = 8192  # bytes read looking for the end of the head
+MAX_LINE, MAX_HEADERS = 8190, 128  # aiohttp's limits for llhttp
+# The head a status-only probe judges by itself: an HTTP/1.x final status, then well-formed
+# header lines (token ":" value, no control characters). Anything else goes to llhttp.
+_PLAIN_HEAD = re.compile(
+    rb"HTTP/1\.[01] ([2-5][0-9][0-9])(?: [\t\x20-\x7e\x80-\xff]*)?\r\n"
+    rb"(?:[-!#$%&'*+.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*\r\n"
+)
 _CHARSET = re.compile(r";\s*charset\s*=\s*\"?([^\";\s]+)", re.IGNORECASE)
 USER_AGENT = "directord-health-check"
 StatusRanges = tuple[tuple[int, int], ...]
@@ -252,6 +259,26 @@ def _handler(loop: asyncio.AbstractEventLoop, spec: HttpSpec) -> ResponseHandler
     return handler
 
 
+def _plain_head(head: bytes) -> re.Match[bytes] | None:
+    """The head's match if it is plain enough to judge here, within llhttp's limits as aiohttp
+    sets them (a line of at most 8190 bytes, at most 128 headers, one Content-Length)."""
+    match = _PLAIN_HEAD.match(head)
+    if match is None or match.end() > MAX_LINE:
+        return None
+    lines = head[: match.end()]
+    if lines.count(b"\n") > MAX_HEADERS + 2 or lines.lower().count(b"\ncontent-length:") > 1:
+        return None
+    return match
+
+
+async def _final(handler: ResponseHandler) -> tuple[RawResponseMessage, StreamReader]:
+    """The final response, past any interim 1xx (as aiohttp's ClientResponse does)."""
+    while True:
+        message, payload = await handler.read()
+        if not 100 <= message.code <= 199 or message.code == 101:
+            return message, payload
+
+
 def _reads_body(spec: HttpSpec) -> bool:
     return spec.method != "HEAD" and (spec.body_contains is not None or spec.body_regex is not None)
 
@@ -259,7 +286,7 @@ def _reads_body(spec: HttpSpec) -> bool:
 async def _judge(step: _HttpStep, spec: HttpSpec, handler: ResponseHandler) -> None:
     """Wait for the response's head, check the status and, if asked, the body."""
     target = step.target
-    message, payload = await handler.read()
+    message, payload = await _final(handler)
     if not status_ok(message.code, spec.expect_status):
         raise ProbeFailed(
             f"HTTP {message.code} from {target} {spec.path} "
@@ -297,7 +324,7 @@ async def _status_only(
         head_reader = reader = _HeadReader(loop, sock)
         loop.add_reader(fd, head_reader)
         head = await head_reader.head
-        match = _STATUS_LINE.match(head)
+        match = _plain_head(head)
         if match is not None:
             code = int(match[1])
         else:
@@ -309,8 +336,7 @@ async def _status_only(
             else:
                 reader = _Reader(loop, sock, handler)
                 loop.add_reader(fd, reader)
-            message, _ = await handler.read()
-            code = message.code
+            code = (await _final(handler))[0].code
         if not status_ok(code, spec.expect_status):
             raise ProbeFailed(
                 f"HTTP {code} from {target} {spec.path} "
@@ -323,7 +349,7 @@ async def _status_only(
 
 
 class _HeadReader:
-    """add_reader callback: reads until the first line is in (or EOF, or HEAD_LIMIT bytes).
+    """add_reader callback: reads until the head is in (or EOF, or HEAD_LIMIT bytes).
 
     ``head`` resolves to the bytes read; ``eof`` says whether the server closed; a socket error
     is raised from ``head``. The connection closing before a byte came is the server's doing.
@@ -350,7 +376,8 @@ class _HeadReader:
             return
         if data:
             self.buffer += data
-            if b"\n" not in self.buffer and len(self.buffer) < HEAD_LIMIT:
+            buffer = self.buffer
+            if b"\r\n\r\n" not in buffer and b"\n\n" not in buffer and len(buffer) < HEAD_LIMIT:
                 return
         else:
             self.eof = True
