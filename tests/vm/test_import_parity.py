@@ -12,13 +12,19 @@ Piranha cannot run here, so the lvs.cf test compares with the table its lvsd and
 for ``tests/importers/data/parity_lvs.cf``, and checks that the heartbeat became a VRRP instance
 that takes the VIPs (prefix, device and label from ``address``/``vip_nmask``) when no peer answers.
 
+The migration drill: on a bridge, keepalived (VRRP + LVS) is master on d1 from the master's
+keepalived.conf; directord runs the import of the backup's keepalived.conf on d2, stays backup,
+programs the same table; keepalived stops and directord takes the VIP (with its label).
+
 lvs ns (IPVS; 198.18.1.1) --veth-- rs ns (198.18.1.11, 198.18.1.12: echo servers on 7000,
                                            HTTP servers on 8000 with /ok.txt)
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import signal
 import sys
 import time
@@ -33,6 +39,7 @@ from director.importers.lvs_cf import import_lvs_cf
 from director.ipvs.model import Table
 from tests.helpers.ipvsadm import ipvsadm, parse, read_table
 from tests.helpers.netns import Background, Namespace, Topology
+from tests.vrrp_io.lab import has_address, lan
 
 pytestmark = pytest.mark.vm
 
@@ -57,7 +64,7 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 90) -> None:
     while time.monotonic() < deadline:
         if check():
             return
-        time.sleep(0.3)
+        time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -215,3 +222,85 @@ def test_directord_runs_an_lvs_cf_as_piranha_did(
     # the checks ran: the echo servers answered "ping" (send/expect) and stayed in; the server
     # that never answers went out and the sorry server came in
     assert describe(ours) == describe(wanted)
+
+
+DRILL = """
+global_defs {{
+    router_id {router}
+}}
+vrrp_instance VI_1 {{
+    state {state}
+    interface eth0
+    virtual_router_id 61
+    priority {priority}
+    advert_int 1
+    authentication {{
+        auth_type PASS
+        auth_pass s3cret
+    }}
+    virtual_ipaddress {{
+        198.18.0.100/24 dev eth0 label eth0:1
+    }}
+}}
+virtual_server 198.18.0.100 7000 {{
+    lb_algo rr
+    lb_kind NAT
+    protocol TCP
+    persistence_timeout 120
+    real_server 198.18.0.250 7000 {{
+        weight 2
+    }}
+}}
+"""
+DRILL_VIP = ipaddress.IPv4Address("198.18.0.100")
+# Skew_Time for priority 100 at 1 s adverts (RFC 3768: (256 - priority) / 256), and a margin for
+# a guest that runs Python ~20x slower and polls through `ip` processes.
+SKEW = (256 - 100) / 256
+MARGIN = 3.0
+
+
+def test_migration_drill_keepalived_master_to_imported_backup(tmp_path: Path) -> None:
+    master_conf = tmp_path / "master.conf"
+    master_conf.write_text(DRILL.format(router="LB1", state="MASTER", priority=150))
+    backup_conf = tmp_path / "backup.conf"
+    backup_conf.write_text(DRILL.format(router="LB2", state="BACKUP", priority=100))
+    with Topology() as topo:
+        d1, d2 = lan(topo, "d1", "d2")
+        keepalived = d1.spawn(
+            "keepalived",
+            "--dont-fork",
+            "--log-console",
+            "--no-syslog",
+            "-f",
+            str(master_conf),
+            "-p",
+            str(tmp_path / "k.pid"),
+            "-r",
+            str(tmp_path / "kv.pid"),
+            "-c",
+            str(tmp_path / "kc.pid"),
+        )
+        wait_for("keepalived to be master", lambda: has_address(d1, DRILL_VIP), 60)
+        theirs = settled(d1, lambda table: len(table.services) == 1, keepalived)
+        imported = import_keepalived(backup_conf)
+        assert imported.config["vrrp_instance"][0]["password"] == "s3cret"
+        daemon = run_directord(d2, tmp_path, imported.config)
+        try:
+            ours = settled(d2, lambda table: len(table.services) == 1, daemon)
+            assert describe(ours) == describe(theirs)
+            # three adverts later the imported backup is still silent: no VIP on d2
+            time.sleep(3)
+            assert not has_address(d2, DRILL_VIP)
+            assert has_address(d1, DRILL_VIP)
+            # keepalived stops (priority 0): directord takes over after Skew_Time
+            start = time.monotonic()
+            os.killpg(keepalived.proc.pid, signal.SIGTERM)
+            wait_for("the VIP on d2", lambda: has_address(d2, DRILL_VIP), SKEW + MARGIN)
+            took = time.monotonic() - start
+            addresses = d2.ip("-4", "address", "show", "dev", "eth0")
+            keepalived.proc.wait(timeout=30)
+        finally:
+            stop(daemon)
+            stop(keepalived)
+    assert re.search(r"inet 198\.18\.0\.100/24 .*eth0:1", addresses), addresses
+    print(f"VIP on the imported backup {took:.3f} s after keepalived's SIGTERM")
