@@ -332,7 +332,7 @@ async def _status_only(
             if head:
                 handler.data_received(head)
             if head_reader.eof:
-                handler.connection_lost(None)
+                handler.connection_lost(head_reader.error)
             else:
                 reader = _Reader(loop, sock, handler)
                 loop.add_reader(fd, reader)
@@ -351,11 +351,13 @@ async def _status_only(
 class _HeadReader:
     """add_reader callback: reads until the head is in (or EOF, or HEAD_LIMIT bytes).
 
-    ``head`` resolves to the bytes read; ``eof`` says whether the server closed; a socket error
-    is raised from ``head``. The connection closing before a byte came is the server's doing.
+    ``head`` resolves to the bytes read; ``eof`` says whether the connection ended, ``error``
+    how if it broke (a reset). A socket error before any byte is raised from ``head``; after some
+    bytes, those are judged first (a server that answers garbage and resets is still a garbage
+    answer, as aiohttp reports it).
     """
 
-    __slots__ = ("buffer", "eof", "head", "loop", "reading", "sock")
+    __slots__ = ("buffer", "eof", "error", "head", "loop", "reading", "sock")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
         self.loop, self.sock = loop, sock
@@ -363,6 +365,7 @@ class _HeadReader:
         self.buffer = b""
         self.reading = True
         self.eof = False
+        self.error: OSError | None = None
 
     def __call__(self) -> None:
         try:
@@ -370,10 +373,12 @@ class _HeadReader:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            self.stop()
-            if not self.head.done():
-                self.head.set_exception(exc)
-            return
+            if not self.buffer:
+                self.stop()
+                if not self.head.done():
+                    self.head.set_exception(exc)
+                return
+            data, self.error = b"", exc
         if data:
             self.buffer += data
             buffer = self.buffer
