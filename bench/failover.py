@@ -319,7 +319,8 @@ def main() -> int:
     head = f"{'director':10} {'mode':10} {'event':8} {'n':>2}"
     cols = "min      med      max"
     print(
-        f"{head} | advert   {cols} | GARP     {cols} | TCP      {cols} | GARP-advert max | VIP left"
+        f"{head} | advert   {cols} | GARP     {cols} | TCP      {cols} | GARP-advert med/max"
+        " | VIP left"
     )
     for impl, mode, kind, done in rows:
         print(

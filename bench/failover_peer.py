@@ -78,6 +78,8 @@ async def start_checks(count: int, first: str) -> tuple[Runner[Target], http.Htt
 
 
 async def main(args: argparse.Namespace) -> None:
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)  # how long a waiting thread waits for the GIL
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -113,5 +115,6 @@ if __name__ == "__main__":
     parser.add_argument("--checks", type=int, default=0)
     parser.add_argument("--farm", default="198.18.64.1")
     parser.add_argument("--vrrp-thread", action="store_true", help="VRRP on its own loop/thread")
+    parser.add_argument("--switch-interval", type=float, help="sys.setswitchinterval (s)")
     asyncio.run(main(parser.parse_args()))
     sys.exit(0)
