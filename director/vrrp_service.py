@@ -261,6 +261,8 @@ class VrrpService:
             if member is not None and member.cfg != cfg:
                 member.cfg = cfg
                 member.tracker = _tracker(cfg)
+                for iface in member.tracker.watched_interfaces:
+                    self._watch(iface, asyncio.get_running_loop())
         await self._start_members([new[n] for n in new if n not in self.members])
         self._close_unused_watches()
         if regroup:

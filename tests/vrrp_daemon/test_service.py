@@ -210,6 +210,11 @@ def test_tracking_interfaces_and_checks_and_reload(topology: Topology, tmp_path:
         d1.reload(config(quorum))
         assert d1.service.members["VI_1"].instance is before
         assert d1.states() == (M,)
+        # a newly tracked interface that is up changes nothing
+        d1.reload(config(quorum + '\ntrack_interfaces = [{ interface = "eth1" }]'))
+        assert d1.service.members["VI_1"].instance is before
+        time.sleep(0.3)
+        assert d1.states() == (M,) and d1.service.summary()[0]["faults"] == []
         # the check fails: weight 0 -> fault, d2 takes over; it recovers -> d1 preempts back
         d1.health[(key, dest)] = False
         d1.inside.loop.call_soon_threadsafe(d1.service.health_changed)
