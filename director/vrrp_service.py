@@ -296,8 +296,12 @@ class VrrpService:
             self._apply_verdict(member, verdict)
             built.append(member)
         for member in built:
-            self.members[member.cfg.name] = member
-            await member.instance.start()
+            self.members[member.cfg.name] = member  # before start: its first state arrives then
+            try:
+                await member.instance.start()
+            except BaseException:
+                del self.members[member.cfg.name]
+                raise
             log.info(
                 "vrrp_started",
                 instance=member.cfg.name,

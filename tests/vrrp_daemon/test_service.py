@@ -248,6 +248,14 @@ def test_missing_interface_is_a_clear_error(topology: Topology) -> None:
         with pytest.raises(ValueError, match="VRRP instance VI_1: no interface nosuch0"):
             inside.run(service.start(), timeout=30)
         assert service.members == {}
+        # with a primary address the instance itself finds the interface missing
+        given = parse_config(
+            instance("VI_1", "nosuch0", 51, 100, VIP0, 'primary_address = "198.18.0.1"')
+        )
+        service = VrrpService(given, publish)
+        with pytest.raises(OSError, match="nosuch0"):
+            inside.run(service.start(), timeout=30)
+        assert service.members == {}
 
 
 def test_a_member_outbid_takes_the_group_along(topology: Topology, tmp_path: Path) -> None:
