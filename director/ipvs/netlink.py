@@ -151,7 +151,7 @@ class NetlinkIPVS:
                 if raw is None:
                     continue
                 svc = wire.parse_service(raw)
-                snap.services[svc.key] = (svc, counters_of(wire.attrs(raw), SVC_STATS, SVC_STATS64))
+                snap.services[svc.key] = (svc, counters_of(raw, SVC_STATS, SVC_STATS64))
             for key in snap.services:
                 dests = snap.dests[key] = {}
                 for reply in self._sock.dump(m.CMD_GET_DEST, _svc(wire.service_key(key))):
@@ -159,7 +159,7 @@ class NetlinkIPVS:
                     if raw is None:
                         continue
                     dest, (active, inactive, persistent) = wire.parse_dest(raw, key.family)
-                    counters = counters_of(wire.attrs(raw), DEST_STATS, DEST_STATS64)
+                    counters = counters_of(raw, DEST_STATS, DEST_STATS64)
                     dests[dest.key] = DestStats(dest, active, inactive, persistent, counters)
         except NetlinkRequestError as exc:
             raise KernelError("reading IPVS counters", exc.errno) from exc

@@ -13,7 +13,6 @@ import struct
 from dataclasses import dataclass, field
 
 from director.ipvs.model import Dest, DestKey, Service, ServiceKey
-from director.ipvs.wire import attrs
 
 SVC_STATS, SVC_STATS64 = 10, 12
 DEST_STATS, DEST_STATS64 = 10, 12
@@ -56,28 +55,50 @@ class StatsSnapshot:
         return self.dests.get(service, {}).get(dest)
 
 
-def _int(raw: bytes) -> int:
-    if len(raw) >= 8:
-        return int(_U64.unpack(raw[:8])[0])
-    if len(raw) >= 4:
-        return int(_U32.unpack(raw[:4])[0])
-    return 0
+_NLA = struct.Struct("=HH")
+_FIELDS = {STATS_CONNS: 0, STATS_INPKTS: 1, STATS_OUTPKTS: 2, STATS_INBYTES: 3, STATS_OUTBYTES: 4}
 
 
-def parse_counters(nested: dict[int, bytes]) -> Counters:
-    """Counters from the attributes of a ``STATS``/``STATS64`` nest (sizes taken as sent)."""
-    return Counters(
-        conns=_int(nested.get(STATS_CONNS, b"")),
-        inpkts=_int(nested.get(STATS_INPKTS, b"")),
-        outpkts=_int(nested.get(STATS_OUTPKTS, b"")),
-        inbytes=_int(nested.get(STATS_INBYTES, b"")),
-        outbytes=_int(nested.get(STATS_OUTBYTES, b"")),
-    )
+def _find(data: bytes, wanted: tuple[int, ...]) -> tuple[int, int] | None:
+    """(start, end) of the payload of the first attribute in ``wanted`` order that is present."""
+    found: dict[int, tuple[int, int]] = {}
+    offset, end = 0, len(data)
+    while offset + 4 <= end:
+        size, kind = _NLA.unpack_from(data, offset)
+        if size < 4:
+            break
+        kind &= 0x3FFF
+        if kind in wanted:
+            found[kind] = (offset + 4, offset + size)
+        offset += (size + 3) & ~3
+    for kind in wanted:
+        if kind in found:
+            return found[kind]
+    return None
 
 
-def counters_of(entry: dict[int, bytes], stats: int, stats64: int) -> Counters:
-    """The counters of a service or destination's attributes: ``STATS64``, else ``STATS``."""
-    raw = entry.get(stats64)
-    if raw is None:
-        raw = entry.get(stats)
-    return parse_counters(attrs(raw)) if raw is not None else Counters()
+def parse_counters(data: bytes, start: int = 0, end: int | None = None) -> Counters:
+    """Counters from a ``STATS``/``STATS64`` nest in ``data[start:end]`` (sizes taken as sent).
+
+    One pass with ``unpack_from`` and no intermediate dict: a full reading decodes this for
+    every destination, so it is kept cheap."""
+    values = [0, 0, 0, 0, 0]
+    offset, end = start, len(data) if end is None else end
+    while offset + 4 <= end:
+        size, kind = _NLA.unpack_from(data, offset)
+        if size < 4:
+            break
+        index = _FIELDS.get(kind & 0x3FFF)
+        if index is not None:
+            if size >= 12:
+                values[index] = _U64.unpack_from(data, offset + 4)[0]
+            elif size >= 8:
+                values[index] = _U32.unpack_from(data, offset + 4)[0]
+        offset += (size + 3) & ~3
+    return Counters(*values)
+
+
+def counters_of(raw: bytes, stats: int, stats64: int) -> Counters:
+    """The counters in a service's or destination's attributes: ``STATS64``, else ``STATS``."""
+    where = _find(raw, (stats64, stats))
+    return parse_counters(raw, *where) if where is not None else Counters()
