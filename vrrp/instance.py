@@ -38,6 +38,7 @@ from vrrp.link import LinkWatch
 from vrrp.machine import Machine
 from vrrp.packet import Advertisement, DropReason, IPAddress
 from vrrp.table import State
+from vrrp.timer import TimerFd
 from vrrp.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class Instance:
         self._action_errors = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._timerfd: TimerFd | None = None
         self._queue: asyncio.Queue[Action] = asyncio.Queue()
         self._in_flight = 0  # queued or being performed by the worker
         self._worker: asyncio.Task[None] | None = None
@@ -130,6 +132,10 @@ class Instance:
                 self.link.close()
             self.addresses.close()
             raise
+        try:
+            self._timerfd = TimerFd(loop, self._on_timer)
+        except OSError as exc:
+            log.warning("VRRP vrid %d: no timerfd (%s), timers by call_at", self.config.vrid, exc)
         self._worker = loop.create_task(self._work(), name=f"vrrp-{self.config.vrid}")
         self._feed(self.machine.start(loop.time()))
 
@@ -139,6 +145,9 @@ class Instance:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._timerfd is not None:
+            self._timerfd.close()
+            self._timerfd = None
         self._perform_later(self.machine.shutdown(loop.time()))
         try:
             await asyncio.wait_for(self._queue.join(), timeout=10)
@@ -199,10 +208,14 @@ class Instance:
         self._rearm()
 
     def _rearm(self) -> None:
+        """Wake the machine at its next deadline: on the timerfd, else with ``call_at``."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         deadline = self.machine.next_deadline()
+        if self._timerfd is not None:
+            self._timerfd.arm(deadline)
+            return
         if deadline is not None:
             loop = self._require_loop()
             # Linux lets a poll/epoll timeout run late by 0.1% of its length (timer slack:

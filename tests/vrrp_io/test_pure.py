@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from ipaddress import IPv4Address, IPv6Address
 
@@ -11,6 +12,7 @@ from tests.vrrp_io.capture import ALL_NODES_MAC, NeighbourAdvert, decode_frame
 from vrrp import Config, Dropped, DropReason, encode, link, rtnl
 from vrrp.addresses import NA_OVERRIDE, NA_ROUTER, gratuitous_arp, unsolicited_na
 from vrrp.packet import VRRP_GROUP_V6, checksum
+from vrrp.timer import TimerFd
 from vrrp.transport import Own, receive_ipv4, receive_ipv6
 
 ME, PEER, GROUP = IPv4Address("198.18.0.1"), IPv4Address("198.18.0.2"), IPv4Address("224.0.0.18")
@@ -166,3 +168,23 @@ def test_rtnetlink_address_request_and_acknowledgement() -> None:
     assert rtnl.acknowledgement(answer(6, -17) + answer(7, -17), 7) == 17  # EEXIST
     assert rtnl.acknowledgement(answer(6, 0), 7) is None
     assert rtnl.acknowledgement(b"\0" * 8, 7) is None
+
+
+@pytest.mark.asyncio
+async def test_timerfd_fires_at_its_deadline_and_can_be_moved_or_disarmed() -> None:
+    loop = asyncio.get_running_loop()
+    fired: list[float] = []
+    timer = TimerFd(loop, lambda: fired.append(loop.time()))
+    try:
+        start = loop.time()
+        timer.arm(start + 0.5)
+        timer.arm(start + 0.05)  # moved earlier
+        await asyncio.sleep(0.2)
+        assert len(fired) == 1
+        assert 0.05 <= fired[0] - start < 0.05 + 0.1  # scheduling slack on a loaded machine
+        timer.arm(loop.time() + 0.05)
+        timer.arm(None)  # disarmed
+        await asyncio.sleep(0.1)
+        assert len(fired) == 1
+    finally:
+        timer.close()
