@@ -193,8 +193,9 @@ class Instance:
 
     # -- inputs ------------------------------------------------------------------------------
 
-    def _received(self, advert: Advertisement, src: IPAddress) -> None:
-        self._feed(self.machine.receive(advert, src, self._require_loop().time()))
+    def _received(self, advert: Advertisement, src: IPAddress, age: float) -> None:
+        """``age``: how long ago the kernel received it; the machine gets the arrival time."""
+        self._feed(self.machine.receive(advert, src, self._require_loop().time() - age))
 
     def _link_changed(self, running: bool) -> None:
         self.set_fault(f"link {self.interface}", not running)

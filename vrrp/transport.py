@@ -16,6 +16,7 @@ import asyncio
 import logging
 import socket
 import struct
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,9 +39,11 @@ from vrrp.packet import (
 
 log = logging.getLogger(__name__)
 
-Deliver = Callable[[Advertisement, IPAddress], None]
+Deliver = Callable[[Advertisement, IPAddress, float], None]  # advert, source, age (s)
 _RECV_SIZE = 65535
-_CMSG_SIZE = socket.CMSG_SPACE(4) + socket.CMSG_SPACE(20) + 64
+_CMSG_SIZE = socket.CMSG_SPACE(4) + socket.CMSG_SPACE(20) + socket.CMSG_SPACE(16) + 64
+SO_TIMESTAMPNS = 35  # asm-generic/socket.h (also SCM_TIMESTAMPNS)
+MAX_AGE = 0.05  # seconds: an older receive time (a clock step) is not believed
 _MIN_IPV4_HEADER = 20
 IP_PKTINFO = 8  # linux/in.h; not in the socket module on every Python
 
@@ -137,6 +140,7 @@ class Transport:
         )
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.interface.encode())
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             if v6:
                 self._setup_ipv6(sock, index)
             else:
@@ -209,10 +213,11 @@ class Transport:
             except OSError as exc:
                 log.warning("receiving VRRP on %s: %s", self.interface, exc)
                 return
+            age = _age(ancillary)
             if isinstance(self.primary, IPv6Address):
-                self._handle(self._receive_ipv6(datagram, ancillary, address[0], self.primary))
+                self._handle(self._receive_ipv6(datagram, ancillary, address[0], self.primary), age)
             else:
-                self._handle(receive_ipv4(datagram, self.expected, self.primary))
+                self._handle(receive_ipv4(datagram, self.expected, self.primary), age)
 
     def _receive_ipv6(
         self,
@@ -233,7 +238,7 @@ class Transport:
         src = IPv6Address(source.split("%", 1)[0])
         return receive_ipv6(payload, src, dst, hop_limit, self.expected, primary)
 
-    def _handle(self, result: tuple[Advertisement, IPAddress] | Dropped | Own) -> None:
+    def _handle(self, result: tuple[Advertisement, IPAddress] | Dropped | Own, age: float) -> None:
         if isinstance(result, Own):
             return
         if isinstance(result, Dropped):
@@ -242,6 +247,17 @@ class Transport:
             return
         self.received += 1
         try:
-            self._deliver(*result)
+            self._deliver(*result, age)
         except Exception:
             log.exception("handling a VRRP advert on %s", self.interface)
+
+
+def _age(ancillary: list[tuple[int, int, bytes]]) -> float:
+    """How long ago the kernel received the datagram (its SO_TIMESTAMPNS), 0 if unknown: a
+    backup's Master_Down_Timer runs from the advert's arrival, not from when Python saw it."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            seconds, nanoseconds = struct.unpack_from("qq", data)
+            age = time.time() - (seconds + nanoseconds / 1e9)
+            return age if 0.0 <= age <= MAX_AGE else 0.0
+    return 0.0
