@@ -35,6 +35,11 @@ NETLINK_CAP_ACK = 10
 NETLINK_EXT_ACK = 11
 _HDR = struct.Struct("=IHHII")
 _RCVBUF = 8 << 20
+# How long one recv() waits for the kernel. IPVS answers in milliseconds (seconds for a huge
+# dump in an emulator); a silent kernel must become an error, not a hung daemon. Linux sends no
+# ack at all when a handler returns -EINTR (netlink_rcv_skb skips it), which the IPVS sync-daemon
+# stop does when its thread had not started yet.
+ANSWER_TIMEOUT = 30.0
 
 
 class NetlinkRequestError(OSError):
@@ -53,6 +58,7 @@ class GenlSocket:
             except OSError:
                 self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
             self._sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+            self._sock.settimeout(ANSWER_TIMEOUT)
             self._seq = itertools.count(1)
             self.family_id = self._resolve(family_name)
         except BaseException:
@@ -98,7 +104,13 @@ class GenlSocket:
 
     def _receive(self) -> Iterator[tuple[int, int, int, bytes, int]]:
         """Messages from one recv(): (type, flags, seq, raw message, errno or 0)."""
-        data = self._sock.recv(1 << 20)
+        try:
+            data = self._sock.recv(1 << 20)
+        except TimeoutError:
+            wait = self._sock.gettimeout()
+            raise NetlinkRequestError(
+                errno.ETIMEDOUT, f"no answer from the kernel in {wait:g} s"
+            ) from None
         offset = 0
         while offset + _HDR.size <= len(data):
             length, mtype, flags, seq, _pid = _HDR.unpack_from(data, offset)
@@ -111,9 +123,19 @@ class GenlSocket:
             yield mtype, flags, seq, raw, err
             offset += (length + 3) & ~3
 
-    def request(self, cmd: int, payload: bytes) -> None:
-        """One request that the kernel acknowledges; raises NetlinkRequestError on refusal."""
-        err = self.pipeline([(cmd, payload)])[0]
+    def request(self, cmd: int, payload: bytes, timeout: float | None = None) -> None:
+        """One request that the kernel acknowledges; raises NetlinkRequestError on refusal.
+
+        ``timeout`` replaces ``ANSWER_TIMEOUT`` for this request's ack (ETIMEDOUT when none).
+        """
+        if timeout is None:
+            err = self.pipeline([(cmd, payload)])[0]
+        else:
+            self._sock.settimeout(timeout)
+            try:
+                err = self.pipeline([(cmd, payload)])[0]
+            finally:
+                self._sock.settimeout(ANSWER_TIMEOUT)
         if err:
             raise NetlinkRequestError(err, os.strerror(err))
 
