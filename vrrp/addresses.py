@@ -21,7 +21,7 @@ import logging
 import socket
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from pyroute2 import AsyncIPRoute
@@ -106,6 +106,7 @@ class _Device:
     index: int
     mac: bytes
     packet: socket.socket  # AF_PACKET, protocol 0: sends only, never queues a frame
+    frames: dict[IPAddress, bytes] = field(default_factory=dict)  # built once per address
 
 
 class AddressManager:
@@ -211,18 +212,26 @@ class AddressManager:
         return on
 
     async def add(self, addresses: Iterable[IPAddress]) -> None:
-        for address in addresses:
-            await self._change("add", address)
+        self.add_now(addresses)
 
     async def remove(self, addresses: Iterable[IPAddress]) -> None:
+        self.remove_now(addresses)
+
+    def add_now(self, addresses: Iterable[IPAddress]) -> None:
+        """``add`` without a loop turn: one blocking rtnetlink request per address (the kernel
+        answers at once), so a takeover's GARPs leave right behind its advert."""
         for address in addresses:
-            await self._change("del", address)
+            self._change("add", address)
+
+    def remove_now(self, addresses: Iterable[IPAddress]) -> None:
+        for address in addresses:
+            self._change("del", address)
 
     async def remove_stale(self, addresses: Iterable[IPAddress]) -> set[IPAddress]:
         """Remove the ones a previous run left behind (call while not master); those removed."""
         left = await self._found(addresses)
         for address in sorted(left, key=lambda a: (a.version, int(a))):
-            await self._change("del", address, left[address])
+            self._change("del", address, left[address])
         return set(left)
 
     def gratuitous(self, addresses: Iterable[IPAddress]) -> None:
@@ -230,10 +239,13 @@ class AddressManager:
         for address in addresses:
             name = self.placement(address).device or self.interface
             device = self._device(name)
-            if isinstance(address, IPv4Address):
-                frame = gratuitous_arp(device.mac, address)
-            else:
-                frame = unsolicited_na(device.mac, address)
+            frame = device.frames.get(address)
+            if frame is None:
+                if isinstance(address, IPv4Address):
+                    frame = gratuitous_arp(device.mac, address)
+                else:
+                    frame = unsolicited_na(device.mac, address)
+                device.frames[address] = frame
             try:
                 device.packet.send(frame)
             except OSError as exc:
@@ -252,7 +264,7 @@ class AddressManager:
             raise RuntimeError(f"address manager is not open (device {name})")
         return self._devices[name]
 
-    async def _change(self, command: str, address: IPAddress, prefixlen: int | None = None) -> None:
+    def _change(self, command: str, address: IPAddress, prefixlen: int | None = None) -> None:
         where = self.placement(address)
         name = where.device or self.interface
         if prefixlen is None:

@@ -2,9 +2,11 @@
 
 The adapter owns the clock (``loop.time()``), the ``Transport`` and the ``AddressManager``.
 Inputs (start, received adverts, the timer, stop) go to the machine; the actions that come back
-are performed in order: those that need no await (adverts, gratuitous ARPs, state callbacks) at
-once while nothing is pending, the rest by one worker task (netlink calls are awaited, and what
-comes after them waits too, so a gratuitous ARP never goes out before its address is up). One
+are performed in order: adverts, address changes (one blocking rtnetlink request each, answered
+at once), gratuitous ARPs and state callbacks at once while nothing is pending, anything else by
+one worker task (what comes after it waits too, so a gratuitous ARP never goes out before its
+address is up). A state change's log line and callback come after the advert that goes with it:
+the hot path of a takeover is timer -> machine -> cached advert bytes -> sendmsg. One
 ``loop.call_at`` timer is re-armed from ``machine.next_deadline()`` after every input, including
 timer calls that did nothing (asyncio may fire a little early).
 
@@ -237,7 +239,7 @@ class Instance:
         """Perform at once what needs no await while nothing is queued or in flight (an advert
         leaves from the timer callback itself, not a loop iteration later behind whatever
         else is ready); queue the rest, and everything behind it, for the worker, in order."""
-        for action in actions:
+        for action in _advert_first(actions):
             if self._in_flight == 0 and self._perform_now(action):
                 continue
             self._in_flight += 1
@@ -271,6 +273,10 @@ class Instance:
                     self.transport.send(self.config.advertisement(priority))
                 case SendGratuitous(addresses):
                     self.addresses.gratuitous(addresses)
+                case AddAddresses(addresses):
+                    self.addresses.add_now(addresses)
+                case RemoveAddresses(addresses):
+                    self.addresses.remove_now(addresses)
                 case _:
                     return False
         except Exception:
@@ -286,3 +292,15 @@ class Instance:
                 await self.addresses.remove(addresses)
             case _:
                 raise AssertionError(f"not an awaited action: {action}")
+
+
+def _advert_first(actions: list[Action]) -> list[Action]:
+    """A state change's log line and callback (``on_state``: a print, a notify, the sync
+    daemon) go after the advert that comes with it, so that the advert leaves first."""
+    if (
+        len(actions) > 1
+        and isinstance(actions[0], StateChanged)
+        and isinstance(actions[1], SendAdvert)
+    ):
+        return [actions[1], actions[0], *actions[2:]]
+    return actions

@@ -45,6 +45,7 @@ _CMSG_SIZE = socket.CMSG_SPACE(4) + socket.CMSG_SPACE(20) + socket.CMSG_SPACE(16
 SO_TIMESTAMPNS = 35  # asm-generic/socket.h (also SCM_TIMESTAMPNS)
 MAX_AGE = 0.05  # seconds: an older receive time (a clock step) is not believed
 _MIN_IPV4_HEADER = 20
+_WIRE_CACHE = 8  # encoded adverts kept (priorities: own, 0, tracked changes)
 IP_PKTINFO = 8  # linux/in.h; not in the socket module on every Python
 
 
@@ -130,6 +131,7 @@ class Transport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pktinfo = b""  # struct in_pktinfo / in6_pktinfo: our interface and source
         self._index = 0
+        self._wire: dict[Advertisement, list[tuple[IPAddress, bytes, tuple[object, ...]]]] = {}
         self.group: IPAddress = VRRP_GROUP_V4 if primary.version == 4 else VRRP_GROUP_V6
 
     def open(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -151,6 +153,7 @@ class Transport:
             sock.close()
             raise
         self._sock, self._loop, self._index = sock, loop, index
+        self._wire.clear()
         if v6:
             self._pktinfo = struct.pack("16sI", self.primary.packed, index)
         else:
@@ -189,12 +192,20 @@ class Transport:
         v6 = self.primary.version == 6
         level = socket.IPPROTO_IPV6 if v6 else socket.IPPROTO_IP
         ancillary = [(level, socket.IPV6_PKTINFO if v6 else IP_PKTINFO, self._pktinfo)]
-        for dst in self.peers or (self.group,):
-            data = encode(advert, self.primary, dst)
-            scope = self._index if v6 and (dst.is_link_local or dst.is_multicast) else 0
-            address = (str(dst), 0, 0, scope) if v6 else (str(dst), 0)
+        wire = self._wire.get(advert)
+        if wire is None:  # encoded once per advert (in practice: per priority), checksum too
+            wire = []
+            address: tuple[object, ...]
+            for dst in self.peers or (self.group,):
+                scope = self._index if v6 and (dst.is_link_local or dst.is_multicast) else 0
+                address = (str(dst), 0, 0, scope) if v6 else (str(dst), 0)
+                wire.append((dst, encode(advert, self.primary, dst), address))
+            if len(self._wire) >= _WIRE_CACHE:
+                self._wire.clear()
+            self._wire[advert] = wire
+        for dst, data, to in wire:
             try:
-                self._sock.sendmsg([data], ancillary, 0, address)
+                self._sock.sendmsg([data], ancillary, 0, to)
             except OSError as exc:
                 self.send_errors += 1
                 log.warning("sending VRRP advert to %s on %s: %s", dst, self.interface, exc)
