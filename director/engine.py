@@ -268,7 +268,7 @@ class Engine:
         try:
             self.status_path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.status_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.status.__dict__, indent=1, default=str))
+            tmp.write_text(json.dumps(self.status.__dict__, separators=(",", ":"), default=str))
             os.replace(tmp, self.status_path)
         except OSError as exc:
             log.warning("status_write_failed", path=str(self.status_path), error=str(exc))
