@@ -41,10 +41,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
-from checks.model import Check, CheckParams, HealthChanged, ProbeResult
+from checks.model import Check, CheckParams, HealthChanged, ProbeResult, StartProbe
 from checks.probes import dispatch, http, tcp
+from checks.probes.poller import FastProbe
 from checks.probes.result import Target
-from checks.runner import Runner
+from checks.runner import Done, Runner
 from checks.schedule import Scheduler
 from tests.helpers.netns import Background, Topology
 
@@ -389,10 +390,15 @@ async def our_checker(
         "http": http.HttpSpec(path="/", expect_status=((200, 200),)),
         "tcp": tcp.TcpSpec(send=b"GET / HTTP/1.0\r\n\r\n", expect=b"HTTP/1."),
     }
+    Job = tuple[Target, dispatch.Spec, dispatch.FastPlan | None]
 
-    async def probe(job: tuple[Target, dispatch.Spec]) -> ProbeResult:
-        r = await dispatch.run(job[0], job[1], 1.0, prober)
-        return ProbeResult(ok=r.ok, latency=r.latency, error=r.error, weight=r.weight)
+    async def probe(job: Job) -> ProbeResult:
+        return await dispatch.run(job[0], job[1], 1.0, prober)
+
+    def start(job: Job, done: Done[Job], start: StartProbe[Job]) -> FastProbe | None:
+        """As the daemon does: the fast path of the prepared plan."""
+        plan = job[2]
+        return None if plan is None else prober.start(plan, done, start)
 
     def changed(changes: list[HealthChanged]) -> None:
         for c in changes:
@@ -401,17 +407,17 @@ async def our_checker(
             error = "" if last is None or last.error is None else f": {last.error}"
             say(f"{kind} {'up' if c.up else 'down'}{error}")
 
-    scheduler: Scheduler[tuple[Target, dispatch.Spec]] = Scheduler(
-        random.Random(), max_in_flight=256
-    )
-    runner = Runner(scheduler, probe, changed)
+    scheduler: Scheduler[Job] = Scheduler(random.Random(), max_in_flight=256)
+    runner = Runner(scheduler, probe, changed, fast=start)
     params = CheckParams(interval=1.0, timeout=1.0, rise=1, fall=1, attempts=1)
     runner.start()
-    runner.add(
-        Check(id=(kind, a), spec=(Target(ipaddress.IPv4Address(a), 80), specs[kind]), params=params)
-        for kind in kinds
-        for a in targets
-    )
+    checks = []
+    for kind in kinds:
+        for a in targets:
+            target = Target(ipaddress.IPv4Address(a), 80)
+            job = (target, specs[kind], dispatch.plan(target, specs[kind], 1.0))
+            checks.append(Check(id=(kind, a), spec=job, params=params))
+    runner.add(checks)
     say("ready")
     try:
         await asyncio.Event().wait()

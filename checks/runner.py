@@ -1,19 +1,29 @@
-"""The asyncio adapter of the health-check scheduler: clock, one timer, probe tasks.
+"""The asyncio adapter of the health-check scheduler: clock, one timer, probes.
 
 It owns ``loop.time()`` and a single ``loop.call_at`` timer re-armed to the scheduler's
-``next_deadline()``; it runs each ``StartProbe`` as a task, feeds the result back and passes
-health changes to ``on_change``. Probes enforce their own timeout (their error says what they
-were doing); a ``loop.call_at`` timer ``BACKSTOP`` seconds later cancels a probe that did not,
-and its result is ``timeout after <timeout>s``. A probe that raises counts as a failed
-attempt with the exception as its error. :meth:`Runner.stop` cancels the timer and every probe and
-waits for them, so nothing is left pending.
+``next_deadline()``; it runs each ``StartProbe``, feeds the result back and passes health
+changes to ``on_change``.
+
+A probe runs one of two ways:
+
+- fast: if ``fast(spec, done, start)`` returns a probe (the plain-HTTP status-only and TCP
+  probes: :mod:`checks.probes.poller`), it was started inline, right here in the timer's
+  callback, and ends with a plain call ``done(start, result)``: no task, no coroutine. Such a
+  probe enforces its own timeout and never raises.
+- task: otherwise ``probe(spec)`` runs as a task. Probes enforce their own timeout (their
+  error says what they were doing); a ``loop.call_at`` timer ``BACKSTOP`` seconds later
+  cancels a probe that did not, and its result is ``timeout after <timeout>s``. A probe that
+  raises counts as a failed attempt with the exception as its error.
+
+:meth:`Runner.stop` cancels the timer, closes every fast probe and cancels every task probe
+and waits for them, so nothing is left pending or open.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import structlog
 
@@ -23,6 +33,20 @@ from checks.schedule import CheckStatus, Scheduler
 S = TypeVar("S")
 Probe = Callable[[S], Awaitable[ProbeResult]]
 OnChange = Callable[[list[HealthChanged]], None]
+
+
+class Running(Protocol):
+    """A fast probe in flight, as the runner sees it."""
+
+    @property
+    def finished(self) -> bool: ...
+
+    def cancel(self) -> None:
+        """Close it without a verdict."""
+
+
+Done = Callable[[StartProbe[S], ProbeResult], None]
+FastStart = Callable[[S, Done[S], StartProbe[S]], Running | None]
 
 log = structlog.get_logger("director.checks")
 
@@ -35,9 +59,13 @@ class Runner(Generic[S]):
         scheduler: Scheduler[S],
         probe: Probe[S],
         on_change: OnChange,
+        *,
+        fast: FastStart[S] | None = None,
     ) -> None:
         self.scheduler = scheduler
         self._probe = probe
+        self._fast_start = fast
+        self._fast: dict[int, Running] = {}  # probe_id -> fast probe in flight
         self._on_change = on_change
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -65,6 +93,10 @@ class Runner(Generic[S]):
         for deadline in self._deadlines.values():
             deadline.cancel()
         self._deadlines.clear()
+        fast = list(self._fast.values())
+        self._fast.clear()
+        for probe in fast:
+            probe.cancel()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -73,7 +105,7 @@ class Runner(Generic[S]):
 
     @property
     def probes_running(self) -> int:
-        return len(self._tasks)
+        return len(self._tasks) + len(self._fast)
 
     # -- changes to the set of checks (a reload) -----------------------------------------------
 
@@ -106,7 +138,10 @@ class Runner(Generic[S]):
             now = self._loop.time()
             self._emit(self.scheduler.expire(now))
             loop = self._loop
+            fast = self._fast_start
             for start in self.scheduler.due(now):
+                if fast is not None and self._start_fast(fast, start):
+                    continue
                 task = loop.create_task(self._run(start))
                 self._tasks.add(task)  # _run takes it out (no done callback: one loop turn less)
         finally:
@@ -124,6 +159,27 @@ class Runner(Generic[S]):
             self._timer = None
         if when is not None:
             self._timer = self._loop.call_at(when, self._pump)
+
+    def _start_fast(self, fast: FastStart[S], start: StartProbe[S]) -> bool:
+        """Start ``start`` the fast way if its spec has one; False if not."""
+        try:
+            probe = fast(start.spec, self._fast_done, start)
+        except Exception as exc:  # a bug: the check fails, the others keep running
+            log.warning("probe raised", check=repr(start.check_id), error=repr(exc))
+            self._fast_done(start, ProbeResult(False, 0.0, f"{type(exc).__name__}: {exc}"))
+            return True
+        if probe is None:
+            return False
+        if not probe.finished:  # it may have ended already (a connection refused at once)
+            self._fast[start.probe_id] = probe
+        return True
+
+    def _fast_done(self, start: StartProbe[S], result: ProbeResult) -> None:
+        self._fast.pop(start.probe_id, None)
+        if self._stopped or self._loop is None:
+            return
+        self._emit(self.scheduler.probe_done(start, result, self._loop.time()))
+        self._arm()
 
     def _time_out(self, probe_id: int, task: asyncio.Task[None]) -> None:
         self._deadlines.pop(probe_id, None)

@@ -15,10 +15,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import cast
 
-from checks.model import Check, CheckParams, HealthChanged, ProbeResult
+import structlog
+
+from checks.model import Check, CheckParams, HealthChanged, ProbeResult, StartProbe
 from checks.probes import dispatch, exchange, http, rdp, script, smtp, tcp
+from checks.probes.poller import FastProbe
 from checks.probes.result import Target
-from checks.runner import Runner
+from checks.runner import Done, Runner
 from checks.schedule import Scheduler
 from director.config import Config
 from director.config.checks import ResolvedCheck
@@ -27,16 +30,22 @@ from director.ipvs.model import DestKey, ServiceKey
 CheckId = tuple[ServiceKey, DestKey]
 # The scheduling settings a resolved config check hands to the scheduler, named alike in both.
 _PARAM_FIELDS = tuple(f.name for f in dataclasses.fields(CheckParams))
+log = structlog.get_logger("director.checks")
 
 
 @dataclass(frozen=True)
 class ProbeJob:
-    """What one probe needs: where, what, how long. Frozen and comparable, for reloads."""
+    """What one probe needs: where, what, how long. Frozen and comparable, for reloads.
+    ``plan`` is its fast probe, prepared once (None for the types that have none)."""
 
     target: Target
     spec: dispatch.Spec
     timeout: float
     kind: str
+    plan: dispatch.FastPlan | None = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "plan", dispatch.plan(self.target, self.spec, self.timeout))
 
 
 def probe_spec(check: ResolvedCheck) -> dispatch.Spec:
@@ -123,17 +132,40 @@ class HealthChecks:
             rng or random.Random(), max_in_flight=max_in_flight
         )
         self._http = http.HttpProber()
-        self.runner = Runner(self.scheduler, self._probe, on_change)
+        self.runner = Runner(self.scheduler, self._probe, on_change, fast=self._start)
         self._started = False
         # Called with each probe's job and result (the metrics' latency histogram).
         self.on_probe: Callable[[ProbeJob, ProbeResult], None] | None = None
 
     async def _probe(self, job: ProbeJob) -> ProbeResult:
-        r = await dispatch.run(job.target, job.spec, job.timeout, self._http)
-        result = ProbeResult(ok=r.ok, latency=r.latency, error=r.error, weight=r.weight)
+        result = await dispatch.run(job.target, job.spec, job.timeout, self._http)
         if self.on_probe is not None:
             self.on_probe(job, result)
         return result
+
+    def _start(
+        self, job: ProbeJob, done: Done[ProbeJob], start: StartProbe[ProbeJob]
+    ) -> FastProbe | None:
+        """The runner's fast path: the job's prepared plan, if it has one."""
+        plan = job.plan
+        if plan is None:
+            return None
+        if self.on_probe is None:
+            return self._http.start(plan, done, start)
+        return self._http.start(plan, self._observed, (job, done, start))
+
+    def _observed(
+        self,
+        context: tuple[ProbeJob, Done[ProbeJob], StartProbe[ProbeJob]],
+        result: ProbeResult,
+    ) -> None:
+        job, done, start = context
+        if self.on_probe is not None:
+            try:
+                self.on_probe(job, result)
+            except Exception:
+                log.exception("probe observer failed", target=str(job.target))
+        done(start, result)
 
     def update(self, config: Config) -> None:
         """Start the checks of ``config``, or replace the running ones (keeping unchanged state)."""

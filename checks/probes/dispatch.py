@@ -1,4 +1,9 @@
-"""One entry point for the scheduler: run the probe that matches the spec's type."""
+"""One entry point for the scheduler: run the probe that matches the spec's type.
+
+``plan(target, spec, timeout)`` prepares the fast form of a probe once per check (plain-HTTP
+status-only and TCP: see :mod:`checks.probes.poller`), or returns None when the spec has none;
+``HttpProber.start(plan, done, tag)`` runs one. ``run`` is the coroutine form, for every type.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,17 @@ Spec = (
     | smtp.SmtpSpec
     | script.ScriptSpec
 )
+FastPlan = tcp.TcpPlan | http.HttpPlan
+
+
+def plan(target: Target, spec: Spec, timeout: float) -> FastPlan | None:
+    """The fast probe of spec, prepared (request bytes, socket address), or None."""
+    match spec:
+        case tcp.TcpSpec():
+            return tcp.TcpPlan.of(target, spec, timeout)
+        case http.HttpSpec():
+            return http.HttpPlan.of(target, spec, timeout)
+    return None
 
 
 async def run(
@@ -21,10 +37,11 @@ async def run(
     timeout: float,  # noqa: ASYNC109
     prober: http.HttpProber,
 ) -> ProbeResult:
-    """The probe for spec's type; prober serves the HTTP(S) and Exchange probes."""
+    """The probe for spec's type; prober serves the HTTP(S) and Exchange probes and owns the
+    fast probes' poller."""
     match spec:
         case tcp.TcpSpec():
-            return await tcp.probe(target, spec, timeout)
+            return await tcp.probe(target, spec, timeout, poller=prober.poller())
         case http.HttpSpec():
             return await prober.probe(target, spec, timeout)
         case exchange.ExchangeSpec():

@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import errno
 import functools
+import os
 import re
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
@@ -41,15 +44,21 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.streams import StreamReader
 from yarl import URL
 
+from checks.model import ProbeResult
 from checks.probes import tcp
-from checks.probes.result import (
-    ProbeFailed,
-    ProbeResult,
-    Step,
-    Target,
-    guarded,
-    os_reason,
+from checks.probes.poller import (
+    EPOLLOUT,
+    READABLE,
+    TROUBLE,
+    WATCH_IN,
+    WATCH_IN_OUT,
+    FastProbe,
+    Plan,
+    Poller,
 )
+from checks.probes.result import ProbeFailed, Step, Target, describe, guarded, os_reason
+
+T = TypeVar("T")
 
 BODY_LIMIT = 64 * 1024
 READ_SIZE = 16384  # one recv; a status-only probe stops once the head is in
@@ -160,6 +169,7 @@ class HttpProber:
 
     def __init__(self) -> None:
         self._contexts: dict[tuple[bool, str | None], ssl.SSLContext] = {}
+        self._poller: Poller | None = None
 
     async def __aenter__(self) -> HttpProber:
         return self
@@ -168,8 +178,27 @@ class HttpProber:
         await self.close()
 
     async def close(self) -> None:
-        """Forget the TLS contexts (probes hold no connections)."""
+        """Close the poller (and any fast probe still in flight); forget the TLS contexts."""
+        if self._poller is not None:
+            self._poller.close()
+            self._poller = None
         self._contexts.clear()
+
+    def poller(self) -> Poller:
+        """The fast probes' poller of the running loop (made on first use)."""
+        loop = asyncio.get_running_loop()
+        poller = self._poller
+        if poller is None or poller.loop is not loop or poller.closed:
+            poller = self._poller = Poller(loop)
+        return poller
+
+    def start(self, plan: Plan, done: Callable[[T, ProbeResult], None], tag: T) -> FastProbe:
+        """Start a fast probe (an ``HttpPlan`` or a ``tcp.TcpPlan``); ``done(tag, result)``
+        gets its verdict. See :meth:`checks.probes.poller.Poller.start`."""
+        poller = self._poller
+        if poller is None or poller.closed:
+            poller = self.poller()
+        return poller.start(plan, done, tag)
 
     def _context(self, spec: HttpSpec) -> ssl.SSLContext:
         key = (spec.verify, spec.ca_file if spec.verify else None)
@@ -195,23 +224,18 @@ class HttpProber:
         spec: HttpSpec,
         timeout: float,  # noqa: ASYNC109
     ) -> ProbeResult:
+        plan = HttpPlan.of(target, spec, timeout)
+        if plan is not None:
+            return await self.poller().run(plan)
         step = _HttpStep(target, spec)
 
         async def check(_step: Step) -> None:
             try:
                 await self._check(step, spec)
-            except aiohttp.ClientError as exc:
-                raise ProbeFailed(_client_error(exc, step, spec)) from exc
-            except ssl.SSLCertVerificationError as exc:
-                against = spec.ca_file or "the system CA store"
-                raise ProbeFailed(
-                    f"TLS certificate of {target} not trusted: {exc.verify_message} "
-                    f"(verified against {against})"
-                ) from exc
-            except HttpProcessingError as exc:
-                raise ProbeFailed(
-                    f"invalid HTTP response from {target} to {step.request}: {exc.message}"
-                ) from exc
+            except (aiohttp.ClientError, ssl.SSLCertVerificationError, HttpProcessingError) as exc:
+                text = _http_error(exc, step, spec)
+                assert text is not None
+                raise ProbeFailed(text) from exc
 
         return await guarded(target, timeout, check, step=step)
 
@@ -219,9 +243,6 @@ class HttpProber:
         loop = asyncio.get_running_loop()
         address = str(step.target.address)
         request = request_bytes(spec, step.target, address)
-        if not spec.tls and not _reads_body(spec):
-            await _status_only(loop, step, spec, request, address)
-            return
         handler = _handler(loop, spec)
         target = step.target
         if spec.tls:
@@ -303,97 +324,206 @@ async def _judge(step: _HttpStep, spec: HttpSpec, handler: ResponseHandler) -> N
         raise ProbeFailed(f"body of {target} {spec.path}{more} {problem}")
 
 
-async def _status_only(
-    loop: asyncio.AbstractEventLoop, step: _HttpStep, spec: HttpSpec, request: bytes, address: str
-) -> None:
-    """Plain HTTP that needs only the status, the hot path of a large farm: a bare non-blocking
-    socket and the loop's add_writer / add_reader, no transport; a well-formed status line
-    (``HTTP/1.x 2xx-5xx``) is judged here, as keepalived's status_code does, and the socket is
-    closed once it is in. Any other reply goes to llhttp (aiohttp's parser), as in the full path,
-    so malformed or unusual responses get the same verdict and error."""
-    target = step.target
-    sock = tcp.new_socket(target)
-    fd = sock.fileno()
-    reader: _HeadReader | _Reader | None = None
-    try:
-        sent = await tcp.connect(loop, sock, address, target.port, request)
-        step.connected = True
-        step.phase = step.WAITING
+@dataclass(frozen=True, slots=True, eq=False)
+class HttpPlan:
+    """A plain-HTTP status-only probe, prepared once per check (see
+    :mod:`checks.probes.poller`): the request's bytes, the socket address, the expected
+    statuses."""
+
+    target: Target
+    timeout: float
+    spec: HttpSpec
+    family: int
+    sockaddr: tuple[str, int]
+    request: bytes
+
+    @classmethod
+    def of(cls, target: Target, spec: HttpSpec, timeout: float) -> HttpPlan | None:
+        """The plan, or None if the spec needs more than a status line (TLS, a body check)."""
+        if spec.tls or _reads_body(spec):
+            return None
+        address = str(target.address)
+        request = request_bytes(spec, target, address)
+        return cls(target, timeout, spec, tcp.family(target), (address, target.port), request)
+
+    def open(
+        self, poller: Poller, done: Callable[[Any, ProbeResult], None], tag: Any
+    ) -> _StatusProbe:
+        return _StatusProbe(poller, self, done, tag)
+
+
+CONNECTING, SENDING, WAITING, FALLBACK = 0, 1, 2, 3
+
+
+class _StatusProbe(FastProbe):
+    """Plain HTTP that needs only the status, the hot path of a large farm: connect, send the
+    request (at once if the handshake is already complete), read until the head is in, judge a
+    well-formed status line (``HTTP/1.x 2xx-5xx``) here, as keepalived's status_code does, and
+    close. Any other reply goes to llhttp (aiohttp's parser) on a task, as in the full path, so
+    malformed or unusual responses get the same verdict and error."""
+
+    __slots__ = ("buffer", "pending", "plan", "reader", "state", "task")
+
+    def __init__(
+        self, poller: Poller, plan: HttpPlan, done: Callable[[Any, ProbeResult], None], tag: Any
+    ) -> None:
+        super().__init__(poller, plan.target, plan.timeout, done, tag)
+        self.plan = plan
+        self.state = CONNECTING
+        self.pending = self.buffer = b""
+        self.reader: _Reader | None = None
+        self.task: asyncio.Task[int] | None = None
+
+    def begin(self) -> None:
+        plan = self.plan
+        sock = self.sock = socket.socket(plan.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        self.fd = sock.fileno()
+        error = sock.connect_ex(plan.sockaddr)
+        if error == errno.EINPROGRESS:
+            try:
+                sent = sock.send(plan.request)  # a near server: often connected already
+            except BlockingIOError:
+                self.poller.watch(self, WATCH_IN_OUT)
+                return
+        elif error:
+            raise OSError(error, os.strerror(error))
+        else:
+            sent = 0
+        self._connected(sent)
+        if self.state == SENDING:
+            self._send()
+        self.poller.watch(self, WATCH_IN_OUT if self.state == SENDING else WATCH_IN)
+
+    def event(self, events: int, now: float) -> None:
+        state = self.state
+        if state == CONNECTING:
+            if events & TROUBLE:
+                error = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if error:
+                    raise OSError(error, os.strerror(error))
+            elif not events & EPOLLOUT:
+                return
+            try:
+                sent = self.sock.send(self.plan.request)
+            except BlockingIOError:
+                return
+            self._connected(sent)
+            if self.state == SENDING:
+                self._send()
+        elif state == SENDING and events & (EPOLLOUT | TROUBLE):
+            self._send()
+        if self.state == WAITING and events & READABLE:
+            self._read(now)
+
+    def _connected(self, sent: int) -> None:
+        self.connected = True
+        request = self.plan.request
         if sent < len(request):
-            await loop.sock_sendall(sock, request[sent:])
-        head_reader = reader = _HeadReader(loop, sock)
-        loop.add_reader(fd, head_reader)
-        head = await head_reader.head
-        match = _plain_head(head)
-        if match is not None:
-            code = int(match[1])
+            self.state, self.pending = SENDING, request[sent:]
         else:
-            handler = _handler(loop, spec)
-            if head:
-                handler.data_received(head)
-            if head_reader.eof:
-                handler.connection_lost(head_reader.error)
-            else:
-                reader = _Reader(loop, sock, handler)
-                loop.add_reader(fd, reader)
-            code = (await _final(handler))[0].code
-        if not status_ok(code, spec.expect_status):
-            raise ProbeFailed(
-                f"HTTP {code} from {target} {spec.path} "
-                f"(expected {describe_ranges(spec.expect_status)})"
-            )
-    finally:
-        if reader is not None:
-            reader.stop()
-        sock.close()
+            self.state = WAITING
 
-
-class _HeadReader:
-    """add_reader callback: reads until the head is in (or EOF, or HEAD_LIMIT bytes).
-
-    ``head`` resolves to the bytes read; ``eof`` says whether the connection ended, ``error``
-    how if it broke (a reset). A socket error before any byte is raised from ``head``; after some
-    bytes, those are judged first (a server that answers garbage and resets is still a garbage
-    answer, as aiohttp reports it).
-    """
-
-    __slots__ = ("buffer", "eof", "error", "head", "loop", "reading", "sock")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
-        self.loop, self.sock = loop, sock
-        self.head: asyncio.Future[bytes] = loop.create_future()
-        self.buffer = b""
-        self.reading = True
-        self.eof = False
-        self.error: OSError | None = None
-
-    def __call__(self) -> None:
+    def _send(self) -> None:
         try:
-            data = self.sock.recv(READ_SIZE)
-        except (BlockingIOError, InterruptedError):
+            sent = self.sock.send(self.pending)
+        except BlockingIOError:
             return
-        except OSError as exc:
-            if not self.buffer:
-                self.stop()
-                if not self.head.done():
-                    self.head.set_exception(exc)
-                return
-            data, self.error = b"", exc
-        if data:
-            self.buffer += data
-            buffer = self.buffer
-            if b"\r\n\r\n" not in buffer and b"\n\n" not in buffer and len(buffer) < HEAD_LIMIT:
-                return
-        else:
-            self.eof = True
-        self.stop()
-        if not self.head.done():
-            self.head.set_result(self.buffer)
+        self.pending = self.pending[sent:]
+        if not self.pending:
+            self.state = WAITING
 
-    def stop(self) -> None:
-        if self.reading:
-            self.reading = False
-            self.loop.remove_reader(self.sock.fileno())
+    def _read(self, now: float) -> None:
+        sock, buffer = self.sock, self.buffer
+        eof, error = False, None
+        while True:
+            try:
+                data = sock.recv(READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                self.buffer = buffer
+                return
+            except OSError as exc:
+                if not buffer:
+                    raise  # "connection reset by peer while waiting for the response to ..."
+                # bytes, then an error: judge the bytes (a garbage answer is a garbage answer)
+                data, error = b"", exc
+            if not data:
+                eof = True
+                break
+            buffer += data
+            if b"\r\n\r\n" in buffer or b"\n\n" in buffer or len(buffer) >= HEAD_LIMIT:
+                break
+        self.buffer = buffer
+        match = _plain_head(buffer)
+        if match is not None:
+            self._judge(int(match[1]), now)
+        else:
+            self._fall_back(eof, error)
+
+    def _judge(self, code: int, now: float) -> None:
+        spec = self.plan.spec
+        if status_ok(code, spec.expect_status):
+            self.succeed(now)
+        else:
+            self.fail(
+                f"HTTP {code} from {self.target} {spec.path} "
+                f"(expected {describe_ranges(spec.expect_status)})",
+                now,
+            )
+
+    def _fall_back(self, eof: bool, error: OSError | None) -> None:
+        """Hand the reply so far, and the socket, to aiohttp's parser on a task."""
+        self.state = FALLBACK
+        loop = self.poller.loop
+        self.poller.unwatch(self.fd)
+        handler = _handler(loop, self.plan.spec)
+        if self.buffer:
+            handler.data_received(self.buffer)
+        if eof:
+            handler.connection_lost(error)
+        else:
+            self.reader = _Reader(loop, self.sock, handler)
+            loop.add_reader(self.fd, self.reader)
+        task = self.task = loop.create_task(_final_code(handler))
+        task.add_done_callback(self._fallback_done)
+
+    def _fallback_done(self, task: asyncio.Task[int]) -> None:
+        if self.finished or task.cancelled():
+            return
+        now = self.poller.loop.time()
+        exc = task.exception()
+        if exc is None:
+            self._judge(task.result(), now)
+            return
+        step = _HttpStep(self.target, self.plan.spec)
+        step.connected, step.phase = True, step.WAITING
+        text = _http_error(exc, step, self.plan.spec)
+        if text is not None:
+            self.fail(text, now)
+        elif isinstance(exc, ProbeFailed):
+            self.fail(str(exc), now)
+        else:
+            self.fail(describe(exc, step), now)
+
+    def release(self) -> None:
+        if self.reader is not None:
+            self.reader.stop()
+            self.reader = None
+        task = self.task
+        if task is not None:
+            self.task = None
+            if not task.done():
+                task.cancel()
+        super().release()
+
+    def doing(self) -> str:
+        if self.state == CONNECTING:
+            return f"connecting to {self.target}"
+        spec = self.plan.spec
+        return f"waiting for the response to {spec.method} {spec.path} from {self.target}"
+
+
+async def _final_code(handler: ResponseHandler) -> int:
+    return (await _final(handler))[0].code
 
 
 class _Reader:
@@ -483,6 +613,21 @@ def _charset(content_type: str | None) -> str:
         return codecs.lookup(match[1] if match else "utf-8").name
     except LookupError:
         return "utf-8"
+
+
+def _http_error(exc: BaseException, step: _HttpStep, spec: HttpSpec) -> str | None:
+    """The error of an exception from aiohttp's parser or the TLS handshake, else None."""
+    if isinstance(exc, aiohttp.ClientError):
+        return _client_error(exc, step, spec)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        against = spec.ca_file or "the system CA store"
+        return (
+            f"TLS certificate of {step.target} not trusted: {exc.verify_message} "
+            f"(verified against {against})"
+        )
+    if isinstance(exc, HttpProcessingError):
+        return f"invalid HTTP response from {step.target} to {step.request}: {exc.message}"
+    return None
 
 
 def _client_error(exc: aiohttp.ClientError, step: _HttpStep, spec: HttpSpec) -> str:

@@ -21,6 +21,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
+# One verdict type for the probes, the scheduler and the runner (no copy between them).
+from checks.model import ProbeResult as ProbeResult
+
 
 @dataclass(frozen=True)
 class Target:
@@ -33,21 +36,6 @@ class Target:
         if isinstance(self.address, IPv6Address):
             return f"[{self.address}]:{self.port}"
         return f"{self.address}:{self.port}"
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """One probe's verdict.
-
-    latency: seconds from the probe's start to its verdict (the loop's clock).
-    error: None when ok; otherwise one short line saying what failed and where.
-    weight: only set by a script probe with ``weight_from_exit`` (its exit code).
-    """
-
-    ok: bool
-    latency: float
-    error: str | None
-    weight: int | None = None
 
 
 class ProbeFailed(Exception):

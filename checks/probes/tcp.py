@@ -7,8 +7,9 @@
   match it (a compiled ``re.Pattern[bytes]``, searched). ``b""`` means "any reply". Reading
   stops at ``read_bytes``. A server that accepts and never answers is down by timeout.
 
-The probe runs on a bare non-blocking socket and the loop's add_writer / sock_recv (no
-transport or streams): the cheapest way to a verdict, shared with the HTTP probe (``connect``).
+The probe is a callback-driven state machine on a bare non-blocking socket, run by a
+:class:`checks.probes.poller.Poller` (no task, transport or streams): the cheapest way to a
+verdict. ``TcpPlan`` is a probe prepared once per check; ``probe()`` is the coroutine form.
 """
 
 from __future__ import annotations
@@ -18,9 +19,21 @@ import errno
 import os
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from checks.probes.result import ProbeFailed, ProbeResult, Step, Target, guarded, preview
+from checks.model import ProbeResult
+from checks.probes.poller import (
+    EPOLLOUT,
+    READABLE,
+    TROUBLE,
+    WATCH_IN,
+    WATCH_IN_OUT,
+    FastProbe,
+    Poller,
+)
+from checks.probes.result import Target, preview
 
 
 @dataclass(frozen=True)
@@ -53,91 +66,164 @@ async def probe(
     target: Target,
     spec: TcpSpec,
     timeout: float,  # noqa: ASYNC109
+    *,
+    poller: Poller | None = None,
 ) -> ProbeResult:
-    async def check(step: Step) -> None:
-        loop = asyncio.get_running_loop()
-        sock = new_socket(target)
-        try:
-            first = spec.send or b""
-            sent = await connect(loop, sock, str(target.address), target.port, first)
-            step.connected = True
-            if spec.send is not None:
-                step.doing = f"sending {len(spec.send)} bytes to {target}"
-                if sent < len(first):
-                    await loop.sock_sendall(sock, first[sent:])
-            if spec.expect is not None:
-                await expect_reply(loop, sock, spec.expect, spec.read_bytes, step)
-        finally:
-            sock.close()
-
-    return await guarded(target, timeout, check)
+    """One TCP probe on ``poller`` (a temporary one if not given)."""
+    plan = TcpPlan.of(target, spec, timeout)
+    if poller is not None:
+        return await poller.run(plan)
+    temporary = Poller(asyncio.get_running_loop())
+    try:
+        return await temporary.run(plan)
+    finally:
+        temporary.close()
 
 
-def new_socket(target: Target) -> socket.socket:
-    """A non-blocking TCP socket of the target address's family."""
-    family = socket.AF_INET6 if target.address.version == 6 else socket.AF_INET
-    return socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+def family(target: Target) -> int:
+    return socket.AF_INET6 if target.address.version == 6 else socket.AF_INET
 
 
-async def connect(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket, address: str, port: int, first: bytes
-) -> int:
-    """Connect the non-blocking ``sock`` with the loop's add_writer (no transport, no name
-    resolution: ``address`` is numeric) and return how much of ``first`` was already sent.
+@dataclass(frozen=True, slots=True, eq=False)
+class TcpPlan:
+    """A TCP probe, prepared once per check (see :mod:`checks.probes.poller`)."""
 
-    A near server (same host, a LAN segment in a VM) has often completed the handshake by the
-    time connect() returns: ``first`` is then sent at once, with no wait for writability. A
-    failed connect raises its OSError (ECONNREFUSED ...)."""
-    error = sock.connect_ex((address, port))
-    if error == errno.EINPROGRESS:
-        if first:
+    target: Target
+    timeout: float
+    spec: TcpSpec
+    family: int
+    sockaddr: tuple[str, int]
+    first: bytes  # sent at once on connect; b"" tests whether the handshake is complete
+
+    @classmethod
+    def of(cls, target: Target, spec: TcpSpec, timeout: float) -> TcpPlan:
+        sockaddr = (str(target.address), target.port)
+        return cls(target, timeout, spec, family(target), sockaddr, spec.send or b"")
+
+    def open(self, poller: Poller, done: Callable[[Any, ProbeResult], None], tag: Any) -> _TcpProbe:
+        return _TcpProbe(poller, self, done, tag)
+
+
+CONNECTING, SENDING, READING = 0, 1, 2
+
+
+class _TcpProbe(FastProbe):
+    __slots__ = ("pending", "plan", "received", "state")
+
+    def __init__(
+        self, poller: Poller, plan: TcpPlan, done: Callable[[Any, ProbeResult], None], tag: Any
+    ) -> None:
+        super().__init__(poller, plan.target, plan.timeout, done, tag)
+        self.plan = plan
+        self.state = CONNECTING
+        self.pending = b""
+        self.received = b""
+
+    def begin(self) -> None:
+        plan = self.plan
+        sock = self.sock = socket.socket(plan.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        self.fd = sock.fileno()
+        error = sock.connect_ex(plan.sockaddr)
+        if error == errno.EINPROGRESS:
             try:
-                return sock.send(first)
+                sent = sock.send(plan.first)  # a near server: often connected already
             except BlockingIOError:
-                pass
-        fd = sock.fileno()
-        writable = loop.create_future()
-        loop.add_writer(fd, _wake, writable)
-        try:
-            await writable
-        finally:
-            loop.remove_writer(fd)
-        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-    if error:
-        raise OSError(error, os.strerror(error))
-    return 0
+                self.poller.watch(self, WATCH_IN_OUT)
+                return
+        elif error:
+            raise OSError(error, os.strerror(error))
+        else:
+            sent = 0
+        now = self.poller.loop.time()
+        self._connected(sent, now)
+        if not self.finished:
+            self.poller.watch(self, WATCH_IN_OUT if self.state == SENDING else WATCH_IN)
 
+    def event(self, events: int, now: float) -> None:
+        state = self.state
+        if state == CONNECTING:
+            if events & TROUBLE:
+                error = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if error:
+                    raise OSError(error, os.strerror(error))
+            elif not events & EPOLLOUT:
+                return
+            try:
+                sent = self.sock.send(self.plan.first)
+            except BlockingIOError:
+                return
+            self._connected(sent, now)
+        elif state == SENDING and events & (EPOLLOUT | TROUBLE):
+            self._send(now)
+        if self.state == READING and events & READABLE:
+            self._read(now)
 
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-async def expect_reply(
-    loop: asyncio.AbstractEventLoop,
-    sock: socket.socket,
-    expect: bytes | re.Pattern[bytes],
-    limit: int,
-    step: Step,
-) -> None:
-    wanted = describe_expect(expect)
-    received = b""
-    step.doing = f"waiting for a reply {wanted} from {step.target}"
-    while True:
-        chunk = await loop.sock_recv(sock, limit - len(received))
-        if not chunk:
-            raise ProbeFailed(
-                f"{step.target} closed the connection without a reply {wanted} "
-                f"(received {preview(received)})"
-            )
-        received += chunk
-        if matches(expect, received):
+    def _connected(self, sent: int, now: float) -> None:
+        self.connected = True
+        send = self.plan.spec.send
+        if send is None:
+            self._sent(now)
             return
-        if len(received) >= limit:
-            raise ProbeFailed(
-                f"no reply {wanted} in the first {limit} bytes from {step.target} "
-                f"(received {preview(received)})"
-            )
-        step.doing = (
-            f"waiting for a reply {wanted} from {step.target} (received {preview(received)})"
-        )
+        self.state = SENDING
+        self.pending = send[sent:]
+        if self.pending:
+            self._send(now)
+        else:
+            self._sent(now)
+
+    def _send(self, now: float) -> None:
+        try:
+            sent = self.sock.send(self.pending)
+        except BlockingIOError:
+            return
+        self.pending = self.pending[sent:]
+        if not self.pending:
+            self._sent(now)
+
+    def _sent(self, now: float) -> None:
+        if self.plan.spec.expect is None:
+            self.succeed(now)
+        else:
+            self.state = READING
+
+    def _read(self, now: float) -> None:
+        spec = self.plan.spec
+        expect, limit = spec.expect, spec.read_bytes
+        assert expect is not None
+        sock, received = self.sock, self.received
+        while True:
+            try:
+                chunk = sock.recv(limit - len(received))
+            except BlockingIOError:
+                self.received = received
+                return
+            if not chunk:
+                self.fail(
+                    f"{self.target} closed the connection without a reply "
+                    f"{describe_expect(expect)} (received {preview(received)})",
+                    now,
+                )
+                return
+            received += chunk
+            self.received = received
+            if matches(expect, received):
+                self.succeed(now)
+                return
+            if len(received) >= limit:
+                self.fail(
+                    f"no reply {describe_expect(expect)} in the first {limit} bytes from "
+                    f"{self.target} (received {preview(received)})",
+                    now,
+                )
+                return
+
+    def doing(self) -> str:
+        if self.state == CONNECTING:
+            return f"connecting to {self.target}"
+        spec = self.plan.spec
+        if self.state == SENDING or spec.expect is None:
+            return f"sending {len(spec.send or b'')} bytes to {self.target}"
+        waiting = f"waiting for a reply {describe_expect(spec.expect)} from {self.target}"
+        if self.received:
+            return f"{waiting} (received {preview(self.received)})"
+        return waiting

@@ -8,8 +8,8 @@ from collections import Counter
 
 import pytest
 
-from checks.model import Check, CheckParams, HealthChanged, ProbeResult
-from checks.runner import Runner
+from checks.model import Check, CheckParams, HealthChanged, ProbeResult, StartProbe
+from checks.runner import Done, Runner
 from checks.schedule import Scheduler
 
 OK = ProbeResult(True, 0.001, None)
@@ -73,3 +73,66 @@ async def test_runner_probes_times_out_reports_and_stops_cleanly() -> None:
     before = calls.copy()
     await asyncio.sleep(0.05)
     assert calls == before  # nothing runs after stop
+
+
+class FakeFast:
+    """A fast probe as the runner sees it: ``finished`` and ``cancel()``."""
+
+    def __init__(self) -> None:
+        self.finished = False
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.finished = self.cancelled = True
+
+
+@pytest.mark.asyncio
+async def test_runner_fast_path_inline_results_and_stop() -> None:
+    """Specs with a fast path start inline (no task): at once ("now"), later ("later", from a
+    loop callback), never ("hang", closed by stop), or by raising ("boom": a failed attempt);
+    the others ("slow") take the task path."""
+    in_flight: list[FakeFast] = []
+    task_calls: Counter[str] = Counter()
+
+    async def probe(spec: str) -> ProbeResult:
+        task_calls[spec] += 1
+        await asyncio.sleep(0.001)
+        return OK
+
+    def fast(spec: str, done: Done[str], start: StartProbe[str]) -> FakeFast | None:
+        if spec == "slow":
+            return None
+        if spec == "boom":
+            raise RuntimeError("bug in start")
+        running = FakeFast()
+        if spec == "now":
+            running.finished = True
+            done(start, OK)
+        elif spec == "later":
+            asyncio.get_running_loop().call_later(0.002, done, start, OK)
+            asyncio.get_running_loop().call_later(0.002, setattr, running, "finished", True)
+        else:
+            in_flight.append(running)
+        return running
+
+    sched = Scheduler[str](random.Random(2), max_in_flight=8)
+    runner = Runner(sched, probe, lambda changes: None, fast=fast)
+    params = CheckParams(interval=0.02, timeout=5)
+    runner.add([Check(name, name, params) for name in ("now", "later", "hang", "boom", "slow")])
+    runner.start()
+    await asyncio.sleep(0.2)
+    snap = sched.snapshot()
+    for name in ("now", "later", "slow"):
+        last = snap.checks[name].state.last
+        assert last is not None and last.ok, name
+        assert snap.checks[name].lag.count >= 5, name
+    boom = snap.checks["boom"].state.last
+    assert boom is not None and boom.error == "RuntimeError: bug in start"
+    assert task_calls == Counter(slow=task_calls["slow"])  # only "slow" ran as a task
+    assert [r.cancelled for r in in_flight] == [False]
+    # "hang", and perhaps a "later" or "slow" in flight; "now" ones are not kept
+    assert 1 <= runner.probes_running <= 3
+    await runner.stop()
+    assert [r.cancelled for r in in_flight] == [True]
+    assert runner.probes_running == 0
+    assert asyncio.all_tasks() == {asyncio.current_task()}

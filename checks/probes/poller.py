@@ -1,0 +1,296 @@
+"""Callback-driven probes for the hot checks (plain-HTTP status-only, TCP): no task, no coroutine.
+
+A probe of a farm costs little on the wire (a handshake, a request, a status line); in Python
+what costs is the event-loop machinery around it. Here a probe is a small state machine on a
+bare non-blocking socket, started by a plain call, moved on by socket events, ended by a plain
+call to ``done(tag, result)``:
+
+- one ``select.epoll`` of the poller's own holds every probe socket (edge-triggered, registered
+  once; closing the socket takes it out). The loop watches that one descriptor with
+  ``add_reader``, and each wake hands every ready socket to its probe (no per-probe
+  add_reader / remove_reader, futures or handles);
+- timeouts: one deque per timeout value (deadlines of one timeout arrive in order) and one
+  ``loop.call_at`` timer at the earliest live deadline; a probe that ends stays in its deque
+  until a sweep passes it;
+- a near server has often completed the handshake when ``connect()`` returns: the first bytes
+  go out at once, so a probe typically costs two loop wakes (start, reply).
+
+A probe never raises out of a callback: any failure is a verdict, worded like the coroutine
+probes' (``connect to 198.18.1.11:80: connection refused``, ``timed out after 1 s waiting for
+...``). :meth:`Poller.run` wraps a probe in a future for the coroutine API (``tcp.probe``,
+``HttpProber.probe``), so both APIs run the same code. The probes themselves (plans and state
+machines) live next to their protocols: :mod:`checks.probes.tcp`, :mod:`checks.probes.http`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import select
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+import structlog
+
+from checks.model import ProbeResult
+from checks.probes.result import Target, one_line, os_reason
+
+T = TypeVar("T")
+log = structlog.get_logger("director.checks")
+
+EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
+TROUBLE = select.EPOLLERR | select.EPOLLHUP  # a failed connect, a reset
+READABLE = EPOLLIN | select.EPOLLRDHUP | TROUBLE  # something for recv() to say
+WATCH_IN = EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
+WATCH_IN_OUT = WATCH_IN | EPOLLOUT
+
+
+class Plan(Protocol):
+    """What a fast probe needs, prepared once per check (request bytes, socket address ...)."""
+
+    def open(self, poller: Poller, done: Callable[[Any, ProbeResult], None], tag: Any) -> FastProbe:
+        """A new probe of this plan, not started yet."""
+        ...
+
+
+class FastProbe:
+    """One probe in flight: a socket and a state machine. Subclasses implement ``begin`` (open
+    and connect), ``event`` (epoll events) and ``doing`` (for error messages)."""
+
+    __slots__ = (
+        "began",
+        "connected",
+        "deadline",
+        "done",
+        "fd",
+        "finished",
+        "poller",
+        "sock",
+        "tag",
+        "target",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        poller: Poller,
+        target: Target,
+        timeout: float,
+        done: Callable[[Any, ProbeResult], None],
+        tag: Any,
+    ) -> None:
+        self.poller = poller
+        self.target = target
+        self.timeout = timeout
+        self.done: Callable[[Any, ProbeResult], None] | None = done
+        self.tag = tag
+        self.began = self.deadline = 0.0
+        self.sock: Any = None  # socket.socket once begun
+        self.fd = -1
+        self.connected = False
+        self.finished = False
+
+    # -- subclasses ----------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        raise NotImplementedError
+
+    def event(self, events: int, now: float) -> None:
+        raise NotImplementedError
+
+    def doing(self) -> str:
+        raise NotImplementedError
+
+    # -- endings -------------------------------------------------------------------------------
+
+    def succeed(self, now: float) -> None:
+        self._finish(ProbeResult(True, now - self.began, None))
+
+    def fail(self, error: str, now: float) -> None:
+        self._finish(ProbeResult(False, now - self.began, one_line(error)))
+
+    def crash(self, exc: BaseException, now: float) -> None:
+        """An exception out of ``begin`` or ``event`` (a socket error, or a bug) as a verdict."""
+        if isinstance(exc, OSError):
+            if not self.connected:
+                error = f"connect to {self.target}: {os_reason(exc)}"
+            else:
+                error = f"{os_reason(exc)} while {self.doing()}"
+        else:
+            error = f"{type(exc).__name__} while {self.doing()}: {exc}"
+        self.fail(error, now)
+
+    def time_out(self, now: float) -> None:
+        self.fail(f"timed out after {self.timeout:g} s {self.doing()}", max(now, self.deadline))
+
+    def cancel(self) -> None:
+        """Close the probe without a verdict (the runner or the poller stopping)."""
+        if not self.finished:
+            self.finished = True
+            self.release()
+            self.done = self.tag = None
+
+    def release(self) -> None:
+        """Close what the probe opened (its socket: that also takes it out of the epoll)."""
+        sock = self.sock
+        if sock is not None:
+            self.sock = None
+            self.poller.forget(self.fd)
+            sock.close()
+
+    def _finish(self, result: ProbeResult) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self.release()
+        done, tag = self.done, self.tag
+        self.done = self.tag = None
+        if done is None:
+            return
+        try:
+            done(tag, result)
+        except Exception:
+            log.exception("probe result handler failed", target=str(self.target))
+
+
+def _resolve(waiter: asyncio.Future[ProbeResult], result: ProbeResult) -> None:
+    if not waiter.done():
+        waiter.set_result(result)
+
+
+class Poller:
+    """The fast probes of one event loop: their epoll, their sockets and their timeouts."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._epoll = select.epoll()
+        self._probes: dict[int, FastProbe] = {}  # fd -> probe, while its socket is watched
+        self._queues: dict[float, deque[FastProbe]] = {}  # timeout -> probes by deadline
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        self.closed = False
+        self.wakes = 0  # epoll wakes handled (for benchmarks)
+        loop.add_reader(self._epoll.fileno(), self._ready)
+
+    # -- probes --------------------------------------------------------------------------------
+
+    def start(self, plan: Plan, done: Callable[[T, ProbeResult], None], tag: T) -> FastProbe:
+        """Start a probe of ``plan``; ``done(tag, result)`` is called once with its verdict,
+        perhaps before this returns (a connection refused at once). Never raises."""
+        if self.closed:
+            raise RuntimeError("the poller is closed")
+        probe = plan.open(self, done, tag)
+        now = self.loop.time()
+        probe.began, probe.deadline = now, now + probe.timeout
+        try:
+            probe.begin()
+        except Exception as exc:
+            probe.crash(exc, self.loop.time())
+        if not probe.finished:
+            self._limit(probe)
+        return probe
+
+    async def run(self, plan: Plan) -> ProbeResult:
+        """The coroutine form of :meth:`start`: the probe's result; cancelling closes it."""
+        waiter: asyncio.Future[ProbeResult] = self.loop.create_future()
+        probe = self.start(plan, _resolve, waiter)
+        try:
+            return await waiter
+        finally:
+            probe.cancel()  # a no-op once it finished
+
+    def watch(self, probe: FastProbe, events: int) -> None:
+        self._epoll.register(probe.fd, events)
+        self._probes[probe.fd] = probe
+
+    def unwatch(self, fd: int) -> None:
+        """Take a socket out of the epoll (it stays open: another reader takes it over)."""
+        if self._probes.pop(fd, None) is not None:
+            self._epoll.unregister(fd)
+
+    def forget(self, fd: int) -> None:
+        """The socket of ``fd`` is being closed (which takes it out of the epoll)."""
+        self._probes.pop(fd, None)
+
+    @property
+    def in_flight(self) -> int:
+        return sum(not p.finished for q in self._queues.values() for p in q)
+
+    def close(self) -> None:
+        """Close every probe in flight (no verdict; coroutine callers are cancelled), stop
+        watching, release the epoll."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for queue in self._queues.values():
+            for probe in queue:
+                if not probe.finished:
+                    waiter = probe.tag if probe.done is _resolve else None
+                    probe.cancel()
+                    if waiter is not None:
+                        waiter.cancel()
+        self._queues.clear()
+        self._probes.clear()
+        if not self.loop.is_closed():
+            self.loop.remove_reader(self._epoll.fileno())
+        self._epoll.close()
+
+    # -- events and timeouts -------------------------------------------------------------------
+
+    def _ready(self) -> None:
+        try:
+            events = self._epoll.poll(0)
+        except InterruptedError:
+            return
+        self.wakes += 1
+        now = self.loop.time()
+        probes = self._probes
+        # Resolved before any runs: a probe that ends closes its fd, which a new one may reuse.
+        for probe, flags in [(probes.get(fd), flags) for fd, flags in events]:
+            if probe is None or probe.finished:
+                continue
+            try:
+                probe.event(flags, now)
+            except Exception as exc:
+                probe.crash(exc, now)
+
+    def _limit(self, probe: FastProbe) -> None:
+        queue = self._queues.get(probe.timeout)
+        if queue is None:
+            queue = self._queues[probe.timeout] = deque()
+        queue.append(probe)
+        if probe.deadline < self._timer_at:
+            self._arm(probe.deadline)
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_at(when, self._sweep)
+        self._timer_at = when
+
+    def _sweep(self) -> None:
+        # The loop runs a timer up to its clock resolution early: what is due at the timer's
+        # time is due now.
+        now = max(self.loop.time(), self._timer_at)
+        self._timer, self._timer_at = None, math.inf
+        following = math.inf
+        for queue in list(self._queues.values()):
+            while queue:
+                probe = queue[0]
+                if probe.finished:
+                    queue.popleft()
+                elif probe.deadline <= now:
+                    queue.popleft()
+                    try:
+                        probe.time_out(now)
+                    except Exception as exc:  # not expected: the verdict is built here
+                        probe.crash(exc, now)
+                else:
+                    following = min(following, probe.deadline)
+                    break
+        if following < self._timer_at and not self.closed:
+            self._arm(following)
