@@ -224,7 +224,7 @@ def ms(values: list[float]) -> str:
     if not values:
         return "-"
     return (
-        f"{min(values) * 1e3:8.1f} {statistics.median(values) * 1e3:8.1f} {max(values) * 1e3:8.1f}"
+        f"{min(values) * 1e3:9.2f} {statistics.median(values) * 1e3:9.2f} {max(values) * 1e3:9.2f}"
     )
 
 
@@ -240,6 +240,8 @@ def main() -> int:
     parser.add_argument("--checks", type=int, default=2000)
     parser.add_argument("--only", choices=("ours", "keepalived"))
     parser.add_argument("--no-failover", action="store_true", help="jitter only")
+    parser.add_argument("--no-jitter", action="store_true", help="failover only")
+    parser.add_argument("--modes", default="v2,v3", help="v2 (1 s adverts), v3 (100 ms)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench.failover needs root (network namespaces)", file=sys.stderr)
@@ -248,6 +250,7 @@ def main() -> int:
     jitters: list[tuple[str, str, int, list[float]]] = []
     loads: list[float] = []
     impls = [args.only] if args.only else ["ours", "keepalived"]
+    modes = [(v, i) for v, i in MODES if f"v{v}" in args.modes.split(",")]
     with Topology() as topo, tempfile.TemporaryDirectory(prefix="dt-failover-") as tmp:
         d1, d2, obs = lan(topo, "d1", "d2", "obs")
         farm = topo.namespace("farm")
@@ -271,7 +274,7 @@ def main() -> int:
                     )
                     for director in pair:
                         director.directory.mkdir(exist_ok=True)
-                    for version, interval in [] if args.no_failover else MODES:
+                    for version, interval in [] if args.no_failover else modes:
                         mode = f"v{version} {interval * 1000:g} ms"
                         for kind, sig in (("kill -9", signal.SIGKILL), ("stop", signal.SIGTERM)):
                             loads.append(os.getloadavg()[0])
@@ -292,7 +295,7 @@ def main() -> int:
                     variants = [(0, False)]
                     if impl == "ours":
                         variants += [(args.checks, False), (args.checks, True)]
-                    for version, interval in MODES:
+                    for version, interval in [] if args.no_jitter else modes:
                         for load, thread in variants:
                             dev, out = jitter(
                                 pair[0],
@@ -317,7 +320,7 @@ def main() -> int:
     print(f"1-minute load average during the run: {spread} on {os.cpu_count()} CPUs")
     print("Failover, times from the old master's last advert as captured by the client (ms)")
     head = f"{'director':10} {'mode':10} {'event':8} {'n':>2}"
-    cols = "min      med      max"
+    cols = "min       med       max"
     print(
         f"{head} | advert   {cols} | GARP     {cols} | TCP      {cols} | GARP-advert med/max"
         " | VIP left"

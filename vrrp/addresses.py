@@ -27,7 +27,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from pyroute2 import AsyncIPRoute
 
 from vrrp.packet import REQUIRED_TTL, IPAddress, checksum
-from vrrp.rtnl import AddressSocket
+from vrrp.rtnl import AddressSocket, request
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,7 @@ class AddressManager:
         self.errors = 0
         self._ipr: AsyncIPRoute | None = None
         self._rtnl: AddressSocket | None = None
+        self._pending: list[tuple[int, str, IPAddress, int, str]] = []  # sent by add_now
         self._devices: dict[str, _Device] = {}
 
     def placement(self, address: IPAddress) -> VirtualAddress:
@@ -184,6 +185,7 @@ class AddressManager:
         for device in self._devices.values():
             device.packet.close()
         self._devices.clear()
+        self._pending.clear()
         if self._rtnl is not None:
             self._rtnl.close()
             self._rtnl = None
@@ -213,15 +215,30 @@ class AddressManager:
 
     async def add(self, addresses: Iterable[IPAddress]) -> None:
         self.add_now(addresses)
+        self.confirm()
 
     async def remove(self, addresses: Iterable[IPAddress]) -> None:
         self.remove_now(addresses)
 
     def add_now(self, addresses: Iterable[IPAddress]) -> None:
-        """``add`` without a loop turn: one blocking rtnetlink request per address (the kernel
-        answers at once), so a takeover's GARPs leave right behind its advert."""
+        """``add`` without a loop turn: one rtnetlink request per address, done by the kernel
+        when its send returns, so a takeover's GARPs leave right behind its advert. The
+        answers are read by ``confirm`` (call it after the GARPs): that is where a refusal
+        raises."""
         for address in addresses:
-            self._change("add", address)
+            self._send("add", address)
+
+    def confirm(self) -> None:
+        """Read the answers to ``add_now``'s requests; ``OSError`` naming the first refused."""
+        pending, self._pending = self._pending, []
+        failed: OSError | None = None
+        for seq, command, address, prefixlen, name in pending:
+            try:
+                self._confirm(seq, command, address, prefixlen, name)
+            except OSError as exc:
+                failed = failed or exc
+        if failed is not None:
+            raise failed
 
     def remove_now(self, addresses: Iterable[IPAddress]) -> None:
         for address in addresses:
@@ -237,15 +254,7 @@ class AddressManager:
     def gratuitous(self, addresses: Iterable[IPAddress]) -> None:
         """One round: a gratuitous ARP (IPv4) or unsolicited NA (IPv6) per address."""
         for address in addresses:
-            name = self.placement(address).device or self.interface
-            device = self._device(name)
-            frame = device.frames.get(address)
-            if frame is None:
-                if isinstance(address, IPv4Address):
-                    frame = gratuitous_arp(device.mac, address)
-                else:
-                    frame = unsolicited_na(device.mac, address)
-                device.frames[address] = frame
+            name, device, frame = self._frame(address)
             try:
                 device.packet.send(frame)
             except OSError as exc:
@@ -253,6 +262,19 @@ class AddressManager:
                 log.warning("announcing %s on %s: %s", address, name, exc)
             else:
                 self.garp_sent += 1
+
+    def _frame(self, address: IPAddress) -> tuple[str, _Device, bytes]:
+        """The device ``address`` is announced on, and its frame (built once)."""
+        name = self.placement(address).device or self.interface
+        device = self._device(name)
+        frame = device.frames.get(address)
+        if frame is None:
+            if isinstance(address, IPv4Address):
+                frame = gratuitous_arp(device.mac, address)
+            else:
+                frame = unsolicited_na(device.mac, address)
+            device.frames[address] = frame
+        return name, device, frame
 
     def _netlink(self) -> AsyncIPRoute:
         if self._ipr is None:
@@ -265,18 +287,48 @@ class AddressManager:
         return self._devices[name]
 
     def _change(self, command: str, address: IPAddress, prefixlen: int | None = None) -> None:
+        self._confirm(*self._request(command, address, prefixlen))
+
+    def _send(self, command: str, address: IPAddress) -> None:
+        self._pending.append(self._request(command, address))
+
+    def prepare(self, addresses: Iterable[IPAddress]) -> None:
+        """Build the add requests and the GARP / NA frames of ``addresses`` now (nothing is
+        sent): a backup does this before its takeover, which then only sends them."""
+        for address in addresses:
+            command, index, _, prefixlen, label, flags, _ = self._placed("add", address)
+            request(command, index, address, prefixlen, label=label, flags=flags)
+            self._frame(address)
+
+    def _placed(
+        self, command: str, address: IPAddress, prefixlen: int | None = None
+    ) -> tuple[str, int, IPAddress, int, str | None, int, str]:
+        """(command, device index, address, prefix length, label, flags, device name)."""
         where = self.placement(address)
         name = where.device or self.interface
         if prefixlen is None:
             prefixlen = where.prefixlen if where.prefixlen is not None else address.max_prefixlen
         label = where.label if command == "add" else None
         flags = IFA_F_NODAD if command == "add" and address.version == 6 else 0
+        return command, self._device(name).index, address, prefixlen, label, flags, name
+
+    def _request(
+        self, command: str, address: IPAddress, prefixlen: int | None = None
+    ) -> tuple[int, str, IPAddress, int, str]:
+        """Send one add or delete: (seq, command, address, prefix length, device)."""
+        if self._rtnl is None:
+            raise RuntimeError("address manager is not open")
+        _, index, _, prefixlen, label, flags, name = self._placed(command, address, prefixlen)
+        seq = self._rtnl.send(command, index, address, prefixlen, label=label, flags=flags)
+        return seq, command, address, prefixlen, name
+
+    def _confirm(
+        self, seq: int, command: str, address: IPAddress, prefixlen: int, name: str
+    ) -> None:
         if self._rtnl is None:
             raise RuntimeError("address manager is not open")
         try:
-            self._rtnl.change(
-                command, self._device(name).index, address, prefixlen, label=label, flags=flags
-            )
+            self._rtnl.confirm(seq)
         except OSError as exc:
             benign = errno.EEXIST if command == "add" else errno.EADDRNOTAVAIL
             if exc.errno == benign:

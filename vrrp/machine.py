@@ -11,6 +11,7 @@ for (state, event), performed effect by effect in ``_perform``.
 
 from __future__ import annotations
 
+import copy
 from typing import assert_never
 
 from vrrp.actions import (
@@ -123,6 +124,13 @@ class Machine:
         while (event := self._fired(now)) is not None:
             actions += self._dispatch(event, now)
         return actions
+
+    def preview_timer(self, now: float) -> list[Action]:
+        """What ``handle_timer(now)`` would return, this machine left unchanged (the adapter
+        prepares a takeover's advert before its deadline)."""
+        scratch = copy.copy(self)
+        scratch._garp_due = list(self._garp_due)  # the only mutable field
+        return scratch.handle_timer(now)
 
     # -- classification and the one place rules are performed -------------------------------
 

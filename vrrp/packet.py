@@ -170,6 +170,8 @@ def decode(data: bytes, src: IPAddress, dst: IPAddress) -> Advertisement | Dropp
     covered = data if version == 2 else pseudo_header(src, dst, len(data)) + data
     if checksum(covered) != 0:
         return Dropped(DropReason.BAD_CHECKSUM, f"checksum {data[6:8].hex()} does not verify")
+    if vrid == 0:  # RFC 5798 5.2.3: 1..255; nothing can be configured to match it
+        return Dropped(DropReason.VRID_MISMATCH, "VRID 0")
     interval_cs = b5 * 100 if version == 2 else ((b4 << 8) | b5) & V3_MAX_INTERVAL_CS
     if interval_cs == 0:
         return Dropped(DropReason.BAD_INTERVAL, "advertisement interval 0")

@@ -185,6 +185,27 @@ class Transport:
             self._sock.close()
             self._sock = None
 
+    def prepared(self, advert: Advertisement) -> bool:
+        return advert in self._wire
+
+    def prepare(self, advert: Advertisement) -> list[tuple[IPAddress, bytes, tuple[object, ...]]]:
+        """Encode ``advert`` (checksum included) for each destination and keep the bytes: the
+        instance prepares the advert it will send on taking over, so that the takeover's hot
+        path has no encoding in it. Cached per advert (in practice: per priority)."""
+        if self._sock is None:
+            raise RuntimeError("transport is not open")
+        v6 = self.primary.version == 6
+        wire: list[tuple[IPAddress, bytes, tuple[object, ...]]] = []
+        address: tuple[object, ...]
+        for dst in self.peers or (self.group,):
+            scope = self._index if v6 and (dst.is_link_local or dst.is_multicast) else 0
+            address = (str(dst), 0, 0, scope) if v6 else (str(dst), 0)
+            wire.append((dst, encode(advert, self.primary, dst), address))
+        if len(self._wire) >= _WIRE_CACHE:
+            self._wire.clear()
+        self._wire[advert] = wire
+        return wire
+
     def send(self, advert: Advertisement) -> None:
         """Send to the group (or each unicast peer); errors are logged and counted."""
         if self._sock is None:
@@ -192,17 +213,7 @@ class Transport:
         v6 = self.primary.version == 6
         level = socket.IPPROTO_IPV6 if v6 else socket.IPPROTO_IP
         ancillary = [(level, socket.IPV6_PKTINFO if v6 else IP_PKTINFO, self._pktinfo)]
-        wire = self._wire.get(advert)
-        if wire is None:  # encoded once per advert (in practice: per priority), checksum too
-            wire = []
-            address: tuple[object, ...]
-            for dst in self.peers or (self.group,):
-                scope = self._index if v6 and (dst.is_link_local or dst.is_multicast) else 0
-                address = (str(dst), 0, 0, scope) if v6 else (str(dst), 0)
-                wire.append((dst, encode(advert, self.primary, dst), address))
-            if len(self._wire) >= _WIRE_CACHE:
-                self._wire.clear()
-            self._wire[advert] = wire
+        wire = self._wire.get(advert) or self.prepare(advert)
         for dst, data, to in wire:
             try:
                 self._sock.sendmsg([data], ancillary, 0, to)
@@ -211,6 +222,12 @@ class Transport:
                 log.warning("sending VRRP advert to %s on %s: %s", dst, self.interface, exc)
             else:
                 self.sent += 1
+
+    def receive_pending(self) -> None:
+        """Read and deliver every datagram queued on the socket now (the loop's reader does
+        this when the socket is readable; the instance calls it before a deadline it waited
+        for without the loop, so that an advert that arrived in time still counts)."""
+        self._readable()
 
     def _readable(self) -> None:
         sock = self._sock

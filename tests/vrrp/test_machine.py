@@ -311,3 +311,23 @@ def test_config_builds_what_goes_on_the_wire() -> None:
     assert config(100, check_addresses=False).expected().addresses is None
     with pytest.raises(ValueError, match="password needs version 2"):
         config(100, version=3, password=b"x")
+
+
+# -- preview: what a timer would do, nothing changed ------------------------------------------
+
+
+@pytest.mark.parametrize("make", [backup, master])
+def test_preview_timer_predicts_handle_timer_and_changes_nothing(make: Any) -> None:
+    machine = make(100, gratuitous=Gratuitous(count=3, spacing=0.5, repeat_after=5.0))
+    deadline = machine.next_deadline()
+    assert deadline is not None
+    before = (machine.state, machine.priority, machine.next_deadline(), machine.master)
+    for _ in range(2):  # a second preview sees the same untouched machine
+        preview = machine.preview_timer(deadline)
+        assert preview
+        assert (machine.state, machine.priority, machine.next_deadline(), machine.master) == before
+    assert machine.handle_timer(deadline) == preview
+    # the GARP rounds the preview scheduled on its copy were not added to the machine's own
+    later = machine.next_deadline()
+    assert later is not None
+    assert machine.preview_timer(later) == machine.handle_timer(later)

@@ -354,3 +354,10 @@ def test_fuzzed_valid_lengths_decode() -> None:
     assert isinstance(result, Advertisement)
     assert result.addresses == (VIP4, ip_address("192.0.2.101"))
     assert struct.unpack("!H", encode(result, SRC4, GROUP4)[4:6]) == (100,)
+
+
+def test_vrid_zero_is_dropped_on_decode() -> None:
+    """Found by the garbage test: VRID 0 decoded, and could not be encoded back."""
+    fields = bytes([0x31, 0, 100, 1, 0, 100])
+    result = decode(build(fields, VIP4.packed, v3=True), SRC4, GROUP4)
+    assert result == Dropped(DropReason.VRID_MISMATCH, "VRID 0")

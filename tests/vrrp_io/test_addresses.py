@@ -13,7 +13,7 @@ from tests.helpers.servers import NamespaceLoop
 from tests.vrrp_io.capture import Capture
 from tests.vrrp_io.lab import lan, mac_of, wait_until
 from vrrp import Config, Gratuitous, State
-from vrrp.addresses import VirtualAddress
+from vrrp.addresses import AddressManager, VirtualAddress
 from vrrp.instance import Instance
 
 pytestmark = [
@@ -92,3 +92,36 @@ def test_bad_placements_are_refused_before_anything_changes() -> None:
         owner([VirtualAddress(A, 33)])
     with pytest.raises(ValueError, match=r"198\.18\.9\.9 not among its virtual addresses"):
         owner([VirtualAddress(IPv4Address("198.18.9.9"))])
+
+
+def test_an_address_is_in_when_its_request_is_sent_and_a_refusal_surfaces_at_confirm(
+    topology: Topology,
+) -> None:
+    """A takeover's GARP follows ``add_now`` before the kernel's answer is read: the address
+    must already be on its device then, and a refused add must still be reported."""
+    d1, obs = lan(topology, "d1", "obs")
+    topology.veth(d1, "eth1", obs, "eth1", a_addr="198.18.1.1/24", b_addr="198.18.1.250/24")
+    manager = AddressManager("eth0", virtual=[VirtualAddress(C, 32, device="eth1")])
+    with NamespaceLoop(d1) as inside:
+        inside.run(manager.open(), timeout=10)
+        try:
+            manager.prepare([A, C])  # built, not sent
+            assert "198.18.0.100" not in d1.ip("-4", "address", "show")
+            manager.add_now([A])
+            assert line_of(d1, A) == "inet 198.18.0.100/32 scope global eth0"  # not confirmed yet
+            manager.confirm()
+            manager.add_now([A])  # already there: not an error
+            manager.confirm()
+            d1.ip("link", "del", "eth1")  # the device goes away under the manager
+            manager.add_now([C, B])
+            assert line_of(d1, B) == "inet 198.18.0.101/32 scope global eth0"
+            with pytest.raises(OSError, match=r"adding 198\.18\.1\.100/32 on eth1: No such device"):
+                manager.confirm()
+            manager.confirm()  # answered once: nothing left to read
+            assert manager.errors == 1
+        finally:
+            inside.run(closed(manager), timeout=10)
+
+
+async def closed(manager: AddressManager) -> None:
+    manager.close()  # on its loop, as Instance.stop does

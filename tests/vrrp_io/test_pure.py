@@ -4,13 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 
 from tests.vrrp_io.capture import ALL_NODES_MAC, NeighbourAdvert, decode_frame
-from vrrp import Config, Dropped, DropReason, encode, link, rtnl
+from vrrp import (
+    Action,
+    AddAddresses,
+    Advertisement,
+    Config,
+    Dropped,
+    DropReason,
+    Event,
+    IPAddress,
+    RemoveAddresses,
+    SendAdvert,
+    SendGratuitous,
+    State,
+    StateChanged,
+    encode,
+    link,
+    rtnl,
+)
 from vrrp.addresses import NA_OVERRIDE, NA_ROUTER, gratuitous_arp, unsolicited_na
+from vrrp.instance import Instance, _advert_first
 from vrrp.packet import VRRP_GROUP_V6, checksum
 from vrrp.timer import TimerFd
 from vrrp.transport import Own, receive_ipv4, receive_ipv6
@@ -188,3 +207,95 @@ async def test_timerfd_fires_at_its_deadline_and_can_be_moved_or_disarmed() -> N
         assert len(fired) == 1
     finally:
         timer.close()
+
+
+# -- the takeover's hot path -------------------------------------------------------------------
+
+
+def test_a_takeover_logs_and_calls_back_after_its_advert_addresses_and_first_garp() -> None:
+    vips = CONFIG.virtual_addresses
+    changed = StateChanged(State.BACKUP, State.MASTER, Event.MASTER_DOWN_TIMER)
+    actions: list[Action] = [
+        changed,
+        SendAdvert(100),
+        AddAddresses(vips),
+        SendGratuitous(vips),
+        SendGratuitous(vips),
+    ]
+    assert _advert_first(actions) == [
+        SendAdvert(100),
+        AddAddresses(vips),
+        SendGratuitous(vips),
+        changed,
+        SendGratuitous(vips),
+    ]
+    # leaving master keeps the machine's order: the state change first
+    leaving: list[Action] = [
+        StateChanged(State.MASTER, State.BACKUP, Event.ADVERT_HIGHER),
+        RemoveAddresses(vips),
+    ]
+    assert _advert_first(leaving) == leaving
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.sent: list[int] = []
+        self.prepared: list[int] = []
+
+
+def _backup_due_in(seconds: float, pending: list[Advertisement]) -> tuple[Instance, _Recorder]:
+    """A started-by-hand backup whose Master_Down_Timer is ``seconds`` away, woken as the timerfd
+    would wake it (``_spin_to`` set); ``pending`` are adverts queued on its socket meanwhile."""
+    instance = Instance(CONFIG, "lo", track_interface=False)
+    loop = asyncio.new_event_loop()
+    instance._loop = loop
+    record = _Recorder()
+    transport = instance.transport
+
+    def receive_pending() -> None:
+        while pending:
+            instance._received(pending.pop(0), PEER, 0.0)
+
+    transport.receive_pending = receive_pending  # type: ignore[method-assign]
+    transport.send = lambda advert: record.sent.append(advert.priority)  # type: ignore[method-assign]
+    transport.prepared = lambda advert: False  # type: ignore[method-assign]
+
+    def prepare(advert: Advertisement) -> list[tuple[IPAddress, bytes, tuple[object, ...]]]:
+        record.prepared.append(advert.priority)
+        return []
+
+    transport.prepare = prepare  # type: ignore[method-assign]
+    instance.addresses.add_now = lambda addresses: None  # type: ignore[method-assign]
+    instance.addresses.prepare = lambda addresses: None  # type: ignore[method-assign]
+    instance.addresses.gratuitous = lambda addresses: None  # type: ignore[method-assign]
+    interval = instance.machine.master_down_interval
+    instance.machine.start(loop.time() - interval + seconds)
+    instance._spin_to = instance.machine.next_deadline()
+    return instance, record
+
+
+def test_a_backup_woken_early_takes_over_at_its_deadline_not_before() -> None:
+    instance, record = _backup_due_in(0.0015, [])
+    deadline = instance._spin_to
+    assert deadline is not None
+    try:
+        instance._on_timer()
+        assert time.monotonic() >= deadline
+        assert instance.state is State.MASTER
+        assert record.prepared == [100]  # encoded before the deadline
+        assert record.sent == [100]
+    finally:
+        instance._require_loop().close()
+
+
+def test_an_advert_that_arrived_while_waiting_out_the_deadline_still_counts() -> None:
+    instance, record = _backup_due_in(0.0015, [CONFIG.advertisement(150)])
+    try:
+        instance._on_timer()
+        assert instance.state is State.BACKUP
+        assert record.sent == []
+        deadline = instance.machine.next_deadline()
+        assert deadline is not None
+        assert deadline > time.monotonic() + 3.0  # Master_Down_Timer restarted by that advert
+    finally:
+        instance._require_loop().close()
