@@ -27,8 +27,10 @@ class Nft:
         self.argv = tuple(argv)
         self.timeout = timeout
         self.batches = 0  # transactions sent (for tests and status)
+        self.runs = 0  # nft processes started (listings, checks and transactions)
 
     async def _run(self, args: Sequence[str], stdin: bytes | None, doing: str) -> str:
+        self.runs += 1
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self.argv,

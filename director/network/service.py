@@ -40,6 +40,7 @@ from director.sysctl import PROC_SYS, apply_sysctls
 log = structlog.get_logger("director")
 
 RP_FILTER = "net.ipv4.conf.all.rp_filter"
+ROLE_CHANGE = "role change"
 
 
 class NetworkRules:
@@ -60,10 +61,14 @@ class NetworkRules:
         self._apply_task: asyncio.Task[None] | None = None
         self.last: dict[str, Any] = {}
         self.error: str | None = None  # the last sync's error, None after a good one
+        # What the last good sync installed: a role change that wants the same (no rules, or
+        # none that depend on the role) runs no nft at all; the periodic resync repairs drift.
+        self._installed: Ruleset | None = None
+        self._routes_synced = False
 
     async def set_role(self, role: Role) -> None:
         self.role = role
-        await self.sync("role change")
+        await self.sync(ROLE_CHANGE)
 
     async def apply(self, config: Config) -> None:
         """A new (validated) config: apply what differs, in one nft transaction."""
@@ -101,7 +106,10 @@ class NetworkRules:
             try:
                 if self.role is not None:
                     cmds = await self._sync_table(reason)
-                route_ops = await self._sync_routes()
+                route_ops: list[str] = []
+                if reason != ROLE_CHANGE or not self._routes_synced:  # routes ignore the role
+                    route_ops = await self._sync_routes()
+                    self._routes_synced = True
             except (NftError, RouteError) as exc:
                 self.error = str(exc)
                 log.error("rules_sync_failed", reason=reason, error=str(exc))
@@ -122,6 +130,9 @@ class NetworkRules:
     async def _sync_table(self, reason: str) -> list[JSON]:
         assert self.role is not None
         desired = compile_ruleset(self.config, self.role)
+        if reason == ROLE_CHANGE and desired == self._installed and not self._stale_tables:
+            return []
+        self._installed = None
         listing = await self.nft.list_table(desired.table)
         observed = parse_table(listing, desired.table) if listing is not None else None
         cmds = plan(desired, observed)
@@ -140,6 +151,7 @@ class NetworkRules:
             culprit = await self._culprit(desired)
             raise NftError(f"{exc}{culprit}; the previous ruleset stays in force") from None
         self._stale_tables.clear()
+        self._installed = desired
         return cmds
 
     async def _culprit(self, desired: Ruleset) -> str:
@@ -198,6 +210,7 @@ class NetworkRules:
 
     async def _remove(self) -> None:
         async with self._lock:
+            self._installed, self._routes_synced = None, False
             table = {"family": FAMILY, "name": self.config.network.table}
             await self.nft.apply(
                 [{"add": {"table": table}}, {"delete": {"table": table}}],

@@ -398,3 +398,24 @@ async def test_policy_routes_make_strict_rp_filter_loose(lab: Lab, tmp_path: Pat
     await keep.set_role(Role.MASTER)
     assert (conf / "rp_filter").read_text().strip() == "1"
     await keep.remove()
+
+
+@pytest.mark.asyncio
+async def test_a_role_change_that_changes_no_rule_runs_no_nft(lab: Lab) -> None:
+    """A failover must not wait for nft: without rules (or with none that follow the role) a
+    role change starts no nft process; the periodic resync still looks, and repairs."""
+    service = lab.service(Config())
+    await service.set_role(Role.MASTER)
+    runs = service.nft.runs
+    await service.set_role(Role.BACKUP)
+    await service.set_role(Role.MASTER)
+    assert service.nft.runs == runs
+    assert await service.sync() == []
+    assert service.nft.runs == runs + 1  # the resync listed the table
+    # with master-only rules, the role change still applies them at once
+    await service.apply(parse_config(CONFIG))
+    assert "snat ip to 198.18.0.10" in lab.table()
+    runs = service.nft.runs
+    await service.set_role(Role.BACKUP)
+    assert service.nft.runs > runs
+    assert "snat ip to" not in lab.table()
