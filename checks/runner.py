@@ -22,8 +22,9 @@ and waits for them, so nothing is left pending or open.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Literal, Protocol, TypeVar
 
 import structlog
 
@@ -51,6 +52,10 @@ FastStart = Callable[[S, Done[S], StartProbe[S]], Running | None]
 log = structlog.get_logger("director.checks")
 
 BACKSTOP = 0.1  # seconds after a probe's timeout at which the runner cancels it
+# Probe starts are rounded up to a multiple of TICK seconds, so that several share one wake of
+# the loop (and their replies often one more); a probe that ends in between also starts those
+# that came due. 0: every start at its own time.
+TICK = 0.01
 
 
 class Runner(Generic[S]):
@@ -61,7 +66,12 @@ class Runner(Generic[S]):
         on_change: OnChange,
         *,
         fast: FastStart[S] | None = None,
+        tick: float = TICK,
     ) -> None:
+        if tick < 0:
+            raise ValueError(f"tick must be >= 0, got {tick}")
+        self._tick = tick
+        self._starting = False
         self.scheduler = scheduler
         self._probe = probe
         self._fast_start = fast
@@ -137,7 +147,13 @@ class Runner(Generic[S]):
         try:
             now = self._loop.time()
             self._emit(self.scheduler.expire(now))
-            loop = self._loop
+            self._start_due(self._loop, now)
+        finally:
+            self._arm()  # whatever went wrong, keep the checks running
+
+    def _start_due(self, loop: asyncio.AbstractEventLoop, now: float) -> None:
+        self._starting = True
+        try:
             fast = self._fast_start
             for start in self.scheduler.due(now):
                 if fast is not None and self._start_fast(fast, start):
@@ -145,12 +161,16 @@ class Runner(Generic[S]):
                 task = loop.create_task(self._run(start))
                 self._tasks.add(task)  # _run takes it out (no done callback: one loop turn less)
         finally:
-            self._arm()  # whatever went wrong, keep the checks running
+            self._starting = False
 
-    def _arm(self) -> None:
+    def _arm(self, when: float | Literal[False] | None = False) -> None:
+        """(Re)arm the timer at the scheduler's next deadline (``when`` if already known)."""
         if self._stopped or self._loop is None:
             return
-        when = self.scheduler.next_deadline()
+        if when is False:
+            when = self.scheduler.next_deadline()
+        if when is not None and self._tick:
+            when = max(when, math.ceil(when / self._tick) * self._tick)  # (float rounding)
         timer = self._timer
         if timer is not None:
             if when is not None and timer.when() == when:
@@ -176,10 +196,18 @@ class Runner(Generic[S]):
 
     def _fast_done(self, start: StartProbe[S], result: ProbeResult) -> None:
         self._fast.pop(start.probe_id, None)
-        if self._stopped or self._loop is None:
+        loop = self._loop
+        if self._stopped or loop is None:
             return
-        self._emit(self.scheduler.probe_done(start, result, self._loop.time()))
-        self._arm()
+        now = loop.time()
+        changes = self.scheduler.probe_done(start, result, now)
+        if changes:
+            self._emit(changes)
+        when = self.scheduler.next_deadline()
+        if when is not None and when <= now and self._tick and not self._starting:
+            self._start_due(loop, now)  # those that came due ride on this wake
+            when = self.scheduler.next_deadline()
+        self._arm(when)
 
     def _time_out(self, probe_id: int, task: asyncio.Task[None]) -> None:
         self._deadlines.pop(probe_id, None)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import math
 import select
+import socket
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
@@ -44,13 +45,22 @@ TROUBLE = select.EPOLLERR | select.EPOLLHUP  # a failed connect, a reset
 READABLE = EPOLLIN | select.EPOLLRDHUP | TROUBLE  # something for recv() to say
 WATCH_IN = EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
 WATCH_IN_OUT = WATCH_IN | EPOLLOUT
+# The probes use the C socket type directly (no Python-level socket.socket wrapper to run).
+STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 
 
 class Plan(Protocol):
     """What a fast probe needs, prepared once per check (request bytes, socket address ...)."""
 
-    def open(self, poller: Poller, done: Callable[[Any, ProbeResult], None], tag: Any) -> FastProbe:
-        """A new probe of this plan, not started yet."""
+    @property
+    def target(self) -> Target: ...
+
+    @property
+    def timeout(self) -> float: ...
+
+    @property
+    def probe_type(self) -> type[FastProbe]:
+        """The probe class that runs this plan."""
         ...
 
 
@@ -60,13 +70,18 @@ class FastProbe:
 
     __slots__ = (
         "began",
+        "buffer",
+        "cleanup",
         "connected",
         "deadline",
         "done",
         "fd",
         "finished",
+        "pending",
+        "plan",
         "poller",
         "sock",
+        "state",
         "tag",
         "target",
         "timeout",
@@ -75,19 +90,24 @@ class FastProbe:
     def __init__(
         self,
         poller: Poller,
-        target: Target,
-        timeout: float,
+        plan: Any,
         done: Callable[[Any, ProbeResult], None],
         tag: Any,
+        now: float,
     ) -> None:
         self.poller = poller
-        self.target = target
-        self.timeout = timeout
+        self.plan = plan
+        self.target: Target = plan.target
+        self.timeout: float = plan.timeout
         self.done: Callable[[Any, ProbeResult], None] | None = done
         self.tag = tag
-        self.began = self.deadline = 0.0
-        self.sock: Any = None  # socket.socket once begun
+        self.began, self.deadline = now, now + self.timeout
+        self.sock: Any = None  # a _socket.socket once begun
         self.fd = -1
+        self.state = 0  # the subclass's: 0 is connecting
+        self.pending = b""  # still to send
+        self.buffer = b""  # received so far
+        self.cleanup: Callable[[], None] | None = None  # more to close than the socket
         self.connected = False
         self.finished = False
 
@@ -105,7 +125,25 @@ class FastProbe:
     # -- endings -------------------------------------------------------------------------------
 
     def succeed(self, now: float) -> None:
-        self._finish(ProbeResult(True, now - self.began, None))
+        """The verdict "up": the hot path, so what ``_finish`` and ``release`` do, inline."""
+        if self.finished:
+            return
+        self.finished = True
+        if self.cleanup is not None:
+            self.release()
+        else:
+            sock = self.sock
+            if sock is not None:
+                self.sock = None
+                self.poller._probes.pop(self.fd, None)
+                sock.close()
+        done, tag = self.done, self.tag
+        if done is not None:
+            self.done = self.tag = None
+            try:
+                done(tag, ProbeResult(True, now - self.began, None))
+            except Exception:
+                log.exception("probe result handler failed", target=str(self.target))
 
     def fail(self, error: str, now: float) -> None:
         self._finish(ProbeResult(False, now - self.began, one_line(error)))
@@ -133,10 +171,14 @@ class FastProbe:
 
     def release(self) -> None:
         """Close what the probe opened (its socket: that also takes it out of the epoll)."""
+        cleanup = self.cleanup
+        if cleanup is not None:
+            self.cleanup = None
+            cleanup()
         sock = self.sock
         if sock is not None:
             self.sock = None
-            self.poller.forget(self.fd)
+            self.poller._probes.pop(self.fd, None)
             sock.close()
 
     def _finish(self, result: ProbeResult) -> None:
@@ -180,9 +222,7 @@ class Poller:
         perhaps before this returns (a connection refused at once). Never raises."""
         if self.closed:
             raise RuntimeError("the poller is closed")
-        probe = plan.open(self, done, tag)
-        now = self.loop.time()
-        probe.began, probe.deadline = now, now + probe.timeout
+        probe = plan.probe_type(self, plan, done, tag, self.loop.time())
         try:
             probe.begin()
         except Exception as exc:

@@ -14,19 +14,19 @@ verdict. ``TcpPlan`` is a probe prepared once per check; ``probe()`` is the coro
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import errno
 import os
 import re
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from checks.model import ProbeResult
 from checks.probes.poller import (
     EPOLLOUT,
     READABLE,
+    STREAM,
     TROUBLE,
     WATCH_IN,
     WATCH_IN_OUT,
@@ -100,28 +100,21 @@ class TcpPlan:
         sockaddr = (str(target.address), target.port)
         return cls(target, timeout, spec, family(target), sockaddr, spec.send or b"")
 
-    def open(self, poller: Poller, done: Callable[[Any, ProbeResult], None], tag: Any) -> _TcpProbe:
-        return _TcpProbe(poller, self, done, tag)
+    @property
+    def probe_type(self) -> type[_TcpProbe]:
+        return _TcpProbe
 
 
 CONNECTING, SENDING, READING = 0, 1, 2
 
 
 class _TcpProbe(FastProbe):
-    __slots__ = ("pending", "plan", "received", "state")
-
-    def __init__(
-        self, poller: Poller, plan: TcpPlan, done: Callable[[Any, ProbeResult], None], tag: Any
-    ) -> None:
-        super().__init__(poller, plan.target, plan.timeout, done, tag)
-        self.plan = plan
-        self.state = CONNECTING
-        self.pending = b""
-        self.received = b""
+    __slots__ = ()
+    plan: TcpPlan
 
     def begin(self) -> None:
         plan = self.plan
-        sock = self.sock = socket.socket(plan.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        sock = self.sock = _socket.socket(plan.family, STREAM)
         self.fd = sock.fileno()
         error = sock.connect_ex(plan.sockaddr)
         if error == errno.EINPROGRESS:
@@ -190,12 +183,12 @@ class _TcpProbe(FastProbe):
         spec = self.plan.spec
         expect, limit = spec.expect, spec.read_bytes
         assert expect is not None
-        sock, received = self.sock, self.received
+        sock, received = self.sock, self.buffer
         while True:
             try:
                 chunk = sock.recv(limit - len(received))
             except BlockingIOError:
-                self.received = received
+                self.buffer = received
                 return
             if not chunk:
                 self.fail(
@@ -205,7 +198,7 @@ class _TcpProbe(FastProbe):
                 )
                 return
             received += chunk
-            self.received = received
+            self.buffer = received
             if matches(expect, received):
                 self.succeed(now)
                 return
@@ -224,6 +217,6 @@ class _TcpProbe(FastProbe):
         if self.state == SENDING or spec.expect is None:
             return f"sending {len(spec.send or b'')} bytes to {self.target}"
         waiting = f"waiting for a reply {describe_expect(spec.expect)} from {self.target}"
-        if self.received:
-            return f"{waiting} (received {preview(self.received)})"
+        if self.buffer:
+            return f"{waiting} (received {preview(self.buffer)})"
         return waiting
