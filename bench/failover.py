@@ -6,7 +6,7 @@ Topology (network namespaces, 198.18.0.0/24 on a bridge with multicast snooping 
 (198.18.0.1, priority 200) and d2 (198.18.0.2, priority 100) each run a director - our VRRP
 adapter in its own process (``bench.failover_peer``) or keepalived - and a TCP responder that
 answers with its name; a client namespace captures every frame (AF_PACKET, kernel timestamps)
-and connects to the VIP 198.18.0.100 every 10 ms. Each trial starts both directors, waits for
+and connects to the VIP 198.18.0.100 every 2 ms. Each trial starts both directors, waits for
 d1 to be master, then kills it (SIGKILL) or stops it cleanly (SIGTERM: priority 0). Times are
 from the old master's last advert as captured to the new master's first advert, its first
 gratuitous ARP and the first TCP connect answered by d2; min/median/max over the trials.
@@ -46,6 +46,7 @@ from tests.vrrp_io.lab import VIP, ask, has_address, lan, mac_of, responder
 
 D1, D2 = "198.18.0.1", "198.18.0.2"
 MODES = [(2, 1.0), (3, 0.1)]
+POLL = 0.002  # s between the client's connection attempts to the VIP (the TCP column's grain)
 
 
 @dataclass
@@ -121,8 +122,8 @@ class Director:
             self.ns.ip("address", "del", f"{VIP}/32", "dev", "eth0")
 
 
-async def first_answer(name: str, until: float) -> float | None:
-    """Connect to the VIP every 10 ms; the wall time of the first answer from ``name``."""
+async def first_answer(name: str, until: float, every: float) -> float | None:
+    """Connect to the VIP every ``every`` s; the wall time of the first answer from ``name``."""
     found: asyncio.Future[float] = asyncio.get_running_loop().create_future()
     tasks: set[asyncio.Task[None]] = set()
 
@@ -135,7 +136,7 @@ async def first_answer(name: str, until: float) -> float | None:
             task = asyncio.create_task(attempt())
             tasks.add(task)
             task.add_done_callback(tasks.discard)
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(every)
         return found.result() if found.done() else None
     finally:
         for task in list(tasks):
@@ -162,7 +163,7 @@ def trial(
         time.sleep(2 * interval)
         wait(lambda: client.run(ask(VIP)) == "d1", 5, "client reaches d1")
         future = asyncio.run_coroutine_threadsafe(
-            first_answer("d2", time.time() + 4 * interval + 10), client.loop
+            first_answer("d2", time.time() + 4 * interval + 10, POLL), client.loop
         )
         time.sleep(0.2)  # the prober is running
         killed_at = time.time()

@@ -104,6 +104,7 @@ class Instance:
         self._timer: asyncio.TimerHandle | None = None
         self._timerfd: TimerFd | None = None
         self._spin_to: float | None = None  # the deadline a timerfd armed SPIN_LEAD early is for
+        self._inputs = 0  # adverts handed to the machine
         self._queue: asyncio.Queue[Action] = asyncio.Queue()
         self._in_flight = 0  # queued or being performed by the worker
         self._worker: asyncio.Task[None] | None = None
@@ -208,7 +209,9 @@ class Instance:
 
     def _received(self, advert: Advertisement, src: IPAddress, age: float) -> None:
         """``age``: how long ago the kernel received it; the machine gets the arrival time."""
-        self._feed(self.machine.receive(advert, src, self._require_loop().time() - age))
+        arrival = self._require_loop().time() - age
+        self._inputs += 1
+        self._feed(self.machine.receive(advert, src, arrival))
 
     def _link_changed(self, running: bool) -> None:
         self.set_fault(f"link {self.interface}", not running)
@@ -216,23 +219,48 @@ class Instance:
     def _on_timer(self) -> None:
         self._timer = None
         target, self._spin_to = self._spin_to, None
-        if target is not None:
-            # Woken SPIN_LEAD early (a timerfd never fires before its time): prepare the
-            # takeover's advert (its priority may have changed since start; this also warms
-            # the code path), wait out the rest here, then take in what arrived meanwhile, so
-            # an advert in time still counts.
-            if target - time.monotonic() > SPIN_LEAD / 2:
-                self._prepare(target)
-            limit = time.monotonic() + 2 * SPIN_LEAD
-            while (now := time.monotonic()) < target and now < limit:
-                pass
+        if target is None:
+            self._feed(self.machine.handle_timer(self._require_loop().time()))
+            return
+        # Woken SPIN_LEAD early (a timerfd never fires before its time): ask a copy of the
+        # machine what it will do at the deadline and build those packets, then wait out the
+        # rest here reading the socket, so that an advert that arrives in time still counts
+        # (one that arrives within the last read, a few tens of microseconds, is taken as
+        # after the deadline).
+        prepared = self._prepare(target) if target - time.monotonic() > SPIN_LEAD / 2 else []
+        inputs = self._inputs
+        limit = time.monotonic() + 2 * SPIN_LEAD
+        while True:  # at least one read, however late the wake-up was
             self.transport.receive_pending()
-        self._feed(self.machine.handle_timer(self._require_loop().time()))
+            now = time.monotonic()
+            if now >= target or now >= limit or self._inputs != inputs:
+                break
+        if not prepared or self._inputs != inputs or self._in_flight:
+            self._feed(self.machine.handle_timer(self._require_loop().time()))
+            return
+        # Nothing came in: the machine, at ``target``, does what its copy said. Its packets
+        # (advert, address request, first GARP) leave now; the machine then runs for real and
+        # what it returns beyond them is performed as usual.
+        done = [action for action in prepared if self._perform_now(action)]
+        actions = _advert_first(self.machine.handle_timer(target))
+        if actions[: len(done)] == done:
+            actions = actions[len(done) :]
+        else:  # cannot happen (the machine is a pure function of its state and the time)
+            self._action_errors += 1
+            log.error(
+                "VRRP vrid %d: the takeover did %s, the machine then asked for %s",
+                self.config.vrid,
+                done,
+                actions,
+            )
+        self._perform_later(actions, ordered=True)
+        self._rearm()
 
-    def _prepare(self, at: float) -> None:
-        """Encode the advert the machine would send at ``at``, and the address requests and
-        GARP frames that follow it (nothing is sent)."""
+    def _prepare(self, at: float) -> list[Action]:
+        """What the machine will do first at ``at`` if nothing comes in before: its leading
+        advert, address and GARP actions, their packets built (nothing is sent or changed)."""
         try:
+            head: list[Action] = []
             for action in _advert_first(self.machine.preview_timer(at)):
                 if isinstance(action, SendAdvert):
                     advert = self.config.advertisement(action.priority)
@@ -240,8 +268,15 @@ class Instance:
                         self.transport.prepare(advert)
                 elif isinstance(action, AddAddresses):
                     self.addresses.prepare(action.addresses)
+                elif not isinstance(action, SendGratuitous):
+                    break
+                head.append(action)
+                if isinstance(action, SendGratuitous):
+                    break  # the first GARP round: the rest of the burst waits for the machine
+            return head
         except Exception:  # only a head start: the takeover itself reports its errors
             log.debug("VRRP vrid %d: preparing the takeover", self.config.vrid, exc_info=True)
+            return []
 
     def _feed(self, actions: list[Action]) -> None:
         self._perform_later(actions)
@@ -280,11 +315,11 @@ class Instance:
 
     # -- actions -----------------------------------------------------------------------------
 
-    def _perform_later(self, actions: list[Action]) -> None:
+    def _perform_later(self, actions: list[Action], *, ordered: bool = False) -> None:
         """Perform at once what needs no await while nothing is queued or in flight (an advert
         leaves from the timer callback itself, not a loop iteration later behind whatever
         else is ready); queue the rest, and everything behind it, for the worker, in order."""
-        for action in _advert_first(actions):
+        for action in actions if ordered else _advert_first(actions):
             if self._in_flight == 0 and self._perform_now(action):
                 continue
             self._in_flight += 1

@@ -241,11 +241,13 @@ class Transport:
             except OSError as exc:
                 log.warning("receiving VRRP on %s: %s", self.interface, exc)
                 return
-            age = _age(ancillary)
+            stamp = _stamp(ancillary)
             if isinstance(self.primary, IPv6Address):
-                self._handle(self._receive_ipv6(datagram, ancillary, address[0], self.primary), age)
+                self._handle(
+                    self._receive_ipv6(datagram, ancillary, address[0], self.primary), stamp
+                )
             else:
-                self._handle(receive_ipv4(datagram, self.expected, self.primary), age)
+                self._handle(receive_ipv4(datagram, self.expected, self.primary), stamp)
 
     def _receive_ipv6(
         self,
@@ -266,7 +268,9 @@ class Transport:
         src = IPv6Address(source.split("%", 1)[0])
         return receive_ipv6(payload, src, dst, hop_limit, self.expected, primary)
 
-    def _handle(self, result: tuple[Advertisement, IPAddress] | Dropped | Own, age: float) -> None:
+    def _handle(
+        self, result: tuple[Advertisement, IPAddress] | Dropped | Own, stamp: float | None
+    ) -> None:
         if isinstance(result, Own):
             return
         if isinstance(result, Dropped):
@@ -275,17 +279,27 @@ class Transport:
             return
         self.received += 1
         try:
-            self._deliver(*result, age)
+            self._deliver(*result, _age(stamp))
         except Exception:
             log.exception("handling a VRRP advert on %s", self.interface)
 
 
-def _age(ancillary: list[tuple[int, int, bytes]]) -> float:
-    """How long ago the kernel received the datagram (its SO_TIMESTAMPNS), 0 if unknown: a
-    backup's Master_Down_Timer runs from the advert's arrival, not from when Python saw it."""
+def _stamp(ancillary: list[tuple[int, int, bytes]]) -> float | None:
+    """When the kernel received the datagram (its SO_TIMESTAMPNS, wall clock), if given."""
     for level, kind, data in ancillary:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
             seconds, nanoseconds = struct.unpack_from("qq", data)
-            age = time.time() - (seconds + nanoseconds / 1e9)
-            return age if 0.0 <= age <= MAX_AGE else 0.0
-    return 0.0
+            stamp: float = seconds + nanoseconds / 1e9
+            return stamp
+    return None
+
+
+def _age(stamp: float | None) -> float:
+    """How long ago the kernel received the datagram, 0 if unknown: a backup's
+    Master_Down_Timer runs from the advert's arrival, not from when Python saw it. Read just
+    before the delivery, whose receiver reads its own clock at once (the parsing in between
+    would otherwise count as transit)."""
+    if stamp is None:
+        return 0.0
+    age = time.time() - stamp
+    return age if 0.0 <= age <= MAX_AGE else 0.0

@@ -241,6 +241,7 @@ class _Recorder:
     def __init__(self) -> None:
         self.sent: list[int] = []
         self.prepared: list[int] = []
+        self.performed: list[str] = []  # "advert", "add", "garp" in the order they went out
 
 
 def _backup_due_in(seconds: float, pending: list[Advertisement]) -> tuple[Instance, _Recorder]:
@@ -257,7 +258,12 @@ def _backup_due_in(seconds: float, pending: list[Advertisement]) -> tuple[Instan
             instance._received(pending.pop(0), PEER, 0.0)
 
     transport.receive_pending = receive_pending  # type: ignore[method-assign]
-    transport.send = lambda advert: record.sent.append(advert.priority)  # type: ignore[method-assign]
+
+    def send(advert: Advertisement) -> None:
+        record.sent.append(advert.priority)
+        record.performed.append("advert")
+
+    transport.send = send  # type: ignore[method-assign]
     transport.prepared = lambda advert: False  # type: ignore[method-assign]
 
     def prepare(advert: Advertisement) -> list[tuple[IPAddress, bytes, tuple[object, ...]]]:
@@ -265,9 +271,10 @@ def _backup_due_in(seconds: float, pending: list[Advertisement]) -> tuple[Instan
         return []
 
     transport.prepare = prepare  # type: ignore[method-assign]
-    instance.addresses.add_now = lambda addresses: None  # type: ignore[method-assign]
+    instance.addresses.add_now = lambda addresses: record.performed.append("add")  # type: ignore[method-assign]
     instance.addresses.prepare = lambda addresses: None  # type: ignore[method-assign]
-    instance.addresses.gratuitous = lambda addresses: None  # type: ignore[method-assign]
+    instance.addresses.gratuitous = lambda addresses: record.performed.append("garp")  # type: ignore[method-assign]
+    instance.on_state = lambda state: record.performed.append(str(state))
     interval = instance.machine.master_down_interval
     instance.machine.start(loop.time() - interval + seconds)
     instance._spin_to = instance.machine.next_deadline()
@@ -283,7 +290,8 @@ def test_a_backup_woken_early_takes_over_at_its_deadline_not_before() -> None:
         assert time.monotonic() >= deadline
         assert instance.state is State.MASTER
         assert record.prepared == [100]  # encoded before the deadline
-        assert record.sent == [100]
+        # each packet once, in order, the state change after the first GARP (burst of 5)
+        assert record.performed == ["advert", "add", "garp", "master", *["garp"] * 4]
     finally:
         instance._require_loop().close()
 
@@ -293,7 +301,7 @@ def test_an_advert_that_arrived_while_waiting_out_the_deadline_still_counts() ->
     try:
         instance._on_timer()
         assert instance.state is State.BACKUP
-        assert record.sent == []
+        assert record.performed == []
         deadline = instance.machine.next_deadline()
         assert deadline is not None
         assert deadline > time.monotonic() + 3.0  # Master_Down_Timer restarted by that advert
