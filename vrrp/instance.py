@@ -9,10 +9,13 @@ address is up). A takeover's log line and state callback come after its advert, 
 first gratuitous ARP: the hot path of a takeover is timer -> machine -> advert bytes encoded
 beforehand -> sendmsg -> rtnetlink -> gratuitous ARP. One timer (a timerfd, else
 ``loop.call_at``) is re-armed from ``machine.next_deadline()`` after every input, including
-timer calls that did nothing (asyncio may fire a little early). A backup's timerfd wakes
-``SPIN_LEAD`` before the Master_Down_Timer, prepares the takeover's advert, waits the rest out
-on the CPU, then reads any advert that arrived meanwhile: the takeover starts at its deadline,
-never before it, and not a process wake-up (0.1-0.35 ms) after it.
+timer calls that did nothing (asyncio may fire a little early). A takeover is prepared: a
+backup's timerfd wakes ``SPIN_LEAD`` before the Master_Down_Timer, a copy of the machine says
+what it will do then (``Machine.preview_timer``), those packets are built, and the deadline is
+waited out reading the socket; if no advert came in, the advert, address request and first GARP
+leave as the deadline passes (never before), then the machine runs for real. The takeover
+starts at its deadline, not a process wake-up (0.1-0.35 ms measured) and a Python machine run
+after it.
 
 Fault and priority inputs: the instance's own interface is followed (``vrrp.link``; off with
 ``track_interface=False``) and its loss is a fault, as in keepalived; tracking elsewhere in the
