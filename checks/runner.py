@@ -107,6 +107,8 @@ class Runner(Generic[S]):
         self._fast.clear()
         for probe in fast:
             probe.cancel()
+        if fast:
+            await asyncio.sleep(0)  # a cancelled probe's helper task (llhttp fallback) ends
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

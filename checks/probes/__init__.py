@@ -16,6 +16,11 @@ succeeds" and rise/fall counting belong to the scheduler, not here.
 | script | script.py | ScriptSpec: external program, exit 0 = up |
 
 ``dispatch.run(target, spec, timeout, http)`` picks the probe from the spec's type.
+
+The hot ones (tcp, and http that judges the status alone) also have a callback form, which the
+runner uses: ``dispatch.plan(target, spec, timeout)`` prepares it once per check and
+``HttpProber.start(plan, done, tag)`` runs it (see ``poller.py``); their coroutine form runs the
+same code.
 """
 
 from checks.probes.result import ProbeResult, Target

@@ -47,6 +47,7 @@ WATCH_IN = EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
 WATCH_IN_OUT = WATCH_IN | EPOLLOUT
 # The probes use the C socket type directly (no Python-level socket.socket wrapper to run).
 STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+MAX_EVENTS = 256  # per wake (more stay ready for the next); poll() sizes its buffer on it
 
 
 class Plan(Protocol):
@@ -283,7 +284,7 @@ class Poller:
 
     def _ready(self) -> None:
         try:
-            events = self._epoll.poll(0)
+            events = self._epoll.poll(0, MAX_EVENTS)
         except InterruptedError:
             return
         self.wakes += 1
@@ -302,6 +303,8 @@ class Poller:
         queue = self._queues.get(probe.timeout)
         if queue is None:
             queue = self._queues[probe.timeout] = deque()
+        while queue and queue[0].finished:  # keep it short between sweeps
+            queue.popleft()
         queue.append(probe)
         if probe.deadline < self._timer_at:
             self._arm(probe.deadline)
