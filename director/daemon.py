@@ -19,6 +19,7 @@ from pathlib import Path
 import structlog
 
 from checks.model import HealthChanged, ProbeResult
+from checks.probes.result import Target
 from director import __version__, logs
 from director.commands import handlers
 from director.config import Config, ConfigError, check_config, load_config
@@ -108,8 +109,12 @@ async def run(args: argparse.Namespace) -> int:
         engine.on_health(changes)
         vrrp.health_changed()  # track_checks quorums
 
+    labels: dict[Target, str] = {}  # per probe, so formatted once per target
+
     def on_probe(job: ProbeJob, result: ProbeResult) -> None:
-        target = f"{job.target.address}:{job.target.port}"
+        target = labels.get(job.target)
+        if target is None:
+            target = labels[job.target] = f"{job.target.address}:{job.target.port}"
         metrics.probed(job.kind, target, result.ok, result.latency)
 
     checks = HealthChecks(on_health, max_in_flight=config.daemon.max_concurrent_probes)

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -278,6 +279,7 @@ class Metrics:
             ["type", "target", "result"],
             registry=r,
         )
+        self._probe_children: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
 
     # -- event hooks the composition root connects ------------------------------------------
 
@@ -297,8 +299,18 @@ class Metrics:
             self.reload_at.set(time.time())
 
     def probed(self, kind: str, target: str, ok: bool, latency: float) -> None:
-        self.probe_latency.labels(kind, target).observe(latency)
-        self.probe_results.labels(kind, target, "ok" if ok else "failed").inc()
+        """One probe's result (called per probe: thousands a second on the daemon's loop, so
+        the labelled children are looked up once per check, not per probe)."""
+        children = self._probe_children.get((kind, target))
+        if children is None:
+            children = self._probe_children[kind, target] = (
+                self.probe_latency.labels(kind, target),
+                self.probe_results.labels(kind, target, "ok"),
+                self.probe_results.labels(kind, target, "failed"),
+            )
+        histogram, succeeded, failed = children
+        histogram.observe(latency)
+        (succeeded if ok else failed).inc()
 
     def health_changed(self, changes: Iterable[tuple[str, str]], at: float) -> None:
         for service, dest in changes:

@@ -117,6 +117,7 @@ def test_health_vrrp_role_reconcile_and_reload() -> None:
     assert got[("director_check_probe_latency_seconds_count", target)] == 2
     assert got[("director_check_probe_latency_seconds_bucket", target | {("le", "0.005")})] == 1
     assert got[("director_check_probes_total", target | {("result", "failed")})] == 1
+    assert got[("director_check_probes_total", target | {("result", "ok")})] == 1
     assert got[("director_vrrp_state", labels(instance="VI_1", state="backup"))] == 1
     assert got[("director_vrrp_state", labels(instance="VI_1", state="master"))] == 0
     assert got[("director_vrrp_adverts_dropped_total", labels(instance="VI_1", reason="auth"))] == 3
