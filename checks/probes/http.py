@@ -72,6 +72,7 @@ _PLAIN_HEAD = re.compile(
     rb"HTTP/1\.[01] ([2-5][0-9][0-9])(?: [\t\x20-\x7e\x80-\xff]*)?\r\n"
     rb"(?:[-!#$%&'*+.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*\r\n"
 )
+_CONTENT_LENGTH = re.compile(rb"\ncontent-length:([^\r\n]*)", re.IGNORECASE)
 _CHARSET = re.compile(r";\s*charset\s*=\s*\"?([^\";\s]+)", re.IGNORECASE)
 USER_AGENT = "directord-health-check"
 StatusRanges = tuple[tuple[int, int], ...]
@@ -284,13 +285,21 @@ def _handler(loop: asyncio.AbstractEventLoop, spec: HttpSpec) -> ResponseHandler
 
 def _plain_head(head: bytes) -> re.Match[bytes] | None:
     """The head's match if it is plain enough to judge here, within llhttp's limits as aiohttp
-    sets them (a line of at most 8190 bytes, at most 128 headers, one Content-Length)."""
+    sets them (a line of at most 8190 bytes, at most 128 headers, at most one Content-Length,
+    a number, and not next to a Transfer-Encoding)."""
     match = _PLAIN_HEAD.match(head)
     if match is None or match.end() > MAX_LINE:
         return None
     lines = head[: match.end()]
-    if lines.count(b"\n") > MAX_HEADERS + 2 or lines.lower().count(b"\ncontent-length:") > 1:
+    if lines.count(b"\n") > MAX_HEADERS + 2:
         return None
+    lengths = _CONTENT_LENGTH.findall(lines)
+    if lengths and (
+        len(lengths) > 1
+        or not lengths[0].strip(b" \t").isdigit()
+        or b"\ntransfer-encoding:" in lines.lower()
+    ):
+        return None  # llhttp refuses: two Content-Lengths, not a number, or with chunking
     return match
 
 
