@@ -25,12 +25,9 @@ on, the certificate is checked against ``ca_file`` (or the system's CAs) and the
 
 from __future__ import annotations
 
-import _socket
 import asyncio
 import codecs
-import errno
 import functools
-import os
 import re
 import socket
 import ssl
@@ -50,7 +47,6 @@ from checks.probes import tcp
 from checks.probes.poller import (
     EPOLLOUT,
     READABLE,
-    STREAM,
     TROUBLE,
     WATCH_IN,
     WATCH_IN_OUT,
@@ -379,19 +375,9 @@ class _StatusProbe(FastProbe):
 
     def begin(self) -> None:
         plan = self.plan
-        sock = self.sock = _socket.socket(plan.family, STREAM)
-        self.fd = sock.fileno()
-        error = sock.connect_ex(plan.sockaddr)
-        if error == errno.EINPROGRESS:
-            try:
-                sent = sock.send(plan.request)  # a near server: often connected already
-            except BlockingIOError:
-                self.poller.watch(self, WATCH_IN_OUT)
-                return
-        elif error:
-            raise OSError(error, os.strerror(error))
-        else:
-            sent = 0
+        sent = self.connect(plan.family, plan.sockaddr, plan.request)
+        if sent is None:
+            return
         self._connected(sent)
         if self.state == SENDING:
             self._send()
@@ -400,15 +386,8 @@ class _StatusProbe(FastProbe):
     def event(self, events: int, now: float) -> None:
         state = self.state
         if state == CONNECTING:
-            if events & TROUBLE:
-                error = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                if error:
-                    raise OSError(error, os.strerror(error))
-            elif not events & EPOLLOUT:
-                return
-            try:
-                sent = self.sock.send(self.plan.request)
-            except BlockingIOError:
+            sent = self.connect_event(events, self.plan.request)
+            if sent is None:
                 return
             self._connected(sent)
             if self.state == SENDING:

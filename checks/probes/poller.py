@@ -24,8 +24,11 @@ machines) live next to their protocols: :mod:`checks.probes.tcp`, :mod:`checks.p
 
 from __future__ import annotations
 
+import _socket
 import asyncio
+import errno
 import math
+import os
 import select
 import socket
 from collections import deque
@@ -122,6 +125,41 @@ class FastProbe:
 
     def doing(self) -> str:
         raise NotImplementedError
+
+    # -- connecting, for the subclasses --------------------------------------------------------
+
+    def connect(self, family: int, sockaddr: tuple[Any, ...], first: bytes) -> int | None:
+        """Open the socket and connect; how much of ``first`` went out if the connection is
+        up (a near server has often completed the handshake when ``connect()`` returns), or
+        None when it is still being made (the probe is then watched for it)."""
+        sock = self.sock = _socket.socket(family, STREAM)
+        self.fd = sock.fileno()
+        error = sock.connect_ex(sockaddr)
+        if error == errno.EINPROGRESS:
+            try:
+                sent: int = sock.send(first)
+                return sent
+            except BlockingIOError:
+                self.poller.watch(self, WATCH_IN_OUT)
+                return None
+        if error:
+            raise OSError(error, os.strerror(error))
+        return 0
+
+    def connect_event(self, events: int, first: bytes) -> int | None:
+        """Epoll events while connecting: how much of ``first`` went out once the connection
+        is up, None while it is not (a failed connect raises its OSError)."""
+        if events & TROUBLE:
+            error = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if error:
+                raise OSError(error, os.strerror(error))
+        elif not events & EPOLLOUT:
+            return None
+        try:
+            sent: int = self.sock.send(first)
+            return sent
+        except BlockingIOError:
+            return None
 
     # -- endings -------------------------------------------------------------------------------
 

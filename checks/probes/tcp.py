@@ -14,10 +14,7 @@ verdict. ``TcpPlan`` is a probe prepared once per check; ``probe()`` is the coro
 
 from __future__ import annotations
 
-import _socket
 import asyncio
-import errno
-import os
 import re
 import socket
 from dataclasses import dataclass
@@ -26,7 +23,6 @@ from checks.model import ProbeResult
 from checks.probes.poller import (
     EPOLLOUT,
     READABLE,
-    STREAM,
     TROUBLE,
     WATCH_IN,
     WATCH_IN_OUT,
@@ -114,19 +110,9 @@ class _TcpProbe(FastProbe):
 
     def begin(self) -> None:
         plan = self.plan
-        sock = self.sock = _socket.socket(plan.family, STREAM)
-        self.fd = sock.fileno()
-        error = sock.connect_ex(plan.sockaddr)
-        if error == errno.EINPROGRESS:
-            try:
-                sent = sock.send(plan.first)  # a near server: often connected already
-            except BlockingIOError:
-                self.poller.watch(self, WATCH_IN_OUT)
-                return
-        elif error:
-            raise OSError(error, os.strerror(error))
-        else:
-            sent = 0
+        sent = self.connect(plan.family, plan.sockaddr, plan.first)
+        if sent is None:
+            return
         now = self.poller.loop.time()
         self._connected(sent, now)
         if not self.finished:
@@ -135,15 +121,8 @@ class _TcpProbe(FastProbe):
     def event(self, events: int, now: float) -> None:
         state = self.state
         if state == CONNECTING:
-            if events & TROUBLE:
-                error = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                if error:
-                    raise OSError(error, os.strerror(error))
-            elif not events & EPOLLOUT:
-                return
-            try:
-                sent = self.sock.send(self.plan.first)
-            except BlockingIOError:
+            sent = self.connect_event(events, self.plan.first)
+            if sent is None:
                 return
             self._connected(sent, now)
         elif state == SENDING and events & (EPOLLOUT | TROUBLE):
