@@ -266,9 +266,7 @@ class Instance:
             head: list[Action] = []
             for action in _advert_first(self.machine.preview_timer(at)):
                 if isinstance(action, SendAdvert):
-                    advert = self.config.advertisement(action.priority)
-                    if not self.transport.prepared(advert):
-                        self.transport.prepare(advert)
+                    self.transport.prepare(self.config.advertisement(action.priority))
                 elif isinstance(action, AddAddresses):
                     self.addresses.prepare(action.addresses)
                 elif not isinstance(action, SendGratuitous):

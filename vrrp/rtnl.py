@@ -96,8 +96,8 @@ def acknowledgements(data: bytes) -> list[tuple[int, int]]:
 class AddressSocket:
     """One NETLINK_ROUTE socket for address changes. The kernel performs a request inside the
     ``send`` itself (netlink hands it to rtnetlink in the sender's context) and queues its
-    acknowledgement: ``change`` reads it at once; ``send`` returns the sequence number and
-    ``confirm`` reads the acknowledgements later, so a takeover's GARP can leave right after
+    acknowledgement: ``send`` returns the sequence number and ``confirm`` reads the
+    acknowledgement when the caller is ready for it, so a takeover's GARP can leave right after
     its address is in, before the answer is read. A 1 s timeout guards against the impossible."""
 
     def __init__(self) -> None:
@@ -106,19 +106,6 @@ class AddressSocket:
         self._sock.settimeout(1.0)
         self._seq = 0
         self._answers: dict[int, int] = {}  # seq -> errno, read while looking for another
-
-    def change(
-        self,
-        command: str,
-        index: int,
-        address: IPAddress,
-        prefixlen: int,
-        *,
-        label: str | None = None,
-        flags: int = 0,
-    ) -> None:
-        """Add or delete; ``OSError`` with the kernel's errno when it refuses."""
-        self.confirm(self.send(command, index, address, prefixlen, label=label, flags=flags))
 
     def send(
         self,

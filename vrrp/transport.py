@@ -185,15 +185,15 @@ class Transport:
             self._sock.close()
             self._sock = None
 
-    def prepared(self, advert: Advertisement) -> bool:
-        return advert in self._wire
-
     def prepare(self, advert: Advertisement) -> list[tuple[IPAddress, bytes, tuple[object, ...]]]:
         """Encode ``advert`` (checksum included) for each destination and keep the bytes: the
         instance prepares the advert it will send on taking over, so that the takeover's hot
         path has no encoding in it. Cached per advert (in practice: per priority)."""
         if self._sock is None:
             raise RuntimeError("transport is not open")
+        cached = self._wire.get(advert)
+        if cached is not None:
+            return cached
         v6 = self.primary.version == 6
         wire: list[tuple[IPAddress, bytes, tuple[object, ...]]] = []
         address: tuple[object, ...]

@@ -264,7 +264,6 @@ def _backup_due_in(seconds: float, pending: list[Advertisement]) -> tuple[Instan
         record.performed.append("advert")
 
     transport.send = send  # type: ignore[method-assign]
-    transport.prepared = lambda advert: False  # type: ignore[method-assign]
 
     def prepare(advert: Advertisement) -> list[tuple[IPAddress, bytes, tuple[object, ...]]]:
         record.prepared.append(advert.priority)
