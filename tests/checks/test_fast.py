@@ -35,6 +35,8 @@ from tests.helpers import servers
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("nginx")]
 INTERIM_PORT = 9010  # answers "100 Continue" and nothing more: the llhttp fallback waits
+LINGERING_PORT = 9011  # answers 200 and keeps the connection open: the prober closes first
+TIME_WAIT = "06"  # the state column of /proc/net/tcp
 
 
 def open_fds() -> int:
@@ -70,6 +72,60 @@ def interim_server(lab: Lab) -> Iterator[None]:
         await server.wait_closed()
 
     lab.servers.run(close())
+
+
+async def _answer_and_linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(OSError):
+        if await reader.readuntil(b"\r\n\r\n"):
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+            await writer.drain()
+        while await reader.read(1024):
+            pass
+    writer.close()
+
+
+def time_wait_sockets(port: int) -> int:
+    """TIME_WAIT sockets towards ``port`` in the calling thread's network namespace."""
+    count = 0
+    for table in ("tcp", "tcp6"):
+        with open(f"/proc/thread-self/net/{table}") as f:
+            for line in list(f)[1:]:
+                fields = line.split()
+                if fields[3] == TIME_WAIT and int(fields[2].rsplit(":", 1)[1], 16) == port:
+                    count += 1
+    return count
+
+
+def test_probes_close_with_a_reset_and_leave_no_time_wait(lab: Lab) -> None:
+    """The prober closes first (the server keeps the connection open): a FIN close would leave
+    one TIME_WAIT socket per probe on the director for a minute; a reset leaves none. The
+    verdicts are unchanged."""
+    server = lab.servers.run(servers.start_tcp(APP, LINGERING_PORT, _answer_and_linger))
+
+    async def scenario() -> tuple[list[ProbeResult], int, int]:
+        before = time_wait_sockets(LINGERING_PORT)
+        poller = Poller(asyncio.get_running_loop())
+        results = []
+        for spec in (http.HttpSpec(), tcp.TcpSpec(), tcp.TcpSpec(send=b"GET / HTTP/1.0\r\n\r\n")):
+            plan = dispatch.plan(target(APP, LINGERING_PORT), spec, WAIT)
+            assert plan is not None
+            for _ in range(10):
+                results.append(await poller.run(plan))
+        poller.close()
+        await asyncio.sleep(0.1)  # any FIN exchange would be over
+        return results, before, time_wait_sockets(LINGERING_PORT)
+
+    try:
+        results, before, after = lab.prober.run(scenario())
+    finally:
+
+        async def close() -> None:
+            server.close()
+            await server.wait_closed()
+
+        lab.servers.run(close())
+    assert [r.error for r in results] == [None] * 30
+    assert after == before == 0
 
 
 def test_fallback_to_llhttp_times_out_and_closes(lab: Lab, interim_server: None) -> None:
