@@ -45,11 +45,7 @@ from yarl import URL
 from checks.model import ProbeResult
 from checks.probes import tcp
 from checks.probes.poller import (
-    EPOLLOUT,
-    READABLE,
-    TROUBLE,
-    WATCH_IN,
-    WATCH_IN_OUT,
+    CONNECTING,
     FastProbe,
     Plan,
     Poller,
@@ -342,7 +338,7 @@ class HttpPlan:
     spec: HttpSpec
     family: int
     sockaddr: tuple[str, int]
-    request: bytes
+    first: bytes  # the request
 
     @classmethod
     def of(cls, target: Target, spec: HttpSpec, timeout: float) -> HttpPlan | None:
@@ -358,7 +354,7 @@ class HttpPlan:
         return _StatusProbe
 
 
-CONNECTING, SENDING, WAITING, FALLBACK = 0, 1, 2, 3
+FALLBACK = 3  # after CONNECTING, SENDING, READING: the reply went to llhttp
 
 
 class _StatusProbe(FastProbe):
@@ -373,48 +369,7 @@ class _StatusProbe(FastProbe):
     reader: _Reader | None
     task: asyncio.Task[int] | None
 
-    def begin(self) -> None:
-        plan = self.plan
-        sent = self.connect(plan.family, plan.sockaddr, plan.request)
-        if sent is None:
-            return
-        self._connected(sent)
-        if self.state == SENDING:
-            self._send()
-        self.poller.watch(self, WATCH_IN_OUT if self.state == SENDING else WATCH_IN)
-
-    def event(self, events: int, now: float) -> None:
-        state = self.state
-        if state == CONNECTING:
-            sent = self.connect_event(events, self.plan.request)
-            if sent is None:
-                return
-            self._connected(sent)
-            if self.state == SENDING:
-                self._send()
-        elif state == SENDING and events & (EPOLLOUT | TROUBLE):
-            self._send()
-        if self.state == WAITING and events & READABLE:
-            self._read(now)
-
-    def _connected(self, sent: int) -> None:
-        self.connected = True
-        request = self.plan.request
-        if sent < len(request):
-            self.state, self.pending = SENDING, request[sent:]
-        else:
-            self.state = WAITING
-
-    def _send(self) -> None:
-        try:
-            sent = self.sock.send(self.pending)
-        except BlockingIOError:
-            return
-        self.pending = self.pending[sent:]
-        if not self.pending:
-            self.state = WAITING
-
-    def _read(self, now: float) -> None:
+    def read(self, now: float) -> None:
         sock, buffer = self.sock, self.buffer
         eof, error = False, None
         while True:

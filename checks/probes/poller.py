@@ -59,6 +59,7 @@ STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 SOL_SOCKET, SO_LINGER = socket.SOL_SOCKET, socket.SO_LINGER
 LINGER_RST = struct.pack("ii", 1, 0)
 MAX_EVENTS = 256  # per wake (more stay ready for the next); poll() sizes its buffer on it
+CONNECTING, SENDING, READING = 0, 1, 2  # FastProbe.state (subclasses may add their own)
 
 
 class Plan(Protocol):
@@ -71,14 +72,27 @@ class Plan(Protocol):
     def timeout(self) -> float: ...
 
     @property
+    def family(self) -> int: ...
+
+    @property
+    def sockaddr(self) -> tuple[Any, ...]: ...
+
+    @property
+    def first(self) -> bytes:
+        """Sent as soon as the connection is up (b"": nothing)."""
+        ...
+
+    @property
     def probe_type(self) -> type[FastProbe]:
         """The probe class that runs this plan."""
         ...
 
 
 class FastProbe:
-    """One probe in flight: a socket and a state machine. Subclasses implement ``begin`` (open
-    and connect), ``event`` (epoll events) and ``doing`` (for error messages)."""
+    """One probe in flight: a socket and a state machine. Here: connect, send the plan's first
+    bytes (at once if the handshake is already complete), then wait for a reply. Subclasses
+    implement ``sent`` (all of the first bytes are out), ``read`` (the socket is readable in
+    state READING) and ``doing`` (for error messages)."""
 
     __slots__ = (
         "began",
@@ -116,7 +130,7 @@ class FastProbe:
         self.began, self.deadline = now, now + self.timeout
         self.sock: Any = None  # a _socket.socket once begun
         self.fd = -1
-        self.state = 0  # the subclass's: 0 is connecting
+        self.state = CONNECTING
         self.pending = b""  # still to send
         self.buffer = b""  # received so far
         self.cleanup: Callable[[], None] | None = None  # more to close than the socket
@@ -125,16 +139,56 @@ class FastProbe:
 
     # -- subclasses ----------------------------------------------------------------------------
 
-    def begin(self) -> None:
-        raise NotImplementedError
+    def sent(self, now: float) -> None:
+        """All of the first bytes went out: wait for the reply (or end, in a subclass)."""
+        self.state = READING
 
-    def event(self, events: int, now: float) -> None:
+    def read(self, now: float) -> None:
         raise NotImplementedError
 
     def doing(self) -> str:
         raise NotImplementedError
 
-    # -- connecting, for the subclasses --------------------------------------------------------
+    # -- the state machine ---------------------------------------------------------------------
+
+    def begin(self) -> None:
+        plan = self.plan
+        sent = self.connect(plan.family, plan.sockaddr, plan.first)
+        if sent is None:
+            return
+        self._connected(sent, self.poller.loop.time())
+        if not self.finished:
+            self.poller.watch(self, WATCH_IN_OUT if self.state == SENDING else WATCH_IN)
+
+    def event(self, events: int, now: float) -> None:
+        state = self.state
+        if state == CONNECTING:
+            sent = self.connect_event(events, self.plan.first)
+            if sent is None:
+                return
+            self._connected(sent, now)
+        elif state == SENDING and events & (EPOLLOUT | TROUBLE):
+            self._send(now)
+        if self.state == READING and events & READABLE:
+            self.read(now)
+
+    def _connected(self, sent: int, now: float) -> None:
+        self.connected = True
+        self.pending = self.plan.first[sent:]
+        if self.pending:
+            self.state = SENDING
+            self._send(now)
+        else:
+            self.sent(now)
+
+    def _send(self, now: float) -> None:
+        try:
+            sent = self.sock.send(self.pending)
+        except BlockingIOError:
+            return
+        self.pending = self.pending[sent:]
+        if not self.pending:
+            self.sent(now)
 
     def connect(self, family: int, sockaddr: tuple[Any, ...], first: bytes) -> int | None:
         """Open the socket and connect; how much of ``first`` went out if the connection is

@@ -21,11 +21,9 @@ from dataclasses import dataclass
 
 from checks.model import ProbeResult
 from checks.probes.poller import (
-    EPOLLOUT,
-    READABLE,
-    TROUBLE,
-    WATCH_IN,
-    WATCH_IN_OUT,
+    CONNECTING,
+    READING,
+    SENDING,
     FastProbe,
     Poller,
 )
@@ -101,64 +99,18 @@ class TcpPlan:
         return _TcpProbe
 
 
-CONNECTING, SENDING, READING = 0, 1, 2
-
-
 class _TcpProbe(FastProbe):
     __slots__ = ()
     plan: TcpPlan
 
-    def begin(self) -> None:
-        plan = self.plan
-        sent = self.connect(plan.family, plan.sockaddr, plan.first)
-        if sent is None:
-            return
-        now = self.poller.loop.time()
-        self._connected(sent, now)
-        if not self.finished:
-            self.poller.watch(self, WATCH_IN_OUT if self.state == SENDING else WATCH_IN)
-
-    def event(self, events: int, now: float) -> None:
-        state = self.state
-        if state == CONNECTING:
-            sent = self.connect_event(events, self.plan.first)
-            if sent is None:
-                return
-            self._connected(sent, now)
-        elif state == SENDING and events & (EPOLLOUT | TROUBLE):
-            self._send(now)
-        if self.state == READING and events & READABLE:
-            self._read(now)
-
-    def _connected(self, sent: int, now: float) -> None:
-        self.connected = True
-        send = self.plan.spec.send
-        if send is None:
-            self._sent(now)
-            return
-        self.state = SENDING
-        self.pending = send[sent:]
-        if self.pending:
-            self._send(now)
-        else:
-            self._sent(now)
-
-    def _send(self, now: float) -> None:
-        try:
-            sent = self.sock.send(self.pending)
-        except BlockingIOError:
-            return
-        self.pending = self.pending[sent:]
-        if not self.pending:
-            self._sent(now)
-
-    def _sent(self, now: float) -> None:
+    def sent(self, now: float) -> None:
+        """Connect-only, or send without expect: up once the bytes are out."""
         if self.plan.spec.expect is None:
             self.succeed(now)
         else:
             self.state = READING
 
-    def _read(self, now: float) -> None:
+    def read(self, now: float) -> None:
         spec = self.plan.spec
         expect, limit = spec.expect, spec.read_bytes
         assert expect is not None

@@ -13,6 +13,7 @@ the Topology removes every namespace and process at the end, whatever happened.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from collections.abc import Callable, Coroutine, Iterator
@@ -122,6 +123,16 @@ async def start_app_servers(lab: Lab) -> None:
     for port, context in ((SMTP_PORT, pki.server_context("mail.test")), (SMTP_PLAIN_PORT, None)):
         server = await servers.start_smtp(APP, port, context)
         lab.cleanups.append(_closing(server))
+
+
+@contextlib.contextmanager
+def serving(lab: Lab, port: int, handle: servers.Handler) -> Iterator[None]:
+    """A TCP server on APP:port (on the servers' loop) for the duration of the block."""
+    server = lab.servers.run(servers.start_tcp(APP, port, handle))
+    try:
+        yield
+    finally:
+        lab.servers.run(_closing(server)())
 
 
 def _closing(thing: asyncio.Server | socket.socket) -> Callable[[], Coroutine[Any, Any, None]]:
