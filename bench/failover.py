@@ -1,6 +1,8 @@
 """VRRP failover benchmark: two of our directors, then two keepalived 2.2.7, in one run.
 
     .venv/bin/python -m bench.failover [--trials 5] [--jitter-seconds 30] [--checks 2000]
+        [--hog] [--variants loop,thread,thread-rt] [--modes v2,v3] [--jitter-modes v3]
+        [--failover-variant thread-rt]
 
 Topology (network namespaces, 198.18.0.0/24 on a bridge with multicast snooping off): d1
 (198.18.0.1, priority 200) and d2 (198.18.0.2, priority 100) each run a director - our VRRP
@@ -14,10 +16,13 @@ gratuitous ARP and the first TCP connect answered by d2; min/median/max over the
 Jitter: the master's adverts captured for a while (v3 100 ms and v2 1 s): keepalived's, ours
 alone, ours with N HTTP health checks per second on the same event loop (a farm namespace of N
 addresses behind d1, as ``bench.checks``), and ours with the checks on the main loop and VRRP
-on a loop of its own (``vrrp.thread.InstanceThread``, GIL switch interval 1 ms): p50/p99/max
-deviation of the captured interval from the configured one. The machine's load average is
-printed with the tables: on a shared machine it moves every column. Needs root. Prints tables;
-not a test.
+on a loop of its own (``vrrp.thread.InstanceThread``, GIL switch interval 1 ms; ``thread-rt``:
+that thread under SCHED_FIFO priority 10, as keepalived's ``vrrp_rt_priority``): p50/p99/max
+deviation of the captured interval from the configured one. ``--hog`` runs one busy process per
+CPU during the jitter measurements (keepalived's included), in this process's own process
+group, killed when they end, on failure too (and by the kernel if this process dies:
+PR_SET_PDEATHSIG). The machine's load average is printed with the tables: on a shared machine
+it moves every column. Needs root. Prints tables; not a test.
 """
 
 from __future__ import annotations
@@ -30,10 +35,11 @@ import itertools
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +53,35 @@ from tests.vrrp_io.lab import VIP, ask, has_address, lan, mac_of, responder
 D1, D2 = "198.18.0.1", "198.18.0.2"
 MODES = [(2, 1.0), (3, 0.1)]
 POLL = 0.002  # s between the client's connection attempts to the VIP (the TCP column's grain)
+# Busy for ever, and killed by the kernel when its parent (this bench) dies: PR_SET_PDEATHSIG
+# (prctl option 1) with SIGKILL, then a check that the parent did not die before that.
+HOG = (
+    "import ctypes, os, sys\n"
+    "ctypes.CDLL(None).prctl(1, 9)\n"
+    "if os.getppid() != int(sys.argv[1]): sys.exit(0)\n"
+    "while True: pass\n"
+)
+VARIANTS = {  # ours with the checks: failover_peer arguments
+    "loop": [],
+    "thread": ["--vrrp-thread", "--switch-interval", "0.001"],
+    "thread-rt": ["--vrrp-thread", "--switch-interval", "0.001", "--vrrp-rt", "10"],
+}
+
+
+@contextlib.contextmanager
+def hogs(count: int) -> Iterator[None]:
+    """``count`` busy processes in this process group, ended when the block ends."""
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for _ in range(count):
+            argv = [sys.executable, "-c", HOG, str(os.getpid())]
+            procs.append(subprocess.Popen(argv, stdin=subprocess.DEVNULL))
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait(10)
 
 
 @dataclass
@@ -74,13 +109,13 @@ class Director:
         self.job: Background | None = None
 
     def start(
-        self, priority: int, version: int, interval: float, checks: int = 0, thread: bool = False
+        self, priority: int, version: int, interval: float, checks: int = 0, variant: str = "loop"
     ) -> None:
         if self.impl == "ours":
             argv = [sys.executable, "-m", "bench.failover_peer", "--host", str(self.host)]
             argv += ["--priority", str(priority), "--version", str(version)]
             argv += ["--interval", f"{interval:g}", "--checks", str(checks)]
-            argv += ["--vrrp-thread", "--switch-interval", "0.001"] if thread else []
+            argv += VARIANTS[variant]
             self.job = self.ns.spawn(*argv)
         else:
             text = keepalived.config(
@@ -151,12 +186,13 @@ def trial(
     version: int,
     interval: float,
     sig: int,
+    variant: str,
 ) -> Trial:
     master, backup = pair
     d1, d2 = master.ns, backup.ns
     capture.clear()
-    master.start(200, version, interval)
-    backup.start(100, version, interval)
+    master.start(200, version, interval, variant=variant)
+    backup.start(100, version, interval, variant=variant)
     try:
         wait(lambda: has_address(d1, VIP), 4 * interval + 10, f"d1 master\n{master.output()}")
         wait(backup.is_backup, 5, f"d2 backup\n{backup.output()}")
@@ -202,10 +238,10 @@ def jitter(
     interval: float,
     seconds: float,
     checks: int,
-    thread: bool,
+    variant: str,
 ) -> tuple[list[float], str]:
     """Deviations (s) of the captured intervals between the master's adverts from ``interval``."""
-    director.start(200, version, interval, checks, thread)
+    director.start(200, version, interval, checks, variant)
     try:
         wait(lambda: has_address(director.ns, VIP), 4 * interval + 5, director.output())
         time.sleep(3.0)  # checks spread over their first interval
@@ -243,7 +279,24 @@ def main() -> int:
     parser.add_argument("--no-failover", action="store_true", help="jitter only")
     parser.add_argument("--no-jitter", action="store_true", help="failover only")
     parser.add_argument("--modes", default="v2,v3", help="v2 (1 s adverts), v3 (100 ms)")
+    parser.add_argument("--jitter-modes", help="modes of the jitter table (default: --modes)")
+    parser.add_argument(
+        "--failover-variant",
+        default="thread-rt",
+        choices=list(VARIANTS),
+        help="how ours runs VRRP in the failover trials (the daemon's default: thread-rt)",
+    )
+    parser.add_argument("--hog", action="store_true", help="a busy process per CPU (jitter)")
+    parser.add_argument(
+        "--variants", default="loop,thread", help=f"ours with checks: {','.join(VARIANTS)}"
+    )
     args = parser.parse_args()
+    variants_asked = args.variants.split(",")
+    if not set(variants_asked) <= set(VARIANTS):
+        parser.error(f"--variants: choose from {', '.join(VARIANTS)}")
+    # SIGTERM ends the run like Ctrl-C: the finally blocks stop the hogs and namespaces
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    hog_count = (os.cpu_count() or 1) if args.hog else 0
     if os.geteuid() != 0:
         print("bench.failover needs root (network namespaces)", file=sys.stderr)
         return 2
@@ -252,6 +305,9 @@ def main() -> int:
     loads: list[float] = []
     impls = [args.only] if args.only else ["ours", "keepalived"]
     modes = [(v, i) for v, i in MODES if f"v{v}" in args.modes.split(",")]
+    jitter_modes = [
+        (v, i) for v, i in MODES if f"v{v}" in (args.jitter_modes or args.modes).split(",")
+    ]
     with Topology() as topo, tempfile.TemporaryDirectory(prefix="dt-failover-") as tmp:
         d1, d2, obs = lan(topo, "d1", "d2", "obs")
         farm = topo.namespace("farm")
@@ -282,9 +338,8 @@ def main() -> int:
                             done = []
                             for n in range(args.trials):
                                 try:
-                                    done.append(
-                                        trial(pair, client, capture, version, interval, sig)
-                                    )
+                                    args_ = (version, interval, sig, args.failover_variant)
+                                    done.append(trial(pair, client, capture, *args_))
                                 except (
                                     RuntimeError,
                                     ValueError,
@@ -293,33 +348,36 @@ def main() -> int:
                                     print(f"{impl} {mode} {kind} trial {n}: {exc}", flush=True)
                             rows.append((impl, mode, kind, done))
                             print(f"done: {impl} {mode} {kind}: {len(done)} trials", flush=True)
-                    variants = [(0, False)]
+                    variants = [(0, "loop")]
                     if impl == "ours":
-                        variants += [(args.checks, False), (args.checks, True)]
-                    for version, interval in [] if args.no_jitter else modes:
-                        for load, thread in variants:
-                            dev, out = jitter(
-                                pair[0],
-                                capture,
-                                version,
-                                interval,
-                                args.jitter_seconds,
-                                load,
-                                thread,
-                            )
-                            checked = [ln for ln in out.splitlines() if "checks ok" in ln][-1:]
-                            label = f"v{version} {interval * 1000:g} ms"
-                            where = "thread, 1ms" if thread else "loop"
-                            name = impl if impl != "ours" or not load else f"ours ({where})"
-                            jitters.append((name, label, load, dev))
-                            loads.append(os.getloadavg()[0])
-                            print(f"done: jitter {name} {label} checks {load} {checked}")
+                        variants += [(args.checks, v) for v in variants_asked]
+                    with hogs(0 if args.no_jitter else hog_count):
+                        for version, interval in [] if args.no_jitter else jitter_modes:
+                            for load, variant in variants:
+                                dev, out = jitter(
+                                    pair[0],
+                                    capture,
+                                    version,
+                                    interval,
+                                    args.jitter_seconds,
+                                    load,
+                                    variant,
+                                )
+                                checked = [ln for ln in out.splitlines() if "checks ok" in ln]
+                                label = f"v{version} {interval * 1000:g} ms"
+                                name = impl if impl != "ours" or not load else f"ours ({variant})"
+                                jitters.append((name, label, load, dev))
+                                loads.append(os.getloadavg()[0])
+                                print(f"done: jitter {name} {label} checks {load} {checked[-1:]}")
             finally:
                 capture.close()
     print()
     spread = f"{min(loads, default=0):.1f}..{max(loads, default=0):.1f}"
     print(f"1-minute load average during the run: {spread} on {os.cpu_count()} CPUs")
-    print("Failover, times from the old master's last advert as captured by the client (ms)")
+    print(
+        "Failover, times from the old master's last advert as captured by the client (ms); "
+        f"ours: {args.failover_variant}"
+    )
     head = f"{'director':10} {'mode':10} {'event':8} {'n':>2}"
     cols = "min       med       max"
     print(
@@ -337,16 +395,20 @@ def main() -> int:
         )
     if jitters:
         print()
-        print("The master's advert interval: deviation from the configured one, as captured (ms)")
+        hogged = f", {hog_count} busy processes running" if hog_count else ""
         print(
-            f"{'director':14} {'mode':10} {'checks/s':>8} {'n':>5} {'p50':>8} {'p99':>8} {'max':>8}"
+            "The master's advert interval: deviation from the configured one, as captured (ms)"
+            + hogged
+        )
+        print(
+            f"{'director':18} {'mode':10} {'checks/s':>8} {'n':>5} {'p50':>8} {'p99':>8} {'max':>8}"
         )
         for name, label, load, dev in jitters:
             if not dev:
-                print(f"{name:14} {label:10} {load:8} no adverts captured")
+                print(f"{name:18} {label:10} {load:8} no adverts captured")
                 continue
             print(
-                f"{name:14} {label:10} {load:8} {len(dev):5} {percentile(dev, 0.5) * 1e3:8.2f} "
+                f"{name:18} {label:10} {load:8} {len(dev):5} {percentile(dev, 0.5) * 1e3:8.2f} "
                 f"{percentile(dev, 0.99) * 1e3:8.2f} {max(dev) * 1e3:8.2f}"
             )
     return 0

@@ -8,8 +8,9 @@ gratuitous ARPs at once and five more 5 s later, as keepalived's defaults) in th
 is started in, and prints ``state <name>`` on each change. With ``--checks N`` the same event
 loop also runs N HTTP health checks per second (the daemon's scheduler, runner and HTTP probe)
 against addresses from ``--farm`` on; ``--vrrp-thread`` runs the instance on an event loop of
-its own on a second thread instead (``vrrp.thread.InstanceThread``). SIGTERM: a clean stop
-(priority 0 advert); SIGKILL is a crash. Started by ``bench.failover``; not a test.
+its own on a second thread instead (``vrrp.thread.InstanceThread``; ``--vrrp-rt P``: that thread
+under SCHED_FIFO priority P). SIGTERM: a clean stop (priority 0 advert); SIGKILL is a crash.
+Started by ``bench.failover``; not a test.
 """
 
 from __future__ import annotations
@@ -90,7 +91,9 @@ async def main(args: argparse.Namespace) -> None:
     settings = config(args.host, args.priority, args.version, args.interval)
     instance: Instance | InstanceThread
     if args.vrrp_thread:
-        instance = InstanceThread(Instance(settings, "eth0"), on_state=on_state)
+        instance = InstanceThread(
+            Instance(settings, "eth0"), on_state=on_state, realtime=args.vrrp_rt
+        )
     else:
         instance = Instance(settings, "eth0", on_state=on_state)
     runner = prober = None
@@ -116,5 +119,6 @@ if __name__ == "__main__":
     parser.add_argument("--farm", default="198.18.64.1")
     parser.add_argument("--vrrp-thread", action="store_true", help="VRRP on its own loop/thread")
     parser.add_argument("--switch-interval", type=float, help="sys.setswitchinterval (s)")
+    parser.add_argument("--vrrp-rt", type=int, help="SCHED_FIFO priority of the VRRP thread")
     asyncio.run(main(parser.parse_args()))
     sys.exit(0)

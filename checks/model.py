@@ -49,12 +49,17 @@ def per_probe(cls: C) -> C:
 @per_probe
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
-    """What one probe attempt found. ``weight`` is a weight the real server asked for, if any."""
+    """What one probe attempt found. ``weight`` is a weight the real server asked for, if any.
+
+    ``local`` is set (to an errno name such as ``"EMFILE"``) when the probe could not run for a
+    reason of this director's own (:mod:`checks.local`): then ``ok`` is False but the result
+    says nothing about the server, and the scheduler counts it neither way."""
 
     ok: bool
     latency: float
     error: str | None
     weight: int | None = None
+    local: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,9 @@ counts consecutive good and bad rounds and flips the state only as :data:`TRANSI
 - down, good round: up once ``rise`` good rounds in a row were seen and, if the server went down
   while running and ``reentry`` is set, the run of good rounds has lasted ``reentry`` seconds.
 
+A round the director could not run (a local failure: out of file descriptors, ports, memory;
+see :mod:`checks.local`) is no round: the scheduler never hands it here.
+
 A server that starts down (``initial = "down"``) needs only ``rise``. Re-entry is judged at good
 rounds, so a server comes back at the first good round at or after the re-entry time.
 :func:`state_diagram` renders the table for the docs.
@@ -121,7 +124,11 @@ class Policy:
         self.reentry_armed = state.reentry_armed
 
     def record_probe(self, result: ProbeResult, now: float, attempt: int = 1) -> None:
-        """Remember one attempt's result (status only; rounds decide the state)."""
+        """Remember one attempt's result (status only; rounds decide the state). A local
+        failure (``result.local``: the director could not probe) is not about the server and
+        changes nothing here."""
+        if result.local is not None:
+            return
         self.last = ProbeOutcome(
             result.ok, result.latency, result.error, result.weight, now, attempt
         )

@@ -15,6 +15,11 @@ A probe runs one of two ways:
   cancels a probe that did not, and its result is ``timeout after <timeout>s``. A probe that
   raises counts as a failed attempt with the exception as its error.
 
+A result with ``local`` set (the director could not run the probe: out of file descriptors,
+ports, memory; a probe that raised such an ``OSError`` too) goes to the scheduler as a void
+round and is counted in :attr:`Runner.local_faults`, which also says when to log
+``probe_local_failure`` (at most once per reason every 10 s, with the count since the last line).
+
 :meth:`Runner.stop` cancels the timer, closes every fast probe and cancels every task probe
 and waits for them, so nothing is left pending or open.
 """
@@ -24,10 +29,11 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import structlog
 
+from checks.local import LocalFaults, local_error, local_reason
 from checks.model import Check, CheckId, HealthChanged, ProbeResult, StartProbe
 from checks.schedule import CheckStatus, Scheduler
 
@@ -67,6 +73,7 @@ class Runner(Generic[S]):
         *,
         fast: FastStart[S] | None = None,
         tick: float = TICK,
+        local_faults: LocalFaults | None = None,
     ) -> None:
         if tick < 0:
             raise ValueError(f"tick must be >= 0, got {tick}")
@@ -77,6 +84,7 @@ class Runner(Generic[S]):
         self._fast_start = fast
         self._fast: dict[int, Running] = {}  # probe_id -> fast probe in flight
         self._on_change = on_change
+        self.local_faults = local_faults if local_faults is not None else LocalFaults()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -122,7 +130,7 @@ class Runner(Generic[S]):
     # -- changes to the set of checks (a reload) -----------------------------------------------
 
     def add(self, checks: Iterable[Check[S]]) -> None:
-        self._emit(self.scheduler.add(checks, self._now()))
+        self._emit(self.scheduler.add(checks, self.now()))
         self._arm()
 
     def remove(self, check_ids: Iterable[CheckId]) -> None:
@@ -130,15 +138,16 @@ class Runner(Generic[S]):
         self._arm()
 
     def replace(self, checks: Iterable[Check[S]]) -> None:
-        self._emit(self.scheduler.replace(checks, self._now()))
+        self._emit(self.scheduler.replace(checks, self.now()))
         self._arm()
 
     def restore(self, previous: Mapping[CheckId, CheckStatus[S]]) -> None:
-        self._emit(self.scheduler.restore(previous, self._now()))
+        self._emit(self.scheduler.restore(previous, self.now()))
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _now(self) -> float:
+    def now(self) -> float:
+        """The loop's clock (the runner's loop once started; any thread may ask then)."""
         loop = self._loop or asyncio.get_running_loop()
         return loop.time()
 
@@ -186,9 +195,8 @@ class Runner(Generic[S]):
         """Start ``start`` the fast way if its spec has one; False if not."""
         try:
             probe = fast(start.spec, self._fast_done, start)
-        except Exception as exc:  # a bug: the check fails, the others keep running
-            log.warning("probe raised", check=repr(start.check_id), error=repr(exc))
-            self._fast_done(start, ProbeResult(False, 0.0, f"{type(exc).__name__}: {exc}"))
+        except Exception as exc:  # a bug, or no fd for the poller: the others keep running
+            self._fast_done(start, _raised(start, exc, 0.0))
             return True
         if probe is None:
             return False
@@ -202,6 +210,8 @@ class Runner(Generic[S]):
         if self._stopped or loop is None:
             return
         now = loop.time()
+        if result.local is not None:
+            self._local(start, result, now)
         changes = self.scheduler.probe_done(start, result, now)
         if changes:
             self._emit(changes)
@@ -236,8 +246,7 @@ class Runner(Generic[S]):
         except TimeoutError as exc:  # the probe's own, not ours
             result = ProbeResult(False, loop.time() - began, repr(exc))
         except Exception as exc:  # a probe bug must not stop the checks
-            log.warning("probe raised", check=repr(start.check_id), error=repr(exc))
-            result = ProbeResult(False, loop.time() - began, f"{type(exc).__name__}: {exc}")
+            result = _raised(start, exc, loop.time() - began)
         finally:
             deadline = self._deadlines.pop(start.probe_id, None)
             if deadline is not None:
@@ -246,8 +255,23 @@ class Runner(Generic[S]):
             self._tasks.discard(task)  # nothing below awaits: the task ends in this step
         if self._stopped:
             return
-        self._emit(self.scheduler.probe_done(start, result, loop.time()))
+        now = loop.time()
+        if result.local is not None:
+            self._local(start, result, now)
+        self._emit(self.scheduler.probe_done(start, result, now))
         self._arm()
+
+    def _local(self, start: StartProbe[S], result: ProbeResult, now: float) -> None:
+        assert result.local is not None
+        line = self.local_faults.record(result.local, result.error or "", start.check_id, now)
+        if line is not None:
+            log.warning(
+                "probe_local_failure",
+                reason=line.reason,
+                count=line.count,
+                total=line.total,
+                error=line.error,
+            )
 
     def _emit(self, changes: list[HealthChanged]) -> None:
         if not changes:
@@ -256,3 +280,14 @@ class Runner(Generic[S]):
             self._on_change(changes)
         except Exception:
             log.exception("health-change handler failed", changes=len(changes))
+
+
+def _raised(start: StartProbe[Any], exc: Exception, latency: float) -> ProbeResult:
+    """The result of a probe that raised: a local failure if the error is one, else a failed
+    attempt (a probe bug: logged)."""
+    error = f"{type(exc).__name__}: {exc}"
+    reason = local_reason(exc)
+    if reason is not None:
+        return ProbeResult(False, latency, local_error(reason, error), local=reason)
+    log.warning("probe raised", check=repr(start.check_id), error=repr(exc))
+    return ProbeResult(False, latency, error)

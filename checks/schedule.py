@@ -20,6 +20,10 @@ late. Results are matched by ``probe_id``: a result for a check removed or repla
 frees its slot. The runner enforces timeouts; as a backstop a probe with no result
 ``timeout_grace`` seconds after its timeout counts as a failed attempt here (its slot stays taken
 until it really ends).
+
+A result with ``local`` set (the director could not run the probe: :mod:`checks.local`) is no
+attempt against the server: the round it belongs to is void (no step in rise or fall, earlier
+failed attempts of it forgotten, ``last`` unchanged) and the next round starts at its slot.
 """
 
 from __future__ import annotations
@@ -84,6 +88,7 @@ class Snapshot(Generic[S]):
     rounds: int
     overruns: int
     expired: int
+    void_rounds: int  # rounds ended by a local failure (checks.local), counted neither way
     late_results: int
     unknown_results: int
     up: int
@@ -121,7 +126,7 @@ class Scheduler(Generic[S]):
         self._seq = itertools.count()
         self._probe_ids = itertools.count(1)
         self.lag = LagStats()
-        self.rounds = self.overruns = self.expired = 0
+        self.rounds = self.overruns = self.expired = self.void_rounds = 0
         self.late_results = self.unknown_results = 0
 
     # -- the set of checks -------------------------------------------------------------------
@@ -278,6 +283,7 @@ class Scheduler(Generic[S]):
             rounds=self.rounds,
             overruns=self.overruns,
             expired=self.expired,
+            void_rounds=self.void_rounds,
             late_results=self.late_results,
             unknown_results=self.unknown_results,
             up=sum(e.policy.up for e in self._entries.values()),
@@ -332,6 +338,14 @@ class Scheduler(Generic[S]):
     def _finish(self, entry: _Entry[S], result: ProbeResult, now: float) -> list[HealthChanged]:
         params = entry.check.params
         entry.probe = None
+        if result.local is not None:
+            # The director could not probe (out of fds, ports, memory): no evidence about the
+            # server. The round is void: no step towards rise or fall, the attempts it used
+            # are forgotten, and the next round comes at its slot (never a quick retry, which
+            # would spin while the shortage lasts).
+            self.void_rounds += 1
+            self._next_round(entry, now)
+            return []
         policy = entry.policy
         policy.record_probe(result, now, entry.attempt)
         if not result.ok and entry.attempt < params.attempts:
@@ -340,12 +354,16 @@ class Scheduler(Generic[S]):
             return []
         self.rounds += 1
         change = policy.record_round(result.ok, now)
+        self._next_round(entry, now)
+        return [] if change is None else [change]
+
+    def _next_round(self, entry: _Entry[S], now: float) -> None:
+        interval = entry.check.params.interval
         entry.attempt = 1
-        slot = entry.round_at + params.interval
+        slot = entry.round_at + interval
         if slot < now:
-            skipped = math.ceil((now - slot) / params.interval)
+            skipped = math.ceil((now - slot) / interval)
             self.overruns += skipped
-            slot += skipped * params.interval
+            slot += skipped * interval
         entry.round_at = slot
         self._arm(entry, slot)
-        return [] if change is None else [change]

@@ -1,8 +1,8 @@
 """``directorctl``: the operator's command line.
 
 ``check-config`` works on a file alone; the daemon commands (status, drain, enable, reload,
-doctor) live in :mod:`director.ctl` and talk to ``directord`` over its control socket. To add a
-command: one ``sub.add_parser`` and one branch (or one entry in ``ctl.COMMANDS``).
+doctor) live in :mod:`director.control.ctl` and talk to ``directord`` over its control socket.
+To add a command: one ``sub.add_parser`` and one branch (or one entry in ``ctl.COMMANDS``).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from director import ctl
 from director.config import check_config
+from director.control import ctl
 from director.importers import command as import_command
 from director.network import command as rules_command
 

@@ -1,7 +1,12 @@
-"""``directord``: the composition root. The only module that touches signals and systemd.
+"""``directord``: the composition root. Arguments, logging, systemd; then one :class:`Director`.
 
-Signal handlers only record intent (reload, stop) on a queue; the main loop acts on it, one
-action at a time, and also runs the periodic full resync and the systemd watchdog.
+The only module that touches signals, ``sd_notify`` and the process's limits. Signal handlers
+only put an intent on the director's queue (reload, stop); the director applies it
+(:mod:`director.app`). ``--check-config``, ``--dry-run`` and ``--cleanup`` are one-shot modes.
+
+Before it imports the daemon proper (about a second on a server, tens of seconds in an emulated
+guest), ``main`` removes the VIPs a crashed run left behind (:mod:`director.early`): the imports
+of the rest are inside the functions that need them, on purpose.
 """
 
 from __future__ import annotations
@@ -12,33 +17,18 @@ import contextlib
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
-from checks.model import HealthChanged, ProbeResult
-from checks.probes.result import Target
-from director import __version__, logs
-from director.commands import handlers
-from director.config import Config, ConfigError, check_config, load_config
-from director.control import ControlError, ControlServer, Handler
-from director.desired import compile_table
-from director.engine import Engine
-from director.health import HealthChecks, ProbeJob
-from director.ipvs.kernel import KernelError
-from director.ipvs.netlink import NetlinkIPVS
-from director.maintenance import Maintenance, MaintenanceError
-from director.metrics import Metrics, MetricsServer
-from director.network import NetworkRules, NftError, RouteError
-from director.reconcile.owned import FileOwnedStore
-from director.reconcile.plan import plan
-from director.role import RoleBroadcast
-from director.sdnotify import Notifier
-from director.sync_daemon import SyncDaemonFollower
-from director.vrrp_service import VrrpService
-from director.vrrp_service import cleanup as vrrp_cleanup
+from director import __version__, early, logs
+
+if TYPE_CHECKING:
+    from director.app import World
+    from director.config import Config
+    from director.ipvs.netlink import NetlinkIPVS
+    from director.sdnotify import Notifier
 
 DEFAULT_CONFIG = Path("/etc/director/director.toml")
 log = structlog.get_logger("director")
@@ -64,215 +54,114 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def open_kernel() -> NetlinkIPVS:
-    """The netlink IPVS handle; loads ip_vs once if its generic-netlink family is missing."""
+def open_kernel(load: bool = True) -> NetlinkIPVS:
+    """The netlink IPVS handle; with ``load``, loads ip_vs once if its generic-netlink family
+    is missing."""
+    from director.ipvs.kernel import KernelError
+    from director.ipvs.netlink import NetlinkIPVS
+
     try:
         return NetlinkIPVS()
     except KernelError:
+        if not load:
+            raise
         subprocess.run(["modprobe", "ip_vs"], check=False, capture_output=True)
         return NetlinkIPVS()
 
 
+class Systemd:
+    """The director's :class:`~director.app.Lifecycle` under systemd (``Type=notify``)."""
+
+    def __init__(self, notifier: Notifier) -> None:
+        self.notifier = notifier
+
+    def ready(self, status: str) -> None:
+        self.notifier.notify("READY=1", f"STATUS={status}")
+
+    def reloading(self) -> None:
+        self.notifier.notify("RELOADING=1")
+
+    def stopping(self) -> None:
+        self.notifier.notify("STOPPING=1")
+
+    def status(self, text: str) -> None:
+        self.notifier.notify(f"STATUS={text}")
+
+    def watchdog(self) -> None:
+        self.notifier.notify("WATCHDOG=1")
+
+    def watchdog_interval(self) -> float | None:
+        return self.notifier.watchdog_interval()
+
+
+def world_for(config: Config, args: argparse.Namespace, notifier: Notifier) -> World:
+    """The production world: netlink, the state directory, nft, rtnetlink, systemd."""
+    from director.app import World, files_budget
+    from director.config import load_config
+    from director.ipvs.ondemand import OnDemandIPVS
+    from director.limits import raise_nofile
+    from director.reconcile.owned import FileOwnedStore
+    from director.vrrp_service import cleanup as vrrp_cleanup
+
+    state_dir = args.state_dir or Path(config.daemon.state_dir)
+    return World(
+        config_path=args.config,
+        state_dir=state_dir,
+        loader=load_config,
+        kernel=OnDemandIPVS(open_kernel),
+        sync_kernel=OnDemandIPVS(open_kernel),
+        owned=FileOwnedStore(state_dir),
+        remove_leftovers=vrrp_cleanup,
+        nofile=raise_nofile(files_budget(config, 0).needed),
+        lifecycle=Systemd(notifier),
+    )
+
+
 async def run(args: argparse.Namespace) -> int:
+    from director.config import load_config
+    from director.sdnotify import Notifier
+
     config = load_config(args.config)
     logs.configure(
         args.log_format or config.daemon.log_format, args.log_level or config.daemon.log_level
     )
-    state_dir = args.state_dir or Path(config.daemon.state_dir)
     notifier = Notifier()
     try:
-        maintenance = Maintenance(state_dir / "maintenance.json").load()
-    except MaintenanceError as exc:
-        log.error("start_failed", error=str(exc))
-        notifier.notify(f"STATUS=start failed: {exc}")
-        return 1
-    try:
-        kernel = open_kernel()
-    except KernelError as exc:
-        log.error("start_failed", error=str(exc))
-        notifier.notify(f"STATUS=start failed: {exc}")
-        return 1
-    engine = Engine(
-        config,
-        args.config,
-        kernel,
-        FileOwnedStore(state_dir),
-        load_config,
-        status_path=state_dir / "status.json",
-        maintenance=maintenance,
-    )
-    metrics = Metrics()
-
-    def on_health(changes: list[HealthChanged]) -> None:
-        ids = [(str(c.check_id[0]), str(c.check_id[1])) for c in changes]  # type: ignore[index]
-        metrics.health_changed(ids, time.time())
-        engine.on_health(changes)
-        vrrp.health_changed()  # track_checks quorums
-
-    labels: dict[Target, str] = {}  # per probe, so formatted once per target
-
-    def on_probe(job: ProbeJob, result: ProbeResult) -> None:
-        target = labels.get(job.target)
-        if target is None:
-            target = labels[job.target] = f"{job.target.address}:{job.target.port}"
-        metrics.probed(job.kind, target, result.ok, result.latency)
-
-    checks = HealthChecks(on_health, max_in_flight=config.daemon.max_concurrent_probes)
-    checks.on_probe = on_probe
-    # nftables marks/NAT and policy routes (director.network): they follow the role and
-    # every reload; a restart or stop keeps them, like the IPVS table.
-    rules = NetworkRules(config)
-
-    def on_config(new: Config) -> None:
-        checks.update(new)
-        rules.config_changed(new)
-
-    engine.on_config = on_config
-    engine.checks_summary = checks.summary
-    engine.on_synced = metrics.synced
-    engine.on_reloaded = metrics.reloaded
-    # VRRP publishes the role; the sync daemon, network rules and notify hooks follow it.
-    roles = RoleBroadcast()
-    roles.follow("rules", rules.set_role)
-    # The IPVS connection-sync daemon, on its own netlink socket (the engine's is used from
-    # worker threads); VRRP instances, tracking, sync groups and notify hooks publish the role.
-    try:
-        sync_kernel = open_kernel()
-    except KernelError as exc:
-        log.error("start_failed", error=str(exc))
-        notifier.notify(f"STATUS=start failed: {exc}")
-        kernel.close()
-        return 1
-    syncd = SyncDaemonFollower(sync_kernel, config.sync_daemon)
-    roles.follow("sync_daemon", syncd)
-    vrrp = VrrpService(config, roles.publish, health=lambda: engine.health)
-    # Per VRRP instance, for directorctl status, doctor and metrics: the VRRP service plugs in
-    # here (vrrp_summary = service.summary). Each dict: name, state ("master"/"backup"/"fault"/
-    # "init"), priority, transitions, adverts_received, adverts_dropped ({reason: count}), and
-    # peer (the master address this instance hears) or peers.
-    vrrp_summary: Callable[[], list[dict[str, object]]] = vrrp.summary
-    metrics.sources.stats = lambda: engine.stats
-    metrics.sources.checks = checks.summary
-    metrics.sources.role = lambda: str(roles.role)
-    metrics.sources.vrrp = lambda: vrrp_summary()
-    metrics.sources.drains = lambda: len(engine.maintenance.drains)
-    loop = asyncio.get_running_loop()
-    intents: asyncio.Queue[str] = asyncio.Queue()
-    loop.add_signal_handler(signal.SIGHUP, intents.put_nowait, "reload")
-    loop.add_signal_handler(signal.SIGTERM, intents.put_nowait, "stop")
-    loop.add_signal_handler(signal.SIGINT, intents.put_nowait, "stop")
-    checks.update(config)
-    try:
-        await engine.start()
-    except KernelError as exc:
-        notifier.notify(f"STATUS=start failed: {exc}")
-        await checks.stop()
-        return 1
-    try:
-        await vrrp.start()  # publishes the first role (master without VRRP instances)
-    except (OSError, ValueError) as exc:
-        log.error("start_failed", error=f"VRRP: {exc}")
-        notifier.notify(f"STATUS=start failed: VRRP: {exc}")
-        await checks.stop()
-        sync_kernel.close()
-        kernel.close()
-        return 1
-
-    async def reload() -> bool:
-        notifier.notify("RELOADING=1")
-        ok = await engine.reload()
-        if ok:
-            try:
-                await vrrp.reload(engine.config)
-            except (OSError, ValueError) as exc:  # e.g. a new instance's interface is missing
-                log.error("vrrp_reload_failed", error=str(exc))
-            await syncd.update(engine.config.sync_daemon)
-        notifier.notify("READY=1", f"STATUS={engine.status.summary()}")
-        return ok
-
-    servers = await start_servers(
-        config.daemon.control_socket,
-        config.daemon.metrics_address,
-        handlers(engine, checks.summary, lambda: str(roles.role), lambda: vrrp_summary(), reload),
-        metrics,
-    )
-    with contextlib.suppress(KernelError):
-        await engine.refresh_stats()
-    notifier.notify("READY=1", f"STATUS={engine.status.summary()}")
-    log.info("ready", version=__version__, config=str(args.config))
-    watchdog = notifier.watchdog_interval()
-    next_resync = loop.time() + engine.config.daemon.resync_interval
-    next_ping = loop.time() + watchdog if watchdog else None
-    next_stats = loop.time() + engine.config.daemon.stats_interval
-    try:
-        while True:
-            deadline = min(t for t in (next_resync, next_ping, next_stats) if t is not None)
-            try:
-                intent = await asyncio.wait_for(intents.get(), max(0.0, deadline - loop.time()))
-            except TimeoutError:
-                intent = ""
-            now = loop.time()
-            if next_ping is not None and watchdog and now >= next_ping:
-                notifier.notify("WATCHDOG=1")
-                next_ping = now + watchdog
-            if intent == "stop":
-                notifier.notify("STOPPING=1")
-                await vrrp.stop()  # priority 0: the backup takes over at once
-                with contextlib.suppress(KernelError):  # logged
-                    await syncd.stop()
-                await checks.stop()
-                await engine.stop()
-                if not engine.config.daemon.keep_table_on_stop:
-                    with contextlib.suppress(NftError, RouteError):  # logged
-                        await rules.remove()
-                return 0
-            try:
-                if intent == "reload":
-                    await reload()
-                elif now >= next_resync:
-                    await engine.resync()
-                    await rules.resync()
-                    await syncd.apply()  # a sync daemon stopped by hand comes back
-                    notifier.notify(f"STATUS={engine.status.summary()}")
-                if now >= next_stats:
-                    next_stats = now + engine.config.daemon.stats_interval
-                    await engine.refresh_stats()
-            except KernelError as exc:
-                notifier.notify(f"STATUS=kernel error: {exc}")
-            if now >= next_resync or intent == "reload":
-                next_resync = now + engine.config.daemon.resync_interval
+        return await run_director(config, world_for(config, args, notifier))
     finally:
-        for server in servers:
-            await server.stop()
-        kernel.close()
-        sync_kernel.close()
         notifier.close()
+        logs.flush()  # counts of repeated lines still held back
 
 
-async def start_servers(
-    control_socket: str,
-    metrics_address: str,
-    commands: dict[str, Handler],
-    metrics: Metrics,
-) -> list[ControlServer | MetricsServer]:
-    """The control socket and the metrics endpoint. Either failing is logged and the daemon
-    runs on without it: the director's job is the traffic, not its own tooling."""
-    started: list[ControlServer | MetricsServer] = []
-    servers: list[ControlServer | MetricsServer] = [ControlServer(Path(control_socket), commands)]
-    if metrics_address:
-        servers.append(MetricsServer(metrics, metrics_address))
-    for server in servers:
-        try:
-            await server.start()
-        except (OSError, ControlError) as exc:
-            what = "control socket" if isinstance(server, ControlServer) else "metrics"
-            log.error("listen_failed", what=what, error=str(exc))
-        else:
-            started.append(server)
-    return started
+async def run_director(config: Config, world: World) -> int:
+    """Start a director, serve it until SIGTERM/SIGINT, stop it; the exit status."""
+    from director.app import Director, StartError
+    from director.intents import Intents, Reload, Stop
+
+    intents = Intents()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, intents.put, Reload("signal"))
+    loop.add_signal_handler(signal.SIGTERM, intents.put, Stop("SIGTERM"))
+    loop.add_signal_handler(signal.SIGINT, intents.put, Stop("SIGINT"))
+    try:
+        director = Director(config, world, intents)
+        await director.start()
+    except StartError as exc:
+        world.lifecycle.status(f"start failed: {exc}")
+        return 1
+    try:
+        await director.serve()
+    finally:
+        await director.stop()
+    return 0
 
 
 def dry_run(config_path: Path, state_dir: Path | None) -> int:
+    from director.config import load_config
+    from director.desired import compile_table
+    from director.reconcile.owned import FileOwnedStore
+    from director.reconcile.plan import plan
+
     config = load_config(config_path)
     owned = FileOwnedStore(state_dir or Path(config.daemon.state_dir)).load()
     kernel = open_kernel()
@@ -286,10 +175,19 @@ def dry_run(config_path: Path, state_dir: Path | None) -> int:
     return 0
 
 
-def cleanup(config_path: Path) -> int:
-    """Remove the VIPs and sync daemons a crashed ``directord`` may have left behind."""
+def cleanup(config_path: Path, state_dir: Path | None) -> int:
+    """Remove the VIPs and sync daemons a crashed ``directord`` may have left behind: the VIPs
+    the last run recorded (its config may have been edited since), then the config's."""
+    from director.config import load_config
+    from director.vrrp_service import cleanup as vrrp_cleanup
+
+    recorded, problems = early.remove_recorded(
+        early.state_dir_of(early.daemon_table(config_path), state_dir)
+    )
+    for problem in problems:
+        print(f"directord: {problem}", file=sys.stderr)
     config = load_config(config_path)
-    removed = asyncio.run(vrrp_cleanup(config))
+    removed = recorded + asyncio.run(vrrp_cleanup(config))
     stopped = []
     if config.sync_daemon is not None:
         kernel = open_kernel()
@@ -304,15 +202,41 @@ def cleanup(config_path: Path) -> int:
     return 0
 
 
+def remove_leftovers_first(args: argparse.Namespace) -> None:
+    """The VIPs the last run recorded, removed before the daemon's imports (see the module
+    docstring); the log line comes out in the format the arguments or the file ask for."""
+    daemon = early.daemon_table(args.config)
+    removed, problems = early.remove_recorded(early.state_dir_of(daemon, args.state_dir))
+    if not removed and not problems:
+        return
+    fmt = args.log_format or daemon.get("log_format")
+    level = args.log_level or daemon.get("log_level")
+    logs.configure(
+        "json" if fmt == "json" else "logfmt",
+        level if level in ("debug", "info", "warning", "error") else "info",
+    )
+    if removed:
+        log.warning("leftover_vips_removed", addresses=removed, early=True)
+    for problem in problems:
+        log.error("leftover_vips_not_removed", problem=problem, early=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.check_config is not None:
+        from director.config import check_config
+
         ok, message = check_config(args.check_config)
         print(message, file=sys.stdout if ok else sys.stderr)
         return 0 if ok else 1
+    if not (args.cleanup or args.dry_run):
+        remove_leftovers_first(args)  # before importing the rest
+    from director.config import ConfigError
+    from director.ipvs.kernel import KernelError
+
     try:
         if args.cleanup:
-            return cleanup(args.config)
+            return cleanup(args.config, args.state_dir)
         if args.dry_run:
             return dry_run(args.config, args.state_dir)
         return asyncio.run(run(args))

@@ -65,6 +65,7 @@ def diagnose(
     out: list[Finding] = []
     out += _config(config, config_error)
     out += _daemon(daemon, daemon_error)
+    out += _local_failures(daemon)
     out += _ip_vs(host)
     if config is None:
         return out
@@ -114,6 +115,57 @@ def _daemon(daemon: dict[str, Any] | None, error: str | None) -> Iterable[Findin
             f"kernel error: {daemon['kernel_error']}",
             "see below (ip_vs), then: directorctl reload",
         )
+    for fault in daemon.get("director_faults") or []:
+        text = str(fault)
+        if "probe(s) could not run for a local reason" in text:
+            continue  # the probes finding below says it, with a fix per reason
+        if "open-file limit" in text:
+            fix = "systemctl edit directord: [Service] LimitNOFILE=..., then restart it"
+        elif ".json" in text:
+            fix = "the daemon runs on; compare the .corrupt-* copy in the state directory"
+        else:
+            fix = "journalctl -u directord"
+        yield Finding("fail", "daemon", f"director fault: {text}", fix)
+
+
+# What to do about a local probe failure, by errno name (checks.local).
+LOCAL_FIXES = {
+    "EMFILE": "directord ran out of file descriptors: raise LimitNOFILE (systemctl edit "
+    "directord) or lower max_concurrent_probes; count them: ls /proc/$(pidof -s directord)/fd "
+    "| wc -l (many connections to the metrics or control socket?)",
+    "ENFILE": "the whole machine ran out of file descriptors: raise fs.file-max, find who holds "
+    "them (lsof | wc -l)",
+    "EADDRNOTAVAIL": "no free local port for the probes: widen net.ipv4.ip_local_port_range, or "
+    "probe less often (TIME_WAIT sockets: ss -tan state time-wait | wc -l)",
+    "EAGAIN": "no free local port or process slot: see net.ipv4.ip_local_port_range and the "
+    "unit's TasksMax",
+    "ENOBUFS": "the kernel ran out of socket buffers: check memory (free -m) and net.core.*mem",
+    "ENOMEM": "out of memory: free -m; journalctl -k | grep -i oom",
+    "ENOSPC": "out of epoll watches: raise fs.epoll.max_user_watches",
+}
+RECENT = 600.0  # seconds: a local failure this recent is a problem now, older a warning
+
+
+def _local_failures(daemon: dict[str, Any] | None) -> Iterable[Finding]:
+    """Probes the daemon could not run (status key ``probe_local_failures``, the dict of
+    ``HealthChecks.local_faults()``): the director's fault, the verdicts were kept."""
+    faults = (daemon or {}).get("probe_local_failures")
+    if not isinstance(faults, dict) or not faults.get("total"):
+        return
+    by_reason = faults.get("by_reason") or {}
+    counts = ", ".join(f"{reason} {n}" for reason, n in sorted(by_reason.items()))
+    ago = faults.get("last_seconds_ago")
+    recent = isinstance(ago, int | float) and ago < RECENT
+    when = f"{ago:.0f} s ago" if isinstance(ago, int | float) else "at an unknown time"
+    fixes = [LOCAL_FIXES[r] for r in sorted(by_reason) if r in LOCAL_FIXES]
+    yield Finding(
+        "fail" if recent else "warn",
+        "checks",
+        f"{faults['total']} health probe(s) could not run for a reason of this machine's own "
+        f"({counts}); the servers' verdicts were kept as they were. Last {when}: "
+        f"{faults.get('last_error') or '-'}",
+        "; ".join(fixes) or "journalctl -u directord | grep probe_local_failure",
+    )
 
 
 def _ip_vs(host: Host) -> Iterable[Finding]:

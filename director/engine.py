@@ -1,16 +1,16 @@
-"""The running daemon's state and the actions on it: start, reload, resync, stop.
+"""The IPVS side of the running daemon: the table it wants, kept in the kernel.
 
-Collaborators come in as arguments (kernel, owned-service store, config loader, clock); the
-composition root (:mod:`director.daemon`) builds them and turns signals and timers into calls.
-Kernel work runs in a worker thread, one call at a time, so the event loop never blocks on
-netlink.
+Start, apply a new config, sync after health changes, resync, read the counters, drains, stop.
+Collaborators come in as constructor arguments (kernel, owned-service store, maintenance state,
+status file, callbacks); the application object (:mod:`director.app`) owns the engine and calls
+it one action at a time from its intent queue. Kernel work runs in a worker thread, one call at
+a time, so the event loop never blocks on netlink.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +20,7 @@ from typing import Any, cast
 import structlog
 
 from checks.model import HealthChanged
-from director.config import Config, ConfigError
+from director.config import Config
 from director.desired import compile_table
 from director.ipvs.kernel import IPVSKernel, KernelError, Timeouts
 from director.ipvs.model import DestKey, ServiceKey
@@ -28,9 +28,11 @@ from director.ipvs.stats import StatsSnapshot
 from director.maintenance import Drain, Maintenance
 from director.reconcile.owned import OwnedStore
 from director.reconcile.reconciler import Reconciler, SyncResult
+from director.statefile import LatestWriter
 from director.sysctl import PROC_SYS, apply_sysctls
 
 log = structlog.get_logger("director")
+IPVS_SYSCTL = "net.ipv4.vs."
 
 
 @dataclass
@@ -42,9 +44,14 @@ class Status:
     sysctl_problems: list[str] = field(default_factory=list)
     kernel_error: str | None = None
     checks: list[dict[str, object]] = field(default_factory=list)
+    # Problems of the director itself, not of a real server: its file descriptors, its state
+    # files, probes failing for a local reason, ip_vs missing. One sentence each.
+    director_faults: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         parts = []
+        if self.director_faults:
+            parts.append(f"{len(self.director_faults)} director fault(s)")
         if self.reload_error:
             parts.append("reload failed, running the previous config")
         if self.kernel_error:
@@ -60,38 +67,39 @@ class Engine:
     def __init__(
         self,
         config: Config,
-        config_path: Path,
         kernel: IPVSKernel,
         owned: OwnedStore,
-        loader: Callable[[Path], Config],
+        *,
+        config_path: Path,
         sysctl_root: Path = PROC_SYS,
         status_path: Path | None = None,
         maintenance: Maintenance | None = None,
+        checks_summary: Callable[[], list[dict[str, object]]] = list,
+        on_synced: Callable[[str, SyncResult | None], None] | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
         self.kernel = kernel
         self.reconciler = Reconciler(kernel, owned)
-        self.loader = loader
         self.sysctl_root = sysctl_root
         self.status_path = status_path
         self.status = Status(str(config_path), config_loaded_at=time.time())
+        self._status_file = (
+            LatestWriter(status_path, self._status_write_failed) if status_path else None
+        )
         self._lock = asyncio.Lock()
         # (service, destination) -> up, from the health checks; absent means up.
         self.health: dict[tuple[ServiceKey, DestKey], bool] = {}
-        self.on_config: Callable[[Config], None] | None = None  # the checks follow the config
-        self.checks_summary: Callable[[], list[dict[str, object]]] | None = None
-        self._health_task: asyncio.Task[None] | None = None
-        self._health_dirty = False
+        self.checks_summary = checks_summary  # status.json shows the checks
         # Drains from directorctl; the last counters read (metrics and status never wait on it).
         self.maintenance = maintenance or Maintenance()
         self.stats: StatsSnapshot | None = None
         # metrics: each sync's result, None when the kernel refused the whole request
-        self.on_synced: Callable[[str, SyncResult | None], None] | None = None
-        self.on_reloaded: Callable[[bool], None] | None = None  # metrics
+        self.on_synced = on_synced
 
-    def on_health(self, changes: list[HealthChanged]) -> None:
-        """Health-check verdicts (called on the event loop): record them, then sync once."""
+    def record_health(self, changes: list[HealthChanged]) -> None:
+        """Health-check verdicts (on the event loop): recorded now, synced by the next
+        :meth:`sync_health` (the application object queues one per burst of changes)."""
         for change in changes:
             service, dest = cast(tuple[ServiceKey, DestKey], change.check_id)
             self.health[(service, dest)] = change.up
@@ -102,44 +110,28 @@ class Engine:
                 up=change.up,
                 reason=change.reason,
             )
-        self._health_dirty = True
-        if self._health_task is None or self._health_task.done():
-            self._health_task = asyncio.get_running_loop().create_task(self._health_sync())
 
-    async def _health_sync(self) -> None:
-        while self._health_dirty:  # changes that arrive during a sync get one more
-            self._health_dirty = False
-            try:
-                await self._sync(full=False, reason="health")
-            except KernelError:
-                return  # logged; the periodic resync retries
+    async def sync_health(self) -> SyncResult:
+        return await self._sync(full=False, reason="health")
 
     async def start(self) -> SyncResult:
         await self._apply_kernel_settings()
         return await self._sync(full=True, reason="start")
 
-    async def reload(self) -> bool:
-        """Load and validate the config file again; on error keep running the current one."""
-        try:
-            config = await asyncio.to_thread(self.loader, self.config_path)
-        except ConfigError as exc:
-            self.status.reload_error = str(exc)
-            log.error("reload_rejected", path=str(self.config_path), problems=str(exc))
-            self._write_status()
-            if self.on_reloaded is not None:
-                self.on_reloaded(False)
-            return False
+    async def apply_config(self, config: Config) -> SyncResult:
+        """A new, validated config: kernel settings, then the table's difference."""
         self.config = config
         self.status.reload_error = None
         self.status.config_loaded_at = time.time()
-        if self.on_config is not None:
-            self.on_config(config)
         log.info("config_reloaded", path=str(self.config_path))
-        if self.on_reloaded is not None:
-            self.on_reloaded(True)
         await self._apply_kernel_settings()
-        await self._sync(full=False, reason="reload")
-        return True
+        return await self._sync(full=False, reason="reload")
+
+    def reload_rejected(self, problem: str) -> None:
+        """A reload that changed nothing: the status says why until the next good one."""
+        self.status.reload_error = problem
+        log.error("reload_rejected", path=str(self.config_path), problems=problem)
+        self.write_status()
 
     async def resync(self) -> SyncResult:
         return await self._sync(full=True, reason="resync")
@@ -189,6 +181,9 @@ class Engine:
 
     async def _apply_kernel_settings(self) -> None:
         wanted = self.config.kernel.sysctl_items()
+        if not getattr(self.kernel, "available", True):
+            # no ip_vs (a VRRP-only director): its net.ipv4.vs.* sysctls do not exist
+            wanted = [(name, value) for name, value in wanted if not name.startswith(IPVS_SYSCTL)]
         writes, problems = await asyncio.to_thread(apply_sysctls, wanted, self.sysctl_root)
         for name, value in writes:
             log.info("sysctl_set", name=name, value=value)
@@ -226,7 +221,7 @@ class Engine:
             except KernelError as exc:
                 self.status.kernel_error = str(exc)
                 log.error("sync_failed", reason=reason, error=str(exc))
-                self._write_status()
+                self.write_status()
                 if self.on_synced is not None:
                     self.on_synced(reason, None)
                 raise
@@ -257,18 +252,21 @@ class Engine:
             services=services,
             destinations=dests,
         )
-        self._write_status()
+        self.write_status()
         return result
 
-    def _write_status(self) -> None:
-        if self.status_path is None:
+    def write_status(self) -> None:
+        """``status.json`` for ``directorctl status --state-dir``: serialised here, written
+        atomically in a worker thread (a slow disk never holds the event loop)."""
+        if self._status_file is None:
             return
-        if self.checks_summary is not None:
-            self.status.checks = self.checks_summary()
-        try:
-            self.status_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.status_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.status.__dict__, separators=(",", ":"), default=str))
-            os.replace(tmp, self.status_path)
-        except OSError as exc:
-            log.warning("status_write_failed", path=str(self.status_path), error=str(exc))
+        self.status.checks = self.checks_summary()
+        body = json.dumps(self.status.__dict__, separators=(",", ":"), default=str)
+        self._status_file.put(body.encode())
+
+    async def flush_status(self) -> None:
+        if self._status_file is not None:
+            await self._status_file.flush()
+
+    def _status_write_failed(self, exc: OSError) -> None:
+        log.warning("status_write_failed", path=str(self.status_path), error=str(exc))

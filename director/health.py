@@ -4,23 +4,33 @@ Each real server with a check becomes one :class:`checks.model.Check` keyed by
 (service key, destination key), the same key the desired-state compiler uses, so the scheduler's
 health map feeds :func:`director.desired.compile_table` directly. A reload replaces the checks;
 those whose target and settings did not change keep their state and timing.
+
+A probe that could not run for a reason of this director's own (out of file descriptors, ports,
+memory: :mod:`checks.local`) changes no verdict; :meth:`HealthChecks.local_faults` sums them up
+for status and ``directorctl doctor``, the runner logs ``probe_local_failure``, and ``on_probe``
+sees them (``ProbeResult.local``) for the metrics. Script checks run as their ``user`` or
+``[daemon] script_user`` (:mod:`checks.identity`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import random
-import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import cast
 
 import structlog
 
+from checks import identity
+from checks.identity import RunAs
+from checks.local import LocalFaults
 from checks.model import Check, CheckParams, HealthChanged, ProbeResult, StartProbe
 from checks.probes import dispatch, exchange, http, rdp, script, smtp, tcp
 from checks.probes.poller import FastProbe
 from checks.probes.result import Target
+from checks.regex import Regex
 from checks.runner import Done, Runner
 from checks.schedule import Scheduler
 from director.config import Config
@@ -43,19 +53,23 @@ class ProbeJob:
     timeout: float
     kind: str
     plan: dispatch.FastPlan | None = dataclasses.field(init=False, repr=False, compare=False)
+    # The metrics' "target" label, "198.18.1.11:80" (formatted once, not per probe).
+    label: str = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "plan", dispatch.plan(self.target, self.spec, self.timeout))
+        object.__setattr__(self, "label", f"{self.target.address}:{self.target.port}")
 
 
-def probe_spec(check: ResolvedCheck) -> dispatch.Spec:
-    """The probe settings of a resolved config check."""
+def probe_spec(check: ResolvedCheck, user: RunAs | None = None) -> dispatch.Spec:
+    """The probe settings of a resolved config check (``user``: who a script runs as). A
+    regex RE2 cannot take raises :class:`checks.regex.RegexError` (validation refuses them)."""
     tls = check.type == "https"
     if check.type == "tcp":
-        expect: bytes | re.Pattern[bytes] | None = None
+        expect: bytes | Regex[bytes] | None = None
         if check.expect is not None:
             raw = check.expect.encode()
-            expect = re.compile(raw) if check.expect_regex else raw
+            expect = Regex(raw) if check.expect_regex else raw
         send = check.send.encode() if check.send is not None else None
         return tcp.TcpSpec(send=send, expect=expect)
     if check.type in ("http", "https"):
@@ -66,7 +80,7 @@ def probe_spec(check: ResolvedCheck) -> dispatch.Spec:
             host=check.host,
             expect_status=check.expect_status,
             body_contains=check.body_contains,
-            body_regex=re.compile(check.body_regex) if check.body_regex else None,
+            body_regex=Regex(check.body_regex) if check.body_regex else None,
             basic_auth=auth,
             http_version=check.http_version,
             tls=tls,
@@ -94,22 +108,32 @@ def probe_spec(check: ResolvedCheck) -> dispatch.Spec:
             ca_file=check.ca_file,
         )
     if check.type == "script":
-        return script.ScriptSpec(argv=check.command, weight_from_exit=check.weight_from_exit)
+        return script.ScriptSpec(
+            argv=check.command, weight_from_exit=check.weight_from_exit, user=user
+        )
     raise ValueError(f"no probe for check type {check.type!r}")
 
 
 def build_checks(config: Config) -> list[Check[ProbeJob]]:
-    """One check per real server that has one."""
+    """One check per real server that has one. Script users are looked up here (ValueError if
+    one no longer exists: validation checked it when the file was read)."""
     out: list[Check[ProbeJob]] = []
+    users: dict[str, RunAs] = {}
     for vs in config.virtual_servers:
         key = vs.service_key()
         for rs in vs.real_servers:
             resolved = rs.health_check(vs)
             if resolved is None:
                 continue
+            user = None
+            name = resolved.user or config.daemon.script_user
+            if resolved.type == "script" and name is not None:
+                user = users.get(name)
+                if user is None:
+                    user = users[name] = identity.resolve(name)
             job = ProbeJob(
                 target=Target(rs.address, resolved.port),
-                spec=probe_spec(resolved),
+                spec=probe_spec(resolved, user),
                 timeout=resolved.timeout,
                 kind=resolved.type,
             )
@@ -127,15 +151,21 @@ class HealthChecks:
         *,
         max_in_flight: int = 256,
         rng: random.Random | None = None,
+        on_probe: Callable[[ProbeJob, ProbeResult], None] | None = None,
+        local_faults: LocalFaults | None = None,
     ) -> None:
         self.scheduler: Scheduler[ProbeJob] = Scheduler(
             rng or random.Random(), max_in_flight=max_in_flight
         )
         self._http = http.HttpProber()
-        self.runner = Runner(self.scheduler, self._probe, on_change, fast=self._start)
+        self._local = local_faults if local_faults is not None else LocalFaults()
+        self.runner = Runner(
+            self.scheduler, self._probe, on_change, fast=self._start, local_faults=self._local
+        )
         self._started = False
-        # Called with each probe's job and result (the metrics' latency histogram).
-        self.on_probe: Callable[[ProbeJob, ProbeResult], None] | None = None
+        # Called with each probe's job and result (the metrics: latency, results, local
+        # failures); pass it here (the attribute stays for callers that set it).
+        self.on_probe = on_probe
 
     async def _probe(self, job: ProbeJob) -> ProbeResult:
         result = await dispatch.run(job.target, job.spec, job.timeout, self._http)
@@ -179,6 +209,40 @@ class HealthChecks:
 
     def health(self) -> Mapping[CheckId, bool]:
         return cast(Mapping[CheckId, bool], self.scheduler.health())
+
+    def probe_targets(self) -> set[tuple[str, str]]:
+        """(type, target) of every check now: the label pairs of the probe metrics (for
+        ``Metrics.retain_probe_targets`` after a config change)."""
+        return {
+            (st.check.spec.kind, st.check.spec.label)
+            for st in self.scheduler.snapshot().checks.values()
+        }
+
+    def local_faults(self) -> dict[str, object]:
+        """Probes that could not run for a local reason since start (out of file descriptors,
+        ports, memory: the director's fault; verdicts were left as they were). For status and
+        ``directorctl doctor``: ``total``, ``by_reason`` ({"EMFILE": 12}), and of the last one
+        ``last_reason``, ``last_error``, ``last_at`` (wall time) and ``last_seconds_ago``; the
+        ``last_*`` keys are None when there was none."""
+        faults = self._local
+        out: dict[str, object] = {
+            "total": faults.total,
+            "by_reason": dict(faults.counts),
+            "last_reason": None,
+            "last_error": None,
+            "last_at": None,
+            "last_seconds_ago": None,
+        }
+        last = faults.last
+        if last is not None:
+            ago = max(0.0, self.runner.now() - last.at)
+            out.update(
+                last_reason=last.reason,
+                last_error=last.error,
+                last_at=round(time.time() - ago, 3),
+                last_seconds_ago=round(ago, 3),
+            )
+        return out
 
     def summary(self) -> list[dict[str, object]]:
         """Per check: where, what, up or down, the last result; for status.json and directorctl."""

@@ -15,16 +15,20 @@ restart; they come in as arguments.
 
 from __future__ import annotations
 
-import json
-import os
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+import structlog
+
 from director.config.model import Config, RealServer, VirtualServer
 from director.ipvs.model import DestKey, Protocol, ServiceKey
 from director.ipvs.stats import StatsSnapshot
+from director.statefile import StateFileError, load_json, set_aside, write_json
+
+log = structlog.get_logger("director")
 
 Override = Literal["drain", "remove"]
 Overrides = dict[tuple[ServiceKey, DestKey], Override]
@@ -62,19 +66,48 @@ class Drain:
 
     @classmethod
     def from_json(cls, data: object) -> Drain:
+        """A drain as :meth:`to_json` wrote it; ValueError naming the fault otherwise."""
         if not isinstance(data, dict) or not isinstance(data.get("server"), str):
-            raise ValueError(f"not a drain: {data!r}")
+            raise ValueError(f"not a drain (no server name): {_short(data)}")
         service, deadline = data.get("service"), data.get("deadline")
-        removed = data.get("removed") or {}
+        since, removed = data.get("since") or 0.0, data.get("removed") or {}
+        if service is not None and not isinstance(service, str):
+            raise ValueError(f"drain of {data['server']!r}: service is not text: {_short(service)}")
+        for name, value in (("since", since), ("deadline", deadline)):
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
+                raise ValueError(f"drain of {data['server']!r}: {name} is not a time: {value!r}")
         if not isinstance(removed, dict):
-            raise ValueError(f"not a drain: {data!r}")
+            raise ValueError(f"drain of {data['server']!r}: removed is not a mapping")
         return cls(
             server=data["server"],
-            service=str(service) if service is not None else None,
-            since=float(data.get("since") or 0.0),
+            service=service,
+            since=float(since),
             deadline=float(deadline) if deadline is not None else None,
             removed={str(k): str(v) for k, v in removed.items()},
         )
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _parse_drains(document: object) -> tuple[list[Drain], list[str]]:
+    """The drains a document holds, and what is wrong with the entries that are not drains."""
+    if not isinstance(document, dict) or not isinstance(document.get("drains", []), list):
+        raise ValueError('expected {"drains": [...]}, found ' + _short(document))
+    drains: list[Drain] = []
+    bad: list[str] = []
+    for entry in document.get("drains", []):
+        try:
+            drains.append(Drain.from_json(entry))
+        except ValueError as exc:
+            bad.append(str(exc))
+    return drains, bad
 
 
 def dest_id(service: ServiceKey, dest: DestKey) -> str:
@@ -111,32 +144,48 @@ class Maintenance:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
         self.drains: dict[tuple[str, str | None], Drain] = {}
+        self.problem: str | None = None  # what was wrong with the file at load
 
     def load(self) -> Maintenance:
-        """Read the file; a missing file is no drains. Raises MaintenanceError when unreadable."""
+        """Read the file; a missing file is no drains. Never raises: a file that cannot be read
+        is reported in ``problem`` and set aside (``maintenance.json.corrupt-<time>``), and the
+        drains that can be read stand; the others are lost, and ``problem`` says so (status,
+        ``directorctl doctor``). Running with fewer drains beats not running at all."""
         if self.path is None:
             return self
         try:
-            data = json.loads(self.path.read_text())
-            drains = [Drain.from_json(d) for d in data.get("drains", [])]
-        except FileNotFoundError:
+            loaded = load_json(self.path, _parse_drains)
+        except StateFileError as exc:
+            self._bad(str(exc), [])
             return self
-        except (OSError, ValueError, AttributeError, TypeError) as exc:
-            raise MaintenanceError(
-                f"cannot read the maintenance state {self.path}: {exc}"
-                " (fix it, or remove it to lift every drain)"
-            ) from exc
-        self.drains = {d.key: d for d in drains}
+        if loaded is None:
+            return self
+        drains, bad = loaded
+        if bad:
+            self._bad(f"{self.path}: {len(bad)} drain(s) cannot be read ({bad[0]})", drains)
+        else:
+            self.drains = {d.key: d for d in drains}
         return self
+
+    def _bad(self, problem: str, salvaged: list[Drain]) -> None:
+        assert self.path is not None
+        aside = set_aside(self.path)
+        kept = ", ".join(d.describe() for d in salvaged) or "none"
+        self.problem = (
+            f"{problem}; drains kept: {kept}; re-issue the others with directorctl drain"
+            + (f" (the file was kept as {aside.name})" if aside is not None else "")
+        )
+        log.error("state_file_corrupt", path=str(self.path), problem=self.problem)
+        self.drains = {d.key: d for d in salvaged}
+        try:
+            self.save()
+        except OSError as exc:
+            log.error("state_file_write_failed", path=str(self.path), error=str(exc))
 
     def save(self) -> None:
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        body = {"drains": [d.to_json() for d in self.drains.values()]}
-        tmp.write_text(json.dumps(body, indent=1) + "\n")
-        os.replace(tmp, self.path)
+        write_json(self.path, {"drains": [d.to_json() for d in self.drains.values()]})
 
     # -- operator commands ------------------------------------------------------------------
 

@@ -13,17 +13,13 @@ address and protocol, port 0 and its mark).
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
-from aiohttp import web
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -33,12 +29,9 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from director.config.model import listen_address
 from director.ipvs.model import ServiceKey
 from director.ipvs.stats import Counters, StatsSnapshot
 from director.reconcile.reconciler import SyncResult
-
-log = structlog.get_logger("director")
 
 SERVICE_LABELS = ["local_address", "local_port", "proto", "local_mark"]
 BACKEND_LABELS = [
@@ -194,6 +187,16 @@ class SnapshotCollector(Collector):
         dropped = CounterMetricFamily(
             "director_vrrp_adverts_dropped", "Adverts dropped", labels=["instance", "reason"]
         )
+        held = CounterMetricFamily(
+            "director_vrrp_answers_suppressed",
+            "Lower-priority adverts the master did not answer (at most one answer an interval)",
+            labels=["instance"],
+        )
+        restored = CounterMetricFamily(
+            "director_vrrp_vips_restored",
+            "Virtual addresses the master found deleted under it and put back",
+            labels=["instance"],
+        )
         for inst in instances:
             name = str(inst.get("name"))
             current = str(inst.get("state", "")).lower()
@@ -206,7 +209,9 @@ class SnapshotCollector(Collector):
             if isinstance(drops, Mapping):
                 for reason, n in drops.items():
                     dropped.add_metric([name, str(reason)], _num(n))
-        yield from (state, priority, transitions, received, dropped)
+            held.add_metric([name], _num(inst.get("answers_suppressed")))
+            restored.add_metric([name], _num(inst.get("vips_restored")))
+        yield from (state, priority, transitions, received, dropped, held, restored)
 
 
 def _num(value: object) -> float:
@@ -279,7 +284,16 @@ class Metrics:
             ["type", "target", "result"],
             registry=r,
         )
+        self.local_failures = Counter(
+            "director_check_local_failures",
+            "Probes that could not run for a reason of this director's own (out of file "
+            "descriptors, ports, memory), by errno name; verdicts were left as they were",
+            ["reason"],
+            registry=r,
+        )
         self._probe_children: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
+        # (type, target) of the checks configured now; None until retain_probe_targets.
+        self._probe_targets: frozenset[tuple[str, str]] | None = None
 
     # -- event hooks the composition root connects ------------------------------------------
 
@@ -298,11 +312,21 @@ class Metrics:
         if ok:
             self.reload_at.set(time.time())
 
-    def probed(self, kind: str, target: str, ok: bool, latency: float) -> None:
+    def probed(
+        self, kind: str, target: str, ok: bool, latency: float, local: str | None = None
+    ) -> None:
         """One probe's result (called per probe: thousands a second on the daemon's loop, so
-        the labelled children are looked up once per check, not per probe)."""
+        the labelled children are looked up once per check, not per probe). ``local``: the
+        probe could not run (``ProbeResult.local``, an errno name): counted as the director's
+        failure, not as a probe of the target."""
+        if local is not None:
+            self.local_failures.labels(local).inc()
+            return
         children = self._probe_children.get((kind, target))
         if children is None:
+            targets = self._probe_targets
+            if targets is not None and (kind, target) not in targets:
+                return  # a late result of a check removed by a reload: no series for it
             children = self._probe_children[kind, target] = (
                 self.probe_latency.labels(kind, target),
                 self.probe_results.labels(kind, target, "ok"),
@@ -311,6 +335,29 @@ class Metrics:
         histogram, succeeded, failed = children
         histogram.observe(latency)
         (succeeded if ok else failed).inc()
+
+    def retain_probe_targets(
+        self,
+        targets: Iterable[tuple[str, str]],
+        checks: Iterable[tuple[str, str]] | None = None,
+    ) -> None:
+        """After each config change (the first included): ``targets`` are the (type, target)
+        pairs checked now (``HealthChecks.probe_targets()``); the probe series of any other
+        are removed, and results still in flight for them are not counted. ``checks``: the
+        (service, destination) pairs checked now, to forget the others' last change time."""
+        keep = frozenset(targets)
+        self._probe_targets = keep
+        for key in [key for key in self._probe_children if key not in keep]:
+            del self._probe_children[key]
+            kind, target = key
+            self.probe_latency.remove(kind, target)
+            for result in ("ok", "failed"):
+                self.probe_results.remove(kind, target, result)
+        if checks is not None:
+            wanted = set(checks)
+            changed = self.sources.health_changed_at
+            for name in [name for name in changed if name not in wanted]:
+                del changed[name]
 
     def health_changed(self, changes: Iterable[tuple[str, str]], at: float) -> None:
         for service, dest in changes:
@@ -348,39 +395,3 @@ class Metrics:
         rest = CollectorRegistry()
         rest.register(SnapshotCollector(sources, ipvs=False))
         return self._ipvs_text(sources) + generate_latest(rest) + generate_latest(self.registry)
-
-
-class MetricsServer:
-    """``GET /metrics`` on ``address`` ("HOST:PORT"), on the daemon's event loop."""
-
-    def __init__(self, metrics: Metrics, address: str) -> None:
-        self.metrics = metrics
-        self.host, self.port = listen_address(address)
-        self._runner: web.AppRunner | None = None
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        # Values are taken on the loop; the (slow, pure) text rendering runs in a thread.
-        body = await asyncio.to_thread(self.metrics.render, self.metrics.frozen_sources())
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/metrics", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-        await site.start()
-        log.info("metrics_listening", address=f"{self.host}:{self.port}")
-
-    @property
-    def bound_port(self) -> int:
-        """The port actually bound (differs from the configured one when that was 0)."""
-        assert self._runner is not None
-        for sock in self._runner.addresses:
-            return int(sock[1])
-        return self.port
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None

@@ -1,21 +1,25 @@
 """Notify hooks: external programs run on VRRP state changes, never through a shell.
 
-``HookRunner.run(key, argv)`` returns at once; the program runs in the background with stdin
-from /dev/null, in its own session (so a timeout kills it and whatever it started), and its
-output is logged line by line. Hooks with the same ``key`` (an instance or group name) run one
-after the other, in the order asked, so ``notify_backup`` never overtakes the ``notify_master``
-before it; different keys run side by side.
+``HookRunner.run(key, argv)`` returns at once; the program runs in the background
+(:mod:`checks.process`) with stdin from /dev/null, in its own session (so a timeout kills it and
+whatever it started), as the runner's ``user`` (``[daemon] script_user``; None: as directord)
+with a clean environment (``PATH``, ``HOME``, ``USER``, ``LOGNAME``: :mod:`checks.identity`).
+Its first 64 KiB of output are logged line by line once it exits; the rest is read and dropped
+as it comes (counted in ``hook_output_truncated``), so a hook that prints gigabytes costs no
+memory. Hooks with the same ``key`` (an instance or group name) run one after the other, in
+the order asked, so ``notify_backup`` never overtakes the ``notify_master`` before it;
+different keys run side by side.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
 from collections.abc import Sequence
 
 import structlog
+
+from checks.identity import RunAs, environment
+from checks.process import Output, start
 
 log = structlog.get_logger("director")
 
@@ -24,12 +28,19 @@ MAX_OUTPUT = 64 * 1024  # bytes of a hook's output that are logged
 
 
 class HookRunner:
-    def __init__(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, timeout: float = DEFAULT_TIMEOUT, *, user: RunAs | None = None) -> None:
         self.timeout = timeout
+        self.user = user
+        self._env = environment(user)
         self.started = 0
         self.failed = 0  # exit status != 0, timeouts and programs that could not start
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[int | None]] = set()
+
+    def run_as(self, user: RunAs | None) -> None:
+        """Hooks started from now on run as ``user`` (a reload changed ``script_user``)."""
+        self.user = user
+        self._env = environment(user)
 
     def run(self, key: str, argv: Sequence[str]) -> asyncio.Task[int | None]:
         """Start ``argv`` in the background (after earlier hooks of ``key``); its exit status."""
@@ -47,33 +58,38 @@ class HookRunner:
     async def _run(self, lock: asyncio.Lock, key: str, argv: tuple[str, ...]) -> int | None:
         async with lock:
             self.started += 1
+            output = Output(head=MAX_OUTPUT)
             try:
-                proc = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.STDOUT,
-                    start_new_session=True,
-                )
+                program = await start(argv, env=self._env, user=self.user, output=output)
             except OSError as exc:
                 self.failed += 1
                 log.error("hook_failed", hook=key, argv=list(argv), error=str(exc))
                 return None
-            try:
-                output, _ = await asyncio.wait_for(proc.communicate(), self.timeout)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
+            async with program:
+                try:
+                    status: int | None = await asyncio.wait_for(program.wait(), self.timeout)
+                except TimeoutError:
+                    status = None
+            self._log_output(key, argv, output)
+            if status is None:
                 self.failed += 1
                 log.error("hook_timeout", hook=key, argv=list(argv), timeout=self.timeout)
-                return None
-            for line in output[:MAX_OUTPUT].decode(errors="replace").splitlines():
-                log.info("hook_output", hook=key, program=argv[0], line=line)
-            status = proc.returncode
-            if status != 0:
+            elif status != 0:
                 self.failed += 1
                 log.error("hook_exit", hook=key, argv=list(argv), status=status)
             else:
                 log.info("hook_done", hook=key, argv=list(argv))
             return status
+
+    @staticmethod
+    def _log_output(key: str, argv: tuple[str, ...], output: Output) -> None:
+        for line in output.head.decode(errors="replace").splitlines():
+            log.info("hook_output", hook=key, program=argv[0], line=line)
+        if output.dropped:
+            log.warning(
+                "hook_output_truncated",
+                hook=key,
+                program=argv[0],
+                logged_bytes=len(output.head),
+                total_bytes=output.total,
+            )

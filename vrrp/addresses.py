@@ -10,26 +10,28 @@ state wanted, not the change. IPv6 addresses are added with ``nodad`` (a virtual
 answer at once, and the backup that had it has just dropped it). Announcements go out on an
 ``AF_PACKET`` socket per device: a gratuitous ARP request per IPv4 address, an unsolicited
 neighbour advertisement (RFC 4861 7.2.6, Override and Router flags as RFC 5798 6.4.2 asks) per
-IPv6 address. ``open`` must run in the devices' namespace.
+IPv6 address. ``open`` must run in the devices' namespace. The start-up cleanup of every
+instance at once is ``vrrp.rtnl.remove_leftovers``: one rtnetlink socket, one dump, one delete
+per leftover.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import socket
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
+import structlog
 from pyroute2 import AsyncIPRoute
 
 from vrrp.packet import REQUIRED_TTL, IPAddress, checksum
 from vrrp.rtnl import AddressSocket, request
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("vrrp")
 
 ETH_P_ARP = 0x0806
 ETH_P_IP = 0x0800
@@ -244,6 +246,32 @@ class AddressManager:
         for address in addresses:
             self._change("del", address)
 
+    def restore(self, addresses: Iterable[IPAddress]) -> list[IPAddress]:
+        """Add ``addresses`` again (someone deleted them); those that really were missing
+        (one already there is not restored). ``OSError`` naming the first refused."""
+        sent = [(address, self._request("add", address)) for address in addresses]
+        restored: list[IPAddress] = []
+        failed: OSError | None = None
+        for address, (seq, _, _, prefixlen, name) in sent:
+            assert self._rtnl is not None  # _request checked
+            try:
+                self._rtnl.confirm(seq)
+            except OSError as exc:
+                if exc.errno == errno.EEXIST:
+                    continue
+                self.errors += 1
+                text = f"restoring {address}/{prefixlen} on {name}: {exc.strerror}"
+                failed = failed or OSError(exc.errno, text)
+            else:
+                restored.append(address)
+        if failed is not None:
+            raise failed
+        return restored
+
+    def index_of(self, address: IPAddress) -> int:
+        """The interface index of the device ``address`` goes on (the manager is open)."""
+        return self._device(self.placement(address).device or self.interface).index
+
     async def remove_stale(self, addresses: Iterable[IPAddress]) -> set[IPAddress]:
         """Remove the ones a previous run left behind (call while not master); those removed."""
         left = await self._found(addresses)
@@ -259,7 +287,9 @@ class AddressManager:
                 device.packet.send(frame)
             except OSError as exc:
                 self.errors += 1
-                log.warning("announcing %s on %s: %s", address, name, exc)
+                log.warning(
+                    "vrrp_announce_failed", address=str(address), device=name, error=str(exc)
+                )
             else:
                 self.garp_sent += 1
 

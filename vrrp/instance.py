@@ -22,27 +22,36 @@ Fault and priority inputs: the instance's own interface is followed (``vrrp.link
 daemon reports its own reasons with ``set_fault(reason, faulty)`` and priority changes with
 ``set_priority``. IPv4 and IPv6 (v3, primary address = the interface's link-local) alike;
 ``virtual`` places each virtual address on its own device with its own prefix and label.
+
+Drift: rtnetlink address events (``vrrp.addrwatch``) tell the machine when one of its virtual
+addresses is deleted from its device; a master puts it back and announces it (``vip_restored``
+in the log, ``vips_restored`` in the counters). Logs: structlog, logger ``vrrp``, one
+``vrrp_transition`` line per change of state with its cause as the machine gave it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
 
 from vrrp.actions import (
     Action,
     AddAddresses,
     RemoveAddresses,
+    RestoreAddresses,
     SendAdvert,
     SendGratuitous,
     StateChanged,
 )
 from vrrp.addresses import AddressManager, VirtualAddress
+from vrrp.addrwatch import AddressWatch
 from vrrp.config import Config
 from vrrp.link import LinkWatch
 from vrrp.machine import Machine
@@ -51,7 +60,7 @@ from vrrp.table import State
 from vrrp.timer import TimerFd
 from vrrp.transport import Transport
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("vrrp")
 
 OnState = Callable[[State], None]
 WAKE_LEAD = 0.02  # seconds: the last poll before a VRRP deadline is at most this long
@@ -70,6 +79,8 @@ class Counters:
     drops: dict[DropReason, int] = field(default_factory=dict)
     transitions: dict[tuple[State, State], int] = field(default_factory=dict)
     action_errors: int = 0
+    answers_suppressed: int = 0  # lower priority / priority 0 adverts a master held its answer to
+    vips_restored: int = 0  # virtual addresses put back after someone deleted them
 
 
 class Instance:
@@ -84,13 +95,20 @@ class Instance:
         on_state: OnState | None = None,
         virtual: Sequence[VirtualAddress] = (),
         track_interface: bool = True,
+        name: str | None = None,
     ) -> None:
+        """``name``: the instance's name in the config, for the log (vrid and interface are
+        always there)."""
         unknown = {v.address for v in virtual} - set(config.virtual_addresses)
         if unknown:
             listed = ", ".join(sorted(map(str, unknown)))
             raise ValueError(f"VRRP vrid {config.vrid}: {listed} not among its virtual addresses")
         self.config = config
         self.interface = interface
+        self.name = name
+        context = {"instance": name} if name is not None else {}
+        # lazy (not log.bind, which would fix the processors in force now)
+        self._log = structlog.get_logger("vrrp", **context, vrid=config.vrid, interface=interface)
         self.machine = Machine(config)
         self.on_state = on_state
         self.transport = Transport(
@@ -100,6 +118,8 @@ class Instance:
             interface, prefixlen=prefixlen, label=label, virtual=virtual
         )
         self.link = LinkWatch(interface, self._link_changed) if track_interface else None
+        self.watch = AddressWatch(self._addresses_deleted, self._address_events_lost)
+        self._vips_restored = 0
         self._faults: set[str] = set()
         self._transitions: Counter[tuple[State, State]] = Counter()
         self._action_errors = 0
@@ -123,6 +143,8 @@ class Instance:
             drops=dict(self.transport.drops),
             transitions=dict(self._transitions),
             action_errors=self._action_errors,
+            answers_suppressed=self.machine.answers_suppressed,
+            vips_restored=self._vips_restored,
         )
 
     @property
@@ -138,21 +160,19 @@ class Instance:
         try:
             stale = await self.addresses.remove_stale(self.config.virtual_addresses)
             if stale:
-                log.info("removed leftover virtual addresses %s", ", ".join(map(str, stale)))
+                self._log.info("vips_leftover_removed", addresses=sorted(map(str, stale)))
+            self.watch.open(loop)
             self.transport.open(loop)
             self.transport.prepare(self.config.advertisement(self.machine.priority))
             if self.link is not None and not self.link.open(loop):
                 self.set_fault(f"link {self.interface}", True)
         except BaseException:
-            self.transport.close()
-            if self.link is not None:
-                self.link.close()
-            self.addresses.close()
+            self._close_sockets()
             raise
         try:
             self._timerfd = TimerFd(loop, self._on_timer)
         except OSError as exc:
-            log.warning("VRRP vrid %d: no timerfd (%s), timers by call_at", self.config.vrid, exc)
+            self._log.warning("vrrp_no_timerfd", error=str(exc), timers="call_at")
         self._worker = loop.create_task(self._work(), name=f"vrrp-{self.config.vrid}")
         self._feed(self.machine.start(loop.time()))
 
@@ -174,10 +194,14 @@ class Instance:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._worker
                 self._worker = None
-            self.transport.close()
-            if self.link is not None:
-                self.link.close()
-            self.addresses.close()
+            self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        self.watch.close()
+        self.transport.close()
+        if self.link is not None:
+            self.link.close()
+        self.addresses.close()
 
     def set_fault(self, reason: str, faulty: bool) -> None:
         """Report (``faulty``) or clear one reason for fault (a tracked interface or check).
@@ -186,18 +210,18 @@ class Instance:
         advert and drops its addresses; when the last reason clears it comes back as backup
         (or master, if it owns the addresses). Callable before ``start``.
         """
-        had = bool(self._faults)
+        before = frozenset(self._faults)
         if faulty:
             self._faults.add(reason)
         else:
             self._faults.discard(reason)
-        if had == bool(self._faults):
+        if bool(before) == bool(self._faults):  # no change of state, so no transition line
+            if before != self._faults:
+                self._log.info("vrrp_fault_reasons", faults=sorted(self._faults))
             return
-        log.info(
-            "VRRP vrid %d: %s %s", self.config.vrid, reason, "fault" if faulty else "recovered"
-        )
         now = self._loop.time() if self._loop is not None else 0.0
-        actions = self.machine.fault(now) if faulty else self.machine.recover(now)
+        change = self.machine.fault if faulty else self.machine.recover
+        actions = change(now, reason)
         if self._loop is not None:
             self._feed(actions)
 
@@ -218,6 +242,30 @@ class Instance:
 
     def _link_changed(self, running: bool) -> None:
         self.set_fault(f"link {self.interface}", not running)
+
+    def _addresses_deleted(self, deleted: list[tuple[int, IPAddress]]) -> None:
+        """Address events: which of ours went from the device it belongs on."""
+        if self.machine.state is not State.MASTER:
+            return  # only a master restores; our own removals come while leaving master
+        vips = self.config.virtual_addresses
+        lost = tuple(a for i, a in deleted if a in vips and i == self.addresses.index_of(a))
+        if lost:
+            self._feed(self.machine.address_lost(lost, self._require_loop().time()))
+
+    def _address_events_lost(self) -> None:
+        """The kernel dropped address events: look at the master's addresses afresh."""
+        if self.machine.state is State.MASTER and self._loop is not None:
+            self._loop.create_task(self._recheck_addresses())
+
+    async def _recheck_addresses(self) -> None:
+        try:
+            present = await self.addresses.present(self.config.virtual_addresses)
+        except Exception as exc:
+            self._log.warning("vrrp_address_check_failed", error=str(exc))
+            return
+        missing = tuple(a for a in self.config.virtual_addresses if a not in present)
+        if missing:
+            self._feed(self.machine.address_lost(missing, self._require_loop().time()))
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -250,12 +298,7 @@ class Instance:
             actions = actions[len(done) :]
         else:  # cannot happen (the machine is a pure function of its state and the time)
             self._action_errors += 1
-            log.error(
-                "VRRP vrid %d: the takeover did %s, the machine then asked for %s",
-                self.config.vrid,
-                done,
-                actions,
-            )
+            self._log.error("vrrp_takeover_mismatch", done=repr(done), asked=repr(actions))
         self._perform_later(actions, ordered=True)
         self._rearm()
 
@@ -276,7 +319,7 @@ class Instance:
                     break  # the first GARP round: the rest of the burst waits for the machine
             return head
         except Exception:  # only a head start: the takeover itself reports its errors
-            log.debug("VRRP vrid %d: preparing the takeover", self.config.vrid, exc_info=True)
+            self._log.debug("vrrp_takeover_prepare_failed", exc_info=True)
             return []
 
     def _feed(self, actions: list[Action]) -> None:
@@ -333,7 +376,7 @@ class Instance:
             self.addresses.confirm()
         except Exception:
             self._action_errors += 1
-            log.exception("VRRP vrid %d: adding virtual addresses", self.config.vrid)
+            self._log.exception("vrrp_add_addresses_failed")
 
     async def _work(self) -> None:
         while True:
@@ -344,7 +387,7 @@ class Instance:
                 self._confirm_addresses()
             except Exception:
                 self._action_errors += 1
-                log.exception("VRRP vrid %d: performing %s", self.config.vrid, action)
+                self._log.exception("vrrp_action_failed", action=repr(action))
             finally:
                 self._in_flight -= 1
                 self._queue.task_done()
@@ -353,11 +396,9 @@ class Instance:
         """Perform ``action`` if it needs no await (errors counted and logged); whether it did."""
         try:
             match action:
-                case StateChanged(previous, state, event):
+                case StateChanged(previous, state):
                     self._transitions[previous, state] += 1
-                    log.info(
-                        "VRRP vrid %d: %s -> %s (%s)", self.config.vrid, previous, state, event
-                    )
+                    self._log.info("vrrp_transition", **self._transition_fields(action))
                     if self.on_state is not None:
                         self.on_state(state)
                 case SendAdvert(priority):
@@ -368,12 +409,31 @@ class Instance:
                     self.addresses.add_now(addresses)
                 case RemoveAddresses(addresses):
                     self.addresses.remove_now(addresses)
+                case RestoreAddresses(addresses):
+                    for address in self.addresses.restore(addresses):
+                        self._vips_restored += 1
+                        self._log.warning("vip_restored", address=str(address))
                 case _:
                     return False
         except Exception:
             self._action_errors += 1
-            log.exception("VRRP vrid %d: performing %s", self.config.vrid, action)
+            self._log.exception("vrrp_action_failed", action=repr(action))
         return True
+
+    def _transition_fields(self, change: StateChanged) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "previous": str(change.previous),
+            "state": str(change.state),
+            "cause": change.cause,
+            "trigger": str(change.event),
+            "priority": self.machine.priority,
+        }
+        if change.source is not None:
+            fields["source"] = str(change.source)
+            fields["source_priority"] = change.source_priority
+        if change.reason is not None:
+            fields["reason"] = change.reason
+        return fields
 
     async def _perform(self, action: Action) -> None:
         match action:

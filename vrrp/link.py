@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import logging
 import socket
 import struct
 from collections.abc import Callable
 
-log = logging.getLogger(__name__)
+import structlog
+
+from vrrp.reader import close_reader
+from vrrp.rtnl import messages
+
+log = structlog.get_logger("vrrp")
 
 NETLINK_ROUTE = 0
 RTMGRP_LINK = 1
 RTM_NEWLINK, RTM_DELLINK = 16, 17
 IFF_UP, IFF_RUNNING = 0x1, 0x40
 SIOCGIFFLAGS = 0x8913
-_NLMSGHDR = struct.Struct("=IHHII")
 _IFINFOMSG = struct.Struct("=BxHiII")
 
 
@@ -34,16 +37,10 @@ def running(flags: int) -> bool:
 def parse(data: bytes) -> list[tuple[int, bool]]:
     """(interface index, up and running) for each link message in one netlink read."""
     found: list[tuple[int, bool]] = []
-    offset = 0
-    while offset + _NLMSGHDR.size <= len(data):
-        length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(data, offset)
-        if length < _NLMSGHDR.size or offset + length > len(data):
-            break
-        body = offset + _NLMSGHDR.size
-        if kind in (RTM_NEWLINK, RTM_DELLINK) and length >= _NLMSGHDR.size + _IFINFOMSG.size:
-            _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(data, body)
+    for kind, _seq, payload in messages(data):
+        if kind in (RTM_NEWLINK, RTM_DELLINK) and len(payload) >= _IFINFOMSG.size:
+            _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(payload)
             found.append((index, kind == RTM_NEWLINK and running(flags)))
-        offset += (length + 3) & ~3
     return found
 
 
@@ -83,11 +80,8 @@ class LinkWatch:
         return self.running
 
     def close(self) -> None:
-        if self._sock is not None:
-            if self._loop is not None and not self._loop.is_closed():
-                self._loop.remove_reader(self._sock.fileno())
-            self._sock.close()
-            self._sock = None
+        close_reader(self._sock, self._loop)
+        self._sock = None
 
     def _readable(self) -> None:
         sock = self._sock
@@ -99,7 +93,7 @@ class LinkWatch:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # ENOBUFS: events lost; read the state afresh
-                log.warning("link events for %s: %s", self.interface, exc)
+                log.warning("vrrp_link_events_lost", interface=self.interface, error=str(exc))
                 try:
                     self._update(is_running(self.interface))
                 except OSError:
@@ -113,8 +107,8 @@ class LinkWatch:
         if up == self.running:
             return
         self.running = up
-        log.info("interface %s is %s", self.interface, "up" if up else "down")
+        log.info("vrrp_link", interface=self.interface, running=up)
         try:
             self._on_change(up)
         except Exception:
-            log.exception("handling link change of %s", self.interface)
+            log.exception("vrrp_link_handler_failed", interface=self.interface)

@@ -18,6 +18,7 @@ from vrrp.actions import (
     Action,
     AddAddresses,
     RemoveAddresses,
+    RestoreAddresses,
     SendAdvert,
     SendGratuitous,
     StateChanged,
@@ -27,6 +28,15 @@ from vrrp.packet import PRIORITY_OWNER, PRIORITY_RELEASE, Advertisement, IPAddre
 from vrrp.table import TRANSITIONS, Effect, Event, State
 
 _Received = tuple[Advertisement, IPAddress]
+# what a master answers with an advert, at most once per advert_interval (table.py)
+_LOWER = frozenset(
+    {
+        Event.ADVERT_EQUAL_LOWER_ADDRESS,
+        Event.ADVERT_LOWER,
+        Event.ADVERT_LOWER_NO_PREEMPT,
+        Event.ADVERT_LOWER_DELAYED,
+    }
+)
 
 
 class Machine:
@@ -35,6 +45,7 @@ class Machine:
         self._state = State.INITIALIZE
         self._priority = config.priority
         self._faulted = False
+        self._fault_reason = ""  # the last reason given to fault() / recover()
         self._master_adver_interval = config.advert_interval
         self._master: tuple[IPAddress, int] | None = None  # (address, priority) followed
         self._master_down_at: float | None = None
@@ -42,6 +53,12 @@ class Machine:
         self._garp_due: list[float] = []  # sorted times of the pending gratuitous rounds
         self._garp_refresh_at: float | None = None
         self._preempt_at: float | None = None  # preempt_delay running until then
+        # the last advert heard as backup (source, priority, its event): what a timer that
+        # makes us master ran out after (master silent, released, or preempted)
+        self._heard: tuple[IPAddress, int, Event] | None = None
+        self._lower_hold: float | None = None  # no answer to a lower advert until then
+        self._release_hold: float | None = None  # nor to a priority 0 advert
+        self.answers_suppressed = 0  # adverts a master did not answer (held)
 
     # -- what the adapter and status output read -------------------------------------------
 
@@ -90,17 +107,29 @@ class Machine:
     def shutdown(self, now: float) -> list[Action]:
         return self._dispatch(Event.SHUTDOWN, now)
 
-    def fault(self, now: float) -> list[Action]:
-        """A tracked interface or check failed: leave master (priority 0 advert), stay quiet."""
+    def fault(self, now: float, reason: str = "") -> list[Action]:
+        """A tracked interface or check failed (``reason``, for the log): leave master
+        (priority 0 advert), stay quiet."""
         self._faulted = True
+        self._fault_reason = reason
         return self._dispatch(Event.FAULT, now)
 
-    def recover(self, now: float) -> list[Action]:
+    def recover(self, now: float, reason: str = "") -> list[Action]:
+        """The fault ``reason`` cleared (the last one standing)."""
         if not self._faulted:
             return []
         self._faulted = False
+        self._fault_reason = reason
         owner = self._priority == PRIORITY_OWNER
         return self._dispatch(Event.RECOVER_AS_OWNER if owner else Event.RECOVER, now)
+
+    def address_lost(self, addresses: tuple[IPAddress, ...], now: float) -> list[Action]:
+        """Someone deleted these addresses from their device: a master restores those of
+        them that are its virtual addresses; in any other state nothing happens."""
+        lost = tuple(a for a in addresses if a in self.config.virtual_addresses)
+        if not lost:
+            return []
+        return self._dispatch(Event.ADDRESS_LOST, now, lost=lost)
 
     def set_priority(self, priority: int, now: float) -> list[Action]:
         """Tracking changed the priority (1..255); a master advertises the new one at once."""
@@ -116,7 +145,10 @@ class Machine:
         event = self._classify(advert, src, now)
         if event is None:
             return []
-        return self._dispatch(event, now, (advert, src))
+        actions = self._dispatch(event, now, (advert, src))
+        if self._state is State.BACKUP:
+            self._heard = (src, advert.priority, event)
+        return actions
 
     def handle_timer(self, now: float) -> list[Action]:
         """Run every timer due at ``now``; early or repeated calls do nothing."""
@@ -138,10 +170,15 @@ class Machine:
         if advert.vrid != self.config.vrid or src == self.config.primary_address:
             return None  # not ours, or our own advert looped back
         if advert.priority == PRIORITY_RELEASE:
-            return Event.ADVERT_RELEASE
+            return self._held(Event.ADVERT_RELEASE, now)
         ours = (self._priority, int(self.config.primary_address))
         if (advert.priority, int(src)) > ours:
-            return Event.ADVERT_HIGHER
+            if advert.priority > self._priority:
+                return Event.ADVERT_HIGHER
+            return Event.ADVERT_EQUAL_HIGHER_ADDRESS
+        return self._held(self._classify_lower(advert, now), now)
+
+    def _classify_lower(self, advert: Advertisement, now: float) -> Event:
         if advert.priority == self._priority:
             return Event.ADVERT_EQUAL_LOWER_ADDRESS
         if not self.config.preempt:
@@ -150,10 +187,24 @@ class Machine:
             return Event.ADVERT_LOWER_DELAYED
         return Event.ADVERT_LOWER
 
+    def _held(self, event: Event, now: float) -> Event:
+        """A master's answer to ``event`` held back: one per advert_interval of each kind."""
+        if self._state is not State.MASTER:
+            return event
+        if event is Event.ADVERT_RELEASE:
+            hold = self._release_hold
+            return event if hold is None or now >= hold else Event.ADVERT_RELEASE_HELD
+        if event in _LOWER and self._lower_hold is not None and now < self._lower_hold:
+            return Event.ADVERT_LOWER_HELD
+        return event
+
     def _fired(self, now: float) -> Event | None:
         """The next timer due at ``now``, disarmed; the rule re-arms it if it wants."""
         if self._master_down_at is not None and self._master_down_at <= now:
             self._master_down_at = None
+            heard = self._heard
+            if heard is not None and heard[2] is Event.ADVERT_LOWER:
+                return Event.PREEMPT
             return Event.MASTER_DOWN_TIMER
         if self._adver_at is not None and self._adver_at <= now:
             self._adver_at = None
@@ -165,21 +216,43 @@ class Machine:
         return None
 
     def _dispatch(
-        self, event: Event, now: float, received: _Received | None = None
+        self,
+        event: Event,
+        now: float,
+        received: _Received | None = None,
+        lost: tuple[IPAddress, ...] = (),
     ) -> list[Action]:
         rule = TRANSITIONS.get((self._state, event))
         if rule is None:
             return []
         actions: list[Action] = []
         if rule.target is not None and rule.target is not self._state:
-            actions.append(StateChanged(self._state, rule.target, event))
+            actions.append(self._changed(rule.target, event, received))
             self._state = rule.target
         for effect in rule.effects:
-            self._perform(effect, now, received, actions)
+            self._perform(effect, now, received, lost, actions)
         return actions
 
+    def _changed(self, target: State, event: Event, received: _Received | None) -> StateChanged:
+        """The state change with its cause: the advert that made it, or the last one heard
+        before a timer did, or the fault reason."""
+        source: IPAddress | None = None
+        priority: int | None = None
+        if received is not None:
+            source, priority = received[1], received[0].priority
+        elif event in (Event.MASTER_DOWN_TIMER, Event.PREEMPT) and self._heard is not None:
+            source, priority, _ = self._heard
+        faulty = event in (Event.FAULT, Event.START_IN_FAULT, Event.RECOVER)
+        reason = self._fault_reason if faulty or event is Event.RECOVER_AS_OWNER else None
+        return StateChanged(self._state, target, event, source, priority, reason)
+
     def _perform(
-        self, effect: Effect, now: float, received: _Received | None, out: list[Action]
+        self,
+        effect: Effect,
+        now: float,
+        received: _Received | None,
+        lost: tuple[IPAddress, ...],
+        out: list[Action],
     ) -> None:
         config = self.config
         match effect:
@@ -187,9 +260,11 @@ class Machine:
                 self._master_down_at = self._adver_at = None
                 self._garp_due, self._garp_refresh_at = [], None
                 self._preempt_at = None
+                self._lower_hold = self._release_hold = None
             case Effect.RESET_MASTER_INTERVAL:
                 self._master_adver_interval = config.advert_interval
                 self._master = None
+                self._heard = None
             case Effect.FOLLOW_MASTER:
                 assert received is not None, "FOLLOW_MASTER on an event without an advert"
                 advert, src = received
@@ -221,6 +296,15 @@ class Machine:
                     self._preempt_at = now + config.preempt_delay
             case Effect.STOP_PREEMPT_DELAY:
                 self._preempt_at = None
+            case Effect.HOLD_LOWER_ANSWERS:
+                self._lower_hold = now + config.advert_interval
+            case Effect.HOLD_RELEASE_ANSWERS:
+                self._release_hold = now + config.advert_interval
+            case Effect.COUNT_HELD_ANSWER:
+                self.answers_suppressed += 1
+            case Effect.RESTORE_ADDRESSES:
+                out.append(RestoreAddresses(lost))
+                out.append(SendGratuitous(lost))
             case _:
                 assert_never(effect)
 

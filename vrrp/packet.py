@@ -62,6 +62,9 @@ class DropReason(enum.StrEnum):
     AUTH_MISMATCH = "auth_mismatch"
     INTERVAL_MISMATCH = "interval_mismatch"
     ADDRESS_LIST_MISMATCH = "address_list_mismatch"
+    # not a packet we saw: the kernel dropped it because our socket's receive buffer was full
+    # (SO_RXQ_OVFL); counted by the transport
+    SOCKET_OVERFLOW = "socket_overflow"
 
 
 @dataclass(frozen=True, slots=True)

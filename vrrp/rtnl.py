@@ -2,23 +2,31 @@
 RTM_DELADDR, acknowledged). The becoming-master path: the address must be up before the first
 gratuitous ARP, and a kernel round trip on a plain socket takes tens of microseconds where a
 general netlink library on the event loop takes milliseconds. ``request`` is pure (bytes out);
-``AddressSocket`` sends it and reads the acknowledgement. Run in the interface's namespace.
+``AddressSocket`` sends it and reads the acknowledgement, and dumps every address in one
+request (the start-up cleanup). ``parse_addresses`` (pure) reads address messages, from a dump
+or from the multicast groups a watch listens to. Run in the interface's namespace.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import os
 import socket
 import struct
-from ipaddress import IPv4Address, IPv4Network
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, IPv6Address
 
 from vrrp.packet import IPAddress
 
 NETLINK_ROUTE = 0
-RTM_NEWADDR, RTM_DELADDR = 20, 21
-NLMSG_ERROR = 2
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
+NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
+NLM_F_DUMP = 0x300
+RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x10, 0x100
 IFA_ADDRESS, IFA_LOCAL, IFA_LABEL, IFA_BROADCAST, IFA_FLAGS = 1, 2, 3, 4, 8
 _NLMSGHDR = struct.Struct("=IHHII")
 _IFADDRMSG = struct.Struct("=BBBBI")
@@ -73,6 +81,71 @@ def _request_body(
     return kind, extra, body
 
 
+@dataclass(frozen=True, slots=True)
+class AddressMessage:
+    """One RTM_NEWADDR / RTM_DELADDR: an address on (or gone from) interface ``index``."""
+
+    kind: int  # RTM_NEWADDR or RTM_DELADDR
+    index: int
+    address: IPAddress
+    prefixlen: int
+    seq: int = 0
+
+
+def dump_request(seq: int) -> bytes:
+    """RTM_GETADDR for every address of every family and interface."""
+    body = _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+    flags = NLM_F_REQUEST | NLM_F_DUMP
+    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_GETADDR, flags, seq, 0) + body
+
+
+def messages(data: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """(type, sequence number, payload) of each whole netlink message in one read; a message
+    that is cut short or claims a length it cannot have ends the walk. Never raises."""
+    offset = 0
+    while offset + _NLMSGHDR.size <= len(data):
+        length, kind, _flags, seq, _pid = _NLMSGHDR.unpack_from(data, offset)
+        if length < _NLMSGHDR.size or offset + length > len(data):
+            return
+        yield kind, seq, data[offset + _NLMSGHDR.size : offset + length]
+        offset += (length + 3) & ~3
+
+
+def parse_addresses(data: bytes) -> list[AddressMessage]:
+    """The address messages in one netlink read (anything else is skipped). Never raises."""
+    found: list[AddressMessage] = []
+    for kind, seq, payload in messages(data):
+        if kind in (RTM_NEWADDR, RTM_DELADDR) and len(payload) >= _IFADDRMSG.size:
+            family, prefixlen, _flags, _scope, index = _IFADDRMSG.unpack_from(payload)
+            attrs = _attributes(payload[_IFADDRMSG.size :])
+            raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
+            address: IPAddress | None = None
+            if family == socket.AF_INET and raw is not None and len(raw) == 4:
+                address = IPv4Address(raw)
+            elif family == socket.AF_INET6 and raw is not None and len(raw) == 16:
+                address = IPv6Address(raw)
+            if address is not None:
+                found.append(AddressMessage(kind, index, address, prefixlen, seq))
+    return found
+
+
+def _attributes(data: bytes) -> dict[int, bytes]:
+    found: dict[int, bytes] = {}
+    offset = 0
+    while offset + _RTATTR.size <= len(data):
+        length, kind = _RTATTR.unpack_from(data, offset)
+        if length < _RTATTR.size or offset + length > len(data):
+            break
+        found.setdefault(kind, data[offset + _RTATTR.size : offset + length])
+        offset += (length + 3) & ~3
+    return found
+
+
+def done(data: bytes, seq: int) -> bool:
+    """Whether ``data`` holds the NLMSG_DONE (or an error) that ends dump ``seq``."""
+    return any(got == seq and kind in (NLMSG_DONE, NLMSG_ERROR) for kind, got, _ in messages(data))
+
+
 def acknowledgement(data: bytes, seq: int) -> int | None:
     """The errno (0: done) in the NLMSG_ERROR answering ``seq``, or None if ``data`` has none."""
     return dict(acknowledgements(data)).get(seq)
@@ -80,17 +153,11 @@ def acknowledgement(data: bytes, seq: int) -> int | None:
 
 def acknowledgements(data: bytes) -> list[tuple[int, int]]:
     """(seq, errno) of each NLMSG_ERROR (0: done) in ``data``."""
-    found: list[tuple[int, int]] = []
-    offset = 0
-    while offset + _NLMSGHDR.size <= len(data):
-        length, kind, _flags, got, _pid = _NLMSGHDR.unpack_from(data, offset)
-        if length < _NLMSGHDR.size:
-            break
-        if kind == NLMSG_ERROR and length >= _NLMSGHDR.size + 4:
-            code: int = struct.unpack_from("=i", data, offset + _NLMSGHDR.size)[0]
-            found.append((got, -code))
-        offset += (length + 3) & ~3
-    return found
+    return [
+        (seq, -struct.unpack_from("=i", payload)[0])
+        for kind, seq, payload in messages(data)
+        if kind == NLMSG_ERROR and len(payload) >= 4
+    ]
 
 
 class AddressSocket:
@@ -136,5 +203,61 @@ class AddressSocket:
         if code:
             raise OSError(code, os.strerror(code))
 
+    def dump(self) -> list[AddressMessage]:
+        """Every address of every interface (one request); acknowledgements read meanwhile
+        are kept for ``confirm``."""
+        self._seq += 1
+        seq = self._seq
+        self._sock.send(dump_request(seq))
+        found: list[AddressMessage] = []
+        while True:
+            data = self._sock.recv(1 << 16)
+            found += [m for m in parse_addresses(data) if m.seq == seq]
+            for got, code in acknowledgements(data):
+                if got != seq:
+                    self._answers[got] = code
+            if done(data, seq):
+                return found
+
     def close(self) -> None:
         self._sock.close()
+
+
+def remove_leftovers(
+    wanted: Iterable[tuple[str, IPAddress]],
+) -> tuple[list[tuple[str, IPAddress]], list[str]]:
+    """Delete each (device, address) of ``wanted`` that is on that device now: one rtnetlink
+    socket, one dump of every address, one acknowledged delete per leftover (a millisecond, not
+    a socket per instance). A device that does not exist is skipped; an address on another
+    device than the one named is left alone. Returns those deleted and, for each delete the
+    kernel refused, what was tried and why. ``OSError`` if rtnetlink cannot be used at all."""
+    wanted = list(wanted)
+    indexes: dict[str, int] = {}
+    for device, _ in wanted:
+        with contextlib.suppress(OSError):
+            indexes.setdefault(device, socket.if_nametoindex(device))
+    targets = [(d, indexes[d], a) for d, a in wanted if d in indexes]
+    if not targets:
+        return [], []
+    removed: list[tuple[str, IPAddress]] = []
+    errors: list[str] = []
+    rtnl = AddressSocket()
+    try:
+        present = {(m.index, m.address): m.prefixlen for m in rtnl.dump()}
+        sent: list[tuple[str, IPAddress, int, int]] = []
+        for device, index, address in targets:
+            prefixlen = present.pop((index, address), None)  # pop: each once
+            if prefixlen is not None:
+                seq = rtnl.send("del", index, address, prefixlen)
+                sent.append((device, address, prefixlen, seq))
+        for device, address, prefixlen, seq in sent:
+            try:
+                rtnl.confirm(seq)
+            except OSError as exc:
+                if exc.errno != errno.EADDRNOTAVAIL:  # gone meanwhile: fine
+                    errors.append(f"removing {address}/{prefixlen} from {device}: {exc.strerror}")
+            else:
+                removed.append((device, address))
+    finally:
+        rtnl.close()
+    return removed, errors

@@ -7,13 +7,15 @@ address, RFC 5798 5.1.2.1). Adverts go to the group, or to each of ``peers`` (un
 given. Every received datagram goes through ``receive_ipv4`` or ``receive_ipv6`` (pure): TTL /
 hop limit (IPv6: from ``IPV6_RECVHOPLIMIT`` ancillary data, as a raw IPv6 socket never shows the
 header) -> ``parse`` (v3 checksum over the pseudo-header); what fails is counted by
-``DropReason`` and never raised out of the event loop.
+``DropReason`` and never raised out of the event loop. Datagrams the kernel could not queue
+(receive buffer full: a flood, or a reader held up) are counted too, as
+``DropReason.SOCKET_OVERFLOW``: the socket has ``SO_RXQ_OVFL`` on, so each datagram comes with
+the socket's cumulative drop count, and the increase since the last one is added.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 import struct
 import time
@@ -21,6 +23,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
+
+import structlog
 
 from vrrp.packet import (
     IPPROTO_VRRP,
@@ -36,13 +40,16 @@ from vrrp.packet import (
     encode,
     parse,
 )
+from vrrp.reader import close_reader
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("vrrp")
 
 Deliver = Callable[[Advertisement, IPAddress, float], None]  # advert, source, age (s)
 _RECV_SIZE = 65535
-_CMSG_SIZE = socket.CMSG_SPACE(4) + socket.CMSG_SPACE(20) + socket.CMSG_SPACE(16) + 64
+_CMSG_SIZE = socket.CMSG_SPACE(4) * 2 + socket.CMSG_SPACE(20) + socket.CMSG_SPACE(16) + 64
 SO_TIMESTAMPNS = 35  # asm-generic/socket.h (also SCM_TIMESTAMPNS)
+SO_RXQ_OVFL = 40  # asm-generic/socket.h: a uint32 count of datagrams dropped on receive
+_U32 = 1 << 32
 MAX_AGE = 0.05  # seconds: an older receive time (a clock step) is not believed
 _MIN_IPV4_HEADER = 20
 _WIRE_CACHE = 8  # encoded adverts kept (priorities: own, 0, tracked changes)
@@ -126,6 +133,7 @@ class Transport:
         self.received = 0  # adverts delivered
         self.sent = 0
         self.send_errors = 0
+        self.kernel_drops = 0  # the socket's cumulative drop count, as last reported
         self._deliver = deliver
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -143,6 +151,7 @@ class Transport:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.interface.encode())
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
             if v6:
                 self._setup_ipv6(sock, index)
             else:
@@ -153,6 +162,7 @@ class Transport:
             sock.close()
             raise
         self._sock, self._loop, self._index = sock, loop, index
+        self.kernel_drops = 0  # a new socket counts from 0
         self._wire.clear()
         if v6:
             self._pktinfo = struct.pack("16sI", self.primary.packed, index)
@@ -179,11 +189,8 @@ class Transport:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
 
     def close(self) -> None:
-        if self._sock is not None:
-            if self._loop is not None and not self._loop.is_closed():
-                self._loop.remove_reader(self._sock.fileno())
-            self._sock.close()
-            self._sock = None
+        close_reader(self._sock, self._loop)
+        self._sock = None
 
     def prepare(self, advert: Advertisement) -> list[tuple[IPAddress, bytes, tuple[object, ...]]]:
         """Encode ``advert`` (checksum included) for each destination and keep the bytes: the
@@ -219,7 +226,9 @@ class Transport:
                 self._sock.sendmsg([data], ancillary, 0, to)
             except OSError as exc:
                 self.send_errors += 1
-                log.warning("sending VRRP advert to %s on %s: %s", dst, self.interface, exc)
+                log.warning(
+                    "vrrp_send_failed", interface=self.interface, to=str(dst), error=str(exc)
+                )
             else:
                 self.sent += 1
 
@@ -239,8 +248,9 @@ class Transport:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                log.warning("receiving VRRP on %s: %s", self.interface, exc)
+                log.warning("vrrp_receive_failed", interface=self.interface, error=str(exc))
                 return
+            self._count_overflow(ancillary)
             stamp = _stamp(ancillary)
             if isinstance(self.primary, IPv6Address):
                 self._handle(
@@ -248,6 +258,16 @@ class Transport:
                 )
             else:
                 self._handle(receive_ipv4(datagram, self.expected, self.primary), stamp)
+
+    def _count_overflow(self, ancillary: list[tuple[int, int, bytes]]) -> None:
+        dropped = overflow(ancillary)
+        if dropped is None:
+            return
+        more = (dropped - self.kernel_drops) % _U32
+        self.kernel_drops = dropped
+        if more:
+            self.drops[DropReason.SOCKET_OVERFLOW] += more
+            log.debug("vrrp_socket_overflow", interface=self.interface, dropped=more)
 
     def _receive_ipv6(
         self,
@@ -275,13 +295,28 @@ class Transport:
             return
         if isinstance(result, Dropped):
             self.drops[result.reason] += 1
-            log.debug("dropped VRRP on %s: %s (%s)", self.interface, result.reason, result.detail)
+            log.debug(
+                "vrrp_dropped",
+                interface=self.interface,
+                reason=str(result.reason),
+                detail=result.detail,
+            )
             return
         self.received += 1
         try:
             self._deliver(*result, _age(stamp))
         except Exception:
-            log.exception("handling a VRRP advert on %s", self.interface)
+            log.exception("vrrp_advert_handler_failed", interface=self.interface)
+
+
+def overflow(ancillary: list[tuple[int, int, bytes]]) -> int | None:
+    """The socket's cumulative count of datagrams dropped on receive, as ``SO_RXQ_OVFL``
+    reports it beside a datagram (the kernel leaves it out while the count is 0)."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and len(data) >= 4:
+            count: int = struct.unpack_from("=I", data)[0]
+            return count
+    return None
 
 
 def _stamp(ancillary: list[tuple[int, int, bytes]]) -> float | None:

@@ -5,7 +5,8 @@ protocol is healthy on the server and stops answering 200 when it is taken out o
 (``Set-ServerComponentState ... -State Inactive``, a failing health set). All vdirs are checked
 concurrently, each on its own connection. ``mode = "all"``: the server is up only when every
 vdir is; ``mode = "any"``: up as soon as one is (the rest are then cancelled). The error names
-the vdirs that are down and why.
+the vdirs that are down and why. A vdir's probe that could not run for a local reason
+(:mod:`checks.local`) makes the whole result local unless the others decide alone.
 """
 
 from __future__ import annotations
@@ -86,5 +87,24 @@ async def probe(
         for task in tasks.values():
             task.cancel()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
+    latency = loop.time() - start
+    local = local_verdict(spec.mode, results)
+    if local is not None:
+        return local
     error = verdict(spec.mode, results)
-    return ProbeResult(ok=error is None, latency=loop.time() - start, error=error)
+    return ProbeResult(ok=error is None, latency=latency, error=error)
+
+
+def local_verdict(
+    mode: Literal["all", "any"], results: dict[str, ProbeResult]
+) -> ProbeResult | None:
+    """A local failure of a vdir's probe (checks.local), when the others cannot decide without
+    it: "all" with no vdir really down, "any" with none up."""
+    local = [r for r in results.values() if r.local is not None]
+    if not local:
+        return None
+    if mode == "all" and any(not r.ok and r.local is None for r in results.values()):
+        return None  # a vdir really down decides
+    if mode == "any" and any(r.ok for r in results.values()):
+        return None
+    return local[0]

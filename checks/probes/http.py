@@ -7,7 +7,9 @@ name-based virtual host is reached with ``host`` (the Host header) and, over TLS
 Like keepalived's HTTP_GET/SSL_GET, every probe is a fresh connection: no keep-alive to real
 servers, so a server that stopped accepting is noticed. Redirects are not followed (a 302 is a
 status to judge) and cookies are not kept. At most 64 KiB of the body is read, and only when
-the body is checked.
+the body is checked. ``body_regex`` is an RE2 pattern (:mod:`checks.regex`): matching takes
+time linear in the body, whatever the pattern, and over more than 4 KiB it runs in a worker
+thread, so neither a server nor a pattern can stall the event loop.
 
 How (CPU per probe matters with thousands of servers; see ``bench/checks`` and
 ``bench/checks_keepalived``): no aiohttp session. A plain-HTTP check of the status alone (the
@@ -31,7 +33,8 @@ import functools
 import re
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -42,6 +45,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.streams import StreamReader
 from yarl import URL
 
+from checks.local import local_reason
 from checks.model import ProbeResult
 from checks.probes import tcp
 from checks.probes.poller import (
@@ -51,10 +55,12 @@ from checks.probes.poller import (
     Poller,
 )
 from checks.probes.result import ProbeFailed, Step, Target, describe, guarded, os_reason
+from checks.regex import Regex
 
 T = TypeVar("T")
 
 BODY_LIMIT = 64 * 1024
+INLINE_MATCH = 4096  # characters of body a body_regex searches on the loop; more: in a thread
 READ_SIZE = 16384  # one recv; a status-only probe stops once the head is in
 HEAD_LIMIT = 8192  # bytes read looking for the end of the head
 MAX_LINE, MAX_HEADERS = 8190, 128  # aiohttp's limits for llhttp
@@ -77,7 +83,7 @@ class HttpSpec:
     host: str | None = None
     expect_status: StatusRanges = ((200, 299),)
     body_contains: str | None = None
-    body_regex: re.Pattern[str] | None = None
+    body_regex: Regex[str] | None = None  # RE2: linear time over what the server sends
     basic_auth: tuple[str, str] | None = None
     http_version: Literal["1.0", "1.1"] = "1.1"
     tls: bool = False
@@ -112,11 +118,14 @@ def describe_ranges(ranges: StatusRanges) -> str:
     return ", ".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in ranges)
 
 
-def body_problem(spec: HttpSpec, text: str) -> str | None:
-    """Why the body does not satisfy the spec, or None."""
+def body_problem(spec: HttpSpec, text: str, matched: bool | None = None) -> str | None:
+    """Why the body does not satisfy the spec, or None (``matched``: body_regex's answer, if
+    already known)."""
     if spec.body_contains is not None and spec.body_contains not in text:
         return f"does not contain {spec.body_contains!r}"
-    if spec.body_regex is not None and spec.body_regex.search(text) is None:
+    if matched is None and spec.body_regex is not None:
+        matched = spec.body_regex.search(text)
+    if spec.body_regex is not None and not matched:
         return f"does not match /{spec.body_regex.pattern}/"
     return None
 
@@ -165,6 +174,8 @@ class HttpProber:
     def __init__(self) -> None:
         self._contexts: dict[tuple[bool, str | None], ssl.SSLContext] = {}
         self._poller: Poller | None = None
+        self._matcher: ThreadPoolExecutor | None = None  # body_regex over large bodies
+        self._matching = asyncio.Lock()  # one such search at a time
 
     async def __aenter__(self) -> HttpProber:
         return self
@@ -177,6 +188,9 @@ class HttpProber:
         if self._poller is not None:
             self._poller.close()
             self._poller = None
+        if self._matcher is not None:
+            self._matcher.shutdown(wait=False, cancel_futures=True)
+            self._matcher = None
         self._contexts.clear()
 
     def poller(self) -> Poller:
@@ -194,6 +208,19 @@ class HttpProber:
         if poller is None or poller.closed:
             poller = self.poller()
         return poller.start(plan, done, tag)
+
+    async def _search(self, regex: Regex[str], text: str) -> bool:
+        """``regex.search(text)``; over more than :data:`INLINE_MATCH` characters, in a worker
+        thread (RE2 releases the GIL), one search at a time: however long a pattern takes
+        over 64 KiB, the loop does not wait, and a probe that times out waiting for its turn
+        never runs its search."""
+        if len(text) <= INLINE_MATCH:
+            return regex.search(text)
+        if self._matcher is None:
+            self._matcher = ThreadPoolExecutor(1, thread_name_prefix="director-body-regex")
+        loop = asyncio.get_running_loop()
+        async with self._matching:
+            return await loop.run_in_executor(self._matcher, regex.search, text)
 
     def _context(self, spec: HttpSpec) -> ssl.SSLContext:
         key = (spec.verify, spec.ca_file if spec.verify else None)
@@ -252,7 +279,7 @@ class HttpProber:
             step.connected = True
             step.phase = step.WAITING
             transport.write(request)
-            await _judge(step, spec, handler)
+            await _judge(step, spec, handler, self._search)
         except BaseException:
             transport.abort()
             raise
@@ -307,7 +334,10 @@ def _reads_body(spec: HttpSpec) -> bool:
     return spec.method != "HEAD" and (spec.body_contains is not None or spec.body_regex is not None)
 
 
-async def _judge(step: _HttpStep, spec: HttpSpec, handler: ResponseHandler) -> None:
+Search = Callable[[Regex[str], str], Awaitable[bool]]
+
+
+async def _judge(step: _HttpStep, spec: HttpSpec, handler: ResponseHandler, search: Search) -> None:
     """Wait for the response's head, check the status and, if asked, the body."""
     target = step.target
     message, payload = await _final(handler)
@@ -321,7 +351,8 @@ async def _judge(step: _HttpStep, spec: HttpSpec, handler: ResponseHandler) -> N
     step.phase = step.READING
     body = await _read_limited(payload, BODY_LIMIT)
     text = body.decode(_charset(message.headers.get("Content-Type")), errors="replace")
-    problem = body_problem(spec, text)
+    matched = None if spec.body_regex is None else await search(spec.body_regex, text)
+    problem = body_problem(spec, text, matched)
     if problem is not None:
         more = f" (first {BODY_LIMIT // 1024} KiB)" if len(body) >= BODY_LIMIT else ""
         raise ProbeFailed(f"body of {target} {spec.path}{more} {problem}")
@@ -438,7 +469,10 @@ class _StatusProbe(FastProbe):
         step = _HttpStep(self.target, self.plan.spec)
         step.connected, step.phase = True, step.WAITING
         text = _http_error(exc, step, self.plan.spec)
-        if text is not None:
+        local = local_reason(exc, connected=True)
+        if local is not None:
+            self.fail_locally(local, text or describe(exc, step), now)
+        elif text is not None:
             self.fail(text, now)
         elif isinstance(exc, ProbeFailed):
             self.fail(str(exc), now)

@@ -18,9 +18,11 @@ call to ``done(tag, result)``:
 
 A probe never raises out of a callback: any failure is a verdict, worded like the coroutine
 probes' (``connect to 198.18.1.11:80: connection refused``, ``timed out after 1 s waiting for
-...``). :meth:`Poller.run` wraps a probe in a future for the coroutine API (``tcp.probe``,
-``HttpProber.probe``), so both APIs run the same code. The probes themselves (plans and state
-machines) live next to their protocols: :mod:`checks.probes.tcp`, :mod:`checks.probes.http`.
+...``), except a local one (no fd, port or buffer for the probe): a result with ``local`` set,
+which changes no verdict (:mod:`checks.local`). :meth:`Poller.run` wraps a probe in a future
+for the coroutine API (``tcp.probe``, ``HttpProber.probe``), so both APIs run the same code.
+The probes themselves (plans and state machines) live next to their protocols:
+:mod:`checks.probes.tcp`, :mod:`checks.probes.http`.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from typing import Any, Protocol, TypeVar
 
 import structlog
 
+from checks.local import local_error, local_reason
 from checks.model import ProbeResult
 from checks.probes.result import Target, one_line, os_reason
 
@@ -251,15 +254,25 @@ class FastProbe:
         self._finish(ProbeResult(False, now - self.began, one_line(error)))
 
     def crash(self, exc: BaseException, now: float) -> None:
-        """An exception out of ``begin`` or ``event`` (a socket error, or a bug) as a verdict."""
+        """An exception out of ``begin`` or ``event`` (a socket error, or a bug) as a verdict;
+        a local one (no fd, port or buffer for the probe: :mod:`checks.local`) as no verdict."""
         if isinstance(exc, OSError):
             if not self.connected:
                 error = f"connect to {self.target}: {os_reason(exc)}"
             else:
                 error = f"{os_reason(exc)} while {self.doing()}"
+            local = local_reason(exc, connected=self.connected)
+            if local is not None:
+                self.fail_locally(local, error, now)
+                return
         else:
             error = f"{type(exc).__name__} while {self.doing()}: {exc}"
         self.fail(error, now)
+
+    def fail_locally(self, reason: str, error: str, now: float) -> None:
+        """No verdict: this director could not run the probe (``reason``: an errno name)."""
+        error = one_line(local_error(reason, error))
+        self._finish(ProbeResult(False, now - self.began, error, None, reason))
 
     def time_out(self, now: float) -> None:
         self.fail(f"timed out after {self.timeout:g} s {self.doing()}", max(now, self.deadline))

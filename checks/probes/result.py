@@ -5,7 +5,8 @@ The guard (``guarded``) gives each probe the same contract: the whole check runs
 becomes ``ProbeResult(ok=False, error=...)`` whose error says what was being done and why it
 failed, e.g. ``connect to 198.18.1.11:3389: connection refused`` or ``timed out after 2 s
 waiting for the X.224 Connection Confirm from 198.18.1.11:3389``. Cancellation from outside
-(the scheduler stopping) is not a failure and propagates.
+(the scheduler stopping) is not a failure and propagates. A failure of this director's own
+(out of file descriptors, ports, memory: :mod:`checks.local`) is a result with ``local`` set.
 
 (ruff's ASYNC109 is silenced on the probes' ``timeout`` parameters: it is the probe's own
 deadline, enforced inside with ``asyncio.timeout``, as the probe contract requires.)
@@ -20,6 +21,8 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
+
+from checks.local import local_error, local_reason
 
 # One verdict type for the probes, the scheduler and the runner (no copy between them).
 from checks.model import ProbeResult as ProbeResult
@@ -40,6 +43,15 @@ class Target:
 
 class ProbeFailed(Exception):
     """The server answered, but not as expected; the message is the whole error."""
+
+
+class LocalFailure(Exception):
+    """This director could not run the probe (``reason``: an errno name, see
+    :mod:`checks.local`); the message is the error. The verdict does not change."""
+
+    def __init__(self, reason: str, error: str) -> None:
+        super().__init__(error)
+        self.reason = reason
 
 
 class Step:
@@ -68,6 +80,7 @@ async def guarded(
     step = step or Step(target)
     step.deadline = start + timeout
     deadline = asyncio.timeout_at(step.deadline)
+    local: str | None = None
     try:
         async with deadline:
             weight = await check(step)
@@ -76,13 +89,19 @@ async def guarded(
             error = f"timed out after {timeout:g} s {step.doing}"
         else:
             error = describe(exc, step)
+    except LocalFailure as exc:
+        error, local = str(exc), exc.reason
     except ProbeFailed as exc:
         error = str(exc)
+        local = local_reason(exc.__cause__, connected=step.connected)
     except Exception as exc:  # a probe never raises: any failure is a verdict
         error = describe(exc, step)
+        local = local_reason(exc, connected=step.connected)
     else:
         return ProbeResult(ok=True, latency=loop.time() - start, error=None, weight=weight)
-    return ProbeResult(ok=False, latency=loop.time() - start, error=one_line(error))
+    if local is not None:
+        error = local_error(local, error)
+    return ProbeResult(ok=False, latency=loop.time() - start, error=one_line(error), local=local)
 
 
 def one_line(text: str) -> str:

@@ -1,13 +1,18 @@
 """An external check program (keepalived's MISC_CHECK, ldirectord's "external").
 
-``argv`` is run directly with ``asyncio.create_subprocess_exec``, never through a shell. In each
-element, ``{address}`` and ``{port}`` are replaced by the target's (plain text replacement, so
-other braces are left alone). The environment is directord's plus ``env``; stdin is
-/dev/null; stdout and stderr go to an unlinked temporary file whose last line is quoted in the
-error when the check fails.
+``argv`` is run directly, never through a shell (:mod:`checks.process`). In each element,
+``{address}`` and ``{port}`` are replaced by the target's (plain text replacement, so other
+braces are left alone). The program runs as ``user`` (its uid, gid and supplementary groups;
+None: as directord) with a clean environment: ``PATH``, ``HOME``, ``USER``, ``LOGNAME`` and
+``env`` (:mod:`checks.identity`), never directord's own. stdin is /dev/null; stdout and stderr
+go to a pipe of which only the last 4 KiB are kept (the rest is read and dropped: a program
+that prints gigabytes costs no memory and no file); its last line is quoted in the error when
+the check fails.
 
 Exit status: 0 = up. With ``weight_from_exit``: 0..254 = up, with that exit code as the weight
-to give the real server (``ProbeResult.weight``); 255 = down. Killed by a signal = down.
+to give the real server (``ProbeResult.weight``); 255 = down. Killed by a signal = down. A
+program that cannot be started for lack of resources (no fd, process or memory for it) is a
+local failure (:mod:`checks.local`): no verdict.
 
 The program runs in its own session (process group). On timeout, or if the probe is cancelled,
 the whole group is killed with SIGKILL and the program is reaped before the probe returns, so
@@ -16,16 +21,21 @@ nothing it started outlives the check.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 import signal
-import subprocess
-import tempfile
 from dataclasses import dataclass
-from typing import IO
 
-from checks.probes.result import ProbeFailed, ProbeResult, Step, Target, guarded, os_reason
+from checks.identity import RunAs, environment
+from checks.local import local_error, local_reason
+from checks.probes.result import (
+    LocalFailure,
+    ProbeFailed,
+    ProbeResult,
+    Step,
+    Target,
+    guarded,
+    os_reason,
+)
+from checks.process import Output, start
 
 OUTPUT_TAIL = 4096
 DOWN_EXIT = 255
@@ -36,6 +46,7 @@ class ScriptSpec:
     argv: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = ()
     weight_from_exit: bool = False
+    user: RunAs | None = None
 
     def __post_init__(self) -> None:
         if not self.argv or not self.argv[0]:
@@ -58,10 +69,8 @@ def verdict(returncode: int, weight_from_exit: bool) -> tuple[bool, int | None]:
     return returncode == 0, None
 
 
-def last_line(output: IO[bytes]) -> str:
-    output.seek(0, os.SEEK_END)
-    output.seek(max(0, output.tell() - OUTPUT_TAIL))
-    lines = output.read().decode(errors="replace").strip().splitlines()
+def last_line(output: bytes) -> str:
+    lines = output[-OUTPUT_TAIL:].decode(errors="replace").strip().splitlines()
     return lines[-1].strip()[:200] if lines else ""
 
 
@@ -82,34 +91,26 @@ async def probe(
     timeout: float,  # noqa: ASYNC109
 ) -> ProbeResult:
     argv = command_line(spec.argv, target)
-    env = {**os.environ, **dict(spec.env)}
+    env = environment(spec.user, spec.env)
 
     async def check(step: Step) -> int | None:
         step.connected = True  # no connection: OSErrors are the program's, not a connect's
-        with tempfile.TemporaryFile() as output:
-            step.doing = f"starting {argv[0]}"
-            try:
-                process = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise ProbeFailed(f"cannot run {argv[0]}: {os_reason(exc)}") from exc
-            step.doing = f"waiting for {argv[0]} (pid {process.pid}) to exit"
-            try:
-                returncode = await process.wait()
-            finally:
-                if process.returncode is None:  # timed out or cancelled: kill the whole group
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(process.pid, signal.SIGKILL)
-                    await process.wait()
-            up, weight = verdict(returncode, spec.weight_from_exit)
-            if not up:
-                raise ProbeFailed(describe_exit(argv[0], returncode, last_line(output)))
-            return weight
+        step.doing = f"starting {argv[0]}"
+        output = Output(tail=OUTPUT_TAIL)
+        try:
+            program = await start(argv, env=env, user=spec.user, output=output)
+        except OSError as exc:
+            error = f"cannot run {argv[0]}: {os_reason(exc)}"
+            reason = local_reason(exc)  # fork, pipe, memory: this machine's, not the server's
+            if reason is not None:
+                raise LocalFailure(reason, local_error(reason, error)) from exc
+            raise ProbeFailed(error) from exc
+        async with program:
+            step.doing = f"waiting for {argv[0]} (pid {program.pid}) to exit"
+            returncode = await program.wait()
+        up, weight = verdict(returncode, spec.weight_from_exit)
+        if not up:
+            raise ProbeFailed(describe_exit(argv[0], returncode, last_line(output.tail)))
+        return weight
 
     return await guarded(target, timeout, check)

@@ -4,8 +4,9 @@
 - send only: up once the bytes are written. The kernel accepts them even when the application
   is frozen, so this cannot tell a hung server from a healthy one: give ``expect`` too.
 - expect (with or without send): up when the bytes read so far contain ``expect`` (bytes) or
-  match it (a compiled ``re.Pattern[bytes]``, searched). ``b""`` means "any reply". Reading
-  stops at ``read_bytes``. A server that accepts and never answers is down by timeout.
+  match it (a ``Regex[bytes]``, searched: RE2, linear time in the bytes whatever the pattern,
+  see :mod:`checks.regex`). ``b""`` means "any reply". Reading stops at ``read_bytes``. A
+  server that accepts and never answers is down by timeout.
 
 The probe is a callback-driven state machine on a bare non-blocking socket, run by a
 :class:`checks.probes.poller.Poller` (no task, transport or streams): the cheapest way to a
@@ -15,7 +16,6 @@ verdict. ``TcpPlan`` is a probe prepared once per check; ``probe()`` is the coro
 from __future__ import annotations
 
 import asyncio
-import re
 import socket
 from dataclasses import dataclass
 
@@ -28,12 +28,13 @@ from checks.probes.poller import (
     Poller,
 )
 from checks.probes.result import Target, preview
+from checks.regex import Regex
 
 
 @dataclass(frozen=True)
 class TcpSpec:
     send: bytes | None = None
-    expect: bytes | re.Pattern[bytes] | None = None
+    expect: bytes | Regex[bytes] | None = None
     read_bytes: int = 4096
 
     def __post_init__(self) -> None:
@@ -41,16 +42,16 @@ class TcpSpec:
             raise ValueError(f"read_bytes must be at least 1, not {self.read_bytes}")
 
 
-def matches(expect: bytes | re.Pattern[bytes], received: bytes) -> bool:
+def matches(expect: bytes | Regex[bytes], received: bytes) -> bool:
     """Whether the reply so far satisfies expect (an empty expect needs one byte)."""
     if not received:
         return False
     if isinstance(expect, bytes):
         return expect in received
-    return expect.search(received) is not None
+    return expect.search(received)
 
 
-def describe_expect(expect: bytes | re.Pattern[bytes]) -> str:
+def describe_expect(expect: bytes | Regex[bytes]) -> str:
     if isinstance(expect, bytes):
         return f"containing {expect!r}" if expect else "(any reply)"
     return f"matching /{expect.pattern.decode(errors='replace')}/"

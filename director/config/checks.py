@@ -3,7 +3,9 @@
 A service's check applies to each of its real servers; a real server's own ``check`` table
 overrides single keys of it (``port``, ``path``, ``host``...) or, with ``type``, replaces its kind.
 Every key that applies to only some kinds is refused on the others, so a ``path`` on a ``tcp``
-check is an error and not silently ignored.
+check is an error and not silently ignored. Regular expressions (``body_regex``, ``expect``
+with ``expect_regex``) are RE2's (:mod:`checks.regex`): a pattern RE2 cannot run (a
+backreference, lookaround) is an error that says so. A ``user`` must exist on this machine.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, PlainValidator, model_validator
 
+from checks import identity, regex
 from director.config.fields import Bool, Name, Port, Seconds, fail, raise_findings, show
 
 CheckType = Literal["tcp", "http", "https", "rdp", "exchange", "smtp", "script", "none"]
@@ -62,14 +65,39 @@ def _statuses(value: object) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
+def regex_problem(pattern: str, *, raw: bool = False) -> str | None:
+    """Why ``pattern`` is no regular expression a check can use (RE2, linear time), or None;
+    ``raw``: matched against bytes (a tcp ``expect``)."""
+    why = regex.problem(pattern.encode()) if raw else regex.problem(pattern)
+    if why is None:
+        return None
+    return (
+        "expected a valid regular expression that RE2 can run (linear time), "
+        f"found {show(pattern)}: {why}"
+    )
+
+
 def _regex(value: object) -> str:
     if not isinstance(value, str):
         fail(f"expected a regular expression as a string, found {show(value)}")
-    try:
-        re.compile(value)
-    except re.error as exc:
-        fail(f"expected a valid regular expression, found {show(value)} ({exc})")
+    problem = regex_problem(value)
+    if problem is not None:
+        fail(problem)
     return value
+
+
+def _user(value: object) -> str:
+    """``"nobody"`` or ``"nobody:nogroup"``: a user (and group) that exists on this machine."""
+    if isinstance(value, str):
+        try:
+            identity.resolve(value)
+        except ValueError as exc:
+            fail(
+                'expected a user, or "USER:GROUP", that exists on this machine, like "nobody" '
+                f'or "nobody:nogroup", found {show(value)} ({exc})'
+            )
+        return value
+    fail(f'expected a user name like "nobody" or "nobody:nogroup", found {show(value)}')
 
 
 def _argv(value: object) -> tuple[str, ...]:
@@ -100,6 +128,7 @@ Statuses = Annotated[tuple[tuple[int, int], ...], PlainValidator(_statuses)]
 Regex = Annotated[str, PlainValidator(_regex)]
 Argv = Annotated[tuple[str, ...], PlainValidator(_argv)]
 Text = Annotated[str, PlainValidator(_text)]
+User = Annotated[str, PlainValidator(_user)]
 
 # Which kinds each kind-specific key applies to.
 _APPLIES: dict[str, frozenset[str]] = {
@@ -124,6 +153,7 @@ _APPLIES: dict[str, frozenset[str]] = {
     "starttls": frozenset({"smtp"}),
     "command": frozenset({"script"}),
     "weight_from_exit": frozenset({"script"}),
+    "user": frozenset({"script"}),
 }
 
 
@@ -168,6 +198,7 @@ class CheckConfig(BaseModel):
     # script
     command: Argv | None = None
     weight_from_exit: Bool | None = None
+    user: User | None = None  # default: [daemon] script_user
 
     def merged(self, override: CheckConfig | None) -> CheckConfig:
         """This table with the keys ``override`` sets replacing ours."""
@@ -212,6 +243,7 @@ class ResolvedCheck(BaseModel):
     starttls: bool = False
     command: tuple[str, ...] = ()
     weight_from_exit: bool = False
+    user: str | None = None
 
     @model_validator(mode="after")
     def _complete(self) -> Self:
@@ -240,11 +272,25 @@ def check_problems(check: CheckConfig, kind: str | None) -> list[tuple[tuple[str
                 f"expected timeout at most interval ({check.interval} s), found {check.timeout} s",
             )
         )
-    if kind == "script" and check.command is None:
+    if check.type == "script" and check.command is None:  # (an override may keep the base's)
         findings.append((("command",), 'a check of type "script" needs command = [...]'))
     if (check.username is None) != (check.password is None):
         findings.append((("username",), "basic auth needs both username and password"))
+    if check.expect_regex and check.expect is not None:
+        problem = regex_problem(check.expect, raw=True)
+        if problem is not None:
+            findings.append((("expect",), problem))
     return findings
+
+
+def merged_problems(table: CheckConfig) -> list[tuple[tuple[str, ...], str]]:
+    """Problems only the merged table of a real server shows (its ``expect`` from one level,
+    ``expect_regex`` from the other)."""
+    if table.expect_regex and table.expect is not None:
+        problem = regex_problem(table.expect, raw=True)
+        if problem is not None:
+            return [(("expect",), problem)]
+    return []
 
 
 def resolve(check: CheckConfig, default_port: int) -> ResolvedCheck:

@@ -26,8 +26,8 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from director.config import rules
-from director.config.checks import CheckConfig, ResolvedCheck
+from director.config import cross, rules
+from director.config.checks import CheckConfig, ResolvedCheck, User
 from director.config.checks import resolve as resolve_check
 from director.config.fields import (
     Address,
@@ -59,9 +59,8 @@ from director.config.network import (
     NetworkSettings,
     PolicyRoute,
     SnatRule,
-    network_problems,
 )
-from director.config.vrrp import SyncDaemon, VrrpInstance, VrrpSyncGroup, vrrp_problems
+from director.config.vrrp import SyncDaemon, VrrpInstance, VrrpSyncGroup
 from director.ipvs.model import (
     SCHED_FLAGS,
     SVC_F_ONEPACKET,
@@ -153,6 +152,8 @@ class DaemonSettings(_Model):
     max_concurrent_probes: Annotated[int, _probes] = 256
     metrics_address: Annotated[str, _metrics_address] = "127.0.0.1:9469"
     stats_interval: Seconds = 5.0
+    # who notify hooks and script checks run as ("USER" or "USER:GROUP"); None: as directord
+    script_user: User | None = None
 
 
 class KernelSettings(_Model):
@@ -405,8 +406,15 @@ class Config(_Model):
     @model_validator(mode="after")
     def _check_unique(self) -> Self:
         findings = rules.duplicate_services(enumerate(self.virtual_servers))
-        findings += vrrp_problems(self)
-        findings += network_problems(self)
+        names = {vs.name for vs in self.virtual_servers if vs.name is not None}
+        findings += cross.vrrp_problems(
+            self.vrrp_instances, self.vrrp_sync_groups, self.sync_daemon, names
+        )
+        marks: dict[int, set[int]] = {}
+        for vs in self.virtual_servers:
+            if vs.fwmark is not None:
+                marks.setdefault(vs.fwmark, set()).add(6 if vs.family == "ipv6" else 4)
+        findings += cross.network_problems(self.fwmarks, self.policy_routes, marks)
         if findings:
             raise_findings("Config", findings)
         return self

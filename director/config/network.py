@@ -3,31 +3,27 @@
 
 The rules themselves are built from these by :mod:`director.network.ruleset` (nftables) and
 :mod:`director.network.routes` (policy routes). Per-rule checks are here (model validators);
-:func:`network_problems` holds the checks against the rest of the config (an ``[[fwmark]]`` mark
-that no fwmark virtual service and no policy route uses marks packets for nothing).
+:func:`director.config.cross.network_problems` holds the checks against the rest of the config
+(an ``[[fwmark]]`` mark that no fwmark virtual service and no policy route uses marks packets
+for nothing).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated, Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, PlainValidator, model_validator
 
 from director.config.fields import (
     Address,
     Bool,
-    Finding,
     Fwmark,
     fail,
     raise_findings,
     show,
 )
-
-if TYPE_CHECKING:
-    from director.config.model import Config
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # The kernel's main, default and local tables, and 0 (unspecified), cannot be policy tables.
@@ -181,73 +177,3 @@ class PolicyRoute(_Model):
     def families(self) -> tuple[int, ...]:
         """4, 6 or both."""
         return {"ipv4": (4,), "ipv6": (6,), "both": (4, 6)}[self.family]
-
-
-def network_problems(config: Config) -> list[Finding]:
-    """Checks of the network rules against each other and the virtual services (absolute locs)."""
-    findings: list[Finding] = []
-    services: dict[int, set[int]] = {}
-    for vs in config.virtual_servers:
-        if vs.fwmark is not None:
-            services.setdefault(vs.fwmark, set()).add(6 if vs.family == "ipv6" else 4)
-    routed: dict[int, set[int]] = {}
-    for route in config.policy_routes:
-        routed.setdefault(route.fwmark, set()).update(route.families())
-    for i, rule in enumerate(config.fwmarks):
-        version = rule.address.version
-        if rule.mark not in services and rule.mark not in routed:
-            findings.append(
-                (
-                    ("fwmark", i, "mark"),
-                    f"expected a mark that a fwmark virtual_server or a policy_route uses, "
-                    f"found {rule.mark}, which none does (packets would be marked for nothing)",
-                )
-            )
-        elif version not in services.get(rule.mark, set()) | routed.get(rule.mark, set()):
-            findings.append(
-                (
-                    ("fwmark", i, "address"),
-                    f"mark {rule.mark} is used only by ipv{_other(version)} services or routes: "
-                    f"expected an IPv{_other(version)} address, found {rule.address}",
-                )
-            )
-        if rule.ports is None and "protocol" in rule.model_fields_set:
-            findings.append(
-                (
-                    ("fwmark", i, "protocol"),
-                    "protocol only applies with ports: expected ports = [...] or no protocol, "
-                    "found protocol without ports",
-                )
-            )
-    findings += _duplicate_routes(config.policy_routes)
-    return findings
-
-
-def _other(version: int) -> int:
-    return 6 if version == 4 else 4
-
-
-def _duplicate_routes(routes: Sequence[PolicyRoute]) -> list[Finding]:
-    findings: list[Finding] = []
-    seen: dict[tuple[int, int], tuple[int, int, int]] = {}
-    for i, route in enumerate(routes):
-        for family in route.families():
-            key = (family, route.priority)
-            if key in seen and seen[key][1:] != (route.fwmark, route.table):
-                findings.append(
-                    (
-                        ("policy_route", i, "priority"),
-                        f"expected a priority of its own, found {route.priority} again "
-                        f"(also policy_route[{seen[key][0]}], another fwmark or table)",
-                    )
-                )
-            elif key in seen:
-                findings.append(
-                    (
-                        ("policy_route", i),
-                        f"expected each policy route once, found it again "
-                        f"(also policy_route[{seen[key][0]}])",
-                    )
-                )
-            seen.setdefault(key, (i, route.fwmark, route.table))
-    return findings

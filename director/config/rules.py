@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from director.config.checks import check_problems
+from director.config.checks import check_problems, merged_problems
 from director.config.fields import Finding, Loc, show, words
 from director.ipvs.model import SCHED_FLAGS, DestKey, Family, Forwarding, ServiceKey
 
@@ -239,6 +239,7 @@ def _check_problems(vs: VirtualServer) -> list[Finding]:
             continue
         if rs.check is not None:
             findings += [((*at, *loc), msg) for loc, msg in check_problems(rs.check, table.type)]
+            findings += [((*at, *loc), msg) for loc, msg in merged_problems(table)]
         port = table.port if table.port is not None else rs.dest_key(vs).port or (vs.port or 0)
         if port == 0 and table.type not in ("script", "none", "https", "exchange"):
             findings.append(

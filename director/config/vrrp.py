@@ -1,8 +1,8 @@
 """The VRRP part of the config: ``[[vrrp_instance]]``, ``[[vrrp_sync_group]]``, ``[sync_daemon]``.
 
 Each table is a frozen model checked on its own (field types, then the rules within one
-instance); :func:`vrrp_problems` checks across tables (unique names and VRIDs, groups naming
-instances, tracked checks naming virtual servers) and is run by :class:`director.config.Config`.
+instance); :func:`director.config.cross.vrrp_problems` checks across tables (unique names and
+VRIDs, groups naming instances, tracked checks naming virtual servers).
 :meth:`VrrpInstance.vrrp_config` turns an instance into the pure core's :class:`vrrp.Config`.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, PlainValidator, model_validator
 
@@ -29,9 +29,6 @@ from director.config.fields import (
 from vrrp.config import Config as CoreConfig
 from vrrp.config import Gratuitous
 from vrrp.packet import V2_AUTH_LEN, V3_MAX_INTERVAL_CS
-
-if TYPE_CHECKING:
-    from director.config.model import Config
 
 IFNAMSIZ = 16  # including the terminating NUL
 
@@ -214,6 +211,7 @@ class VrrpInstance(_Notify):
     password: Password | None = None
     primary_address: Address | None = None
     unicast_peers: tuple[Address, ...] = ()
+    accept_only_peers: Bool = False  # nftables: VRRP on `interface` only from unicast_peers
     virtual_addresses: tuple[VirtualAddress, ...] = ()
     garp_count: GarpCount = 5
     garp_interval: SecondsOrZero = 0.0
@@ -352,6 +350,14 @@ def instance_problems(vi: VrrpInstance) -> list[Finding]:
             findings.append(
                 (("unicast_peers", i), f"expected an IPv{family} address, found {peer}")
             )
+    if vi.accept_only_peers and not vi.unicast_peers:
+        findings.append(
+            (
+                ("accept_only_peers",),
+                "accepting VRRP only from the peers needs unicast_peers: expected a list of "
+                "peer addresses next to accept_only_peers = true, found none",
+            )
+        )
     primary = vi.primary_address
     if primary is not None and primary.version == 6 and not primary.is_link_local:
         findings.append(
@@ -405,91 +411,4 @@ def _duplicates(values: Iterable[str], at: Loc, key: str) -> list[Finding]:
                 )
             )
         first.setdefault(value, i)
-    return findings
-
-
-def vrrp_problems(config: Config) -> list[Finding]:
-    """Rules across the VRRP tables and the rest of the config, at absolute locations."""
-    instances: Sequence[VrrpInstance] = config.vrrp_instances
-    findings: list[Finding] = []
-    names: dict[str, int] = {}
-    routers: dict[tuple[str, int, int], int] = {}
-    for i, vi in enumerate(instances):
-        if vi.name in names:
-            findings.append(
-                (
-                    ("vrrp_instance", i, "name"),
-                    f"expected a unique name, found {show(vi.name)} again "
-                    f"(also vrrp_instance[{names[vi.name]}])",
-                )
-            )
-        names.setdefault(vi.name, i)
-        router = (vi.interface, vi.vrid, vi.family)
-        if router in routers:
-            findings.append(
-                (
-                    ("vrrp_instance", i, "vrid"),
-                    f"expected one instance per VRID and family on an interface, found vrid "
-                    f"{vi.vrid} on {vi.interface} again (also vrrp_instance[{routers[router]}])",
-                )
-            )
-        routers.setdefault(router, i)
-    services = {vs.name for vs in config.virtual_servers if vs.name is not None}
-    for i, vi in enumerate(instances):
-        for j, track in enumerate(vi.track_checks):
-            if track.virtual_server not in services:
-                known = ", ".join(f'"{n}"' for n in sorted(services)) or "none"
-                findings.append(
-                    (
-                        ("vrrp_instance", i, "track_checks", j, "virtual_server"),
-                        f"expected the name of a virtual server ({known}), "
-                        f"found {show(track.virtual_server)}",
-                    )
-                )
-    groups: dict[str, int] = {}
-    member_of: dict[str, str] = {}
-    for g, group in enumerate(config.vrrp_sync_groups):
-        if group.name in groups:
-            findings.append(
-                (
-                    ("vrrp_sync_group", g, "name"),
-                    f"expected a unique name, found {show(group.name)} again "
-                    f"(also vrrp_sync_group[{groups[group.name]}])",
-                )
-            )
-        groups.setdefault(group.name, g)
-        if group.name in names:
-            findings.append(
-                (
-                    ("vrrp_sync_group", g, "name"),
-                    f"expected a name that no instance has, found {show(group.name)}",
-                )
-            )
-        for j, member in enumerate(group.instances):
-            where: Loc = ("vrrp_sync_group", g, "instances", j)
-            if member not in names:
-                findings.append(
-                    (where, f"expected the name of a vrrp_instance, found {show(member)}")
-                )
-            elif member in member_of:
-                findings.append(
-                    (
-                        where,
-                        f"expected an instance in one sync group only, found {show(member)} "
-                        f"(also in {show(member_of[member])})",
-                    )
-                )
-            member_of.setdefault(member, group.name)
-        if not group.instances:
-            findings.append((("vrrp_sync_group", g, "instances"), "expected at least one instance"))
-    sync = config.sync_daemon
-    known_names = {*names, *groups}
-    if sync is not None and sync.instance is not None and sync.instance not in known_names:
-        findings.append(
-            (
-                ("sync_daemon", "instance"),
-                "expected the name of a vrrp_instance or vrrp_sync_group, "
-                f"found {show(sync.instance)}",
-            )
-        )
     return findings

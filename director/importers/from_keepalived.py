@@ -21,7 +21,7 @@ WHY_NOT_GLOBAL = {
     "smtp_alert_vrrp": "directord sends no e-mail",
     "smtp_alert_checker": "directord sends no e-mail",
     "enable_script_security": "scripts run as directord's user, from absolute paths only",
-    "script_user": "scripts run as directord's user",
+    "script_user": "not carried: set [daemon] script_user in the imported file",
     "lvs_flush": "directord never flushes the table: it adopts what is there and changes only "
     "the services it owns",
     "lvs_flush_on_stop": "see keep_table_on_stop in [daemon]: directord keeps the table on stop "

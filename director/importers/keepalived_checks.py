@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
+from checks.regex import problem as regex_problem
 from director.importers.keepalived import Stmt
 from director.importers.notes import Notes
 from director.importers.scripts import ADDRESS, PORT, command_argv, recognise
@@ -52,11 +53,11 @@ WHY_NOT = {
         "weight_from_exit: the code is the weight, 255 down): adapt the script, then set "
         "weight_from_exit = true"
     ),
-    "user": "scripts run as directord's user; use sudo/runuser in the command if needed",
+    "user": "not carried: set the check's user (or [daemon] script_user) in the imported file",
     "digest": "directord does not compare an MD5 digest of the page; use body_contains or "
     "body_regex",
     "regex_no_match": "a regex that must not match is not supported",
-    "regex_options": "Python regular expressions are used; options are not carried",
+    "regex_options": "RE2 regular expressions are used; PCRE options are not carried",
     "fast_recovery": "directord's rise count governs recovery",
 }
 
@@ -215,7 +216,11 @@ def _http(c: Stmt, check: dict[str, Any], notes: Notes, d: Defaults) -> None:
         codes = url.first("status_code")
         check["expect_status"] = _statuses(codes.args if codes else ["200-299"])
         if (s := url.first("regex")) and s.args:
-            check["body_regex"] = s.args[0]
+            why = regex_problem(s.args[0])
+            if why is None:
+                check["body_regex"] = s.args[0]
+            else:  # keepalived's PCRE takes it; RE2 (linear time, no stall) cannot
+                notes.dropped(s.where, f"url regex {s.args[0]}", f"{why}; rewrite it for RE2")
         if (s := url.first("virtualhost")) and s.args:
             host = s.args[0]
         for key in ("digest", "regex_no_match", "regex_options"):

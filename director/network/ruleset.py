@@ -26,6 +26,11 @@ Choices (see docs/configuration.md, "Network rules"):
   changed chain is flushed and refilled; all of it in the one batch.
 - **Master-only rules** (``master_only = true``, the default) exist only while the role is
   MASTER; a chain with no rule is not created, and a table with no chain is deleted.
+- **Chain ``vrrp_in``**: ``type filter hook input priority filter`` (0), in every role: for each
+  ``[[vrrp_instance]]`` with ``accept_only_peers = true``, VRRP (IP protocol 112) arriving on its
+  interface for its VRID (the second byte of the VRRP header, ``@th,8,8``) from any address but
+  its ``unicast_peers`` is counted and dropped, before the raw socket sees it (raw sockets are
+  served after the input hook). Other VRIDs and interfaces are left alone.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from typing import Any
 
 from director.config.model import Config
 from director.config.network import FwmarkRule, IPNetwork, MasqueradeRule, SnatRule
+from director.config.vrrp import VrrpInstance
 from director.role import Role
 
 FAMILY = "inet"
@@ -110,6 +116,8 @@ class ObservedTable:
 
 MARK_CHAIN = ("fwmark", "filter", "prerouting", -150)
 NAT_CHAIN = ("nat_out", "nat", "postrouting", 100)
+VRRP_CHAIN = ("vrrp_in", "filter", "input", 0)
+IPPROTO_VRRP = 112
 
 
 def compile_ruleset(config: Config, role: Role) -> Ruleset:
@@ -126,8 +134,17 @@ def compile_ruleset(config: Config, role: Role) -> Ruleset:
         for i, r in enumerate(config.masquerades)
         if master or not r.master_only
     ]
+    vrrp = [
+        vrrp_peers_rule(i, vi)
+        for i, vi in enumerate(config.vrrp_instances)
+        if vi.accept_only_peers and vi.unicast_peers
+    ]
     chains = []
-    for (name, kind, hook, prio), rules in ((MARK_CHAIN, marks), (NAT_CHAIN, nat)):
+    for (name, kind, hook, prio), rules in (
+        (MARK_CHAIN, marks),
+        (NAT_CHAIN, nat),
+        (VRRP_CHAIN, vrrp),
+    ):
         if rules:
             chains.append(Chain(name, kind, hook, prio, tuple(rules)))
     return Ruleset(config.network.table, tuple(chains))
@@ -185,6 +202,32 @@ def masquerade_rule(index: int, rule: MasqueradeRule) -> Rule:
         text += f' oifname "{rule.out_interface}"'
     expr += [{"counter": None}, {"masquerade": None}]
     return Rule.of(f"masquerade[{index}]", expr, f"{text} counter masquerade")
+
+
+def vrrp_peers_rule(index: int, vi: VrrpInstance) -> Rule:
+    """Drop (and count) the instance's VRRP from anyone but its unicast peers."""
+    ip = "ip" if vi.family == 4 else "ip6"
+    peers = sorted({str(p) for p in vi.unicast_peers})
+    vrid: JSON = {"payload": {"base": "th", "offset": 8, "len": 8}}
+    expr: list[JSON] = [
+        {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": vi.interface}},
+        {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": IPPROTO_VRRP}},
+        {"match": {"op": "==", "left": vrid, "right": vi.vrid}},
+        {
+            "match": {
+                "op": "!=",
+                "left": {"payload": {"protocol": ip, "field": "saddr"}},
+                "right": {"set": peers},
+            }
+        },
+        {"counter": None},
+        {"drop": None},
+    ]
+    text = (
+        f'iifname "{vi.interface}" meta l4proto vrrp @th,8,8 {vi.vrid} '
+        f"{ip} saddr != {{ {', '.join(peers)} }} counter drop"
+    )
+    return Rule.of(f"vrrp_instance[{index}]", expr, text)
 
 
 # --- reading back ------------------------------------------------------------------------------

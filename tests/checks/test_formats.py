@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import struct
 from ipaddress import ip_address
 
@@ -11,6 +10,7 @@ import pytest
 from checks.probes import exchange, rdp, script, smtp, tcp
 from checks.probes.http import HttpSpec, body_problem, describe_ranges, status_ok
 from checks.probes.result import ProbeResult, Target
+from checks.regex import Regex
 
 
 def test_x224_connection_request_layout() -> None:
@@ -90,10 +90,10 @@ def test_smtp_reply_lines() -> None:
 def test_tcp_expect_matching() -> None:
     assert tcp.matches(b"+OK", b"+OK POP3 ready\r\n")
     assert not tcp.matches(b"+OK", b"-ERR\r\n")
-    assert tcp.matches(re.compile(rb"^SSH-2\.0-"), b"SSH-2.0-OpenSSH_9.2\r\n")
+    assert tcp.matches(Regex(rb"^SSH-2\.0-"), b"SSH-2.0-OpenSSH_9.2\r\n")
     assert tcp.matches(b"", b"x") and not tcp.matches(b"", b"")
     assert tcp.describe_expect(b"") == "(any reply)"
-    assert tcp.describe_expect(re.compile(rb"^\+OK")) == r"matching /^\+OK/"
+    assert tcp.describe_expect(Regex(rb"^\+OK")) == r"matching /^\+OK/"
     with pytest.raises(ValueError, match="read_bytes"):
         tcp.TcpSpec(read_bytes=0)
 
@@ -101,7 +101,7 @@ def test_tcp_expect_matching() -> None:
 def test_http_status_ranges_and_body() -> None:
     assert status_ok(204, ((200, 299),)) and not status_ok(302, ((200, 299),))
     assert describe_ranges(((200, 299), (302, 302))) == "200-299, 302"
-    spec = HttpSpec(body_contains="OK", body_regex=re.compile(r"v\d"))
+    spec = HttpSpec(body_contains="OK", body_regex=Regex(r"v\d"))
     assert body_problem(spec, "OK v2") is None
     assert body_problem(spec, "v2") == "does not contain 'OK'"
     assert body_problem(spec, "OK") == r"does not match /v\d/"

@@ -3,13 +3,12 @@ and against an aiohttp server (slow responses)."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from checks.probes import http
 from checks.probes.http import HttpProber, HttpSpec
 from checks.probes.result import ProbeResult
+from checks.regex import Regex
 from tests.checks.conftest import (
     APP,
     APP6,
@@ -86,11 +85,9 @@ def test_body_regex(lab: Lab, http_prober: HttpProber) -> None:
     assert probe(
         lab,
         http_prober,
-        HttpSpec(path="/version", body_regex=re.compile(r"version \d+\.\d+ ready")),
+        HttpSpec(path="/version", body_regex=Regex(r"version \d+\.\d+ ready")),
     ).ok
-    result = probe(
-        lab, http_prober, HttpSpec(path="/version", body_regex=re.compile(r"version 3\."))
-    )
+    result = probe(lab, http_prober, HttpSpec(path="/version", body_regex=Regex(r"version 3\.")))
     assert result.error == r"body of 198.18.1.11:80 /version does not match /version 3\./"
 
 

@@ -4,14 +4,17 @@ print nothing, or report a weight through their exit code."""
 from __future__ import annotations
 
 import os
+import pwd
 from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
 
+from checks import identity
 from checks.probes import script
 from checks.probes.result import Target
 from checks.probes.script import ScriptSpec
+from tests.checks.footprint import footprint
 
 TARGET = Target(ip_address("198.18.1.11"), 8080)
 WAIT, SHORT = 5.0, 0.3
@@ -98,3 +101,42 @@ async def test_exit_code_as_weight(code: int, ok: bool, weight: int | None) -> N
 async def test_missing_program() -> None:
     result = await script.probe(TARGET, ScriptSpec(("/nonexistent/check", "{address}")), WAIT)
     assert result.error == "cannot run /nonexistent/check: no such file or directory"
+
+
+BIG = 256 * 1024 * 1024  # bytes a script prints, far past what the probe keeps
+MIB = 1024 * 1024
+
+
+async def test_a_script_printing_hundreds_of_mib_costs_no_memory_and_no_file() -> None:
+    code = f'yes "some progress output" | head -c {BIG}; echo; echo "the last line"; exit 3'
+    async with footprint() as seen:
+        result = await script.probe(TARGET, sh(code), 30.0)
+    assert result.error == "check /bin/sh exited 3: the last line"
+    assert result.latency < 30.0
+    assert seen.samples >= 3  # the loop ran meanwhile
+    assert seen.rss_growth < 32 * MIB, f"RSS grew {seen.rss_growth / MIB:.0f} MiB"
+    assert seen.largest_file < MIB, f"a {seen.largest_file / MIB:.0f} MiB file held the output"
+
+
+async def test_a_script_runs_as_its_user_with_a_clean_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("changing user needs root")
+    monkeypatch.setenv("DIRECTOR_TEST_SECRET", "the daemon's own")
+    nobody = pwd.getpwnam("nobody")
+    spec = ScriptSpec(
+        (
+            "/bin/sh",
+            "-c",
+            'echo "$(id -u) $(id -g) [$(id -G)] ${DIRECTOR_TEST_SECRET:-none} '
+            '$USER $HOME $PATH $(env | wc -l)"; exit 1',
+        ),
+        env=(("CHECK_MODE", "strict"),),
+        user=identity.resolve("nobody"),
+    )
+    result = await script.probe(TARGET, spec, WAIT)
+    assert result.error == (
+        f"check /bin/sh exited 1: {nobody.pw_uid} {nobody.pw_gid} [{nobody.pw_gid}] none "
+        f"nobody {nobody.pw_dir} {identity.PATH} 6"  # PATH HOME USER LOGNAME CHECK_MODE PWD
+    )

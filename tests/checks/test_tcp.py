@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from checks.probes import tcp
+from checks.regex import Regex
 from tests.checks.conftest import (
     APP,
     CLOSED_PORT,
@@ -37,7 +36,7 @@ def test_ipv6_connect_is_up(lab: Lab) -> None:
 
 
 def test_send_expect_bytes_and_regex(lab: Lab) -> None:
-    for expect in (b"default site", re.compile(rb"^HTTP/1\.[01] 200 ")):
+    for expect in (b"default site", Regex(rb"^HTTP/1\.[01] 200 ")):
         spec = tcp.TcpSpec(send=HTTP_REQUEST, expect=expect)
         result = lab.probe(tcp.probe(target(WEB, 80), spec, WAIT))
         assert result.ok, result.error

@@ -11,11 +11,14 @@ from checks.model import ProbeOutcome, ProbeResult, StartProbe
 
 def test_per_probe_types_keep_the_dataclass_contract() -> None:
     result = ProbeResult(True, 0.25, None)
-    assert result.weight is None  # the default
-    assert result == ProbeResult(ok=True, latency=0.25, error=None, weight=None)
+    assert result.weight is None and result.local is None  # the defaults
+    assert result == ProbeResult(ok=True, latency=0.25, error=None, weight=None, local=None)
     assert hash(result) == hash(ProbeResult(True, 0.25, None, None))
     assert result != ProbeResult(True, 0.25, None, 3)
-    assert repr(result) == "ProbeResult(ok=True, latency=0.25, error=None, weight=None)"
+    assert result != ProbeResult(True, 0.25, None, None, "EMFILE")
+    assert repr(result) == (
+        "ProbeResult(ok=True, latency=0.25, error=None, weight=None, local=None)"
+    )
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.ok = False  # type: ignore[misc]
     with pytest.raises(TypeError):

@@ -330,3 +330,28 @@ def test_keepalived_own_samples_import_and_load() -> None:
         assert config.virtual_servers or config.vrrp_instances, sample
     old_style = import_keepalived(SAMPLES / "keepalived.conf.vrrp.lvs_syncd")
     assert old_style.config["vrrp_sync_group"][0]["instances"] == ["VI_2", "VI_3"]
+
+
+def test_a_regex_only_pcre_takes_is_dropped_with_the_reason(tmp_path: Path) -> None:
+    """keepalived's HTTP_GET regex is PCRE; directord matches with RE2 (linear time, so a
+    server's body can never stall VRRP). A pattern RE2 cannot run is not carried, and says
+    why, so the import still validates; one it can run is carried."""
+    path = tmp_path / "k.conf"
+    server = (
+        "  real_server 198.18.1.{n} 80 {{\n    HTTP_GET {{\n      url {{\n        path /\n"
+        '        regex "{regex}"\n      }}\n    }}\n  }}\n'
+    )
+    path.write_text(
+        "virtual_server 198.18.0.9 80 {\n  protocol TCP\n"
+        + server.format(n=1, regex="status: (?=ok)")
+        + "}\n"
+        + "virtual_server 198.18.0.10 80 {\n  protocol TCP\n"
+        + server.format(n=2, regex="status: ok")
+        + "}\n"
+    )
+    imported = import_keepalived(path)
+    config = validated(imported)
+    checks = [vs.real_servers[0].health_check(vs) for vs in config.virtual_servers]
+    assert [c.body_regex if c else None for c in checks] == [None, "status: ok"]
+    assert "not carried: url regex status: (?=ok)" in notes_text(imported)
+    assert "is a lookahead, which a linear-time engine (RE2) cannot match" in notes_text(imported)

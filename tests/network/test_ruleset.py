@@ -402,3 +402,49 @@ def test_reference_documents_every_key(model: type[Any]) -> None:
         assert f"| `{key}` |" in text, f"{model.__name__}.{key} is not in {REFERENCE.name}"
     for table in ("[network]", "[[fwmark]]", "[[snat]]", "[[masquerade]]", "[[policy_route]]"):
         assert f"## `{table}`" in text
+
+
+VRRP_PEERS = """
+[[vrrp_instance]]
+name = "VI_1"
+interface = "eth0"
+vrid = 42
+unicast_peers = ["198.18.0.3", "198.18.0.2"]
+accept_only_peers = true
+
+[[vrrp_instance]]
+name = "VI_6"
+interface = "eth1"
+vrid = 43
+version = 3
+primary_address = "fe80::1"
+unicast_peers = ["fe80::2"]
+accept_only_peers = true
+
+[[vrrp_instance]]
+name = "VI_2"
+interface = "eth0"
+vrid = 44
+unicast_peers = ["198.18.0.2"]
+"""
+
+
+def test_vrrp_peer_filter_in_every_role_per_instance_that_asks() -> None:
+    config = parse_config(VRRP_PEERS)
+    for role in (Role.MASTER, Role.BACKUP, Role.FAULT):
+        ruleset = compile_ruleset(config, role)
+        assert [c.name for c in ruleset.chains] == ["vrrp_in"]
+    chain = compile_ruleset(config, Role.BACKUP).chains[0]
+    assert chain.spec() == ("filter", "input", 0, "accept")
+    assert [r.key for r in chain.rules] == ["vrrp_instance[0]", "vrrp_instance[1]"]
+    assert describe(compile_ruleset(config, Role.BACKUP)) == [
+        'inet director vrrp_in: iifname "eth0" meta l4proto vrrp @th,8,8 42 '
+        "ip saddr != { 198.18.0.2, 198.18.0.3 } counter drop",
+        'inet director vrrp_in: iifname "eth1" meta l4proto vrrp @th,8,8 43 '
+        "ip6 saddr != { fe80::2 } counter drop",
+    ]
+    saddr = chain.rules[1].expr[3]["match"]
+    assert saddr["left"] == {"payload": {"protocol": "ip6", "field": "saddr"}}
+    assert saddr["op"] == "!="
+    without = parse_config(VRRP_PEERS.replace("accept_only_peers = true", ""))
+    assert compile_ruleset(without, Role.MASTER).empty

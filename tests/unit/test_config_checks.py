@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from director.config import ConfigError, parse_config
+from director.config.checks import CheckConfig, merged_problems
 
 BASE = """
 [[virtual_server]]
@@ -110,4 +111,73 @@ def test_a_server_check_without_any_type_is_an_error() -> None:
     assert found == [
         "virtual_server[0].real_server[0].check.type: a check needs a type: tcp, http, https, "
         "rdp, exchange, smtp, script or none"
+    ]
+
+
+def test_regexes_re2_cannot_run_are_refused_with_the_reason() -> None:
+    found = problems(
+        BASE.format(
+            check='  [virtual_server.check]\n  type = "http"\n  body_regex = "(a)\\\\1"',
+            rs1='  check = { type = "tcp", send = "x", expect = "^(?=250)", expect_regex = true }',
+        )
+    )
+    assert found == [
+        "virtual_server[0].check.body_regex: expected a valid regular expression that RE2 can "
+        'run (linear time), found "(a)\\\\1": \\1 is a backreference, which a linear-time engine '
+        "(RE2) cannot match",
+        "virtual_server[0].real_server[0].check.expect: expected a valid regular expression "
+        'that RE2 can run (linear time), found "^(?=250)": (?=...) is a lookahead, which a '
+        "linear-time engine (RE2) cannot match",
+    ]
+    # the same text without expect_regex is bytes to look for, not a pattern
+    parse_config(
+        BASE.format(check="", rs1='  check = { type = "tcp", send = "x", expect = "^(?=250)" }')
+    )
+
+
+def test_an_expect_from_one_level_and_expect_regex_from_the_other() -> None:
+    base = CheckConfig(type="tcp", expect="^250", expect_regex=True)
+    table = base.merged(CheckConfig(expect="(a)\\1"))
+    assert [loc for loc, _ in merged_problems(table)] == [("expect",)]
+    assert merged_problems(base) == []
+    text = (
+        '[[virtual_server]]\nprotocol = "tcp"\naddress = "198.18.0.20"\nport = 25\n'
+        '[virtual_server.check]\ntype = "tcp"\nexpect_regex = true\n'
+        '[[virtual_server.real_server]]\naddress = "198.18.1.21"\n'
+        'check = { expect = "(a)\\\\1" }\n'
+    )
+    with pytest.raises(ConfigError) as refused:
+        parse_config(text)
+    assert "real_server[0].check.expect" in str(refused.value)
+    assert "backreference" in str(refused.value)
+
+
+def test_script_users_must_exist() -> None:
+    config = parse_config(
+        '[daemon]\nscript_user = "nobody"\n'
+        + BASE.format(
+            check='  [virtual_server.check]\n  type = "script"\n  command = ["/bin/true"]',
+            rs1='  check = { user = "nobody:nogroup" }',
+        )
+    )
+    assert config.daemon.script_user == "nobody"
+    vs = config.virtual_servers[0]
+    first = vs.real_servers[0].health_check(vs)
+    assert first is not None and first.user == "nobody:nogroup"
+    found = problems(
+        '[daemon]\nscript_user = "no-such-user-here"\n'
+        + BASE.format(
+            check='  [virtual_server.check]\n  type = "tcp"\n  user = "nobody"',
+            rs1='  check = { type = "script", command = ["/bin/true"], user = "nobody:nonesuch" }',
+        )
+    )
+    assert found == [
+        'daemon.script_user: expected a user, or "USER:GROUP", that exists on this machine, '
+        'like "nobody" or "nobody:nogroup", found "no-such-user-here" (no user '
+        "'no-such-user-here' on this machine)",
+        "virtual_server[0].check.user: user applies to script checks, found it on a check of "
+        'type "tcp"',
+        'virtual_server[0].real_server[0].check.user: expected a user, or "USER:GROUP", that '
+        'exists on this machine, like "nobody" or "nobody:nogroup", found "nobody:nonesuch" '
+        "(no group 'nonesuch' on this machine)",
     ]

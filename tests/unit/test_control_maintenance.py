@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from director.ipvs.kernel import DestConns
 from director.ipvs.memory import MemoryIPVS
 from director.ipvs.model import DestKey, Protocol, ServiceKey, Table
 from director.ipvs.stats import StatsSnapshot
-from director.maintenance import Maintenance, MaintenanceError
+from director.maintenance import Drain, Maintenance, MaintenanceError
 from director.reconcile.owned import MemoryOwnedStore
 from director.reconcile.plan import plan
 
@@ -159,19 +160,36 @@ def test_persisted_and_loaded_back(tmp_path: Path) -> None:
     again = Maintenance(path).load()
     assert again.drains == m.drains
     assert again.overrides(cfg) == m.overrides(cfg)
+
+
+def test_a_corrupt_file_is_reported_set_aside_and_its_good_drains_kept(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "maintenance.json"
+    path.parent.mkdir(parents=True)
     path.write_text("{not json")
-    with pytest.raises(MaintenanceError, match=r"maintenance\.json.*remove it to lift every drain"):
-        Maintenance(path).load()
+    m = Maintenance(path).load()  # never raises: the daemon must start
+    assert m.drains == {}
+    assert m.problem is not None and str(path) in m.problem and "not JSON" in m.problem
+    assert [p.name.startswith("maintenance.json.corrupt-") for p in path.parent.iterdir()].count(
+        True
+    ) == 1
+    good = Drain("web1", None, 1000.0, None).to_json()
+    for broken in ([None], [{"server": 5}], [{"server": "x", "deadline": "soon"}]):
+        path.write_text(json.dumps({"drains": [good, *broken]}))
+        m = Maintenance(path).load()
+        assert list(m.drains) == [("web1", None)], broken
+        assert m.problem is not None and "1 drain(s) cannot be read" in m.problem
+        assert Maintenance(path).load().drains == m.drains  # the good part was written back
+    path.write_text(json.dumps({"drains": {"server": "web1"}}))
+    assert "expected" in str(Maintenance(path).load().problem)
 
 
 def engine_for(tmp_path: Path, kernel: MemoryIPVS) -> Engine:
     cfg, path = config(tmp_path)
     return Engine(
         cfg,
-        path,
         kernel,
         MemoryOwnedStore(),
-        load_config,
+        config_path=path,
         sysctl_root=tmp_path / "sys",
         maintenance=Maintenance(tmp_path / "state" / "maintenance.json").load(),
     )
@@ -190,7 +208,7 @@ def test_engine_drain_survives_reload_and_restart_until_enable(tmp_path: Path) -
         assert kernel.table.dests[WEB][R2].weight == 0
         await engine.refresh_stats()
         assert R2 in kernel.table.dests[WEB]  # busy: stays, weight 0
-        assert await engine.reload()
+        await engine.apply_config(load_config(engine.config_path))
         assert kernel.table.dests[WEB][R2].weight == 0
 
     async def second() -> None:

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from director import ctl
+from director.app import files_budget
+from director.config import Config
 from director.config.model import DaemonSettings
+from director.control import ctl
 from director.daemon import DEFAULT_CONFIG
 
 SYSTEMD = Path(__file__).resolve().parents[2] / "systemd"
@@ -52,9 +54,13 @@ def test_unit_has_what_operations_rely_on() -> None:
     assert d["Restart"] == ["on-failure"]
     assert "/bin/kill -HUP $MAINPID" in d["ExecReload"]
     assert any("--cleanup" in line for line in d["ExecStopPost"])
-    assert d["CapabilityBoundingSet"] == ["CAP_NET_ADMIN CAP_NET_RAW"]
+    caps = "CAP_NET_ADMIN CAP_NET_RAW CAP_SETUID CAP_SETGID CAP_KILL"
+    assert d["CapabilityBoundingSet"] == [caps]
     assert d["ProtectSystem"] == ["strict"]
     assert d["NoNewPrivileges"] == ["yes"]
+    # VRRP's SCHED_FIFO threads: allowed by the RTPRIO limit, not forbidden by RestrictRealtime
+    assert d["LimitRTPRIO"] == ["10"]
+    assert "RestrictRealtime" not in d
     # the daemon's defaults live where the unit makes them writable
     defaults = DaemonSettings()
     assert d["StateDirectory"] == ["director"]
@@ -64,3 +70,12 @@ def test_unit_has_what_operations_rely_on() -> None:
     assert d["RuntimeDirectoryMode"] == ["0700"]
     assert defaults.control_socket == str(ctl.DEFAULT_SOCKET) == "/run/director/control.sock"
     assert f"--config {DEFAULT_CONFIG}" in d["ExecStart"][0]
+
+
+def test_unit_open_file_limit_covers_the_default_config_and_the_listener_caps() -> None:
+    limit = int(directives()["LimitNOFILE"][0])
+    assert not files_budget(Config(), limit).short
+    # and a large config: every probe in flight at the cap the checks allow by default
+    big = Config(daemon=DaemonSettings(max_concurrent_probes=10_000))
+    assert not files_budget(big, limit).short
+    assert files_budget(big, 1024).short  # the systemd default would not do

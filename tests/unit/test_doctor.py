@@ -142,3 +142,51 @@ def test_bad_config_and_the_command(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "[FAIL] config" in out
     assert "daemon.log_level" in out
     assert "[WARN] daemon    directord is not running" in out
+
+
+def test_local_probe_failures_the_daemon_reports(tmp_path: Path) -> None:
+    cfg, host = config(tmp_path), healthy_host(tmp_path)
+    status = master() | {
+        "probe_local_failures": {
+            "total": 40,
+            "by_reason": {"EMFILE": 38, "EADDRNOTAVAIL": 2},
+            "last_reason": "EMFILE",
+            "last_error": "connect to 198.18.1.11:80: too many open files (local EMFILE: ...)",
+            "last_at": 1_700_000_000.0,
+            "last_seconds_ago": 12.5,
+        }
+    }
+    findings = [f for f in diagnose(cfg, None, host, status, None) if f.topic == "checks"]
+    assert len(findings) == 1
+    [found] = findings
+    assert found.level == "fail"
+    assert "40 health probe(s) could not run" in found.message
+    assert "(EADDRNOTAVAIL 2, EMFILE 38)" in found.message
+    assert "verdicts were kept" in found.message
+    assert "Last 12 s ago: connect to 198.18.1.11:80: too many open files" in found.message
+    assert "LimitNOFILE" in found.fix and "ip_local_port_range" in found.fix
+    old = status["probe_local_failures"] | {"last_seconds_ago": 7200.0}
+    [stale] = [
+        f
+        for f in diagnose(cfg, None, host, master() | {"probe_local_failures": old}, None)
+        if f.topic == "checks"
+    ]
+    assert stale.level == "warn"
+    none = {"total": 0, "by_reason": {}, "last_seconds_ago": None}
+    quiet = diagnose(cfg, None, host, master() | {"probe_local_failures": none}, None)
+    assert problems(quiet) == []
+
+
+def test_director_faults_the_daemon_reports(tmp_path: Path) -> None:
+    cfg, host = config(tmp_path), healthy_host(tmp_path)
+    daemon = master() | {
+        "director_faults": [
+            "open-file limit 1024 is below the 10120 this config needs (...)",
+            "/var/lib/director/maintenance.json: not JSON (...); drains kept: none",
+        ]
+    }
+    found = [f for f in diagnose(cfg, None, host, daemon, None) if f.topic == "daemon"]
+    fails = [f for f in found if f.level == "fail"]
+    assert [f.message.split(":")[0] for f in fails] == ["director fault", "director fault"]
+    assert "LimitNOFILE" in fails[0].fix
+    assert ".corrupt-" in fails[1].fix

@@ -1,4 +1,4 @@
-"""The engine with the in-memory kernel: start, reload (good and bad), stop."""
+"""The engine with the in-memory kernel: start, a new config, stop."""
 
 from __future__ import annotations
 
@@ -41,10 +41,9 @@ def setup(tmp_path: Path, weight: int = 1, keep: str = "true") -> tuple[Engine, 
     kernel = MemoryIPVS()
     engine = Engine(
         load_config(path),
-        path,
         kernel,
         MemoryOwnedStore(),
-        load_config,
+        config_path=path,
         sysctl_root=sysroot,
         status_path=tmp_path / "status.json",
     )
@@ -53,7 +52,12 @@ def setup(tmp_path: Path, weight: int = 1, keep: str = "true") -> tuple[Engine, 
 
 def test_start_programs_table_sysctls_and_timeouts(tmp_path: Path) -> None:
     engine, kernel, path = setup(tmp_path)
-    asyncio.run(engine.start())
+
+    async def scenario() -> None:
+        await engine.start()
+        await engine.flush_status()
+
+    asyncio.run(scenario())
     assert kernel.table == compile_table(load_config(path))
     assert (tmp_path / "sys/net/ipv4/ip_forward").read_text() == "1\n"
     assert kernel.timeouts.tcp == 901
@@ -62,36 +66,15 @@ def test_start_programs_table_sysctls_and_timeouts(tmp_path: Path) -> None:
     assert status["last_sync"]["destinations"] == 2
 
 
-def test_bad_reload_changes_nothing_and_is_reported(tmp_path: Path) -> None:
+def test_new_config_changes_only_what_differs(tmp_path: Path) -> None:
     engine, kernel, path = setup(tmp_path)
 
-    async def scenario() -> bool:
+    async def scenario() -> int:
         await engine.start()
-        path.write_text(CONFIG.format(weight=-1, keep="true") + "\n[bogus]\n")
-        return await engine.reload()
-
-    before_requests = kernel.requests
-    assert not asyncio.run(scenario())
-    assert kernel.requests > before_requests  # start happened
-    assert kernel.table == compile_table(engine.config)
-    status = json.loads((tmp_path / "status.json").read_text())
-    assert "weight" in status["reload_error"]
-    assert "bogus" in status["reload_error"]
-    assert engine.status.summary().startswith("reload failed")
-
-
-def test_good_reload_after_bad_one_clears_the_error(tmp_path: Path) -> None:
-    engine, kernel, path = setup(tmp_path)
-
-    async def scenario() -> None:
-        await engine.start()
-        path.write_text("not toml [")
-        await engine.reload()
         path.write_text(CONFIG.format(weight=5, keep="true"))
-        assert await engine.reload()
+        return len((await engine.apply_config(load_config(path))).ops)
 
-    asyncio.run(scenario())
-    assert engine.status.reload_error is None
+    assert asyncio.run(scenario()) == 1
     assert sorted(d.weight for d in next(iter(kernel.table.dests.values())).values()) == [1, 5]
 
 

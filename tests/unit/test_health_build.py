@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import grp
 import ipaddress
-import re
+import pwd
+import random
 from pathlib import Path
 
 import pytest
 
 from checks.model import HealthChanged
 from checks.probes import exchange, http, rdp, script, smtp, tcp
+from checks.regex import Regex
 from director.config import load_config, parse_config
 from director.engine import Engine
-from director.health import build_checks
+from director.health import HealthChecks, build_checks
 from director.ipvs.memory import MemoryIPVS
 from director.ipvs.model import DestKey, ServiceKey
 from director.reconcile.owned import MemoryOwnedStore
@@ -70,7 +73,7 @@ def test_every_kind_maps_to_its_probe() -> None:
     t = by_host["198.18.1.13"].spec.spec
     assert isinstance(t, tcp.TcpSpec)
     assert t.send == b"EHLO x\r\n"
-    assert t.expect == re.compile(b"^250")
+    assert t.expect == Regex(b"^250")
     s = by_host["198.18.1.14"].spec.spec
     assert isinstance(s, smtp.SmtpSpec)
     assert (s.starttls, s.server_name) == (True, "mail.example.com")
@@ -126,7 +129,7 @@ def test_verdicts_reach_the_kernel_table(
     path = tmp_path / "d.toml"
     path.write_text(WEB.format(on_failure=on_failure))
     kernel = MemoryIPVS()
-    engine = Engine(load_config(path), path, kernel, MemoryOwnedStore(), load_config)
+    engine = Engine(load_config(path), kernel, MemoryOwnedStore(), config_path=path)
     ids = [c.id for c in build_checks(engine.config)]
 
     def table() -> list[str]:
@@ -135,11 +138,72 @@ def test_verdicts_reach_the_kernel_table(
 
     async def scenario() -> tuple[list[str], list[str]]:
         await engine.start()
-        engine.on_health([HealthChanged(ids[0], False, 1.0, "HTTP 503")])
-        await asyncio.sleep(0.05)
+        engine.record_health([HealthChanged(ids[0], False, 1.0, "HTTP 503")])
+        await engine.sync_health()
         one = table()
-        engine.on_health([HealthChanged(ids[1], False, 2.0, "refused")])
-        await asyncio.sleep(0.05)
+        engine.record_health([HealthChanged(ids[1], False, 2.0, "refused")])
+        await engine.sync_health()
         return one, table()
 
     assert asyncio.run(scenario()) == (first_down, all_down)
+
+
+SCRIPTS = """
+[daemon]
+script_user = "nobody"
+
+[[virtual_server]]
+protocol = "tcp"
+address = "198.18.0.30"
+port = 80
+[virtual_server.check]
+type = "script"
+command = ["/bin/true"]
+  [[virtual_server.real_server]]
+  address = "198.18.1.31"
+  [[virtual_server.real_server]]
+  address = "198.18.1.32"
+  check = { user = "root:nogroup" }
+  [[virtual_server.real_server]]
+  address = "198.18.1.33"
+  check = { type = "tcp" }
+"""
+
+
+def test_scripts_run_as_the_daemons_script_user_or_their_own() -> None:
+    nobody, root = pwd.getpwnam("nobody"), pwd.getpwnam("root")
+    nogroup = grp.getgrnam("nogroup").gr_gid
+    specs = {str(c.spec.target.address): c.spec.spec for c in build_checks(parse_config(SCRIPTS))}
+    first, second = specs["198.18.1.31"], specs["198.18.1.32"]
+    assert isinstance(first, script.ScriptSpec) and isinstance(second, script.ScriptSpec)
+    assert first.user is not None and second.user is not None
+    assert (first.user.uid, first.user.gid, first.user.home) == (
+        nobody.pw_uid,
+        nobody.pw_gid,
+        nobody.pw_dir,
+    )
+    assert (second.user.uid, second.user.gid) == (root.pw_uid, nogroup)
+    # initgroups(3): the group given, and the groups that list the user as a member
+    member_of = {g.gr_gid for g in grp.getgrall() if "root" in g.gr_mem}
+    assert set(second.user.groups) == {nogroup} | member_of
+    no_user = build_checks(parse_config(SCRIPTS.replace('script_user = "nobody"', "")))
+    assert [c.spec.spec.user for c in no_user if isinstance(c.spec.spec, script.ScriptSpec)] == [
+        None,
+        second.user,
+    ]
+
+
+def test_probe_targets_name_the_metric_series_of_the_checks_now() -> None:
+    async def targets() -> set[tuple[str, str]]:
+        checks = HealthChecks(lambda changes: None, rng=random.Random(1))
+        checks.update(parse_config(SCRIPTS))
+        try:
+            return checks.probe_targets()
+        finally:
+            await checks.stop()
+
+    assert asyncio.run(targets()) == {
+        ("script", "198.18.1.31:80"),
+        ("script", "198.18.1.32:80"),
+        ("tcp", "198.18.1.33:80"),
+    }

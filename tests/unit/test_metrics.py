@@ -12,9 +12,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from director.config import ConfigError, load_config
+from director.http import MetricsServer
 from director.ipvs.model import Dest, DestKey, Family, Protocol, Service, ServiceKey
 from director.ipvs.stats import Counters, DestStats, StatsSnapshot
-from director.metrics import Metrics, MetricsServer, Sources
+from director.metrics import Metrics, Sources
 from director.reconcile.reconciler import SyncResult
 
 WEB = ServiceKey.inet(Protocol.TCP, ipaddress.IPv4Address("198.18.0.10"), 80)
@@ -92,6 +93,8 @@ def test_health_vrrp_role_reconcile_and_reload() -> None:
             "transitions": 2,
             "adverts_received": 42,
             "adverts_dropped": {"auth": 3, "ttl": 1},
+            "answers_suppressed": 7,
+            "vips_restored": 1,
         }
     ]
     metrics = Metrics(
@@ -122,6 +125,8 @@ def test_health_vrrp_role_reconcile_and_reload() -> None:
     assert got[("director_vrrp_state", labels(instance="VI_1", state="master"))] == 0
     assert got[("director_vrrp_adverts_dropped_total", labels(instance="VI_1", reason="auth"))] == 3
     assert got[("director_vrrp_adverts_received_total", labels(instance="VI_1"))] == 42
+    assert got[("director_vrrp_answers_suppressed_total", labels(instance="VI_1"))] == 7
+    assert got[("director_vrrp_vips_restored_total", labels(instance="VI_1"))] == 1
     assert got[("director_role", labels(role="backup"))] == 1
     assert got[("director_maintenance_drains", frozenset())] == 2
     assert got[("director_reconcile_duration_seconds_count", labels(reason="health"))] == 1
@@ -226,3 +231,50 @@ def test_metrics_address_is_checked(tmp_path: Path) -> None:
     assert 'daemon.metrics_address (line 2): expected "ADDRESS:PORT"' in text
     assert 'found "localhost:9469"' in text
     assert "daemon.stats_interval" in text
+
+
+def test_series_of_a_removed_target_are_removed_on_retain() -> None:
+    metrics = Metrics()
+    for target in ("198.18.1.11:80", "198.18.1.12:80"):
+        metrics.probed("http", target, ok=True, latency=0.003)
+        metrics.probed("http", target, ok=False, latency=0.2)
+    metrics.probed("tcp", "198.18.1.12:25", ok=True, latency=0.001)
+    before = samples(metrics.render().decode())
+    gone = labels(type="http", target="198.18.1.11:80")
+    assert before[("director_check_probe_latency_seconds_count", gone)] == 2
+    metrics.retain_probe_targets(
+        {("http", "198.18.1.12:80"), ("tcp", "198.18.1.12:25")},
+        checks={("tcp/198.18.0.10:80", "198.18.1.12:80")},
+    )
+    metrics.probed("http", "198.18.1.11:80", ok=True, latency=0.003)  # late, from before
+    after = samples(metrics.render().decode())
+    assert not [k for k in after if ("target", "198.18.1.11:80") in k[1]]
+    kept = labels(type="http", target="198.18.1.12:80")
+    assert after[("director_check_probe_latency_seconds_count", kept)] == 2
+    assert after[("director_check_probes_total", kept | {("result", "failed")})] == 1
+    tcp = labels(type="tcp", target="198.18.1.12:25")
+    assert after[("director_check_probes_total", tcp | {("result", "ok")})] == 1
+    # a target added by the next reload is counted from its first probe
+    metrics.retain_probe_targets({("http", "198.18.1.12:80"), ("http", "198.18.1.13:80")})
+    metrics.probed("http", "198.18.1.13:80", ok=True, latency=0.003)
+    new = labels(type="http", target="198.18.1.13:80")
+    got = samples(metrics.render().decode())
+    assert got[("director_check_probe_latency_seconds_count", new)] == 1
+
+
+def test_retain_forgets_the_last_change_of_removed_checks() -> None:
+    metrics = Metrics()
+    metrics.health_changed([("a", "1"), ("b", "2")], at=5.0)
+    metrics.retain_probe_targets(set(), checks={("b", "2")})
+    assert metrics.sources.health_changed_at == {("b", "2"): 5.0}
+
+
+def test_local_failures_are_the_directors_not_the_targets() -> None:
+    metrics = Metrics()
+    metrics.probed("http", "198.18.1.11:80", ok=False, latency=0.0, local="EMFILE")
+    metrics.probed("tcp", "198.18.1.12:25", ok=False, latency=0.0, local="EMFILE")
+    metrics.probed("tcp", "198.18.1.12:25", ok=False, latency=0.0, local="EADDRNOTAVAIL")
+    got = samples(metrics.render().decode())
+    assert got[("director_check_local_failures_total", labels(reason="EMFILE"))] == 2
+    assert got[("director_check_local_failures_total", labels(reason="EADDRNOTAVAIL"))] == 1
+    assert not [k for k in got if k[0].startswith("director_check_probe")]

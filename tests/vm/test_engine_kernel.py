@@ -8,11 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from director.app import Director
 from director.config import load_config, parse_config
 from director.desired import compile_table
 from director.engine import Engine
+from director.intents import Reload, ReloadRejected
 from director.ipvs.netlink import NetlinkIPVS
 from director.reconcile.owned import FileOwnedStore
+from tests.helpers.director import running, world_in
 from tests.helpers.ipvsadm import ipvsadm, read_table
 
 pytestmark = pytest.mark.vm
@@ -68,7 +71,7 @@ def write(path: Path, state: Path, weight: int = 1) -> Path:
 
 
 def engine_for(path: Path, kernel: NetlinkIPVS, state: Path) -> Engine:
-    return Engine(load_config(path), path, kernel, FileOwnedStore(state), load_config)
+    return Engine(load_config(path), kernel, FileOwnedStore(state), config_path=path)
 
 
 def test_start_adopts_without_flushing_and_applies_sysctls(
@@ -112,15 +115,14 @@ def test_reload_of_one_weight_changes_only_that(kernel: NetlinkIPVS, tmp_path: P
     path = write(tmp_path / "d.toml", tmp_path)
     engine = engine_for(path, kernel, tmp_path)
 
-    async def scenario() -> tuple[str, str, bool, str]:
+    async def scenario() -> tuple[str, str, str]:
         await engine.start()
         before = ipvsadm("-Ln")
         write(path, tmp_path, weight=9)
-        ok = await engine.reload()
-        return before, ipvsadm("-Ln"), ok, str(engine.status.last_sync)
+        await engine.apply_config(load_config(path))
+        return before, ipvsadm("-Ln"), str(engine.status.last_sync)
 
-    before, after, ok, last = asyncio.run(scenario())
-    assert ok
+    before, after, last = asyncio.run(scenario())
     changed = [
         (a, b) for a, b in zip(before.splitlines(), after.splitlines(), strict=True) if a != b
     ]
@@ -132,18 +134,21 @@ def test_reload_of_one_weight_changes_only_that(kernel: NetlinkIPVS, tmp_path: P
 
 
 def test_invalid_reload_keeps_the_running_config(kernel: NetlinkIPVS, tmp_path: Path) -> None:
+    """Through the application object, as SIGHUP and directorctl reload do it."""
     path = write(tmp_path / "d.toml", tmp_path)
-    engine = engine_for(path, kernel, tmp_path)
+    world = world_in(tmp_path, path, kernel=kernel, metrics=False)
 
-    async def scenario() -> tuple[str, bool]:
-        await engine.start()
-        path.write_text(CONFIG.format(state=tmp_path, weight=70000))
-        return ipvsadm("-Ln"), await engine.reload()
+    async def scenario() -> tuple[str, str, Director]:
+        async with running(world) as run:
+            path.write_text(CONFIG.format(state=tmp_path, weight=70000))
+            before = ipvsadm("-Ln")
+            with pytest.raises(ReloadRejected, match="weight"):
+                await run.director.ask(Reload("control"))
+            return before, ipvsadm("-Ln"), run.director
 
-    before, ok = asyncio.run(scenario())
-    assert not ok
-    assert ipvsadm("-Ln") == before
-    assert engine.status.reload_error is not None
-    assert "weight" in engine.status.reload_error
-    assert "reload failed" in engine.status.summary()
-    assert parse_config(CONFIG.format(state=tmp_path, weight=1)) == engine.config
+    before, after, director = asyncio.run(scenario())
+    assert after == before
+    status = director.engine.status
+    assert status.reload_error is not None and "weight" in status.reload_error
+    assert "reload failed" in status.summary()
+    assert parse_config(CONFIG.format(state=tmp_path, weight=1)) == director.engine.config

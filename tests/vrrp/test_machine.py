@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from vrrp import (
+    Action,
     AddAddresses,
     Advertisement,
     AuthType,
@@ -16,6 +17,7 @@ from vrrp import (
     Gratuitous,
     Machine,
     RemoveAddresses,
+    RestoreAddresses,
     SendAdvert,
     SendGratuitous,
     State,
@@ -30,7 +32,8 @@ NO_GARP = Gratuitous(count=1, repeat_after=None)
 
 
 def config(priority: int = 100, **kw: Any) -> Config:
-    return Config(vrid=51, priority=priority, primary_address=ME, virtual_addresses=VIPS, **kw)
+    kw.setdefault("virtual_addresses", VIPS)
+    return Config(vrid=51, priority=priority, primary_address=ME, **kw)
 
 
 def advert(priority: int, interval_cs: int = 100, version: int = 2) -> Advertisement:
@@ -172,9 +175,46 @@ def test_master_reasserts_on_lower_priority_advert() -> None:
     machine = master(100, gratuitous=NO_GARP)
     assert machine.receive(advert(50), PEER_HIGH, 4.0) == [SendAdvert(100), SendGratuitous(VIPS)]
     assert machine.next_deadline() == 5.0  # Adver_Timer reset
-    # Equal priority from a lower address: we win the tie, so the same.
-    assert machine.receive(advert(100), PEER_LOW, 4.5) == [SendAdvert(100), SendGratuitous(VIPS)]
+    # Equal priority from a lower address: we win the tie, so the same (one interval later).
+    assert machine.receive(advert(100), PEER_LOW, 5.0) == [SendAdvert(100), SendGratuitous(VIPS)]
     assert machine.state is State.MASTER
+
+
+def test_master_answers_one_lower_advert_per_interval() -> None:
+    """A flood of lower (or equal, lower address) adverts: one advert and one gratuitous round
+    per advert_interval, not one per advert; the periodic advert keeps its time."""
+    machine = master(100, gratuitous=NO_GARP)  # master at 3.609375, next advert at 4.609375
+    sent: list[tuple[float, Action]] = []
+    now = 4.0
+    while now < 7.0:  # 1,000 adverts a second for 3 s, alternately lower and equal-lower
+        peer, priority = (PEER_HIGH, 50) if int(now * 1000) % 2 else (PEER_LOW, 100)
+        sent += [(now, a) for a in machine.receive(advert(priority), peer, now)]
+        while (deadline := machine.next_deadline()) is not None and deadline <= now:
+            sent += [(deadline, a) for a in machine.handle_timer(deadline)]
+        now = round(now + 0.001, 6)
+    adverts = [t for t, a in sent if isinstance(a, SendAdvert)]
+    garps = [t for t, a in sent if isinstance(a, SendGratuitous)]
+    # answers at 4.0, 5.0 and 6.0 (each re-arms the Adver_Timer, so no periodic one is due)
+    assert adverts == garps == [4.0, 5.0, 6.0]
+    assert machine.answers_suppressed == 3000 - 3
+    assert machine.state is State.MASTER
+    # a priority 0 advert has its own hold: answered now, then held for an interval
+    assert machine.receive(advert(0), PEER_HIGH, 7.0) == [SendAdvert(100)]
+    assert machine.receive(advert(0), PEER_HIGH, 7.5) == []
+    assert machine.receive(advert(0), PEER_HIGH, 8.0) == [SendAdvert(100)]
+    # a higher advert is never held: the master yields at once
+    changed = machine.receive(advert(200), PEER_HIGH, 8.1)[0]
+    assert isinstance(changed, StateChanged) and changed.state is State.BACKUP
+
+
+def test_leaving_master_clears_the_hold_on_answers() -> None:
+    machine = Machine(config(255, gratuitous=NO_GARP))  # the owner: master again at once
+    machine.start(0.0)
+    assert machine.receive(advert(50), PEER_HIGH, 1.0) == [SendAdvert(255), SendGratuitous(VIPS)]
+    machine.fault(1.1, "test")
+    machine.recover(1.2, "test")
+    assert machine.state is State.MASTER
+    assert machine.receive(advert(50), PEER_HIGH, 1.3) == [SendAdvert(255), SendGratuitous(VIPS)]
 
 
 def test_master_answers_priority_zero_with_an_advert() -> None:
@@ -183,16 +223,109 @@ def test_master_answers_priority_zero_with_an_advert() -> None:
     assert machine.next_deadline() == 5.0
 
 
-@pytest.mark.parametrize(("priority", "src"), [(200, PEER_LOW), (100, PEER_HIGH)])
+@pytest.mark.parametrize(
+    ("priority", "src", "event"),
+    [(200, PEER_LOW, Event.ADVERT_HIGHER), (100, PEER_HIGH, Event.ADVERT_EQUAL_HIGHER_ADDRESS)],
+)
 def test_master_yields_to_higher_priority_or_equal_from_higher_address(
-    priority: int, src: IPv4Address
+    priority: int, src: IPv4Address, event: Event
 ) -> None:
     machine = master(100)
     assert machine.receive(advert(priority), src, 4.0) == [
-        StateChanged(State.MASTER, State.BACKUP, Event.ADVERT_HIGHER),
+        StateChanged(State.MASTER, State.BACKUP, event, src, priority),
         RemoveAddresses(VIPS),
     ]
     assert machine.next_deadline() == 4.0 + 3.609375  # no more adverts or gratuitous rounds
+
+
+# -- the cause of each change of state, for the log ------------------------------------------
+
+
+def test_a_master_outbid_names_the_advert_that_did_it() -> None:
+    machine = master(100)
+    changed = machine.receive(advert(200), PEER_HIGH, 4.0)[0]
+    assert isinstance(changed, StateChanged)
+    assert (changed.source, changed.source_priority) == (PEER_HIGH, 200)
+    assert changed.cause == "advert from 192.0.2.20 priority 200: higher priority"
+    changed = master(100).receive(advert(100), PEER_HIGH, 4.0)[0]
+    assert isinstance(changed, StateChanged)
+    assert changed.cause == "advert from 192.0.2.20 priority 100: equal priority, higher address"
+
+
+def test_a_takeover_names_the_master_it_heard_last() -> None:
+    def takeover(machine: Machine) -> StateChanged:
+        deadline = machine.next_deadline()
+        assert deadline is not None
+        changed = machine.handle_timer(deadline)[0]
+        assert isinstance(changed, StateChanged) and changed.state is State.MASTER
+        return changed
+
+    silent = backup(100)
+    assert takeover(silent).cause == "master_down timer expired, no master heard"
+    silent = backup(100)
+    silent.receive(advert(200), PEER_HIGH, 1.0)
+    changed = takeover(silent)
+    assert (changed.event, changed.source, changed.source_priority) == (
+        Event.MASTER_DOWN_TIMER,
+        PEER_HIGH,
+        200,
+    )
+    assert changed.cause == "master_down timer expired, last advert from 192.0.2.20 priority 200"
+    released = backup(100)
+    released.receive(advert(200), PEER_HIGH, 1.0)
+    released.receive(advert(0), PEER_HIGH, 2.0)
+    assert takeover(released).cause == "master 192.0.2.20 released (priority 0), skew timer expired"
+    preempting = backup(100)
+    preempting.receive(advert(50), PEER_LOW, 1.0)
+    changed = takeover(preempting)
+    assert (changed.event, changed.source, changed.source_priority) == (
+        Event.PREEMPT,
+        PEER_LOW,
+        50,
+    )
+    assert changed.cause == "preempt: master 192.0.2.5 priority 50 is lower than ours"
+    # nopreempt follows a lower master: its silence is not a preemption
+    following = backup(100, preempt=False)
+    following.receive(advert(50), PEER_LOW, 1.0)
+    assert takeover(following).event is Event.MASTER_DOWN_TIMER
+
+
+def test_fault_and_recovery_carry_their_reason() -> None:
+    machine = master(100)
+    changed = machine.fault(5.0, "link eth0")[0]
+    assert changed == StateChanged(State.MASTER, State.FAULT, Event.FAULT, reason="link eth0")
+    assert changed.cause == "fault: link eth0"
+    changed = machine.recover(6.0, "link eth0")[0]
+    assert isinstance(changed, StateChanged)
+    assert changed.cause == "recovered: link eth0 cleared"
+    starting = Machine(config(100))
+    starting.fault(0.0, "track interface eth1 down")
+    changed = starting.start(1.0)[0]
+    assert isinstance(changed, StateChanged)
+    assert changed.cause == "startup in fault: track interface eth1 down"
+    assert StateChanged(State.INITIALIZE, State.BACKUP, Event.START).cause == "startup"
+
+
+# -- a virtual address deleted by someone else -----------------------------------------------
+
+
+def test_a_master_restores_a_deleted_address_and_announces_it() -> None:
+    vips = (VIPS[0], IPv4Address("198.51.100.11"))
+    machine = Machine(config(100, gratuitous=NO_GARP, virtual_addresses=vips))
+    machine.start(0.0)
+    lost = (vips[1], IPv4Address("198.51.100.99"))  # not ours: ignored
+    assert machine.address_lost(lost, 1.0) == []  # backup: never adds
+    machine.handle_timer(3.609375)
+    assert machine.state is State.MASTER
+    deadline = machine.next_deadline()
+    assert machine.address_lost(lost, 4.0) == [
+        RestoreAddresses((vips[1],)),
+        SendGratuitous((vips[1],)),
+    ]
+    assert machine.next_deadline() == deadline  # the advert timer is not touched
+    assert machine.address_lost((IPv4Address("198.51.100.99"),), 4.0) == []
+    machine.fault(5.0, "test")
+    assert machine.address_lost(lost, 6.0) == []
 
 
 def test_shutdown_from_master_releases_with_priority_zero() -> None:
@@ -268,14 +401,16 @@ def test_backup_skew_follows_its_current_priority() -> None:
 def test_fault_from_master_releases_and_recovers_to_backup() -> None:
     machine = master(100)
     assert machine.fault(5.0) == [
-        StateChanged(State.MASTER, State.FAULT, Event.FAULT),
+        StateChanged(State.MASTER, State.FAULT, Event.FAULT, reason=""),
         SendAdvert(0),
         RemoveAddresses(VIPS),
     ]
     assert machine.next_deadline() is None
     assert machine.receive(advert(50), PEER_HIGH, 6.0) == []
     assert machine.fault(6.5) == []
-    assert machine.recover(7.0) == [StateChanged(State.FAULT, State.BACKUP, Event.RECOVER)]
+    assert machine.recover(7.0) == [
+        StateChanged(State.FAULT, State.BACKUP, Event.RECOVER, reason="")
+    ]
     assert machine.next_deadline() == 7.0 + 3.609375
     assert machine.recover(8.0) == []
 
@@ -283,9 +418,11 @@ def test_fault_from_master_releases_and_recovers_to_backup() -> None:
 def test_fault_before_start_starts_in_fault_and_owner_recovers_to_master() -> None:
     machine = Machine(config(255))
     assert machine.fault(0.0) == []
-    assert machine.start(1.0) == [StateChanged(State.INITIALIZE, State.FAULT, Event.START_IN_FAULT)]
+    assert machine.start(1.0) == [
+        StateChanged(State.INITIALIZE, State.FAULT, Event.START_IN_FAULT, reason="")
+    ]
     actions = machine.recover(2.0)
-    assert actions[0] == StateChanged(State.FAULT, State.MASTER, Event.RECOVER_AS_OWNER)
+    assert actions[0] == StateChanged(State.FAULT, State.MASTER, Event.RECOVER_AS_OWNER, reason="")
 
 
 # -- configuration ---------------------------------------------------------------------------

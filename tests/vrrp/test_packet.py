@@ -252,10 +252,11 @@ def test_parse_is_decode_then_validate() -> None:
 
 def test_every_drop_reason_is_reachable() -> None:
     # Kept in step with the tests above: a new reason needs a test that produces it.
+    # (socket_overflow: tests/vrrp_io/test_overflow.py, a flood against a small buffer)
     assert {r.value for r in DropReason} == {
         "bad_ttl", "too_short", "bad_version", "bad_type", "bad_length", "bad_checksum",
         "bad_interval", "bad_auth", "vrid_mismatch", "auth_mismatch", "interval_mismatch",
-        "address_list_mismatch",
+        "address_list_mismatch", "socket_overflow",
     }  # fmt: skip
 
 

@@ -24,6 +24,7 @@ from vrrp.table import TRANSITIONS, Effect, Event, diagram
 S = State
 
 ADVERTS = {e for e in Event if e.value.startswith("advert_")}
+HELD = {Event.ADVERT_LOWER_HELD, Event.ADVERT_RELEASE_HELD}  # classified as master only
 
 
 def test_every_change_of_state_starts_by_cancelling_timers() -> None:
@@ -61,13 +62,27 @@ def test_only_master_rules_send_adverts_and_only_leaving_ones_release() -> None:
 def test_adverts_do_nothing_in_initialize_and_fault() -> None:
     for state in (S.INITIALIZE, S.FAULT):
         assert not any((state, e) in TRANSITIONS for e in ADVERTS)
-    assert all((S.BACKUP, e) in TRANSITIONS and (S.MASTER, e) in TRANSITIONS for e in ADVERTS)
+    assert all((S.BACKUP, e) in TRANSITIONS for e in ADVERTS - HELD)
+    assert all((S.MASTER, e) in TRANSITIONS for e in ADVERTS)
+
+
+def test_held_answers_send_nothing_and_answers_start_a_hold() -> None:
+    for event in HELD:
+        assert TRANSITIONS[S.MASTER, event].effects == (Effect.COUNT_HELD_ANSWER,)
+    for (state, event), rule in TRANSITIONS.items():
+        if state is S.MASTER and event in ADVERTS and Effect.SEND_ADVERT in rule.effects:
+            assert {Effect.HOLD_LOWER_ANSWERS, Effect.HOLD_RELEASE_ANSWERS} & set(rule.effects)
+
+
+def test_only_a_master_restores_lost_addresses() -> None:
+    assert [s for s, e in TRANSITIONS if e is Event.ADDRESS_LOST] == [S.MASTER]
 
 
 def test_diagram_is_generated_from_the_table() -> None:
     text = diagram()
     assert text.startswith("stateDiagram-v2\n")
     assert "    backup --> master: master_down_timer\n" in text
+    assert "    backup --> master: preempt\n" in text
     assert "    master --> backup: advert_higher\n" in text
     assert "    initialize --> master: start_as_owner\n" in text
     assert "master: adver_timer" not in text  # self-loops are not transitions

@@ -11,6 +11,7 @@ import os
 import shlex
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -23,7 +24,7 @@ import pytest
 from director.config import Config, parse_config
 from director.ipvs.model import DestKey, ServiceKey
 from director.role import Role
-from director.vrrp_service import VrrpService
+from director.vrrp_service import REALTIME, SWITCH_INTERVAL, VrrpService
 from tests.helpers.netns import Background, Namespace, Topology
 from tests.helpers.servers import NamespaceLoop
 from tests.vrrp_io.lab import has_address, lan, link_local, wait_until
@@ -97,7 +98,7 @@ class Director:
 
 
 @contextmanager
-def running(ns: Namespace, text: str) -> Iterator[Director]:
+def running(ns: Namespace, text: str, *, thread: bool = True) -> Iterator[Director]:
     config = parse_config(text)
     with NamespaceLoop(ns) as inside:
         roles: list[Role] = []
@@ -109,7 +110,7 @@ def running(ns: Namespace, text: str) -> Iterator[Director]:
         def current() -> Mapping[tuple[ServiceKey, DestKey], bool]:
             return health
 
-        service = VrrpService(config, publish, health=current)
+        service = VrrpService(config, publish, health=current, thread=thread)
         inside.run(service.start(), timeout=30)
         try:
             yield Director(ns, inside, service, roles, health)
@@ -176,7 +177,10 @@ def test_sync_group_moves_together_on_one_link_down(topology: Topology, tmp_path
         assert not has_address(d2ns, VIP1, "eth1")
 
 
-def test_tracking_interfaces_and_checks_and_reload(topology: Topology, tmp_path: Path) -> None:
+@pytest.mark.parametrize("thread", [True, False], ids=["vrrp-thread", "daemon-loop"])
+def test_tracking_interfaces_and_checks_and_reload(
+    topology: Topology, tmp_path: Path, thread: bool
+) -> None:
     d1ns, d2ns = two_lans(topology, "d1", "d2")
     service = (
         '[[virtual_server]]\nname = "web"\nprotocol = "tcp"\naddress = "198.18.0.100"\n'
@@ -190,7 +194,7 @@ def test_tracking_interfaces_and_checks_and_reload(topology: Topology, tmp_path:
 
     weighted = 'track_interfaces = [{ interface = "eth1", weight = 60 }]'
     with (
-        running(d1ns, config(weighted)) as d1,
+        running(d1ns, config(weighted), thread=thread) as d1,
         running(d2ns, service + instance("VI_1", "eth0", 51, 100, VIP0)) as d2,
     ):
         M, B, F = State.MASTER, State.BACKUP, State.FAULT
@@ -354,3 +358,21 @@ def test_killed_master_leaves_its_vip_and_a_restart_removes_it(
         second.stop(timeout=10)
         wait_until(lambda: d2.states() == (M,), INTERVAL + SETTLE, "d2 after a clean stop")
         assert not has_address(d1ns, VIP0)
+
+
+def test_instances_run_on_realtime_threads_and_report_on_the_daemons_loop(
+    topology: Topology,
+) -> None:
+    (d1ns,) = two_lans(topology, "d1")
+    with running(d1ns, instance("VI_1", "eth0", 51, 150, VIP0)) as d1:
+        wait_until(lambda: d1.states() == (State.MASTER,), MASTER_DOWN + SETTLE, "master")
+        (vrrp,) = [t for t in threading.enumerate() if t.name == "vrrp-51"]
+        assert vrrp.native_id is not None
+        assert os.sched_getscheduler(vrrp.native_id) == os.SCHED_FIFO
+        assert os.sched_getparam(vrrp.native_id).sched_priority == REALTIME
+        assert sys.getswitchinterval() <= SWITCH_INTERVAL
+        wait_until(lambda: d1.roles[-1:] == [Role.MASTER], SETTLE, "published on the loop")
+        summary = d1.service.summary()[0]
+        assert summary["state"] == "master" and summary["priority"] == 150
+        assert summary["answers_suppressed"] == 0 and summary["vips_restored"] == 0
+    assert not [t for t in threading.enumerate() if t.name == "vrrp-51"]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 import time
 from ipaddress import IPv4Address, IPv6Address
 
 import pytest
+from structlog.testing import capture_logs
 
 from tests.vrrp_io.capture import ALL_NODES_MAC, NeighbourAdvert, decode_frame
 from vrrp import (
@@ -31,8 +33,9 @@ from vrrp import (
 from vrrp.addresses import NA_OVERRIDE, NA_ROUTER, gratuitous_arp, unsolicited_na
 from vrrp.instance import Instance, _advert_first
 from vrrp.packet import VRRP_GROUP_V6, checksum
+from vrrp.thread import InstanceThread
 from vrrp.timer import TimerFd
-from vrrp.transport import Own, receive_ipv4, receive_ipv6
+from vrrp.transport import SO_RXQ_OVFL, Own, Transport, overflow, receive_ipv4, receive_ipv6
 
 ME, PEER, GROUP = IPv4Address("198.18.0.1"), IPv4Address("198.18.0.2"), IPv4Address("224.0.0.18")
 CONFIG = Config(
@@ -306,3 +309,93 @@ def test_an_advert_that_arrived_while_waiting_out_the_deadline_still_counts() ->
         assert deadline > time.monotonic() + 3.0  # Master_Down_Timer restarted by that advert
     finally:
         instance._require_loop().close()
+
+
+# -- kernel drops, address events, the transition's log line ------------------------------------
+
+
+def test_kernel_drops_are_counted_by_their_increase() -> None:
+    transport = Transport("lo", ME, CONFIG.expected(), lambda advert, src, age: None)
+
+    def seen(count: int | None) -> int:
+        ancillary = (
+            [] if count is None else [(socket.SOL_SOCKET, SO_RXQ_OVFL, struct.pack("=I", count))]
+        )
+        transport._count_overflow(ancillary)
+        return transport.drops[DropReason.SOCKET_OVERFLOW]
+
+    assert seen(None) == 0  # the kernel sends none while its count is 0
+    assert seen(5) == 5
+    assert seen(5) == 5  # cumulative: the same count again is nothing new
+    assert seen(7) == 7
+    transport.kernel_drops = (1 << 32) - 1
+    assert seen(1) == 9  # the u32 wrapped: 2 more
+    assert overflow([(socket.SOL_SOCKET, SO_RXQ_OVFL, b"\x01")]) is None  # short: ignored
+
+
+def test_address_messages_from_a_dump_or_an_event() -> None:
+    v6 = IPv6Address("2001:db8::10")
+    data = rtnl.request("del", 3, v6, 128, seq=9) + rtnl.request(
+        "add", 2, IPv4Address("198.18.0.100"), 24, label="eth0:1", seq=10
+    )
+    assert rtnl.parse_addresses(data) == [
+        rtnl.AddressMessage(rtnl.RTM_DELADDR, 3, v6, 128, 9),
+        rtnl.AddressMessage(rtnl.RTM_NEWADDR, 2, IPv4Address("198.18.0.100"), 24, 10),
+    ]
+    assert rtnl.done(struct.pack("=IHHII", 20, rtnl.NLMSG_DONE, 2, 9, 0) + bytes(4), 9)
+    assert not rtnl.done(data, 9)
+    dump = rtnl.dump_request(4)
+    assert struct.unpack_from("=IHHII", dump) == (24, rtnl.RTM_GETADDR, 0x301, 4, 0)
+    for cut in range(len(data)):  # truncated or shifted reads never raise
+        rtnl.parse_addresses(data[:cut])
+        rtnl.parse_addresses(data[cut:])
+
+
+def test_a_takeover_logs_one_transition_line_with_its_cause() -> None:
+    instance, _record = _backup_due_in(0.0015, [])
+    try:
+        with capture_logs() as logs:
+            instance._on_timer()
+        assert instance.state is State.MASTER
+        assert [e for e in logs if e["event"] == "vrrp_transition"] == [
+            {
+                "event": "vrrp_transition",
+                "log_level": "info",
+                "vrid": 7,
+                "interface": "lo",
+                "previous": "backup",
+                "state": "master",
+                "cause": "master_down timer expired, no master heard",
+                "trigger": "master_down_timer",
+                "priority": 100,
+            }
+        ]
+    finally:
+        instance._require_loop().close()
+
+
+def test_a_refused_realtime_priority_is_logged_and_the_thread_runs_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse(pid: int, policy: int, param: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr("os.sched_setscheduler", refuse)  # as under RestrictRealtime=yes
+    runner = InstanceThread(Instance(CONFIG, "lo", track_interface=False), realtime=10)
+    loop = asyncio.new_event_loop()
+    ran: list[bool] = []
+
+    def first() -> None:
+        ran.append(True)
+        loop.stop()
+
+    loop.call_soon(first)
+    try:
+        with capture_logs() as logs:
+            runner._main(loop)
+    finally:
+        loop.close()
+    assert ran == [True]
+    assert [(e["event"], e.get("priority")) for e in logs] == [("vrrp_realtime_refused", 10)], logs
+    with pytest.raises(ValueError, match="realtime priority 100"):
+        InstanceThread(Instance(CONFIG, "lo", track_interface=False), realtime=100)

@@ -1,20 +1,20 @@
 """What the control API's commands do inside the daemon, and the status they report.
 
-:func:`handlers` builds the table :class:`director.control.ControlServer` serves. Its
-collaborators come in as arguments (the engine, the checks' summary, the role, the VRRP
-instances, the reload action), so the composition root stays the only place that wires them.
+:func:`handlers` builds the table :class:`director.control.server.ControlServer` serves from two
+collaborators of the application object: how to read the status, and how to ask for an intent.
+:func:`status_view` is the one model of ``directorctl status`` (pure: everything comes in as an
+argument).
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from director.config.model import Config
-from director.control import Handler, RequestError
-from director.engine import Engine
+from director.control.protocol import Handler, RequestError
+from director.intents import Drain, Enable, Intent, Reload, ReloadRejected
 from director.ipvs.stats import StatsSnapshot
 from director.maintenance import Maintenance, MaintenanceError, dest_id
 
@@ -128,24 +128,15 @@ def _text(args: dict[str, Any], name: str, required: bool = True) -> str | None:
     return value
 
 
-def handlers(
-    engine: Engine,
-    checks: Summary,
-    role: Callable[[], str | None],
-    vrrp: Summary,
-    reload: Callable[[], Awaitable[bool]],
-) -> dict[str, Handler]:
-    async def status(args: dict[str, Any]) -> object:
-        return status_view(
-            engine.config,
-            dict(engine.status.__dict__),
-            engine.stats,
-            checks(),
-            engine.maintenance,
-            role(),
-            vrrp(),
-            time.time(),
-        )
+Ask = Callable[[Intent], Awaitable[object]]
+
+
+def handlers(status: Callable[[], dict[str, object]], ask: Ask) -> dict[str, Handler]:
+    """The control commands: ``status`` reads (it never waits behind a reload); the others are
+    intents, applied one at a time by the application object, each awaited for its result."""
+
+    async def do_status(args: dict[str, Any]) -> object:
+        return status()
 
     async def drain(args: dict[str, Any]) -> object:
         server = _text(args, "server")
@@ -159,31 +150,25 @@ def handlers(
             raise RequestError(f"timeout: expected a number of seconds, found {timeout!r}")
         assert server is not None
         try:
-            d = await engine.drain(server, service, float(timeout) if timeout else None)
+            return await ask(Drain(server, service, float(timeout) if timeout else None))
         except MaintenanceError as exc:
             raise RequestError(str(exc)) from exc
-        return {
-            "drain": d.to_json(),
-            "matches": engine.maintenance.describe(engine.config, time.time()),
-        }
 
     async def enable(args: dict[str, Any]) -> object:
         server = _text(args, "server")
         service = _text(args, "service", required=False)
         assert server is not None
         try:
-            lifted = await engine.enable(server, service)
+            return await ask(Enable(server, service))
         except MaintenanceError as exc:
             raise RequestError(str(exc)) from exc
-        return {"enabled": [d.to_json() for d in lifted]}
 
-    async def do_reload(args: dict[str, Any]) -> object:
-        ok = await reload()
-        if not ok:
+    async def reload(args: dict[str, Any]) -> object:
+        try:
+            return await ask(Reload("control"))
+        except ReloadRejected as exc:
             raise RequestError(
-                "the config was rejected; still running the previous one:\n"
-                + (engine.status.reload_error or "")
-            )
-        return {"config_path": str(engine.config_path), "last_sync": engine.status.last_sync}
+                f"the config was rejected; still running the previous one:\n{exc}"
+            ) from exc
 
-    return {"status": status, "drain": drain, "enable": enable, "reload": do_reload}
+    return {"status": do_status, "drain": drain, "enable": enable, "reload": reload}

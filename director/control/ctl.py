@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from director.control import ControlError, request
+from director.control.client import request
+from director.control.protocol import ControlError
 
 DEFAULT_SOCKET = Path("/run/director/control.sock")
 DEFAULT_CONFIG = Path("/etc/director/director.toml")
@@ -151,8 +152,19 @@ def render_status(st: dict[str, Any]) -> str:
                 + (f"  master heard {peer}" if peer else "")
                 + (f"  faults: {', '.join(map(str, faults))}" if faults else "")
             )
+            dropped = inst.get("adverts_dropped") or {}
+            if dropped:
+                counts = ", ".join(f"{reason} {n}" for reason, n in sorted(dropped.items()))
+                lines.append(f"          adverts dropped: {counts}")
+            held, restored = inst.get("answers_suppressed"), inst.get("vips_restored")
+            if held or restored:
+                lines.append(
+                    f"          answers held back {held or 0}, VIPs restored {restored or 0}"
+                )
     else:
         lines.append("vrrp:     no instances (this director is master on its own)")
+    for fault in st.get("director_faults") or []:
+        lines.append(f"FAULT:    {fault}")
     if st.get("reload_error"):
         lines.append("reload:   FAILED, running the previous config")
         lines += ["          " + ln for ln in str(st["reload_error"]).splitlines()]
@@ -219,6 +231,8 @@ def _status_file(path: Path, as_json: bool) -> int:
     if status.get("reload_error"):
         print("reload:  FAILED, running the previous config")
         print("         " + status["reload_error"].replace("\n", "\n         "))
+    for fault in status.get("director_faults") or []:
+        print(f"FAULT:   {fault}")
     if status.get("kernel_error"):
         print(f"kernel:  {status['kernel_error']}")
     for problem in status.get("sysctl_problems", []):

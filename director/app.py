@@ -1,0 +1,583 @@
+"""The application object: one director, built from its config and what the world gives it.
+
+:class:`Director` is the whole running daemon - IPVS engine, health checks, VRRP, network rules,
+sync daemon, metrics, control socket - wired once, here, with every collaborator passed to its
+constructor. What touches the outside world comes in through :class:`World` (the kernel, the
+state directory, nftables, routes, systemd), so tests build a director on the in-memory kernel
+in a network namespace, and :mod:`director.daemon` builds the production one.
+
+Life cycle: :meth:`Director.start` (in order: leftover VIPs removed, state files read, IPVS
+opened when the config needs it, the table synced, checks, VRRP, listeners; a failure at any
+step undoes the steps before it and raises :class:`StartError`), :meth:`Director.serve` (applies
+:mod:`director.intents` one at a time until a ``Stop``), :meth:`Director.stop` (the steps undone
+in reverse: listeners, VRRP with priority 0, sync daemon, checks, network rules when the table
+is not kept, IPVS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import resource
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+from checks import identity
+from checks.identity import RunAs
+from checks.model import HealthChanged, ProbeResult
+from director import __version__, early
+from director.config import Config, ConfigError
+from director.control.commands import handlers, status_view
+from director.control.protocol import ControlError, RequestError
+from director.control.server import ControlServer
+from director.engine import Engine
+from director.health import HealthChecks, ProbeJob
+from director.http import MetricsServer
+from director.intents import (
+    Drain,
+    Enable,
+    HealthSync,
+    Intent,
+    Intents,
+    Pending,
+    RefreshStats,
+    Reload,
+    ReloadRejected,
+    Resync,
+    Stop,
+)
+from director.ipvs.kernel import KernelError
+from director.ipvs.ondemand import OnDemandIPVS
+from director.limits import FdBudget, fd_budget
+from director.maintenance import Maintenance
+from director.metrics import Metrics, Sources
+from director.network import NetworkRules, NftError, RouteError
+from director.network.nft import Nft
+from director.network.routes import PolicyRoutes
+from director.notify import HookRunner
+from director.reconcile.owned import OwnedStore
+from director.role import RoleBroadcast
+from director.statefile import write_atomic
+from director.sync_daemon import SyncDaemonFollower
+from director.sysctl import PROC_SYS
+from director.vrrp_service import VrrpService, placed_addresses
+
+log = structlog.get_logger("director")
+
+
+class Lifecycle(Protocol):
+    """How the director tells its supervisor what it is doing (systemd: sd_notify)."""
+
+    def ready(self, status: str) -> None: ...
+
+    def reloading(self) -> None: ...
+
+    def stopping(self) -> None: ...
+
+    def status(self, text: str) -> None: ...
+
+    def watchdog(self) -> None: ...
+
+    def watchdog_interval(self) -> float | None:
+        """Seconds between watchdog pings, None when nobody watches."""
+
+
+class Quiet:
+    """A :class:`Lifecycle` that tells nobody (tests, a director started by hand)."""
+
+    def ready(self, status: str) -> None:
+        pass
+
+    def reloading(self) -> None:
+        pass
+
+    def stopping(self) -> None:
+        pass
+
+    def status(self, text: str) -> None:
+        pass
+
+    def watchdog(self) -> None:
+        pass
+
+    def watchdog_interval(self) -> float | None:
+        return None
+
+
+RemoveLeftovers = Callable[[Config], Awaitable[list[str]]]
+
+
+@dataclass(frozen=True)
+class World:
+    """Everything outside the process a director uses; nothing here is opened yet."""
+
+    config_path: Path
+    state_dir: Path
+    loader: Callable[[Path], Config]
+    kernel: OnDemandIPVS  # the IPVS table
+    sync_kernel: OnDemandIPVS  # the sync daemon's own netlink socket
+    owned: OwnedStore
+    remove_leftovers: RemoveLeftovers  # VIPs a crashed run left on the interfaces
+    nofile: int  # the open-file limit in force (see director.limits)
+    lifecycle: Lifecycle = dataclasses.field(default_factory=Quiet)
+    nft: Nft | None = None
+    routes: PolicyRoutes | None = None
+    sysctl_root: Path = PROC_SYS
+    rules_sysctl_root: Path | None = PROC_SYS  # None: the rules never write sysctls (tests)
+    # The listeners' caps, and where the control socket and HTTP listener are (tests: free ones).
+    control_socket: Path | None = None  # default: the config's
+    metrics_address: str | None = None  # default: the config's
+
+
+class StartError(Exception):
+    """A start step failed; the steps before it were undone. The message says which and why."""
+
+    def __init__(self, step: str, cause: BaseException) -> None:
+        self.step = step
+        super().__init__(f"{step}: {cause}")
+
+
+def needs_ipvs(config: Config) -> bool:
+    return bool(config.virtual_servers) or config.sync_daemon is not None
+
+
+STOPPING = "directord is stopping; nothing was changed"
+LOCAL_FAULT_SHOWN = 600.0  # seconds a probe's local failure stays a director fault
+CONTROL_CONNECTIONS = 8
+HTTP_CONNECTIONS = 16
+
+
+def run_as(config: Config) -> RunAs | None:
+    """Whom scripts and notify hooks run as (``[daemon] script_user``), None: the daemon's user.
+    The config was validated, so the user existed then; if it has gone since, that is an error
+    (a hook must never run as root by accident)."""
+    spec = config.daemon.script_user
+    return identity.resolve(spec) if spec else None
+
+
+def files_budget(config: Config, nofile: int) -> FdBudget:
+    """The open files ``config`` needs and how many probes fit under ``nofile``."""
+    return fd_budget(
+        nofile,
+        max_probes=config.daemon.max_concurrent_probes,
+        listeners=CONTROL_CONNECTIONS + HTTP_CONNECTIONS,
+        vrrp_instances=len(config.vrrp_instances),
+    )
+
+
+class Director:
+    """One director. ``intents`` is the queue it serves: the daemon's signal handlers and
+    timers put into it, and so do the control commands (through :meth:`ask`)."""
+
+    def __init__(self, config: Config, world: World, intents: Intents) -> None:
+        self.config = config
+        self.world = world
+        self.intents = intents
+        self.budget = files_budget(config, world.nofile)
+        self.maintenance = Maintenance(world.state_dir / "maintenance.json")
+        self.metrics = Metrics(
+            Sources(
+                stats=lambda: self.engine.stats,
+                checks=lambda: self.checks.summary(),
+                vrrp=lambda: self.vrrp.summary(),
+                role=lambda: str(self.roles.role),
+                drains=lambda: len(self.maintenance.drains),
+            )
+        )
+        self.checks = HealthChecks(
+            self._on_health, max_in_flight=self.budget.probes, on_probe=self._on_probe
+        )
+        self.engine = Engine(
+            config,
+            world.kernel,
+            world.owned,
+            config_path=world.config_path,
+            sysctl_root=world.sysctl_root,
+            status_path=world.state_dir / "status.json",
+            maintenance=self.maintenance,
+            checks_summary=self.checks.summary,
+            on_synced=self.metrics.synced,
+        )
+        self.rules = NetworkRules(config, world.nft, world.routes, world.rules_sysctl_root)
+        self.syncd = SyncDaemonFollower(world.sync_kernel, config.sync_daemon)
+        self.roles = RoleBroadcast()
+        self.roles.follow("rules", self.rules.set_role)
+        self.roles.follow("sync_daemon", self.syncd)
+        try:
+            user = run_as(config)
+        except ValueError as exc:
+            raise StartError("reading [daemon] script_user", exc) from exc
+        self.hooks = HookRunner(user=user)
+        self.vrrp = VrrpService(
+            config, self.roles.publish, hooks=self.hooks, health=lambda: self.engine.health
+        )
+        self.control = ControlServer(
+            world.control_socket or Path(config.daemon.control_socket),
+            handlers(self.status, self.ask),
+            max_connections=CONTROL_CONNECTIONS,
+        )
+        address = world.metrics_address
+        if address is None:
+            address = config.daemon.metrics_address
+        self.http = (
+            MetricsServer(self.metrics, address, max_connections=HTTP_CONNECTIONS)
+            if address
+            else None
+        )
+        self._stack = contextlib.AsyncExitStack()
+        self._stopping = False  # a Stop was applied: asks are refused from now on
+        self._health_queued = False
+
+    # -- life cycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bring the director up; on failure undo what was done and raise :class:`StartError`."""
+        steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("removing leftover virtual addresses", self._start_leftovers),
+            ("reading the state files", self._start_state),
+            ("opening IPVS", self._start_ipvs),
+            ("programming the IPVS table", self._start_engine),
+            ("starting the health checks", self._start_checks),
+            ("starting VRRP", self._start_vrrp),
+            ("opening the control socket and the HTTP listener", self._start_listeners),
+        ]
+        for step, run in steps:
+            try:
+                await run()
+            except BaseException as exc:  # a cancelled start is undone too
+                if isinstance(exc, Exception):
+                    log.error("start_failed", step=step, error=str(exc))
+                await self._stack.aclose()
+                if isinstance(exc, Exception):
+                    raise StartError(step, exc) from exc
+                raise
+        with contextlib.suppress(KernelError):
+            await self.engine.refresh_stats()
+        self.world.lifecycle.ready(self.engine.status.summary())
+        log.info("ready", version=__version__, config=str(self.world.config_path))
+
+    async def _start_leftovers(self) -> None:
+        # First and fast: after a crash this node may still hold the VIPs while the peer is
+        # master; they go before anything slow (IPVS, sysctls, checks) runs.
+        removed = await self.world.remove_leftovers(self.config)
+        if removed:
+            log.warning("leftover_vips_removed", addresses=removed)
+        await self._record_vips(self.config)
+
+    async def _record_vips(self, *configs: Config) -> None:
+        """The VIPs these configs may place, for the next start's first act after a crash
+        (:mod:`director.early`). Best effort: without it the start's own cleanup still runs."""
+        pairs = [pair for config in configs for pair in placed_addresses(config)]
+        try:
+            path = self.world.state_dir / early.RECORD
+            await asyncio.to_thread(write_atomic, path, early.encode(pairs))
+        except OSError as exc:
+            log.warning("state_file_write_failed", file=early.RECORD, error=str(exc))
+
+    async def _start_state(self) -> None:
+        self.maintenance.load()
+        await asyncio.to_thread(self.world.owned.load)
+        if self.budget.short:
+            log.error(
+                "open_file_limit_low",
+                problem=self.budget.problem(self.config.daemon.max_concurrent_probes),
+            )
+        self._refresh_faults()
+
+    async def _start_ipvs(self) -> None:
+        kernel, sync_kernel = self.world.kernel, self.world.sync_kernel
+        self._stack.callback(kernel.close)
+        self._stack.callback(sync_kernel.close)
+        if needs_ipvs(self.config):
+            await asyncio.to_thread(kernel.open)
+        elif self.world.owned.load():
+            # Services an earlier run created and this config no longer has: remove them if
+            # ip_vs is there (never loaded for this); without ip_vs there is no table.
+            with contextlib.suppress(KernelError):
+                await asyncio.to_thread(kernel.open, False)
+        else:
+            log.info("ipvs_not_needed", reason="no virtual service and no sync daemon")
+        if self.config.sync_daemon is not None:
+            await asyncio.to_thread(sync_kernel.open)
+
+    async def _start_engine(self) -> None:
+        self._stack.push_async_callback(self.engine.flush_status)
+        self._stack.push_async_callback(self._stop_rules)
+        self._stack.push_async_callback(self.engine.stop)
+        await self.engine.start()
+
+    async def _start_checks(self) -> None:
+        self._stack.push_async_callback(self.checks.stop)
+        self._checks_changed(self.config)
+
+    async def _start_vrrp(self) -> None:
+        self._stack.push_async_callback(self._stop_syncd)
+        self._stack.push_async_callback(self.vrrp.stop)
+        await self.vrrp.start()  # publishes the first role (master without VRRP instances)
+
+    async def _start_listeners(self) -> None:
+        """Either listener failing is logged and the director runs on without it: its job is
+        the traffic, not its own tooling."""
+        servers: list[tuple[str, ControlServer | MetricsServer]] = [
+            ("control socket", self.control)
+        ]
+        if self.http is not None:
+            servers.append(("metrics", self.http))
+        for what, server in servers:
+            try:
+                await server.start()
+            except (OSError, ControlError) as exc:
+                log.error("listen_failed", what=what, error=str(exc))
+            else:
+                self._stack.push_async_callback(server.stop)
+
+    async def _stop_rules(self) -> None:
+        if not self.engine.config.daemon.keep_table_on_stop:
+            with contextlib.suppress(NftError, RouteError):  # logged
+                await self.rules.remove()
+
+    async def _stop_syncd(self) -> None:
+        with contextlib.suppress(KernelError):  # logged
+            await self.syncd.stop()
+
+    async def stop(self) -> None:
+        """Undo the start, last step first (VRRP hands over with priority 0 early on)."""
+        self._stopping = True
+        self.world.lifecycle.stopping()
+        await self._stack.aclose()
+
+    # -- intents --------------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Apply intents one at a time until a :class:`Stop`; run the timers in between."""
+        intents = self.intents
+        loop = asyncio.get_running_loop()
+        watchdog = self.world.lifecycle.watchdog_interval()
+        now = loop.time()
+        next_resync = now + self.engine.config.daemon.resync_interval
+        next_stats = now + self.engine.config.daemon.stats_interval
+        next_ping = now + watchdog if watchdog else None
+        try:
+            while True:
+                deadline = min(t for t in (next_resync, next_stats, next_ping) if t is not None)
+                pending = await intents.next(max(0.0, deadline - loop.time()))
+                now = loop.time()
+                if next_ping is not None and watchdog and now >= next_ping:
+                    self.world.lifecycle.watchdog()
+                    next_ping = now + watchdog
+                if now >= next_resync:
+                    await self._apply(Pending(Resync()))
+                    next_resync = now + self.engine.config.daemon.resync_interval
+                if now >= next_stats:
+                    await self._apply(Pending(RefreshStats()))
+                    next_stats = now + self.engine.config.daemon.stats_interval
+                if pending is None:
+                    continue
+                if isinstance(pending.intent, Reload):
+                    next_resync = now + self.engine.config.daemon.resync_interval
+                if await self._apply(pending):
+                    return
+        finally:
+            self._stopping = True
+            while (left := await intents.next(0)) is not None:  # asked while stopping
+                if left.answer is not None and not left.answer.done():
+                    left.answer.set_exception(RequestError(STOPPING))
+
+    async def ask(self, intent: Intent) -> object:
+        """What a control command does: queue ``intent`` and await its result."""
+        if self._stopping:
+            raise RequestError(STOPPING)
+        return await self.intents.ask(intent)
+
+    async def _apply(self, pending: Pending) -> bool:
+        """Apply one intent and answer it; True when it was a stop."""
+        intent, answer = pending.intent, pending.answer
+        try:
+            result = await self._do(intent)
+        except Exception as exc:
+            if answer is not None and not answer.done():
+                answer.set_exception(exc)
+            elif not isinstance(exc, KernelError | ReloadRejected):  # those were logged
+                log.exception("intent_failed", intent=type(intent).__name__)
+            if isinstance(exc, KernelError):
+                self.world.lifecycle.status(f"kernel error: {exc}")
+        else:
+            if answer is not None and not answer.done():
+                answer.set_result(result)
+        return isinstance(intent, Stop)
+
+    async def _do(self, intent: Intent) -> object:
+        match intent:
+            case Stop():
+                log.info("stop_requested", origin=intent.origin)
+                return None
+            case Reload():
+                return await self.reload()
+            case HealthSync():
+                self._health_queued = False
+                await self.engine.sync_health()
+                return None
+            case Resync():
+                await self.engine.resync()
+                await self.rules.resync()
+                with contextlib.suppress(KernelError):  # logged; the next resync tries again
+                    await self.syncd.apply()  # a sync daemon stopped by hand comes back
+                self._refresh_faults()
+                self.world.lifecycle.status(self.engine.status.summary())
+                return None
+            case RefreshStats():
+                await self.engine.refresh_stats()
+                return None
+            case Drain(server, service, timeout):
+                drain = await self.engine.drain(server, service, timeout)
+                return {
+                    "drain": drain.to_json(),
+                    "matches": self.maintenance.describe(self.engine.config, time.time()),
+                }
+            case Enable(server, service):
+                lifted = await self.engine.enable(server, service)
+                return {"enabled": [d.to_json() for d in lifted]}
+        raise AssertionError(f"unknown intent {intent!r}")
+
+    async def reload(self) -> dict[str, object]:
+        """Read and validate the config again and apply it. A config that is invalid, or needs
+        ip_vs where there is none, changes nothing: :class:`ReloadRejected` says why."""
+        self.world.lifecycle.reloading()
+        try:
+            try:
+                config = await asyncio.to_thread(self.world.loader, self.world.config_path)
+            except ConfigError as exc:
+                raise ReloadRejected(str(exc)) from None
+            if needs_ipvs(config):
+                try:
+                    await asyncio.to_thread(self.world.kernel.open)
+                    if config.sync_daemon is not None:
+                        await asyncio.to_thread(self.world.sync_kernel.open)
+                except KernelError as exc:
+                    raise ReloadRejected(
+                        "the new config has virtual services or a sync daemon, which need "
+                        f"ip_vs, and ip_vs is not available: {exc}"
+                    ) from None
+            try:
+                user = run_as(config)
+            except ValueError as exc:
+                raise ReloadRejected(f"daemon.script_user: {exc}") from None
+        except ReloadRejected as exc:
+            self.engine.reload_rejected(str(exc))
+            self.metrics.reloaded(False)
+            self.world.lifecycle.ready(self.engine.status.summary())
+            raise
+        previous, self.config = self.config, config
+        await self._record_vips(previous, config)  # both, until the old ones are gone
+        self._checks_changed(config)
+        self.hooks.run_as(user)
+        await self.engine.apply_config(config)
+        with contextlib.suppress(NftError, RouteError):  # logged; the next resync tries again
+            await self.rules.apply(config)
+        try:
+            await self.vrrp.reload(config)
+        except (OSError, ValueError) as exc:  # e.g. a new instance's interface is missing
+            log.error("vrrp_reload_failed", error=str(exc))
+        await self._record_vips(config)
+        with contextlib.suppress(KernelError):  # logged
+            await self.syncd.update(config.sync_daemon)
+        self.metrics.reloaded(True)
+        self._refresh_faults()
+        self.world.lifecycle.ready(self.engine.status.summary())
+        return {
+            "config_path": str(self.world.config_path),
+            "last_sync": self.engine.status.last_sync,
+        }
+
+    # -- callbacks from the parts ---------------------------------------------------------------
+
+    def _on_health(self, changes: list[HealthChanged]) -> None:
+        ids = [(str(c.check_id[0]), str(c.check_id[1])) for c in changes]  # type: ignore[index]
+        self.metrics.health_changed(ids, time.time())
+        self.engine.record_health(changes)
+        self.vrrp.health_changed()  # track_checks quorums
+        if not self._health_queued:  # one sync per burst of verdicts
+            self._health_queued = True
+            self.intents.put(HealthSync())
+
+    def _on_probe(self, job: ProbeJob, result: ProbeResult) -> None:
+        self.metrics.probed(job.kind, job.label, result.ok, result.latency, local=result.local)
+
+    def _checks_changed(self, config: Config) -> None:
+        """Start or replace the checks; the metric series of targets no longer checked go."""
+        self.checks.update(config)
+        self.metrics.retain_probe_targets(
+            self.checks.probe_targets(),
+            checks={(str(s), str(d)) for s, d in self.checks.health()},
+        )
+
+    # -- status ---------------------------------------------------------------------------------
+
+    def _refresh_faults(self) -> None:
+        """The director's own problems, for status, ``status.json`` and ``doctor``."""
+        faults: list[str] = []
+        problem = self.budget.problem(self.config.daemon.max_concurrent_probes)
+        if problem:
+            faults.append(problem)
+        for store in (self.world.owned, self.maintenance):
+            text = getattr(store, "problem", None)
+            if text:
+                faults.append(str(text))
+        local = self.checks.local_faults()
+        ago = local["last_seconds_ago"]
+        if isinstance(ago, int | float) and ago < LOCAL_FAULT_SHOWN:
+            faults.append(
+                f"{local['total']} probe(s) could not run for a local reason since start "
+                f"(last {ago:.0f} s ago: {local['last_error']}); their servers' verdicts were "
+                "left as they were: see directorctl doctor"
+            )
+        self.engine.status.director_faults = faults
+
+    def status(self) -> dict[str, object]:
+        """What ``directorctl status`` shows (read now; never waits behind an intent)."""
+        self._refresh_faults()
+        view = status_view(
+            self.engine.config,
+            dict(self.engine.status.__dict__),
+            self.engine.stats,
+            self.checks.summary(),
+            self.maintenance,
+            str(self.roles.role),
+            self.vrrp.summary(),
+            time.time(),
+        )
+        view["probe_local_failures"] = self.checks.local_faults()
+        view["process"] = process_view()
+        return view
+
+
+def process_view() -> dict[str, object]:
+    """The daemon's own resources (status, the soak benchmark): memory, files, tasks, timers."""
+    loop = asyncio.get_running_loop()
+    rss_kib = 0
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                rss_kib = int(line.split()[1])
+    try:
+        fds = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        fds = -1
+    scheduled = getattr(loop, "_scheduled", ())  # asyncio's timer heap (CPython's loops)
+    return {
+        "pid": os.getpid(),
+        "rss_bytes": rss_kib * 1024,
+        "open_files": fds,
+        "open_files_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        "tasks": len(asyncio.all_tasks(loop)),
+        "timers": len(scheduled),
+        "threads": threading.active_count(),
+    }

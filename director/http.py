@@ -1,0 +1,194 @@
+"""The daemon's HTTP listener (``[daemon] metrics_address``): ``GET /metrics`` for Prometheus.
+
+aiohttp on the daemon's event loop; the values are taken on the loop and the (slow, pure) text
+rendering runs in a worker thread, so a scrape never stalls VRRP or the checks. The listening
+socket is the daemon's own (:class:`director.listener.Listener`): at most ``max_connections``
+clients at once, idle ones closed, so a local process cannot take the daemon's descriptors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from director.config.model import listen_address
+from director.listener import Listener
+from director.metrics import Metrics
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+log = structlog.get_logger("director")
+
+
+MAX_CONNECTIONS = 16
+IDLE = 10.0  # seconds a connection may stay open without a request in progress
+
+
+class _Connection:
+    """One accepted HTTP connection handed to aiohttp; busy while a request is handled."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.transport: asyncio.BaseTransport | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.in_flight = 0
+
+    def busy(self) -> bool:
+        return self.in_flight > 0
+
+    def closed(self) -> bool:
+        if self.transport is not None:
+            return self.transport.is_closing()
+        return self.task is not None and self.task.done()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        else:
+            if self.task is not None:
+                self.task.cancel()
+            self.sock.close()
+
+
+class _Tracked(asyncio.Protocol):
+    """aiohttp's request handler, wrapped so the listener hears at once when a connection
+    ends (a slot comes free without waiting for the next sweep)."""
+
+    def __init__(self, inner: asyncio.Protocol, lost: Callable[[], None]) -> None:
+        self.inner = inner
+        self.lost = lost
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            self.inner.connection_lost(exc)
+        finally:
+            self.lost()
+
+
+class MetricsServer:
+    """``GET /metrics`` on ``address`` ("HOST:PORT"), on the daemon's event loop, with at most
+    ``max_connections`` clients at once and idle ones closed (:class:`Listener`)."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        address: str,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        idle: float = IDLE,
+    ) -> None:
+        self.metrics = metrics
+        self.host, self.port = listen_address(address)
+        self.max_connections = max_connections
+        self.idle = idle
+        self.listener: Listener | None = None
+        self._runner: web.AppRunner | None = None
+        self._by_transport: dict[asyncio.BaseTransport, _Connection] = {}
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        # Values are taken on the loop; the (slow, pure) text rendering runs in a thread.
+        body = await asyncio.to_thread(self.metrics.render, self.metrics.frozen_sources())
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    @web.middleware
+    async def _track(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        conn = self._by_transport.get(request.transport) if request.transport else None
+        if conn is None:
+            return await handler(request)
+        conn.in_flight += 1
+        try:
+            return await handler(request)
+        finally:
+            conn.in_flight -= 1
+            if self.listener is not None:
+                self.listener.touched(conn)
+
+    async def start(self) -> None:
+        app = web.Application(middlewares=[self._track])
+        app.router.add_get("/metrics", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=self.idle)
+        await self._runner.setup()
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+            sock.listen(128)
+        except BaseException:
+            sock.close()
+            await self._runner.cleanup()
+            self._runner = None
+            raise
+        self.listener = Listener(
+            "http", sock, self._accepted, limit=self.max_connections, idle=self.idle
+        )
+        self.listener.start()
+        log.info(
+            "metrics_listening",
+            address=f"{self.host}:{self.bound_port}",
+            max_connections=self.max_connections,
+        )
+
+    def _accepted(self, sock: socket.socket) -> _Connection:
+        assert self._runner is not None
+        for transport in [t for t in self._by_transport if t.is_closing()]:
+            del self._by_transport[transport]  # never more than the listener's limit left
+        conn = _Connection(sock)
+        conn.task = asyncio.get_running_loop().create_task(self._connect(conn))
+        return conn
+
+    async def _connect(self, conn: _Connection) -> None:
+        assert self._runner is not None and self._runner.server is not None
+        loop = asyncio.get_running_loop()
+        server = self._runner.server
+
+        def protocol() -> _Tracked:
+            return _Tracked(server(), self._lost)
+
+        try:
+            transport, _ = await loop.connect_accepted_socket(protocol, conn.sock)
+        except OSError:
+            conn.sock.close()
+            return
+        conn.transport = transport
+        self._by_transport[transport] = conn
+
+    def _lost(self) -> None:
+        if self.listener is not None:
+            self.listener.wake()
+
+    @property
+    def bound_port(self) -> int:
+        """The port actually bound (differs from the configured one when that was 0)."""
+        if self.listener is None:
+            return self.port
+        return int(self.listener.sock.getsockname()[1])
+
+    async def stop(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        self._by_transport.clear()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
