@@ -479,7 +479,10 @@ class Director:
         await self._record_vips(previous, config)  # both, until the old ones are gone
         self._checks_changed(config)
         self.hooks.run_as(user)
-        await self.engine.apply_config(config)
+        # A kernel error is logged and kept in the status; the rest follows the new config
+        # anyway, and the next resync tries the table again.
+        with contextlib.suppress(KernelError):
+            await self.engine.apply_config(config)
         with contextlib.suppress(NftError, RouteError):  # logged; the next resync tries again
             await self.rules.apply(config)
         try:
@@ -495,6 +498,7 @@ class Director:
         return {
             "config_path": str(self.world.config_path),
             "last_sync": self.engine.status.last_sync,
+            "kernel_error": self.engine.status.kernel_error,
         }
 
     # -- callbacks from the parts ---------------------------------------------------------------

@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -178,7 +179,7 @@ def test_control_reload_answers_through_the_socket(tmp_path: Path, inside: Names
 
 
 class FailingKernel(MemoryIPVS):
-    def execute(self, ops: list[Op]) -> list[OpFailure]:  # type: ignore[override]
+    def execute(self, ops: Sequence[Op]) -> list[OpFailure]:
         raise KernelError("applying the table", errno.EPERM)
 
 
@@ -300,3 +301,36 @@ def test_a_reload_drops_the_metric_series_of_removed_targets(
     assert 'target="198.18.1.22:80"' not in after
     assert 'destination="198.18.1.22:80"' not in after
     assert 'director_check_probes_total{result="failed",target="198.18.1.21:80"' in after
+
+
+class RefusingKernel(MemoryIPVS):
+    """Accepts changes until told to refuse them all (a kernel error on the whole sync)."""
+
+    refuse = False
+
+    def execute(self, ops: Sequence[Op]) -> list[OpFailure]:
+        if self.refuse and ops:
+            raise KernelError("applying the table", errno.ENOMEM)
+        return super().execute(ops)
+
+
+def test_a_reload_the_kernel_refuses_still_applies_the_rest_and_says_so(
+    tmp_path: Path, inside: NamespaceLoop
+) -> None:
+    path = write(tmp_path, service() + vrrp(priority=100))
+    kernel = RefusingKernel()
+    told = Recorder()
+    world = world_in(tmp_path, path, kernel=kernel, lifecycle=told)
+
+    async def scenario() -> tuple[object, list[object]]:
+        async with running(world) as r:
+            kernel.refuse = True
+            path.write_text(service(weight=4) + vrrp(priority=120))
+            result = await r.director.ask(Reload("control"))
+            return result, [m["priority"] for m in r.director.vrrp.summary()]
+
+    result, priorities = run(inside, scenario)
+    assert isinstance(result, dict) and "Cannot allocate memory" in str(result["kernel_error"])
+    assert priorities == [120]  # VRRP followed the new config
+    assert "reloading" in told.events
+    assert [e for e in told.events if e.startswith("ready")][-1].count("kernel error") == 1
