@@ -77,12 +77,15 @@ def check_our_garps(capture: Capture, mac: bytes, since: float) -> list[Arp]:
     ), garps
     first, second = garps[:BURST], garps[BURST : 2 * BURST]
     assert first[-1].at - first[0].at < 0.05
-    gap = second[0].at - first[0].at
-    assert REPEAT_AFTER - 0.01 <= gap <= REPEAT_AFTER + 0.2, gap
     advert = next(
         v for v in capture.adverts() if v.at >= since and v.src == OURS and v.advert is not None
     )
     assert 0 <= first[0].at - advert.at < 0.05, "first GARP right after the first advert"
+    # The repeat is due REPEAT_AFTER after the transition (keepalived's garp_master_delay),
+    # which the first advert marks; the first burst may leave a few ms after it, behind the
+    # address request, so it is no reference for the repeat.
+    gap = second[0].at - advert.at
+    assert REPEAT_AFTER - 0.005 <= gap <= REPEAT_AFTER + 0.2, gap
     return garps
 
 
