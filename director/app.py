@@ -68,7 +68,7 @@ from director.role import RoleBroadcast
 from director.statefile import write_atomic
 from director.sync_daemon import SyncDaemonFollower
 from director.sysctl import PROC_SYS
-from director.vrrp_service import VrrpService, placed_addresses
+from director.vrrp_service import VrrpService, placed_addresses, placed_interfaces
 
 log = structlog.get_logger("director")
 
@@ -271,16 +271,24 @@ class Director:
         if removed:
             log.warning("leftover_vips_removed", addresses=removed)
         await self._record_vips(self.config)
+        # Undone last on a clean stop, once VRRP has removed the VIPs itself: nothing is left
+        # for the unit's ExecStopPost to delete (and to complain about).
+        self._stack.push_async_callback(self._write_state, early.BATCH, b"")
 
     async def _record_vips(self, *configs: Config) -> None:
         """The VIPs these configs may place, for the next start's first act after a crash
-        (:mod:`director.early`). Best effort: without it the start's own cleanup still runs."""
+        (:mod:`director.early`) and the unit's ExecStopPost (``ip -batch``). Best effort:
+        without them the start's own cleanup still runs."""
         pairs = [pair for config in configs for pair in placed_addresses(config)]
+        await self._write_state(early.RECORD, early.encode(pairs))
+        interfaces = [pair for config in configs for pair in placed_interfaces(config)]
+        await self._write_state(early.BATCH, early.encode_batch(interfaces))
+
+    async def _write_state(self, name: str, content: bytes) -> None:
         try:
-            path = self.world.state_dir / early.RECORD
-            await asyncio.to_thread(write_atomic, path, early.encode(pairs))
+            await asyncio.to_thread(write_atomic, self.world.state_dir / name, content)
         except OSError as exc:
-            log.warning("state_file_write_failed", file=early.RECORD, error=str(exc))
+            log.warning("state_file_write_failed", file=name, error=str(exc))
 
     async def _start_state(self) -> None:
         self.maintenance.load()

@@ -41,7 +41,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--dry-run", action="store_true", help="print the IPVS changes the config needs and exit"
     )
-    p.add_argument("--log-format", choices=["json", "logfmt"], help="overrides [daemon]")
+    p.add_argument(
+        "--log-format",
+        choices=["json", "logfmt", "journal"],
+        help="overrides [daemon] log_format. json and logfmt lines go to stderr, or natively to "
+        "the journal (one field per key, the line as MESSAGE) when stderr is the journal "
+        "($JOURNAL_STREAM); journal: always natively to the journal",
+    )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--state-dir", type=Path, help="overrides [daemon] state_dir")
     p.add_argument(
@@ -212,7 +218,7 @@ def remove_leftovers_first(args: argparse.Namespace) -> None:
     fmt = args.log_format or daemon.get("log_format")
     level = args.log_level or daemon.get("log_level")
     logs.configure(
-        "json" if fmt == "json" else "logfmt",
+        fmt if fmt in ("json", "logfmt", "journal") else "logfmt",
         level if level in ("debug", "info", "warning", "error") else "info",
     )
     if removed:

@@ -1,4 +1,5 @@
-"""Logging: one pipeline for structlog and the standard library, one JSON or logfmt line per event.
+"""Logging: one pipeline for structlog and the standard library, one JSON or logfmt line per event,
+or one journal entry with the event's fields.
 
 structlog loggers (``structlog.get_logger("director")``) hand their event dict to the standard
 library (``ProcessorFormatter.wrap_for_formatter``). Every record then goes through one handler on
@@ -8,6 +9,13 @@ loggers, aiohttp, asyncio ("Task exception was never retrieved"), pyroute2, and 
 one line that starts ``timestamp`` (ISO 8601, UTC), ``level``, ``event``, ``logger``, followed by
 the event's fields (a standard record's ``extra`` fields; its ``%`` args are formatted into
 ``event``) and, where there is one, the traceback in ``exception`` (escaped, inside the line).
+
+When stderr is the journal (systemd's ``$JOURNAL_STREAM`` names it), or with the ``journal``
+format, each record goes to journald natively instead (:mod:`director.journal`): the same line
+as ``MESSAGE`` (logfmt for ``journal``), and each key as a field of its own (``LEVEL``,
+``EVENT``, ``LOGGER``, ``INSTANCE``, ``REPEATED`` ...) with the syslog ``PRIORITY``. A record
+journald does not take (its socket missing or full) is written to stderr as the line, and
+counted (:func:`journal_failures`).
 
 One level filters both: structlog's filtering bound logger drops lines below it before any work
 is done (a disabled ``log.debug`` costs a dict lookup and a no-op call, about 2 us), and the
@@ -23,6 +31,7 @@ and no new occurrence is reported as its own line (with the next line logged, or
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections import OrderedDict
@@ -34,7 +43,10 @@ import structlog
 from structlog.stdlib import ProcessorFormatter
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-LogFormat = Literal["json", "logfmt"]
+from director import journal
+
+LogFormat = Literal["json", "logfmt", "journal"]
+LineFormat = Literal["json", "logfmt"]
 
 LEAD = ("timestamp", "level", "event", "logger")
 """The keys every line starts with, in this order."""
@@ -229,14 +241,35 @@ def _lead_first(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     return lead
 
 
-def _formatter(fmt: LogFormat) -> ProcessorFormatter:
-    renderer: list[Processor]
-    if fmt == "json":
-        renderer = [_lead_first, structlog.processors.JSONRenderer()]
-    elif fmt == "logfmt":
-        renderer = [structlog.processors.LogfmtRenderer(key_order=list(LEAD), bool_as_flag=False)]
-    else:
-        raise ValueError(f"log format must be 'json' or 'logfmt', not {fmt!r}")
+class _Render:
+    """The formatter's last processor: the line. For the journal (``native``), also the
+    record's datagram, the line its ``MESSAGE``, kept in :attr:`datagram` for the handler (which
+    formats and sends holding its lock)."""
+
+    def __init__(self, line: LineFormat, native: bool) -> None:
+        self.steps: list[Processor]
+        if line == "json":
+            self.steps = [_lead_first, structlog.processors.JSONRenderer()]
+        elif line == "logfmt":
+            self.steps = [
+                structlog.processors.LogfmtRenderer(key_order=list(LEAD), bool_as_flag=False)
+            ]
+        else:
+            raise ValueError(f"log format must be 'json', 'logfmt' or 'journal', not {line!r}")
+        self.native = native
+        self.datagram = b""
+
+    def __call__(self, logger: WrappedLogger, name: str, event_dict: EventDict) -> str:
+        fields = dict(event_dict) if self.native else event_dict  # the renderers take keys out
+        rendered: Any = event_dict
+        for step in self.steps:
+            rendered = step(logger, name, rendered)
+        if self.native:
+            self.datagram = journal.encode(fields, rendered)
+        return str(rendered)
+
+
+def _formatter(render: _Render) -> ProcessorFormatter:
     return ProcessorFormatter(
         foreign_pre_chain=[structlog.contextvars.merge_contextvars, _add_extras],
         processors=[
@@ -245,7 +278,7 @@ def _formatter(fmt: LogFormat) -> ProcessorFormatter:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             ProcessorFormatter.remove_processors_meta,
-            *renderer,
+            render,
         ],
     )
 
@@ -254,27 +287,39 @@ def _formatter(fmt: LogFormat) -> ProcessorFormatter:
 
 
 class _Handler(logging.StreamHandler[TextIO]):
-    """Writes formatted lines to ``stream``, holding back repeats of warnings and errors."""
+    """Writes formatted lines to ``stream``, holding back repeats of warnings and errors. With a
+    journal ``sender``, each record goes to the journal, and its line to ``stream`` only when
+    the journal did not take it."""
 
     def __init__(
         self,
         stream: TextIO,
-        formatter: ProcessorFormatter,
+        line: LineFormat,
         repeats: Repeats[_Sample],
         clock: Callable[[], float],
+        sender: journal.Sender | None = None,
         limit_from: int = logging.WARNING,
     ) -> None:
         super().__init__(stream)
-        self.setFormatter(formatter)
+        self.render = _Render(line, native=sender is not None)
+        self.setFormatter(_formatter(self.render))
         self.repeats = repeats
         self.clock = clock
+        self.sender = sender
         self.limit_from = limit_from
+
+    def _write(self, record: logging.LogRecord) -> None:
+        line = self.format(record)
+        if self.sender is not None and self.sender.send(self.render.datagram):
+            return
+        self.stream.write(line + self.terminator)
+        self.flush()
 
     def emit(self, record: logging.LogRecord) -> None:  # called with the handler's lock held
         try:
             limited = record.levelno >= self.limit_from
             if not limited and not self.repeats:
-                super().emit(record)
+                self._write(record)
                 return
             now = self.clock()
             repeated: int | None = 0
@@ -282,11 +327,11 @@ class _Handler(logging.StreamHandler[TextIO]):
                 sample = _sample(record)
                 repeated = self.repeats.seen(sample.key(), sample, now)
             for ended, count in self.repeats.due(now):
-                super().emit(ended.record(count))
+                self._write(ended.record(count))
             if repeated:
-                super().emit(_with_repeated(record, repeated))
+                self._write(_with_repeated(record, repeated))
             elif repeated == 0:
-                super().emit(record)
+                self._write(record)
         except RecursionError:
             raise
         except Exception:
@@ -297,13 +342,20 @@ class _Handler(logging.StreamHandler[TextIO]):
         self.acquire()
         try:
             for ended, count in self.repeats.drain():
-                super().emit(ended.record(count))
+                record = ended.record(count)
+                try:
+                    self._write(record)
+                except Exception:
+                    self.handleError(record)
         finally:
             self.release()
 
     def close(self) -> None:
-        """``logging.shutdown`` at exit: the held counts first (the stream itself stays open)."""
+        """``logging.shutdown`` at exit, or a reconfiguration: the held counts first, then the
+        journal's socket (the stream itself stays open)."""
         self.write_repeats()
+        if self.sender is not None:
+            self.sender.close()
         super().close()
 
     def handleError(self, record: logging.LogRecord) -> None:
@@ -319,8 +371,7 @@ class _Handler(logging.StreamHandler[TextIO]):
         line = logging.LogRecord(record.name, logging.ERROR, "", 0, msg, None, None)
         line.__dict__.update(_logger=logging.getLogger(record.name), _name="error")
         try:
-            self.stream.write(self.format(line) + self.terminator)
-            self.flush()
+            self._write(line)
         except Exception:
             super().handleError(record)
 
@@ -362,6 +413,15 @@ def _level(level: str | int) -> int:
         raise ValueError(f"unknown log level {level!r}") from None
 
 
+def is_journal(stream: TextIO) -> bool:
+    """Whether ``stream`` is systemd's stream to the journal (``$JOURNAL_STREAM`` names it)."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):  # no file behind it (io.UnsupportedOperation is both)
+        return False
+    return journal.is_journal_stream(fd, os.environ.get("JOURNAL_STREAM"))
+
+
 def configure(
     fmt: LogFormat = "logfmt",
     level: str | int = "info",
@@ -370,9 +430,15 @@ def configure(
     clock: Callable[[], float] = time.monotonic,
     window: float = WINDOW,
     max_keys: int = MAX_KEYS,
+    journal_socket: str = journal.SOCKET,
 ) -> None:
     """Send structlog's and the standard library's lines (and ``warnings``) through one handler
     on the root logger: ``fmt`` lines at ``level`` and above, to ``stream`` (``sys.stderr``).
+
+    ``json`` and ``logfmt`` go to the journal (``journal_socket``) instead when ``stream`` is
+    the journal's stream (:func:`is_journal`), the line in that format as ``MESSAGE``;
+    ``journal`` always goes there, with logfmt lines. A record the journal does not take is
+    written to ``stream``.
 
     May be called again (a reload, a test): the previous handler writes its held counts and is
     replaced. Handlers others put on the root logger are left alone. ``clock`` (monotonic
@@ -380,17 +446,21 @@ def configure(
     """
     global _handler
     levelno = _level(level)
+    stream = sys.stderr if stream is None else stream
+    line: LineFormat = "logfmt" if fmt == "journal" else fmt
+    native = fmt == "journal" or (fmt in ("json", "logfmt") and is_journal(stream))
     handler = _Handler(
-        sys.stderr if stream is None else stream,
-        _formatter(fmt),
+        stream,
+        line,
         Repeats(window, max_keys),
         clock,
+        journal.Sender(journal_socket) if native else None,
     )
     handler.setLevel(levelno)
     root = logging.getLogger()
     if _handler is not None:
-        _handler.write_repeats()
         root.removeHandler(_handler)
+        _handler.close()  # its held counts, its journal socket
     root.addHandler(handler)
     root.setLevel(levelno)
     _handler = handler
@@ -411,3 +481,9 @@ def flush() -> None:
     """Write the counts of repeats still held back; call it at stop, before the last line."""
     if _handler is not None:
         _handler.write_repeats()
+
+
+def journal_failures() -> int:
+    """Records the journal did not take since :func:`configure` (each written to stderr)."""
+    sender = _handler.sender if _handler is not None else None
+    return sender.failures if sender is not None else 0

@@ -585,6 +585,15 @@ def placed_addresses(config: Config) -> list[tuple[str, IPAddress]]:
     ]
 
 
+def placed_interfaces(config: Config) -> list[tuple[str, str]]:
+    """Every (device, "address/prefix") the config's VRRP instances may place."""
+    return [
+        (va.device or cfg.interface, f"{va.ip}/{va.prefixlen}")
+        for cfg in config.vrrp_instances
+        for va in cfg.virtual_addresses
+    ]
+
+
 async def cleanup(config: Config) -> list[str]:
     """Remove every configured VIP from its device: the first act of a start (before IPVS,
     sysctls or checks) and ``directord --cleanup`` (the unit's ``ExecStopPost``), after a crash

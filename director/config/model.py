@@ -143,7 +143,7 @@ _metrics_address = PlainValidator(_metrics_address_check)
 
 
 class DaemonSettings(_Model):
-    log_format: Literal["json", "logfmt"] = "logfmt"
+    log_format: Literal["json", "logfmt", "journal"] = "logfmt"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     resync_interval: Seconds = 60.0
     state_dir: DirPath = "/var/lib/director"

@@ -1,4 +1,4 @@
-"""``directorctl import keepalived FILE`` / ``directorctl import lvs.cf FILE``.
+"""``directorctl import keepalived|lvs.cf|ldirectord FILE``.
 
 The TOML goes to standard output, the notes (what was not carried, or carried differently, and
 why) to standard error. Exit 0, or 1 with ``file:line: message`` when the file cannot be parsed.
@@ -13,17 +13,19 @@ from typing import TextIO
 
 from director.importers.emit import dumps
 from director.importers.from_keepalived import import_keepalived
+from director.importers.ldirectord import import_ldirectord
 from director.importers.lvs_cf import import_lvs_cf
 from director.importers.notes import Imported, ImportParseError
 
-FORMATS = ("keepalived", "lvs.cf")
+FORMATS = ("keepalived", "lvs.cf", "ldirectord")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``import`` subcommand; it sets ``func`` on the parsed arguments."""
     p = sub.add_parser(
         "import",
-        help="print a director config (TOML) made from keepalived.conf or Piranha's lvs.cf",
+        help="print a director config (TOML) made from keepalived.conf, Piranha's lvs.cf or "
+        "ldirectord.cf",
         description="Print an equivalent director config on standard output, and on standard "
         "error every setting that was not carried over (or carried differently) and why.",
     )
@@ -49,6 +51,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     try:
         if args.format == "keepalived":
             imported = import_keepalived(args.file, args.config_id)
+        elif args.format == "ldirectord":
+            imported = import_ldirectord(args.file)
         else:
             imported = import_lvs_cf(args.file, args.node)
     except ImportParseError as exc:

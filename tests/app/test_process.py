@@ -297,3 +297,43 @@ def test_a_restart_after_a_crash_removes_the_recorded_vips_before_anything_else(
     assert lines[0]["addresses"] == ["198.18.0.51"]
     assert [line["event"] for line in lines].index("ready") > 0
     print(f"old VIP gone {gone - started:.3f} s after the restart; ready {ready - started:.3f} s")
+
+
+def _unit_ip_batch(state: Path) -> list[str]:
+    """The unit's first ExecStopPost (``ip -force -batch`` of the record), for this state dir."""
+    unit = Path(__file__).resolve().parents[2] / "systemd" / "directord.service"
+    lines = [x for x in unit.read_text().splitlines() if x.startswith("ExecStopPost=")]
+    argv = lines[0].removeprefix("ExecStopPost=").lstrip("-").split()
+    assert argv[:3] == ["/sbin/ip", "-force", "-batch"], argv
+    return [*argv[:3], str(state / Path(argv[3]).name)]
+
+
+def test_the_units_first_stop_post_removes_a_killed_runs_vips_and_a_clean_stop_leaves_none(
+    tmp_path: Path, director_ns: Namespace
+) -> None:
+    """After kill -9 the VIP is removed by ``ip`` itself from the daemon's batch record, with no
+    Python started; a clean stop (VIPs already handed over) empties the record, so the same
+    command then deletes nothing and says nothing."""
+    state, sock = tmp_path / "state", tmp_path / "control.sock"
+    config = tmp_path / "director.toml"
+    config.write_text(VRRP_ONLY.format(state=state, sock=sock, port=free_port()))
+    daemon = director_ns.spawn(DIRECTORD, "--config", str(config))
+    wait_for("master", lambda: request(sock, "status", wait=5)["role"] == "master")
+    assert (state / "virtual-addresses.ip").read_text() == "address del 198.18.0.51/24 dev d0\n"
+    os.killpg(daemon.proc.pid, signal.SIGKILL)
+    daemon.proc.wait(10)
+    assert "198.18.0.51/24" in director_ns.ip("-4", "addr", "show", "dev", "d0")
+    started = time.monotonic()
+    done = director_ns.run(*_unit_ip_batch(state), check=False)
+    took = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    assert "198.18.0.51" not in director_ns.ip("-4", "addr", "show", "dev", "d0")
+    sock.unlink()
+    again = director_ns.spawn(DIRECTORD, "--config", str(config))
+    wait_for("master again", lambda: request(sock, "status", wait=5)["role"] == "master")
+    os.killpg(again.proc.pid, signal.SIGTERM)
+    assert again.proc.wait(15) == 0
+    assert (state / "virtual-addresses.ip").read_bytes() == b""
+    quiet = director_ns.run(*_unit_ip_batch(state), check=False)
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
+    print(f"ip -batch removed the killed run's VIP in {took * 1000:.0f} ms (with ip netns exec)")

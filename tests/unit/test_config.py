@@ -367,7 +367,7 @@ def test_all_problems_are_reported_at_once_in_file_order() -> None:
         (
             '[daemon]\nlog_format = "text"\n',
             "daemon.log_format",
-            '"json" or "logfmt", found "text"',
+            '"json", "logfmt" or "journal", found "text"',
         ),
         ("[kernel]\nip_forward = 1\n", "kernel.ip_forward", "true or false, found 1"),
         ("[kernel]\ntcp_timeout = 0\n", "kernel.tcp_timeout", "from 1 to 2147483, found 0"),

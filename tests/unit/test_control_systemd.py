@@ -17,7 +17,7 @@ from director.daemon import DEFAULT_CONFIG
 
 SYSTEMD = Path(__file__).resolve().parents[2] / "systemd"
 UNIT = SYSTEMD / "directord.service"
-INSTALLED = "/usr/local/bin/directord"
+INSTALLED = "/usr/sbin/directord"
 
 
 def directives() -> dict[str, list[str]]:

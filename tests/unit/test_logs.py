@@ -6,10 +6,12 @@ import asyncio
 import io
 import json
 import logging
+import os
 import re
 import warnings
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +19,8 @@ import structlog
 from structlog.stdlib import ProcessorFormatter
 
 from director import logs
+from tests.helpers.journal import JournalSocket
+from tests.helpers.journal import entry as decode_entry
 
 LEAD = ["timestamp", "level", "event", "logger"]
 
@@ -420,3 +424,162 @@ def test_repeats_windows() -> None:
 def test_repeats_rejects_nonsense(window: float, max_keys: int) -> None:
     with pytest.raises(ValueError, match="must be"):
         logs.Repeats(window, max_keys)
+
+
+# -- the journal ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def journald(tmp_path: Path) -> Iterator[JournalSocket]:
+    """A datagram socket standing in for journald's."""
+    sock = JournalSocket(tmp_path / "journal.socket")
+    yield sock
+    sock.close()
+
+
+def test_structlog_and_stdlib_records_reach_the_journal_as_fields(journald: JournalSocket) -> None:
+    out = io.StringIO()
+    logs.configure("journal", "info", stream=out, journal_socket=journald.path)
+    structlog.get_logger("vrrp").info(
+        "vrrp_transition", instance="VI_1", vrid=51, previous="backup", state="master", priority=150
+    )
+    structlog.get_logger("director").warning(
+        "health_changed", service="TCP 198.18.0.10:443", destination="198.18.1.2:443", up=False
+    )
+    logging.getLogger("vrrp.transport").error("receiving on %s", "eth0", extra={"instance": "VI_2"})
+
+    entries = journald.entries()
+    assert out.getvalue() == ""
+    for entry in entries:
+        line = logfmt(entry.pop("MESSAGE"))  # the logfmt line, its own fields as fields
+        assert line == {
+            "timestamp": entry["TIMESTAMP"],
+            "level": entry["LEVEL"],
+            "event": entry["EVENT"],
+            "logger": entry["LOGGER"],
+            **{k: v for k, v in line.items() if k not in LEAD},
+        }
+        assert is_utc_iso(entry.pop("TIMESTAMP"))
+        assert entry.pop("SYSLOG_IDENTIFIER") == "directord"
+    assert entries == [
+        {
+            "PRIORITY": "6",
+            "LEVEL": "info",
+            "EVENT": "vrrp_transition",
+            "LOGGER": "vrrp",
+            "INSTANCE": "VI_1",
+            "VRID": "51",
+            "PREVIOUS": "backup",
+            "STATE": "master",
+            "PRIORITY_": "150",  # VRRP's priority, not the syslog one
+        },
+        {
+            "PRIORITY": "4",
+            "LEVEL": "warning",
+            "EVENT": "health_changed",
+            "LOGGER": "director",
+            "SERVICE": "TCP 198.18.0.10:443",
+            "DESTINATION": "198.18.1.2:443",
+            "UP": "false",
+        },
+        {
+            "PRIORITY": "3",
+            "LEVEL": "error",
+            "EVENT": "receiving on eth0",
+            "LOGGER": "vrrp.transport",
+            "INSTANCE": "VI_2",
+        },
+    ]
+
+
+@pytest.mark.parametrize("fmt", ["json", "logfmt"])
+@pytest.mark.parametrize("journal_stream", ["stderr", "another file", None])
+def test_lines_go_to_the_journal_when_stderr_is_the_journal(
+    fmt: logs.LogFormat,
+    journal_stream: str | None,
+    journald: JournalSocket,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """systemd names the file it connected to stderr in $JOURNAL_STREAM; a child's stderr may
+    be something else (a pipe) with the variable inherited."""
+    with open(tmp_path / "stderr", "w") as stderr, open(tmp_path / "other", "w") as other:
+        named = {"stderr": stderr, "another file": other}.get(journal_stream or "")
+        if named is None:
+            monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+        else:
+            st = os.fstat(named.fileno())
+            monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        logs.configure(fmt, "info", stream=stderr, journal_socket=journald.path)
+        structlog.get_logger("director").info("synced", reason="timer")
+
+    messages = [entry["MESSAGE"] for entry in journald.entries()]
+    lines = (tmp_path / "stderr").read_text().splitlines()
+    assert (len(messages), len(lines)) == ((1, 0) if journal_stream == "stderr" else (0, 1))
+    [line] = messages + lines  # the same line either way
+    parsed = json.loads(line) if fmt == "json" else logfmt(line)
+    assert (parsed["event"], parsed["reason"], list(parsed)[:4]) == ("synced", "timer", LEAD)
+
+
+def test_repeats_reach_the_journal_with_repeated(journald: JournalSocket) -> None:
+    clock = Clock()
+    logs.configure(
+        "journal", "info", stream=io.StringIO(), clock=clock, journal_socket=journald.path
+    )
+    log = structlog.get_logger("director")
+    for _ in range(4):
+        log.error("sync_failed", error="ENOENT")
+    clock.now += 60.0
+    log.error("sync_failed", error="ENOENT")
+    log.error("sync_failed", error="ENOENT")
+    logs.flush()
+
+    entries = journald.entries()
+    assert [(e["EVENT"], e["ERROR"], e.get("REPEATED")) for e in entries] == [
+        ("sync_failed", "ENOENT", None),
+        ("sync_failed", "ENOENT", "3"),
+        ("sync_failed", "ENOENT", "1"),  # held back, then written by flush()
+    ]
+    assert all(e["PRIORITY"] == "3" for e in entries)
+    assert "repeated=3" in entries[1]["MESSAGE"]
+
+
+def test_a_traceback_is_one_field_in_the_binary_form(journald: JournalSocket) -> None:
+    logs.configure("journal", "info", stream=io.StringIO(), journal_socket=journald.path)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        structlog.get_logger("vrrp").exception("vrrp_advert_handler_failed", interface="eth0")
+
+    [datagram] = journald.receive()
+    assert b"\nEXCEPTION\n" in datagram  # multi-line: name, length, value
+    [entry] = [decode_entry(datagram)]
+    assert entry["EXCEPTION"].startswith("Traceback (most recent call last):\n")
+    assert entry["EXCEPTION"].endswith("ValueError: boom")
+    assert "\n" not in entry["MESSAGE"]  # the logfmt line escapes it
+    assert (entry["LEVEL"], entry["PRIORITY"], entry["INTERFACE"]) == ("error", "3", "eth0")
+
+
+def test_without_a_journal_the_lines_go_to_the_stream_and_are_counted(tmp_path: Path) -> None:
+    out = io.StringIO()
+    logs.configure("journal", "info", stream=out, journal_socket=str(tmp_path / "missing"))
+    structlog.get_logger("director").info("synced", services=2)
+    logging.getLogger("aiohttp.access").warning("GET /metrics 500")
+
+    assert [(line["event"], line["logger"]) for line in logfmt_lines(out)] == [
+        ("synced", "director"),
+        ("GET /metrics 500", "aiohttp.access"),
+    ]
+    assert logs.journal_failures() == 2
+
+
+def test_a_flooded_journal_loses_nothing(journald: JournalSocket) -> None:
+    out = io.StringIO()
+    logs.configure("journal", "info", stream=out, journal_socket=journald.path)
+    for i in range(2000):  # nobody reads: the socket fills up
+        structlog.get_logger("director").info("probe", n=i)
+
+    to_stream = [int(line["n"]) for line in logfmt_lines(out)]
+    to_journal = [int(entry["N"]) for entry in journald.entries()]
+    assert len(to_stream) == logs.journal_failures() > 0
+    assert sorted(to_stream + to_journal) == list(range(2000))

@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds")
     parser.add_argument("--console-log", type=Path, help="where to keep the guest console")
     parser.add_argument("--quiet", action="store_true", help="do not stream the console")
+    parser.add_argument("--init", choices=["sh", "systemd"], default="sh", help="guest's PID 1")
     parser.add_argument("command", nargs="+", help="command and arguments (after --)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: the guest gets cleaned up
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
             timeout=args.timeout,
             console_log=args.console_log,
             stream=not args.quiet,
+            init=args.init,
         )
     except (GuestError, VmSetupError) as exc:
         print(f"vm: {exc}", file=sys.stderr)

@@ -29,15 +29,21 @@ param() {  # the base64-decoded value of dt.<name>= on the kernel command line
     return 1
 }
 
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-mkdir -p /dev/pts /dev/shm
-mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
-mount -t tmpfs -o mode=1777 tmpfs /dev/shm
-mount -t tmpfs -o mode=0755 tmpfs /run
-mount -t tmpfs -o mode=1777 tmpfs /tmp
-mkdir -p /run/netns /run/lock
+if [ "${DT_UNDER_SYSTEMD:-}" = 1 ]; then
+    # Run by dt-command.service with systemd as PID 1: the API filesystems, /run and /tmp are
+    # systemd's (/tmp stays the overlay's, so a project under it stays visible).
+    mkdir -p /run/netns /run/lock
+else
+    mount -t proc proc /proc
+    mount -t sysfs sysfs /sys
+    mount -t devtmpfs devtmpfs /dev
+    mkdir -p /dev/pts /dev/shm
+    mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
+    mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+    mount -t tmpfs -o mode=0755 tmpfs /run
+    mount -t tmpfs -o mode=1777 tmpfs /tmp
+    mkdir -p /run/netns /run/lock
+fi
 echo director-vm > /proc/sys/kernel/hostname
 ip link set lo up
 
@@ -48,8 +54,8 @@ modprobe -a -q veth bridge br_netfilter nfnetlink nf_tables nf_nat nft_chain_nat
     nft_nat nft_masq nft_fib_inet nft_reject_inet nft_compat || say "note: some modules missing"
 
 PROJECT=$(param project) || { report "DT-VM-FAIL no dt.project"; power_off; }
-case "$PROJECT" in
-    /tmp | /tmp/* | /run | /run/*)  # hidden by the tmpfs just mounted: mount the share again
+case "${DT_UNDER_SYSTEMD:-}:$PROJECT" in
+    :/tmp | :/tmp/* | *:/run | *:/run/*)  # hidden by a tmpfs mounted since: mount the share again
         mkdir -p "$PROJECT"
         mount -t virtiofs project "$PROJECT" \
             || { report "DT-VM-FAIL cannot mount the project at $PROJECT"; power_off; }

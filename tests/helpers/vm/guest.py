@@ -196,8 +196,21 @@ def _start_virtiofsd(tmp: Path, procs: list[subprocess.Popen[bytes]]) -> None:
         _wait_for_socket(tmp / f"{tag}.sock", procs[-1], log)
 
 
-def _kernel_cmdline(command: str) -> str:
+# With systemd as PID 1: only dt.target (basic.target and the command); nothing that could take
+# the dpkg lock or the network (the host's root enables apt timers and timesyncd).
+SYSTEMD_PARAMS = [
+    "dt.init=systemd",
+    "systemd.unit=dt.target",
+    "systemd.mask=timers.target",
+    "systemd.mask=systemd-timesyncd.service",
+    "systemd.show_status=error",
+]
+
+
+def _kernel_cmdline(command: str, init: str = "sh") -> str:
     params = ["console=ttyS0", "rdinit=/init", "panic=-1", "tsc=reliable", "loglevel=4"]
+    if init == "systemd":
+        params += SYSTEMD_PARAMS
     params += ["random.trust_cpu=on", "mitigations=off", f"dt.project={_b64(str(REPO))}"]
     params += [f"dt.venv={_b64(str(Path(sys.executable).parent))}", command]
     params += os.environ.get("DIRECTOR_VM_APPEND", "").split()  # e.g. loglevel=7 to debug a boot
@@ -234,9 +247,12 @@ def run_in_guest(
     timeout: float = DEFAULT_TIMEOUT,
     console_log: Path | None = None,
     stream: bool = False,
+    init: str = "sh",
 ) -> GuestResult:
     """Run argv in the project directory inside a fresh guest; its exit status comes back.
 
+    ``init``: "sh" runs the command from a shell as PID 1 (fast); "systemd" boots systemd as
+    PID 1 and runs it from a service (dt-command.service), for tests of the unit itself.
     Raises GuestError if the guest could not boot, crashed, or ran past timeout seconds; the
     guest (QEMU and both virtiofsd) is always killed and its temporary files removed.
     """
@@ -256,7 +272,8 @@ def run_in_guest(
             started = time.monotonic()
             watcher = _ConsoleWatcher(console, sys.stdout if stream else None, started)
             watcher.start()
-            qemu_argv = _qemu_argv(kernel.image, initrd, _kernel_cmdline(command), tmp, console)
+            cmdline = _kernel_cmdline(command, init)
+            qemu_argv = _qemu_argv(kernel.image, initrd, cmdline, tmp, console)
             qemu = _spawn(qemu_argv, tmp / "qemu.log")
             procs.append(qemu)
             try:

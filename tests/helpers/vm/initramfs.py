@@ -29,6 +29,7 @@ APPLETS = (
     "umount",
     "insmod",
     "mkdir",
+    "rm",
     "cat",
     "base64",
     "switch_root",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,10 +54,12 @@ class GuestUnavailable(Exception):
 
 
 class GuestRun:
-    """The one guest boot shared by all proxies of a session."""
+    """The one guest boot shared by all proxies of a session (one per ``init``: the tests
+    marked ``vm(init="systemd")`` get a second boot with systemd as PID 1)."""
 
-    def __init__(self, config: pytest.Config) -> None:
+    def __init__(self, config: pytest.Config, init: str = "sh") -> None:
         self.config = config
+        self.init = init
         self.nodeids: list[str] = []
         self.tests: dict[str, dict[str, Any]] | None = None  # None until the guest has run
         self.collect_errors: list[str] = []
@@ -98,16 +101,26 @@ class GuestRun:
         capture = self.config.pluginmanager.getplugin("capturemanager")
         stream = self.config.getoption("verbose") > 0 or self.config.getoption("capture") == "no"
         with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-            self._say(f"\nvm: booting one QEMU guest for {len(self.nodeids)} tests")
+            self._say(
+                f"\nvm: booting one QEMU guest ({self.init} as PID 1) for {len(self.nodeids)} tests"
+            )
             try:
+                if self.init == "systemd":  # its tests install the Debian package: build it here
+                    from tests.helpers import package
+
+                    self._say(f"vm: built {', '.join(p.name for p in package.build_all())}")
                 result = run_in_guest(
                     self._argv(results),
                     timeout=self.config.getoption("vm_timeout"),
                     console_log=None,
                     stream=stream,
+                    init=self.init,
                 )
             except (GuestError, VmSetupError) as exc:
                 self.failure = self.summary = f"the vm guest failed: {exc}"
+            except subprocess.CalledProcessError as exc:  # the package build
+                tail = "\n".join(str(exc.stderr or "").splitlines()[-30:])
+                self.failure = self.summary = f"the vm guest did not boot: {exc}\n{tail}"
             else:
                 self.console = result.console_log
                 self.summary = (
@@ -123,7 +136,7 @@ class GuestRun:
         self.collect_errors = data["collect_errors"]
 
 
-RUN = pytest.StashKey[GuestRun]()
+RUNS = pytest.StashKey[list[GuestRun]]()
 
 
 class VmProxy(pytest.Item):
@@ -181,16 +194,19 @@ class VmProxy(pytest.Item):
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if IN_GUEST:
         return
-    run = config.stash[RUN] = GuestRun(config)
+    runs: dict[str, GuestRun] = {}
     for index, item in enumerate(items):
-        if item.get_closest_marker("vm") is not None:
+        if (mark := item.get_closest_marker("vm")) is not None:
+            init = mark.kwargs.get("init", "sh")
+            run = runs.setdefault(init, GuestRun(config, init))
             items[index] = VmProxy.replacing(item, run)
             run.nodeids.append(item.nodeid)
+    config.stash[RUNS] = list(runs.values())
 
 
 def pytest_terminal_summary(
     terminalreporter: pytest.TerminalReporter, config: pytest.Config
 ) -> None:
-    run = config.stash.get(RUN, None)
-    if run is not None and run.summary:
-        terminalreporter.write_line("\n".join(run.summary.splitlines()[:2]))
+    for run in config.stash.get(RUNS, []):
+        if run.summary:
+            terminalreporter.write_line("\n".join(run.summary.splitlines()[:2]))
