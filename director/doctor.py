@@ -214,7 +214,7 @@ def _wanted_interfaces(config: Config) -> dict[str, str]:
     out: dict[str, str] = {}
     for inst in config.vrrp_instances:
         out.setdefault(inst.interface, f"vrrp_instance {inst.name}")
-        for va in inst.virtual_addresses:
+        for va in inst.held_addresses:
             if va.device:
                 out.setdefault(va.device, f"a virtual address of {inst.name}")
         for t in inst.track_interfaces:
@@ -263,7 +263,7 @@ def _vips(config: Config, host: Host, daemon: dict[str, Any] | None) -> Iterable
     }
     vrrp_vips: dict[IPAddress, str] = {}
     for inst in config.vrrp_instances:
-        for va in inst.virtual_addresses:
+        for va in inst.held_addresses:
             other = vrrp_vips.get(va.ip)
             if other is not None and other != inst.name:
                 yield Finding(

@@ -125,7 +125,7 @@ def _role_of(state: State) -> Role:
 
 
 def placements(cfg: VrrpInstance) -> list[Placement]:
-    return [Placement(va.ip, va.prefixlen, va.device, va.label) for va in cfg.virtual_addresses]
+    return [Placement(va.ip, va.prefixlen, va.device, va.label) for va in cfg.held_addresses]
 
 
 def _group_layout(config: Config) -> list[tuple[str, tuple[str, ...]]]:
@@ -142,7 +142,7 @@ async def primary_address(cfg: VrrpInstance) -> IPAddress:
     if cfg.primary_address is not None:
         return cfg.primary_address
     family = socket.AF_INET6 if cfg.family == 6 else socket.AF_INET
-    virtual = {va.ip for va in cfg.virtual_addresses}
+    virtual = {va.ip for va in cfg.held_addresses}
     ipr = AsyncIPRoute()
     try:
         await ipr.setup_endpoint()
@@ -581,7 +581,7 @@ def placed_addresses(config: Config) -> list[tuple[str, IPAddress]]:
     return [
         (va.device or cfg.interface, va.ip)
         for cfg in config.vrrp_instances
-        for va in cfg.virtual_addresses
+        for va in cfg.held_addresses
     ]
 
 
@@ -590,7 +590,7 @@ def placed_interfaces(config: Config) -> list[tuple[str, str]]:
     return [
         (va.device or cfg.interface, f"{va.ip}/{va.prefixlen}")
         for cfg in config.vrrp_instances
-        for va in cfg.virtual_addresses
+        for va in cfg.held_addresses
     ]
 
 

@@ -70,6 +70,9 @@ class Config:
     password: bytes | None = None  # v2 auth type 1 (PASS), at most 8 bytes
     check_addresses: bool = True  # drop adverts whose address list differs (RFC "MAY")
     gratuitous: Gratuitous = field(default_factory=Gratuitous)
+    # Held by the master like the virtual addresses but not listed in its adverts
+    # (keepalived's virtual_ipaddress_excluded); of either family, any number.
+    excluded_addresses: tuple[IPAddress, ...] = ()
 
     def __post_init__(self) -> None:
         problems = list(self.gratuitous.problems())
@@ -86,6 +89,8 @@ class Config:
             problems.append(f"virtual addresses must be IPv{family} like the primary address")
         if len(self.virtual_addresses) > 255:
             problems.append("at most 255 virtual addresses")
+        if set(self.excluded_addresses) & set(self.virtual_addresses):
+            problems.append("an address is both virtual and excluded")
         cs = round(self.advert_interval * 100)
         if abs(self.advert_interval * 100 - cs) > 1e-6:
             problems.append(f"advert_interval {self.advert_interval} is not whole centiseconds")
@@ -99,6 +104,12 @@ class Config:
             problems.append("password needs version 2 and at most 8 bytes")
         if problems:
             raise ValueError(f"VRRP instance vrid {self.vrid}: " + "; ".join(problems))
+
+    @property
+    def held_addresses(self) -> tuple[IPAddress, ...]:
+        """Every address the master holds (and announces with GARP / NA): the advertised
+        ones, then the excluded ones."""
+        return self.virtual_addresses + self.excluded_addresses
 
     @property
     def interval_cs(self) -> int:

@@ -99,7 +99,7 @@ class Instance:
     ) -> None:
         """``name``: the instance's name in the config, for the log (vrid and interface are
         always there)."""
-        unknown = {v.address for v in virtual} - set(config.virtual_addresses)
+        unknown = {v.address for v in virtual} - set(config.held_addresses)
         if unknown:
             listed = ", ".join(sorted(map(str, unknown)))
             raise ValueError(f"VRRP vrid {config.vrid}: {listed} not among its virtual addresses")
@@ -158,7 +158,7 @@ class Instance:
         self._loop = loop
         await self.addresses.open()
         try:
-            stale = await self.addresses.remove_stale(self.config.virtual_addresses)
+            stale = await self.addresses.remove_stale(self.config.held_addresses)
             if stale:
                 self._log.info("vips_leftover_removed", addresses=sorted(map(str, stale)))
             self.watch.open(loop)
@@ -247,7 +247,7 @@ class Instance:
         """Address events: which of ours went from the device it belongs on."""
         if self.machine.state is not State.MASTER:
             return  # only a master restores; our own removals come while leaving master
-        vips = self.config.virtual_addresses
+        vips = self.config.held_addresses
         lost = tuple(a for i, a in deleted if a in vips and i == self.addresses.index_of(a))
         if lost:
             self._feed(self.machine.address_lost(lost, self._require_loop().time()))
@@ -259,11 +259,11 @@ class Instance:
 
     async def _recheck_addresses(self) -> None:
         try:
-            present = await self.addresses.present(self.config.virtual_addresses)
+            present = await self.addresses.present(self.config.held_addresses)
         except Exception as exc:
             self._log.warning("vrrp_address_check_failed", error=str(exc))
             return
-        missing = tuple(a for a in self.config.virtual_addresses if a not in present)
+        missing = tuple(a for a in self.config.held_addresses if a not in present)
         if missing:
             self._feed(self.machine.address_lost(missing, self._require_loop().time()))
 

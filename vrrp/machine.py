@@ -126,7 +126,7 @@ class Machine:
     def address_lost(self, addresses: tuple[IPAddress, ...], now: float) -> list[Action]:
         """Someone deleted these addresses from their device: a master restores those of
         them that are its virtual addresses; in any other state nothing happens."""
-        lost = tuple(a for a in addresses if a in self.config.virtual_addresses)
+        lost = tuple(a for a in addresses if a in self.config.held_addresses)
         if not lost:
             return []
         return self._dispatch(Event.ADDRESS_LOST, now, lost=lost)
@@ -281,9 +281,9 @@ class Machine:
             case Effect.SEND_RELEASE:
                 out.append(SendAdvert(PRIORITY_RELEASE))
             case Effect.ADD_ADDRESSES:
-                out.append(AddAddresses(config.virtual_addresses))
+                out.append(AddAddresses(config.held_addresses))
             case Effect.REMOVE_ADDRESSES:
-                out.append(RemoveAddresses(config.virtual_addresses))
+                out.append(RemoveAddresses(config.held_addresses))
             case Effect.START_GARP:
                 self._schedule_garp(now)
                 self._send_garp(self._take_due_garp(now), out)
@@ -331,5 +331,5 @@ class Machine:
         return rounds
 
     def _send_garp(self, rounds: int, out: list[Action]) -> None:
-        if self.config.virtual_addresses:
-            out.extend(SendGratuitous(self.config.virtual_addresses) for _ in range(rounds))
+        if self.config.held_addresses:
+            out.extend(SendGratuitous(self.config.held_addresses) for _ in range(rounds))

@@ -213,6 +213,7 @@ class VrrpInstance(_Notify):
     unicast_peers: tuple[Address, ...] = ()
     accept_only_peers: Bool = False  # nftables: VRRP on `interface` only from unicast_peers
     virtual_addresses: tuple[VirtualAddress, ...] = ()
+    excluded_addresses: tuple[VirtualAddress, ...] = ()  # held, not advertised
     garp_count: GarpCount = 5
     garp_interval: SecondsOrZero = 0.0
     garp_repeat_after: SecondsOrZero = 5.0
@@ -236,6 +237,11 @@ class VrrpInstance(_Notify):
             return self.virtual_addresses[0].ip.version
         return 4
 
+    @property
+    def held_addresses(self) -> tuple[VirtualAddress, ...]:
+        """What the master holds: the advertised addresses, then the excluded ones."""
+        return self.virtual_addresses + self.excluded_addresses
+
     def gratuitous(self) -> Gratuitous:
         return Gratuitous(
             count=self.garp_count,
@@ -254,6 +260,7 @@ class VrrpInstance(_Notify):
             priority=self.priority,
             primary_address=primary,
             virtual_addresses=tuple(va.ip for va in self.virtual_addresses),
+            excluded_addresses=tuple(va.ip for va in self.excluded_addresses),
             version=self.version,
             advert_interval=self.advert_interval,
             preempt=self.preempt,
@@ -318,31 +325,32 @@ def instance_problems(vi: VrrpInstance) -> list[Finding]:
                     f"expected an IPv{family} address like the instance's others, found {va.ip}",
                 )
             )
+    # Excluded addresses may be of either family (keepalived: they do not set the version).
+    keyed = [("virtual_addresses", i, va) for i, va in enumerate(vi.virtual_addresses)]
+    keyed += [("excluded_addresses", i, va) for i, va in enumerate(vi.excluded_addresses)]
+    for key, i, va in keyed:
         if va.label is not None:
             if va.ip.version != 4:
-                findings.append(
-                    (("virtual_addresses", i, "label"), "labels exist for IPv4 addresses only")
-                )
+                findings.append(((key, i, "label"), "labels exist for IPv4 addresses only"))
             device = va.device or vi.interface
             if not va.label.startswith(device):
                 findings.append(
                     (
-                        ("virtual_addresses", i, "label"),
+                        (key, i, "label"),
                         f'expected a label starting with the device name "{device}" '
                         f'(like "{device}:1"), found {show(va.label)}',
                     )
                 )
-    seen: dict[IPAddress, int] = {}
-    for i, va in enumerate(vi.virtual_addresses):
+    seen: dict[IPAddress, str] = {}
+    for key, i, va in keyed:
         if va.ip in seen:
             findings.append(
                 (
-                    ("virtual_addresses", i),
-                    f"expected each address once, found {va.ip} again "
-                    f"(also virtual_addresses[{seen[va.ip]}])",
+                    (key, i),
+                    f"expected each address once, found {va.ip} again (also {seen[va.ip]})",
                 )
             )
-        seen.setdefault(va.ip, i)
+        seen.setdefault(va.ip, f"{key}[{i}]")
     if len(vi.virtual_addresses) > 255:
         findings.append((("virtual_addresses",), "expected at most 255 virtual addresses"))
     for i, peer in enumerate(vi.unicast_peers):

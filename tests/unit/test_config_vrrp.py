@@ -322,3 +322,40 @@ def test_models_are_exported_for_python_use() -> None:
     vi = VrrpInstance(name="x", interface="eth0", vrid=1, virtual_addresses=["198.18.0.10/24"])
     assert isinstance(vi, BaseModel)
     assert vi.virtual_addresses[0].prefixlen == 24
+
+
+def test_excluded_addresses_may_be_of_the_other_family_and_are_not_advertised() -> None:
+    config = parse_config(
+        instance(
+            'virtual_addresses = ["198.18.0.10/24"]',
+            'excluded_addresses = ["198.18.0.11/32", { address = "2001:db8::11/64", '
+            'device = "eth1" }]',
+            'primary_address = "198.18.0.1"',
+        ),
+        "t.toml",
+    )
+    vi = config.vrrp_instances[0]
+    assert vi.family == 4 and vi.version == 2  # the IPv6 excluded address changes neither
+    core = vi.vrrp_config()
+    assert core.virtual_addresses == (ipaddress.ip_address("198.18.0.10"),)
+    assert [str(a) for a in core.held_addresses] == ["198.18.0.10", "198.18.0.11", "2001:db8::11"]
+
+
+@pytest.mark.parametrize(
+    ("lines", "where", "words"),
+    [
+        (
+            ['virtual_addresses = ["198.18.0.10"]', 'excluded_addresses = ["198.18.0.10"]'],
+            "excluded_addresses[0]",
+            "again (also virtual_addresses[0])",
+        ),
+        (
+            ['excluded_addresses = [{ address = "2001:db8::1", label = "eth0:1" }]'],
+            "excluded_addresses[0].label",
+            "IPv4 addresses only",
+        ),
+    ],
+)
+def test_excluded_address_problems(lines: list[str], where: str, words: str) -> None:
+    found = problems(instance(*lines))
+    assert any(where in p.location and words in p.message for p in found), found

@@ -468,3 +468,31 @@ def test_preview_timer_predicts_handle_timer_and_changes_nothing(make: Any) -> N
     later = machine.next_deadline()
     assert later is not None
     assert machine.preview_timer(later) == machine.handle_timer(later)
+
+
+# -- excluded addresses (keepalived's virtual_ipaddress_excluded) ---------------------------
+
+
+def test_excluded_addresses_are_held_and_announced_but_not_advertised() -> None:
+    excluded = (IPv4Address("198.51.100.11"), IPv6Address("2001:db8::11"))  # either family
+    machine = Machine(config(100, gratuitous=NO_GARP, excluded_addresses=excluded))
+    machine.start(0.0)
+    deadline = machine.next_deadline()
+    assert deadline is not None
+    held = VIPS + excluded
+    assert machine.handle_timer(deadline)[1:] == [
+        SendAdvert(100),
+        AddAddresses(held),
+        SendGratuitous(held),
+    ]
+    assert machine.config.advertisement(100).addresses == VIPS
+    assert machine.config.expected().addresses == frozenset(VIPS)  # a peer lists VIPS only
+    assert machine.address_lost((excluded[1],), deadline + 0.1)[0] == RestoreAddresses(
+        (excluded[1],)
+    )
+    assert RemoveAddresses(held) in machine.shutdown(deadline + 1)
+
+
+def test_an_address_cannot_be_both_virtual_and_excluded() -> None:
+    with pytest.raises(ValueError, match="both virtual and excluded"):
+        config(excluded_addresses=VIPS)
