@@ -1,4 +1,4 @@
-"""``directorctl``'s daemon commands: status, drain, enable, reload, doctor.
+"""``directorctl``'s daemon commands: status, drain, enable, reload, doctor; and vrrp-scan.
 
 Each takes the parsed arguments and returns the exit status; :mod:`director.cli` owns the parser.
 Errors go to standard error as one clear sentence (daemon not running, permission denied, a
@@ -47,6 +47,13 @@ def add_arguments(sub: Any) -> None:
     doc = sub.add_parser("doctor", help="check this machine for what directord needs")
     doc.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
     doc.add_argument("--json", action="store_true")
+    scan = sub.add_parser(
+        "vrrp-scan",
+        help="list every VRRP router heard on a segment, flag VRID collisions (root)",
+    )
+    scan.add_argument("interface", help="the interface to listen on, e.g. eth0")
+    scan.add_argument("--seconds", type=float, default=5.0, help="how long to listen (default 5)")
+    scan.add_argument("--json", action="store_true", help="machine-readable")
 
 
 def _fail(message: str) -> int:
@@ -120,12 +127,32 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if any(f.level == "fail" for f in findings) else 0
 
 
+def cmd_vrrp_scan(args: argparse.Namespace) -> int:
+    """Exit 1 on a VRID collision or an address-list disagreement, 2 when it cannot listen."""
+    from director.vrrp_scan import ScanError, render, scan
+
+    if args.seconds <= 0:
+        _fail(f"vrrp-scan: --seconds {args.seconds:g}: must be more than 0")
+        return 2
+    try:
+        report = scan(args.interface, args.seconds)
+    except ScanError as exc:
+        _fail(f"vrrp-scan: {exc}")
+        return 2
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=1))
+    else:
+        print(render(report, args.interface))
+    return report.exit_status
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "status": cmd_status,
     "drain": cmd_drain,
     "enable": cmd_enable,
     "reload": cmd_reload,
     "doctor": cmd_doctor,
+    "vrrp-scan": cmd_vrrp_scan,
 }
 
 
