@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from director.importers import keepalived_lvs, keepalived_vrrp
+from director.importers import keepalived_groups, keepalived_lvs, keepalived_vrrp, values
 from director.importers.keepalived import Stmt, parse_file
 from director.importers.keepalived_checks import Defaults
 from director.importers.notes import Imported, Notes
@@ -68,26 +68,31 @@ def import_keepalived(path: str | os.PathLike[str], config_id: str | None = None
     vrrp_defaults = _global_defs(root, config, notes)
     groups = {
         g.name: g
-        for g in (keepalived_lvs.read_group(s, notes) for s in root.all("virtual_server_group"))
+        for g in (keepalived_groups.read_group(s, notes) for s in root.all("virtual_server_group"))
     }
     for s in root.all("virtual_server_group"):
         s.used = True
-    instances = []
-    for s in root.all("vrrp_instance"):
-        instances.append(keepalived_vrrp.instance(s, notes, vrrp_defaults))
-        if sync := s.first("lvs_sync_daemon_interface"):
-            config.setdefault(
-                "sync_daemon", {"interface": sync.args[0], "instance": instances[-1]["name"]}
-            )
-        keepalived_vrrp.leftovers(s, notes)
+    instances = _instances(root, config, notes, vrrp_defaults)
     if instances:
         config["vrrp_instance"] = instances
-    sync_groups = [keepalived_vrrp.sync_group(s, notes) for s in root.all("vrrp_sync_group")]
+    sync_groups = _sync_groups(root, instances, notes)
     if sync_groups:
         config["vrrp_sync_group"] = sync_groups
+    _check_sync_daemon(root, config, instances, sync_groups)
     services: list[dict[str, Any]] = []
+    keys: dict[tuple[Any, ...], str] = {}
     for s in root.all("virtual_server"):
-        services += keepalived_lvs.virtual_servers(s, groups, notes, Defaults())
+        for vs in keepalived_lvs.virtual_servers(s, groups, notes, Defaults()):
+            key = keepalived_lvs.service_key(vs)
+            if key in keys:
+                values.fail(
+                    s,
+                    "a service that no other virtual_server has",
+                    None,
+                    shown=f"{' '.join(map(str, key))} (also at {keys[key]})",
+                )
+            keys[key] = s.where
+            services.append(vs)
     if services:
         config["virtual_server"] = services
     _unique_names(services)
@@ -101,6 +106,108 @@ def import_keepalived(path: str | os.PathLike[str], config_id: str | None = None
     return Imported({k: config[k] for k in order if k in config}, notes)
 
 
+def _instances(
+    root: Stmt, config: dict[str, Any], notes: Notes, defaults: keepalived_vrrp.VrrpDefaults
+) -> list[dict[str, Any]]:
+    """The VRRP instances; keepalived skips a second instance of the same name
+    (``vrrp_parser.c``) and refuses one VRID twice on an interface (``vrrp.c``)."""
+    instances: list[dict[str, Any]] = []
+    where: dict[tuple[str, int, int], tuple[str, str]] = {}
+    for s in root.all("vrrp_instance"):
+        if s.args and any(vi["name"] == s.args[0] for vi in instances):
+            s.drop()
+            notes.dropped(
+                s.where,
+                _label(s),
+                "an instance of this name exists already (keepalived skips the block)",
+            )
+            continue
+        vi = keepalived_vrrp.instance(s, notes, defaults)
+        family = _family(vi)
+        router = (vi["interface"], vi["vrid"], family)
+        if router in where:
+            name, line = where[router]
+            vrid = s.first("virtual_router_id")
+            assert vrid is not None
+            values.fail(
+                vrid,
+                f"a VRID that no other IPv{family} instance on {vi['interface']} uses",
+                None,
+                shown=f"{vi['vrid']} (also {name}, {line})",
+            )
+        where[router] = (vi["name"], s.where)
+        instances.append(vi)
+        if sync := s.first("lvs_sync_daemon_interface"):
+            config.setdefault(
+                "sync_daemon", {"interface": values.interface(sync), "instance": vi["name"]}
+            )
+        keepalived_vrrp.leftovers(s, notes)
+    return instances
+
+
+def _family(vi: dict[str, Any]) -> int:
+    first = vi.get("primary_address")
+    if first is None and vi.get("virtual_addresses"):
+        vip = vi["virtual_addresses"][0]
+        first = (vip if isinstance(vip, str) else vip["address"]).split("/")[0]
+    return 6 if first is not None and ":" in first else 4
+
+
+def _sync_groups(root: Stmt, instances: list[dict[str, Any]], notes: Notes) -> list[dict[str, Any]]:
+    """keepalived (``vrrp_sync.c``) ignores a member that is no instance or is in another
+    group already, removes a group left without members, and skips a second group of the
+    same name (``vrrp_parser.c``)."""
+    names = {vi["name"] for vi in instances}
+    member_of: dict[str, str] = {}
+    groups: list[dict[str, Any]] = []
+    for s in root.all("vrrp_sync_group"):
+        if s.args and any(g["name"] == s.args[0] for g in groups):
+            s.drop()
+            notes.dropped(
+                s.where,
+                _label(s),
+                "a sync group of this name exists already (keepalived skips the block)",
+            )
+            continue
+        group = keepalived_vrrp.sync_group(s, notes)
+        if group["name"] in names:
+            values.fail(s, "a sync group name that no vrrp_instance has", group["name"])
+        where = group.pop("_where")
+        kept = []
+        for member in group["instances"]:
+            why = None
+            if member not in names:
+                why = "no vrrp_instance has this name (keepalived ignores it)"
+            elif member in member_of:
+                why = f"in sync group {member_of[member]} already (keepalived ignores it)"
+            if why:
+                notes.dropped(where[member], f"vrrp_sync_group {group['name']} > {member}", why)
+                continue
+            member_of[member] = group["name"]
+            kept.append(member)
+        if not kept:
+            notes.dropped(s.where, _label(s), "no instance left in it: keepalived removes it")
+            continue
+        group["instances"] = kept
+        groups.append(group)
+    return groups
+
+
+def _check_sync_daemon(
+    root: Stmt,
+    config: dict[str, Any],
+    instances: list[dict[str, Any]],
+    groups: list[dict[str, Any]],
+) -> None:
+    sync = config.get("sync_daemon")
+    if sync is None or "instance" not in sync:
+        return
+    known = {vi["name"] for vi in instances} | {g["name"] for g in groups}
+    if sync["instance"] not in known:
+        s = next((d for g in root.all("global_defs") if (d := g.first("lvs_sync_daemon"))), root)
+        values.fail(s, "the name of a vrrp_instance or vrrp_sync_group", sync["instance"])
+
+
 def _label(s: Stmt) -> str:
     return " ".join([s.keyword, *s.args])
 
@@ -112,22 +219,17 @@ def _global_defs(root: Stmt, config: dict[str, Any], notes: Notes) -> keepalived
         if s := g.first("lvs_sync_daemon"):
             config["sync_daemon"] = _sync_daemon(s, notes)
         if s := g.first("lvs_timeouts"):
-            kernel = config.setdefault("kernel", {})
-            words = s.args
-            for i in range(0, len(words) - 1, 2):
-                key = {"tcp": "tcp_timeout", "tcpfin": "tcpfin_timeout", "udp": "udp_timeout"}
-                if words[i] in key and words[i + 1].isdigit():
-                    kernel[key[words[i]]] = int(words[i + 1])
+            _lvs_timeouts(s, config, notes)
         if s := g.first("vrrp_version"):
-            version = int(s.args[0])
+            version = values.integer(s, 2, 3, "a VRRP version")
         if s := g.first("vrrp_garp_master_repeat"):
-            garp_count = int(s.args[0])
+            garp_count = values.integer(s, 0, 100)
         if s := g.first("vrrp_garp_master_delay"):
-            garp_delay = float(s.args[0])
+            garp_delay = values.seconds(s, zero=True)
         if s := g.first("vrrp_garp_master_refresh"):
-            garp_refresh = float(s.args[0])
+            garp_refresh = values.seconds(s, zero=True)
         if s := g.first("vrrp_garp_interval"):
-            garp_interval = float(s.args[0])
+            garp_interval = values.seconds(s, zero=True)
         for s in g.leftovers():
             if s.keyword in WHY_NOT_GLOBAL:
                 s.drop()
@@ -137,19 +239,35 @@ def _global_defs(root: Stmt, config: dict[str, Any], notes: Notes) -> keepalived
     )
 
 
+def _lvs_timeouts(s: Stmt, config: dict[str, Any], notes: Notes) -> None:
+    """``lvs_timeouts [tcp T] [tcpfin F] [udp U]`` (0: the kernel's, as keepalived)."""
+    keys = {"tcp": "tcp_timeout", "tcpfin": "tcpfin_timeout", "udp": "udp_timeout"}
+    words = s.args
+    if not words:
+        values.fail(s, "tcp, tcpfin or udp with a number of seconds", None)
+    for i in range(0, len(words), 2):
+        if words[i] not in keys:
+            values.fail(s, "tcp, tcpfin or udp with a number of seconds", words[i])
+        seconds = values.integer(s, 0, 2**31 // 1000, "a number of seconds", index=i + 1)
+        if seconds:
+            config.setdefault("kernel", {})[keys[words[i]]] = seconds
+        else:
+            notes.carried(s.where, f"lvs_timeouts {words[i]} 0", "the kernel's timeout is kept")
+
+
 def _sync_daemon(s: Stmt, notes: Notes) -> dict[str, Any]:
     """``lvs_sync_daemon IFACE [[inst] NAME] [id N] [maxlen L] [port P] [ttl T] [group IP]``."""
-    out: dict[str, Any] = {"interface": s.args[0]} if s.args else {}
+    out: dict[str, Any] = {"interface": values.interface(s)}
     words = s.args[1:]
     i = 0
     while i < len(words):
         word = words[i]
         value = words[i + 1] if i + 1 < len(words) else None
-        if word == "inst" and value:
-            out["instance"] = value
+        if word == "inst":
+            out["instance"] = values.name(s, index=i + 2)
             i += 2
-        elif word == "id" and value and value.isdigit():
-            out["sync_id"] = int(value)
+        elif word == "id":
+            out["sync_id"] = values.integer(s, 0, 255, "a sync id", index=i + 2)
             i += 2
         elif word in ("maxlen", "port", "ttl", "group") and value:
             notes.dropped(
@@ -157,7 +275,7 @@ def _sync_daemon(s: Stmt, notes: Notes) -> dict[str, Any]:
             )
             i += 2
         elif i == 0:
-            out["instance"] = word
+            out["instance"] = values.name(s, index=1)
             i += 1
         else:
             notes.dropped(s.where, f"lvs_sync_daemon {word}", "not known to the importer")

@@ -92,6 +92,7 @@ _CONDITION = re.compile(r"\s*@(\^?)(\S+)\s*(.*)")
 _DEFINITION = re.compile(r"\s*\$([A-Za-z_]\w*)=(.*)")
 _PARAM = re.compile(r"\$\{([A-Za-z_]\w*)\}|\$([A-Za-z_]\w*)(?=\s|$)")
 MAX_SUBSTITUTIONS = 32
+MAX_LINE = 1024  # keepalived's MAXBUF: a substitution that makes a line longer is refused
 
 
 def _preprocess(raw: str, file: str, number: int, state: _State) -> str | None:
@@ -123,6 +124,13 @@ def _preprocess(raw: str, file: str, number: int, state: _State) -> str | None:
             new = _PARAM.sub(lambda p: _param(p, state.params), raw)
             if new == raw:
                 break
+            if len(new.encode(errors="replace")) >= MAX_LINE:
+                raise ImportParseError(
+                    file,
+                    number,
+                    f"parameter substitution makes the line longer than keepalived's {MAX_LINE} "
+                    "bytes",
+                )
             raw = new
         else:
             raise ImportParseError(file, number, "parameter substitution does not end")
@@ -217,7 +225,7 @@ def _lines(path: Path, state: _State, where: str) -> Iterator[_Line]:
             raise ImportParseError(str(path), 0, f"cannot read: {exc.strerror or exc}") from None
         raise ImportParseError(file, int(line), f"cannot read {path}: {exc.strerror}") from None
     check_text(text, str(path))
-    for number, raw in enumerate(text.splitlines(), 1):
+    for number, raw in enumerate(split_lines(text), 1):
         kept = _preprocess(raw, str(path), number, state)
         if kept is None:
             continue
@@ -227,6 +235,12 @@ def _lines(path: Path, state: _State, where: str) -> Iterator[_Line]:
             continue
         if tokens.words:
             yield tokens
+
+
+def split_lines(text: str) -> list[str]:
+    """The lines as keepalived and Piranha read them: split at newlines only (a form feed,
+    vertical tab or U+2028 stays inside its line, so line numbers match the editor's)."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
 
 
 def check_text(text: str, file: str) -> None:
@@ -310,7 +324,7 @@ def parse_file(path: str | os.PathLike[str], notes: Notes, config_id: str | None
         raise ImportParseError(
             open_block.file,
             open_block.line,
-            f"'{open_block.keyword} {' '.join(open_block.args)}' opens a block that is never "
+            f"'{' '.join([open_block.keyword, *open_block.args])}' opens a block that is never "
             "closed (missing '}')",
         )
     return root

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from checks.regex import problem as regex_problem
+from director.importers import values
 from director.importers.keepalived import Stmt
 from director.importers.notes import Notes
 from director.importers.scripts import ADDRESS, PORT, command_argv, recognise
@@ -62,18 +63,6 @@ WHY_NOT = {
 }
 
 
-def _number(s: Stmt, notes: Notes) -> float | None:
-    try:
-        return float(s.args[0])
-    except (IndexError, ValueError):
-        notes.dropped(s.where, " ".join([s.keyword, *s.args]), "expected a number")
-        return None
-
-
-def _bool(s: Stmt) -> bool:
-    return not s.args or s.args[0].lower() in ("on", "true", "yes", "1")
-
-
 @dataclass(frozen=True)
 class Defaults:
     """Settings that a virtual server passes to its real servers and they to their checkers."""
@@ -87,28 +76,30 @@ class Defaults:
     virtualhost: str | None = None
 
     def child(self, stmt: Stmt, notes: Notes) -> Defaults:
+        """These settings with the block's own (keepalived's ranges: ``check_parser.c``)."""
         out = self
-        if (s := stmt.first("delay_loop")) and (value := _number(s, notes)) is not None:
-            out = replace(out, delay_loop=value)
-        if (s := stmt.first("connect_timeout")) and (value := _number(s, notes)) is not None:
-            out = replace(out, connect_timeout=value)
-        if (s := stmt.first("delay_before_retry")) and (value := _number(s, notes)) is not None:
-            out = replace(out, delay_before_retry=value)
-        if (s := stmt.first("retry", "nb_get_retry")) and (value := _number(s, notes)) is not None:
-            out = replace(out, retry=int(value))
+        if s := stmt.first("delay_loop"):
+            out = replace(out, delay_loop=values.seconds(s))
+        if s := stmt.first("connect_timeout"):
+            out = replace(out, connect_timeout=values.seconds(s))
+        if s := stmt.first("delay_before_retry"):
+            out = replace(out, delay_before_retry=values.seconds(s, zero=True))
+        if s := stmt.first("retry", "nb_get_retry"):
+            out = replace(out, retry=values.integer(s, 0, 2**32 - 1))
         if s := stmt.first("alpha"):
-            out = replace(out, alpha=_bool(s))
+            out = replace(out, alpha=values.boolean(s))
         if s := stmt.first("inhibit_on_failure"):
-            out = replace(out, inhibit=_bool(s))
-        if (s := stmt.first("virtualhost")) and s.args:
-            out = replace(out, virtualhost=s.args[0])
+            out = replace(out, inhibit=values.boolean(s))
+        if s := stmt.first("virtualhost"):
+            out = replace(out, virtualhost=values.name(s))
         return out
 
 
 def checker(
-    rs: Stmt, notes: Notes, defaults: Defaults, real: dict[str, Any]
+    rs: Stmt, notes: Notes, defaults: Defaults, real: dict[str, Any], port: int | None
 ) -> dict[str, Any] | None:
-    """The check table for a real server's checkers (the first supported one), or None."""
+    """The check table for a real server's checkers (the first supported one keepalived keeps),
+    or None; ``port`` is what a check without connect_port probes (None: not known here)."""
     found = [c for c in rs.children or () if c.keyword in CHECKERS]
     chosen: dict[str, Any] | None = None
     for c in found:
@@ -128,7 +119,7 @@ def checker(
                 "only the first is carried",
             )
             continue
-        chosen = _convert(c, notes, defaults.child(c, notes), real)
+        chosen = _convert(c, notes, defaults.child(c, notes), real, port)
     return chosen
 
 
@@ -164,35 +155,68 @@ def _clamp_timeout(check: dict[str, Any], stmt: Stmt, notes: Notes) -> None:
         check["timeout"] = check["interval"]
 
 
-def _convert(c: Stmt, notes: Notes, d: Defaults, real: dict[str, Any]) -> dict[str, Any]:
+def _convert(
+    c: Stmt, notes: Notes, d: Defaults, real: dict[str, Any], port: int | None
+) -> dict[str, Any] | None:
+    """The check for one checker, or None where keepalived drops the checker."""
     kind = c.keyword
-    check: dict[str, Any] = {"type": NATIVE[kind]}
-    check.update(_timing(kind, d, c, notes))
-    if (s := c.first("connect_port")) and s.args and s.args[0].isdigit():
-        check["port"] = int(s.args[0])
+    label = f"{kind} of real_server {real['address']}"
+    base: dict[str, Any] = {"type": NATIVE[kind], **_timing(kind, d, c, notes)}
+    if s := c.first("connect_port"):
+        base["port"] = values.integer(s, 1, 65535, "a port")
+    check: dict[str, Any] | None = base
     if kind in ("HTTP_GET", "SSL_GET"):
-        _http(c, check, notes, d)
+        check = _http(c, base, notes, d, label)
     elif kind == "SMTP_CHECK":
-        if (s := c.first("helo_name")) and s.args:
-            check["helo_name"] = s.args[0]
-        hosts = c.all("host")
-        if hosts:
-            first = hosts[0]
-            if (p := first.first("connect_port")) and p.args and p.args[0].isdigit():
-                check["port"] = int(p.args[0])
-            _leftovers(first, notes, "SMTP_CHECK host")
-            for extra in hosts[1:]:
-                extra.drop()
-                notes.dropped(extra.where, "SMTP_CHECK host", "one host per check is carried")
+        _smtp(c, base, notes)
     elif kind == "MISC_CHECK":
-        check = _misc(c, check, notes, real)
-    _clamp_timeout(check, c, notes)
+        check = _misc(c, base, notes, real, label)
+    if check is None:
+        c.drop()  # listed as a whole
+        return None
     _leftovers(c, notes, kind)
+    _clamp_timeout(check, c, notes)
+    if check["type"] in ("tcp", "http", "smtp") and "port" not in check and port == 0:
+        values.fail(
+            c,
+            f"connect_port N in the block: real server {real['address']} has no port of its "
+            "own to probe",
+            None,
+        )
     return check
 
 
-def _http(c: Stmt, check: dict[str, Any], notes: Notes, d: Defaults) -> None:
-    urls = c.all("url")
+def _smtp(c: Stmt, check: dict[str, Any], notes: Notes) -> None:
+    if s := c.first("helo_name"):
+        check["helo_name"] = values.name(s)
+    hosts = c.all("host")
+    if hosts:
+        first = hosts[0]
+        if p := first.first("connect_port"):
+            check["port"] = values.integer(p, 1, 65535, "a port")
+        _leftovers(first, notes, "SMTP_CHECK host")
+        for extra in hosts[1:]:
+            extra.drop()
+            notes.dropped(extra.where, "SMTP_CHECK host", "one host per check is carried")
+
+
+def _http(
+    c: Stmt, check: dict[str, Any], notes: Notes, d: Defaults, label: str
+) -> dict[str, Any] | None:
+    """keepalived (``check_http.c``) ignores a url without a path, and drops an HTTP_GET or
+    SSL_GET left without a url: the real server then has no check from it (always up)."""
+    urls = []
+    for url in c.all("url"):
+        if url.first("path") is None:
+            url.drop()
+            notes.dropped(url.where, f"{c.keyword} url", "no path: keepalived ignores the url")
+        else:
+            urls.append(url)
+    if not urls:
+        notes.dropped(
+            c.where, label, "no url with a path: keepalived drops the checker; no check carried"
+        )
+        return None
     check["http_version"] = "1.0"
     if s := c.first("http_protocol"):
         version = s.args[0] if s.args else ""
@@ -209,63 +233,62 @@ def _http(c: Stmt, check: dict[str, Any], notes: Notes, d: Defaults) -> None:
             "keepalived does not verify the server's certificate: verify = false "
             "(set verify = true and ca_file to check it)",
         )
-    if urls:
-        url = urls[0]
-        if (s := url.first("path")) and s.args:
-            check["path"] = s.args[0]
-        codes = url.first("status_code")
-        check["expect_status"] = _statuses(codes.args if codes else ["200-299"])
-        if (s := url.first("regex")) and s.args:
-            why = regex_problem(s.args[0])
-            if why is None:
-                check["body_regex"] = s.args[0]
-            else:  # keepalived's PCRE takes it; RE2 (linear time, no stall) cannot
-                notes.dropped(s.where, f"url regex {s.args[0]}", f"{why}; rewrite it for RE2")
-        if (s := url.first("virtualhost")) and s.args:
-            host = s.args[0]
-        for key in ("digest", "regex_no_match", "regex_options"):
-            if s := url.first(key):
-                notes.dropped(s.where, f"url {key}", WHY_NOT[key])
-        _leftovers(url, notes, f"{c.keyword} url")
-        for extra in urls[1:]:
-            extra.drop()
-            path = extra.first("path")
-            notes.dropped(
-                extra.where,
-                f"{c.keyword} url {path.args[0] if path and path.args else ''}".strip(),
-                "one URL per check is carried (keepalived needed every URL to answer)",
-            )
-    else:
-        check["expect_status"] = ["200-299"]
+    url = urls[0]  # the first url that has a path
+    if s := url.first("path"):
+        check["path"] = values.word(s, "a path like /healthz")
+    codes = url.first("status_code")
+    check["expect_status"] = values.statuses(codes, codes.args) if codes else ["200-299"]
+    if (s := url.first("regex")) and s.args:
+        why = regex_problem(s.args[0])
+        if why is None:
+            check["body_regex"] = s.args[0]
+        else:  # keepalived's PCRE takes it; RE2 (linear time, no stall) cannot
+            notes.dropped(s.where, f"url regex {s.args[0]}", f"{why}; rewrite it for RE2")
+    if s := url.first("virtualhost"):
+        host = values.name(s)
+    for key in ("digest", "regex_no_match", "regex_options"):
+        if s := url.first(key):
+            notes.dropped(s.where, f"url {key}", WHY_NOT[key])
+    _leftovers(url, notes, f"{c.keyword} url")
+    for extra in urls[1:]:
+        extra.drop()
+        path = extra.first("path")
+        notes.dropped(
+            extra.where,
+            f"{c.keyword} url {path.args[0] if path and path.args else ''}".strip(),
+            "one URL per check is carried (keepalived needed every URL to answer)",
+        )
     if host:
         check["host"] = host
-    if s := c.first("enable_sni"):
+    if (s := c.first("enable_sni")) and values.boolean(s):
         if host and c.keyword == "SSL_GET":
             check["sni"] = host
         else:
             notes.dropped(s.where, "enable_sni", "no virtualhost to send as the SNI name")
+    return check
 
 
-def _statuses(words: list[str]) -> list[int | str]:
-    out: list[int | str] = []
-    for word in words:
-        out.append(int(word) if word.isdigit() else word)
-    return out
-
-
-def _misc(c: Stmt, check: dict[str, Any], notes: Notes, real: dict[str, Any]) -> dict[str, Any]:
+def _misc(
+    c: Stmt, check: dict[str, Any], notes: Notes, real: dict[str, Any], label: str
+) -> dict[str, Any] | None:
+    """keepalived 2.2 (``check_misc.c``, ``misc_end_handler``) drops a MISC_CHECK without a
+    script ("No script path has been specified for MISC_CHECKER - skipping"): the real server
+    then has no check from it, so the import carries none."""
     path = c.first("misc_path")
-    if path is None or not path.args:
-        notes.dropped(c.where, "MISC_CHECK", "no misc_path: nothing to run; no check carried")
-        return {"type": "none"}
-    argv, shell = command_argv(path.args[0] if len(path.args) == 1 else path.raw)
+    argv: list[str] = []
+    shell = False
+    if path is not None and path.args:
+        argv, shell = command_argv(path.args[0] if len(path.args) == 1 else path.raw)
+    if path is None or not argv:
+        notes.dropped(
+            c.where, label, "no misc_path: keepalived drops the checker; no check carried"
+        )
+        return None
     argv = _placeholders(argv, real)
-    if s := c.first("misc_timeout"):
-        value = _number(s, notes)
-        if value is not None:
-            check["timeout"] = value
-    else:
-        check["timeout"] = check["interval"]
+    check["timeout"] = check["interval"]
+    if s := c.first("misc_timeout"):  # whole seconds; 0: the delay_loop, as keepalived
+        check["timeout"] = float(values.integer(s, 0, 2**32 // 10**6, "a number of seconds"))
+        check["timeout"] = check["timeout"] or check["interval"]
     found = recognise(argv)
     if found is not None:
         native = {k: v for k, v in check.items() if k != "type"} | found.check
@@ -276,7 +299,7 @@ def _misc(c: Stmt, check: dict[str, Any], notes: Notes, real: dict[str, Any]) ->
             + "".join(f"; {c}" for c in found.caveats),
         )
         return native
-    check["command"] = argv
+    check["command"] = values.program(path, argv)
     if shell:
         notes.changed(
             path.where,

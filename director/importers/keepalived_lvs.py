@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
 from typing import Any
 
+from director.importers import values
 from director.importers.keepalived import Stmt
 from director.importers.keepalived_checks import Defaults, checker
+from director.importers.keepalived_groups import Group
 from director.importers.notes import Notes
 
 SCHEDULERS = frozenset(
@@ -16,6 +17,7 @@ SCHEDULERS = frozenset(
 METHODS = {"NAT": "nat", "DR": "dr", "TUN": "tun"}
 PROTOCOLS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
 SCHED_FLAG_WORDS = ("sh-port", "sh-fallback", "mh-port", "mh-fallback")
+LVS_MAX_TIMEOUT = 86400 * 31  # keepalived's bound for persistence_timeout
 # Settings of a service or real server that directord has no counterpart for, and why.
 WHY_NOT = {
     "ha_suspend": "directord programs its services whether or not the VIP is on this node",
@@ -35,63 +37,6 @@ WHY_NOT = {
 }
 
 
-@dataclass
-class Group:
-    """A ``virtual_server_group``: its members as (kind, value, port)."""
-
-    name: str
-    members: list[tuple[str, str, int | None]] = field(default_factory=list)
-
-
-def read_group(stmt: Stmt, notes: Notes) -> Group:
-    group = Group(stmt.args[0] if stmt.args else "")
-    for item in stmt.children or ():
-        item.used = True
-        if item.keyword == "fwmark":
-            if item.args and item.args[0].isdigit():
-                group.members.append(("fwmark", item.args[0], None))
-                if len(item.args) > 1:
-                    notes.changed(item.where, "fwmark", f"family {item.args[1]} taken from it")
-                    group.members[-1] = ("fwmark", f"{item.args[0]}/{item.args[1]}", None)
-            else:
-                notes.dropped(item.where, f"fwmark {' '.join(item.args)}", "not a mark number")
-            continue
-        port = int(item.args[0]) if item.args and item.args[0].isdigit() else None
-        try:
-            addresses = _expand_range(item.keyword)
-        except ValueError as exc:
-            notes.dropped(item.where, item.keyword, f"not an address or range: {exc}")
-            continue
-        if len(addresses) > 1:
-            notes.changed(
-                item.where,
-                item.keyword,
-                f"range expanded to {len(addresses)} services ({addresses[0]} .. {addresses[-1]})",
-            )
-        group.members += [("address", a, port) for a in addresses]
-    return group
-
-
-def _expand_range(text: str) -> list[str]:
-    """``198.18.0.1-10``, ``198.18.0.250-198.18.1.10``, ``198.18.0.8/29`` or one address."""
-    if "/" in text:
-        net = ipaddress.ip_network(text, strict=False)
-        return [str(a) for a in net]
-    if "-" not in text:
-        return [str(ipaddress.ip_address(text))]
-    first_text, last_text = text.split("-", 1)
-    first = ipaddress.ip_address(first_text)
-    if ("." in last_text and first.version == 4) or ":" in last_text:
-        last = ipaddress.ip_address(last_text)
-    elif first.version == 4:
-        last = ipaddress.ip_address(first_text.rsplit(".", 1)[0] + "." + last_text)
-    else:
-        last = ipaddress.ip_address(first_text.rsplit(":", 1)[0] + ":" + last_text)
-    if int(last) < int(first) or int(last) - int(first) > 4095:
-        raise ValueError(f"{text} is empty or longer than 4096 addresses")
-    return [str(ipaddress.ip_address(int(first) + i)) for i in range(int(last) - int(first) + 1)]
-
-
 def _label(stmt: Stmt) -> str:
     return " ".join([stmt.keyword, *stmt.args])
 
@@ -100,11 +45,18 @@ def virtual_servers(
     stmt: Stmt, groups: dict[str, Group], notes: Notes, defaults: Defaults
 ) -> list[dict[str, Any]]:
     """The ``[[virtual_server]]`` tables for one keepalived ``virtual_server`` block."""
-    base = _service_body(stmt, notes, defaults)
+    base = _service_body(stmt, notes, defaults, groups)
     if not base.get("real_server"):
         notes.dropped(stmt.where, _label(stmt), "no real servers: keepalived ignores the service")
         return []
-    return [_finish(vs, stmt, notes) for vs in _keyed(stmt, base, groups, notes)]
+    out = []
+    for vs in _keyed(stmt, base, groups, notes):
+        vs = _finish(vs, stmt, notes)
+        if not vs.get("real_server"):
+            notes.dropped(stmt.where, _label(stmt), "no real servers left: keepalived ignores it")
+            continue
+        out.append(vs)
+    return out
 
 
 def _keyed(
@@ -128,19 +80,12 @@ def _keyed(
         )
         return out
     if args[:1] == ["fwmark"]:
-        if len(args) < 2 or not args[1].isdigit():
-            notes.dropped(stmt.where, _label(stmt), "fwmark needs a mark number")
-            return []
-        return [{**_fwmark_key(args[1], base), **_without_protocol(base, "fwmark")}]
+        mark = values.integer(stmt, 1, 2**32 - 1, "an fwmark", index=1)
+        return [{**_fwmark_key(str(mark), base), **_without_protocol(base, "fwmark")}]
     if not args:
-        notes.dropped(stmt.where, "virtual_server", "no address, fwmark or group given")
-        return []
-    port = int(args[1]) if len(args) > 1 and args[1].isdigit() else 0
-    try:
-        address = str(ipaddress.ip_address(args[0]))
-    except ValueError:
-        notes.dropped(stmt.where, _label(stmt), f"{args[0]!r} is not an IP address")
-        return []
+        values.fail(stmt, "an address and port, fwmark N or group NAME", None)
+    address = values.address(stmt)
+    port = values.integer(stmt, 0, 65535, "a port", index=1) if len(args) > 1 else 0
     return [{**_address_key(address, port, base), **_without_protocol(base, "address")}]
 
 
@@ -152,10 +97,15 @@ def _finish(vs: dict[str, Any], stmt: Stmt, notes: Notes) -> dict[str, Any]:
     """keepalived's own corrections of a service, made visible."""
     label = _label(stmt)
     if "fwmark" in vs:
-        reals = [ipaddress.ip_address(r["address"]) for r in vs.get("real_server", ())]
-        if "family" not in vs and reals and all(a.version == 6 for a in reals):
+        # keepalived: the first real server not reached through a tunnel sets the family
+        first = next((r for r in vs.get("real_server", ()) if _forwarding(vs, r) != "tun"), None)
+        if "family" not in vs and first and ipaddress.ip_address(first["address"]).version == 6:
             vs["family"] = "ipv6"
+        _one_family(vs, 6 if vs.get("family") == "ipv6" else 4, stmt, notes)
+        _granularity(vs, 6 if vs.get("family") == "ipv6" else 4, stmt)
         return vs
+    _one_family(vs, ipaddress.ip_address(vs["address"]).version, stmt, notes)
+    _granularity(vs, ipaddress.ip_address(vs["address"]).version, stmt)
     if vs.get("protocol") is None:
         vs["protocol"] = "udp"
         notes.changed(
@@ -173,6 +123,75 @@ def _finish(vs: dict[str, Any], stmt: Stmt, notes: Notes) -> dict[str, Any]:
             stmt.where, label, "port 0 needs persistence: persistence_timeout = 360 (as keepalived)"
         )
     return vs
+
+
+def _one_family(vs: dict[str, Any], family: int, stmt: Stmt, notes: Notes) -> None:
+    """keepalived skips a real or sorry server of another family than the service's
+    (``check_parser.c``), unless it is reached through a tunnel."""
+
+    def other(server: dict[str, Any]) -> bool:
+        tunnel = _forwarding(vs, server) == "tun"
+        return not tunnel and ipaddress.ip_address(server["address"]).version != family
+
+    reals: list[dict[str, Any]] = []
+    for server in vs.get("real_server", ()):
+        label = f"{_label(stmt)} > real_server {server['address']}"
+        if other(server):
+            why = f"not an IPv{family} address like the service's (keepalived skips it)"
+            notes.dropped(stmt.where, label, why)
+        elif any(_dest(vs, server) == _dest(vs, r) for r in reals):
+            notes.dropped(stmt.where, label, "the same server again (keepalived drops it)")
+        else:
+            reals.append(server)
+    if reals:
+        vs["real_server"] = reals  # a new list: a group's services share the old one
+    else:
+        vs.pop("real_server", None)
+    sorry = vs.get("sorry_server")
+    if sorry is not None and other(sorry):
+        del vs["sorry_server"]
+        notes.dropped(
+            stmt.where,
+            f"{_label(stmt)} > sorry_server {sorry['address']}",
+            f"not an IPv{family} address like the service's (keepalived skips it)",
+        )
+    elif sorry is not None and any(_dest(vs, sorry) == _dest(vs, r) for r in reals):
+        del vs["sorry_server"]
+        notes.dropped(
+            stmt.where,
+            f"{_label(stmt)} > sorry_server {sorry['address']}",
+            "the sorry server is one of the real servers: it stays in the table as one",
+        )
+
+
+def _granularity(vs: dict[str, Any], family: int, stmt: Stmt) -> None:
+    """A persistence mask of the service's family: a prefix (1 to 128) for IPv6, a netmask or a
+    prefix (1 to 32) for IPv4 (``check_parser.c``, ``pgr_handler``)."""
+    mask = vs.get("persistence_netmask")
+    s = stmt.first("persistence_granularity")
+    if mask is None or s is None:
+        return
+    if family == 6 and (isinstance(mask, str) or not 1 <= mask <= 128):
+        values.fail(s, "a prefix length from 1 to 128 for an IPv6 service", s.args[0])
+    if family == 4 and isinstance(mask, int) and not 1 <= mask <= 32:
+        values.fail(s, "a netmask or a prefix length from 1 to 32 for an IPv4 service", s.args[0])
+
+
+def service_key(vs: dict[str, Any]) -> tuple[Any, ...]:
+    """What the kernel keys a service by: fwmark and family, or protocol, address, port."""
+    if "fwmark" in vs:
+        return ("fwmark", vs["fwmark"], vs.get("family", "ipv4"))
+    return (vs["protocol"], ipaddress.ip_address(vs["address"]), vs["port"])
+
+
+def _forwarding(vs: dict[str, Any], server: dict[str, Any]) -> str:
+    return str(server.get("forwarding", vs.get("forwarding", "nat")))
+
+
+def _dest(vs: dict[str, Any], server: dict[str, Any]) -> tuple[Any, int]:
+    """The kernel's key of a real or sorry server: dr/tun keep the service's port."""
+    port = server.get("port") if _forwarding(vs, server) == "nat" else None
+    return ipaddress.ip_address(server["address"]), (vs.get("port") or 0) if port is None else port
 
 
 def _fwmark_key(value: str, base: dict[str, Any]) -> dict[str, Any]:
@@ -194,54 +213,39 @@ def _name(key: dict[str, Any], group: str) -> str:
     return f"{group}/{key['protocol']}/{key['address']}:{key['port']}"
 
 
-def _service_body(stmt: Stmt, notes: Notes, defaults: Defaults) -> dict[str, Any]:
+def _service_body(
+    stmt: Stmt, notes: Notes, defaults: Defaults, groups: dict[str, Group]
+) -> dict[str, Any]:
     """Everything of a service but its key (protocol kept for address services)."""
     stmt.used = True
     out: dict[str, Any] = {}
+    vs_port = _port(stmt, groups)
     if (s := stmt.first("protocol")) and s.args:
         proto = PROTOCOLS.get(s.args[0].upper())
         if proto is None:
-            notes.dropped(s.where, _label(s), "expected TCP, UDP or SCTP; tcp used")
+            notes.dropped(s.where, _label(s), "expected TCP, UDP or SCTP; ignored, as keepalived")
         elif stmt.args[:1] == ["fwmark"]:
             notes.dropped(s.where, _label(s), "an fwmark service takes every protocol")
         else:
             out["protocol"] = proto
-    if s := stmt.first("lvs_sched", "lb_algo"):
-        sched = s.args[0].lower() if s.args else ""
-        if sched in SCHEDULERS:
-            out["scheduler"] = sched
-        else:
-            notes.dropped(s.where, _label(s), f"scheduler {sched!r} is not supported; wlc used")
-    flags = []
-    for word in SCHED_FLAG_WORDS:
-        if stmt.first(word):
-            flags.append(word)
-    sched = out.get("scheduler", "wlc")
-    for n, (s_flag, m_flag) in ((1, ("sh-fallback", "mh-fallback")), (2, ("sh-port", "mh-port"))):
-        if s := stmt.first(f"flag-{n}"):
-            if sched in ("sh", "mh"):
-                flags.append(s_flag if sched == "sh" else m_flag)
-            else:
-                notes.dropped(s.where, s.keyword, f"flag-{n} means nothing for scheduler {sched}")
-    if flags:
-        out["scheduler_flags"] = sorted(set(flags))
+    _scheduler(stmt, out, notes)
     if stmt.first("ops"):
         out["one_packet"] = True
-    if s := stmt.first("lvs_method", "lb_kind"):
-        out["forwarding"] = _method(s, notes)
-    if s := stmt.first("persistence_timeout"):
-        out["persistence_timeout"] = int(s.args[0]) if s.args else 360
-    if (s := stmt.first("persistence_granularity")) and s.args:
-        mask = s.args[0]
-        out["persistence_netmask"] = int(mask) if mask.isdigit() else mask
-    if (s := stmt.first("ip_family")) and s.args and s.args[0] == "inet6":
-        out["_family"] = "ipv6"
+    if (s := stmt.first("lvs_method", "lb_kind")) and (method := _method(s, notes)):
+        out["forwarding"] = method
+    if s := stmt.first("ip_family"):
+        family = values.word(s, "inet or inet6")
+        if family not in ("inet", "inet6"):
+            values.fail(s, "inet or inet6", family)
+        if family == "inet6":
+            out["_family"] = "ipv6"
+    _persistence(stmt, out, notes)
     defaults = defaults.child(stmt, notes)
     reals: list[dict[str, Any]] = []
     checks: list[dict[str, Any] | None] = []
     inhibits: list[bool] = []
     for rs in stmt.all("real_server"):
-        real, check, rs_inhibit = _real_server(rs, notes, defaults, out)
+        real, check, rs_inhibit = _real_server(rs, notes, defaults, out, vs_port)
         if real is None:
             continue
         _fix_port(real, out, stmt.args, notes, rs)
@@ -260,14 +264,13 @@ def _service_body(stmt: Stmt, notes: Notes, defaults: Defaults) -> dict[str, Any
                 "inhibit_on_failure on some real servers only: on_failure = quiesce for all",
             )
     if s := stmt.first("sorry_server"):
-        sorry: dict[str, Any] = {"address": s.args[0]} if s.args else {}
-        if len(s.args) > 1 and s.args[1].isdigit():
-            sorry["port"] = int(s.args[1])
-        if m := stmt.first("sorry_server_lvs_method"):
-            sorry["forwarding"] = _method(m, notes)
+        sorry: dict[str, Any] = {"address": values.address(s)}
+        if len(s.args) > 1:
+            sorry["port"] = values.integer(s, 0, 65535, "a port", index=1)
+        if (m := stmt.first("sorry_server_lvs_method")) and (method := _method(m, notes)):
+            sorry["forwarding"] = method
         _fix_port(sorry, out, stmt.args, notes, s)
-        if sorry:
-            out["sorry_server"] = sorry
+        out["sorry_server"] = sorry
     _place_checks(out, reals, checks)
     for s in stmt.leftovers():
         if s.keyword in WHY_NOT:
@@ -278,6 +281,26 @@ def _service_body(stmt: Stmt, notes: Notes, defaults: Defaults) -> dict[str, Any
     return out
 
 
+def _persistence(stmt: Stmt, out: dict[str, Any], notes: Notes) -> None:
+    """``persistence_timeout [T]`` (no value: 360 s) and ``persistence_granularity MASK``,
+    which makes the service persistent (360 s) when no timeout is given, as keepalived does."""
+    if s := stmt.first("persistence_timeout"):
+        timeout = 360  # no value: keepalived's default
+        if s.args:
+            timeout = values.integer(s, 0, LVS_MAX_TIMEOUT, "a number of seconds")
+        if timeout:
+            out["persistence_timeout"] = timeout
+    if s := stmt.first("persistence_granularity"):
+        out["persistence_netmask"] = values.netmask(s)
+        if "persistence_timeout" not in out:
+            out["persistence_timeout"] = 360
+            notes.changed(
+                s.where,
+                f"persistence_granularity {s.args[0]}",
+                "makes the service persistent: persistence_timeout = 360, as keepalived does",
+            )
+
+
 def _same_server(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return bool(
         ipaddress.ip_address(a["address"]) == ipaddress.ip_address(b["address"])
@@ -285,12 +308,57 @@ def _same_server(a: dict[str, Any], b: dict[str, Any]) -> bool:
     )
 
 
-def _method(s: Stmt, notes: Notes) -> str:
-    word = s.args[0].upper() if s.args else ""
+def _scheduler(stmt: Stmt, out: dict[str, Any], notes: Notes) -> None:
+    """``lvs_sched``/``lb_algo`` and the scheduler flags, as keepalived 2.2 reads them
+    (``check_parser.c``): a scheduler name is lower case, and ``sh-port``/``sh-fallback``
+    (``mh-...``) count only after the ``sh`` (``mh``) scheduler is set in the block."""
+    sched = ""
+    flags: dict[str, Stmt] = {}
+    for c in stmt.children or ():
+        if c.keyword in ("lvs_sched", "lb_algo"):
+            word = c.args[0] if c.args else ""
+            if word in SCHEDULERS:
+                sched = word
+        elif c.keyword in SCHED_FLAG_WORDS:
+            c.used = True
+            if sched and c.keyword.startswith(sched):
+                flags[c.keyword] = c
+            else:
+                notes.dropped(
+                    c.where,
+                    c.keyword,
+                    f"only for the {c.keyword[:2]} scheduler, set before it in the block "
+                    "(keepalived ignores it)",
+                )
+    if s := stmt.first("lvs_sched", "lb_algo"):
+        word = s.args[0] if s.args else ""
+        if word in SCHEDULERS:
+            out["scheduler"] = word
+        else:
+            notes.dropped(s.where, _label(s), f"scheduler {word!r} is not supported; wlc used")
+    final = out.get("scheduler", "wlc")
+    for word, c in list(flags.items()):
+        if not word.startswith(final):
+            del flags[word]
+            notes.dropped(c.where, word, f"the scheduler is {final} in the end: no effect")
+    for n, (s_flag, m_flag) in ((1, ("sh-fallback", "mh-fallback")), (2, ("sh-port", "mh-port"))):
+        if s := stmt.first(f"flag-{n}"):
+            if final in ("sh", "mh"):
+                flags[s_flag if final == "sh" else m_flag] = s
+            else:
+                notes.dropped(s.where, s.keyword, f"flag-{n} means nothing for scheduler {final}")
+    if flags:
+        out["scheduler_flags"] = sorted(flags)
+
+
+def _method(s: Stmt, notes: Notes) -> str | None:
+    """NAT, DR or TUN (upper case, as keepalived); None for anything else, which keepalived
+    ignores (the default, or the service's for a real server, is used)."""
+    word = s.args[0] if s.args else ""
     method = METHODS.get(word)
     if method is None:
-        notes.dropped(s.where, _label(s), "expected NAT, DR or TUN; nat used")
-        return "nat"
+        notes.dropped(s.where, _label(s), "expected NAT, DR or TUN; ignored, as keepalived")
+        return None
     if len(s.args) > 1:
         notes.dropped(s.where, _label(s), "tunnel types other than ipip (gue, gre) are not carried")
     return method
@@ -318,27 +386,47 @@ def _fix_port(
         )
 
 
+def _port(stmt: Stmt, groups: dict[str, Group]) -> int | None:
+    """The port of a ``virtual_server`` (0 for fwmark services); of a group, 0 when a member
+    has none, None when there is no such group."""
+    args = stmt.args
+    if args[:1] == ["group"]:
+        group = groups.get(args[1]) if len(args) > 1 else None
+        if group is None:
+            return None
+        return min((port or 0 for _, _, port in group.members), default=None)
+    if args[:1] == ["fwmark"] or len(args) < 2:
+        return 0
+    values.address(stmt)
+    return values.integer(stmt, 0, 65535, "a port", index=1)
+
+
 def _real_server(
-    rs: Stmt, notes: Notes, defaults: Defaults, vs: dict[str, Any]
+    rs: Stmt, notes: Notes, defaults: Defaults, vs: dict[str, Any], vs_port: int | None
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, bool]:
-    if not rs.args:
-        notes.dropped(rs.where, "real_server", "no address given")
-        return None, None, False
-    real: dict[str, Any] = {"address": rs.args[0]}
-    if len(rs.args) > 1 and rs.args[1].isdigit():
-        real["port"] = int(rs.args[1])
+    real: dict[str, Any] = {"address": values.address(rs)}
+    if len(rs.args) > 1:
+        real["port"] = values.integer(rs, 0, 65535, "a port", index=1)
     if s := rs.first("weight"):
-        real["weight"] = int(s.args[0]) if s.args else 1
-    if s := rs.first("lvs_method", "lb_kind"):
-        real["forwarding"] = _method(s, notes)
-        if real["forwarding"] == vs.get("forwarding", "nat"):
-            del real["forwarding"]
+        real["weight"] = values.integer(s, 0, 65535, "a weight")
+    method = (s := rs.first("lvs_method", "lb_kind")) and _method(s, notes)
+    if method and method != vs.get("forwarding", "nat"):
+        real["forwarding"] = method
     if s := rs.first("uthreshold"):
-        real["upper_threshold"] = int(s.args[0])
+        real["upper_threshold"] = values.integer(s, 0, 2**31 - 1)
     if s := rs.first("lthreshold"):
-        real["lower_threshold"] = int(s.args[0])
+        real["lower_threshold"] = values.integer(s, 0, 2**31 - 1)
+        if real["lower_threshold"] > real.get("upper_threshold", 0):
+            values.fail(
+                s,
+                f"at most uthreshold ({real.get('upper_threshold', 0)}; the kernel refuses a "
+                "lower threshold above the upper one)",
+                s.args[0],
+            )
     rs_defaults = defaults.child(rs, notes)
-    check = checker(rs, notes, rs_defaults, real)
+    nat = real.get("forwarding", vs.get("forwarding", "nat")) == "nat"
+    probed = (real.get("port") or vs_port) if nat else vs_port
+    check = checker(rs, notes, rs_defaults, real, probed)
     for s in rs.leftovers():
         if s.keyword in WHY_NOT:
             s.drop()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 from dataclasses import dataclass
 from typing import Any
 
+from director.importers import values
 from director.importers.keepalived import Stmt
 from director.importers.notes import Notes
 from director.importers.scripts import command_argv
@@ -45,6 +47,29 @@ WHY_NOT = {
 }
 
 
+# The keys of an instance in the order they are written.
+ORDER = [
+    "name",
+    "interface",
+    "vrid",
+    "advert_interval",
+    "password",
+    "primary_address",
+    "unicast_peers",
+    "virtual_addresses",
+    "version",
+    "preempt",
+    "preempt_delay",
+    "garp_count",
+    "garp_repeat_after",
+    "garp_refresh",
+    "garp_interval",
+    "track_interfaces",
+    "priority",
+    *NOTIFY,
+]
+
+
 @dataclass(frozen=True)
 class VrrpDefaults:
     """global_defs settings that instances inherit."""
@@ -66,6 +91,7 @@ def _argv(s: Stmt, notes: Notes) -> list[str]:
         notes.dropped(s.where, s.keyword, "no script given")
         return []
     argv, shell = command_argv(s.args[0])
+    argv = values.program(s, argv)
     if shell:
         notes.changed(s.where, _label(s), "uses shell syntax: run as /bin/sh -c")
     if len(s.args) > 1:
@@ -79,26 +105,27 @@ def _notify(stmt: Stmt, out: dict[str, Any], notes: Notes) -> None:
             out[key] = argv
 
 
-def _address(item: Stmt, notes: Notes, where: str) -> str | dict[str, Any] | None:
+def _address(item: Stmt, notes: Notes, where: str, interface: str | None) -> dict[str, Any]:
+    """``ADDRESS[/PREFIX] [dev D] [label L] ...``: the address, and its device and label."""
     text = item.keyword
+    item = values.item(where, item)
     try:
+        if "%" in text:
+            raise ValueError(text)
         iface = ipaddress.ip_interface(text)
     except ValueError:
-        notes.dropped(item.where, f"{where} {_label(item)}", "not an address")
-        return None
-    prefix = iface.network.prefixlen
-    address = f"{iface.ip}/{prefix}"
-    extra: dict[str, Any] = {}
+        values.fail(item, 'an address with an optional prefix like "198.18.0.10/24"', text)
+    out: dict[str, Any] = {"address": f"{iface.ip}/{iface.network.prefixlen}"}
     words = item.args
     i = 0
     while i < len(words):
         word = words[i]
         value = words[i + 1] if i + 1 < len(words) else None
         if word == "dev" and value:
-            extra["device"] = value
+            out["device"] = values.interface(item, index=i + 1)
             i += 2
         elif word == "label" and value:
-            extra["label"] = value
+            out["label"] = values.label(item, index=i + 1)
             i += 2
         elif word in ("brd", "scope", "peer", "preferred_lft") and value:
             notes.dropped(
@@ -110,82 +137,72 @@ def _address(item: Stmt, notes: Notes, where: str) -> str | dict[str, Any] | Non
         else:
             notes.dropped(item.where, f"{where} {text} {word}", "address option not carried")
             i += 1
-    if extra:
-        return {"address": address, **extra}
-    return address
+    if "label" in out:
+        device = out.get("device", interface)
+        if iface.version != 4 or (device and not out["label"].startswith(device)):
+            notes.dropped(
+                item.where,
+                f"{where} {text} label {out.pop('label')}",
+                "a label is for an IPv4 address and starts with its device's name",
+            )
+    return out
 
 
 def instance(stmt: Stmt, notes: Notes, defaults: VrrpDefaults) -> dict[str, Any]:
     stmt.used = True
-    out: dict[str, Any] = {"name": stmt.args[0] if stmt.args else ""}
+    out: dict[str, Any] = {"name": values.name(stmt)}
     if s := stmt.first("interface"):
-        out["interface"] = s.args[0]
+        out["interface"] = values.interface(s)
     if s := stmt.first("virtual_router_id"):
-        out["vrid"] = int(s.args[0])
+        out["vrid"] = values.integer(s, 1, 255)
     priority = 100
     if s := stmt.first("priority"):
-        priority = int(s.args[0])
+        priority = values.integer(s, 1, 255)
     version = defaults.version
     if s := stmt.first("version"):
-        version = int(s.args[0])
-    if s := stmt.first("advert_int"):
-        out["advert_interval"] = float(s.args[0])
-    if s := stmt.first("authentication"):
-        _auth(s, out, notes)
+        version = values.integer(s, 2, 3, "a VRRP version")
+    advert = stmt.first("advert_int")
+    advert_interval = values.seconds(advert, hi=255) if advert else None
+    auth = stmt.first("authentication")
     if s := stmt.first("mcast_src_ip", "unicast_src_ip"):
-        out["primary_address"] = s.args[0]
+        out["primary_address"] = values.address(s)
     if s := stmt.first("unicast_peer"):
         peers = []
         for p in s.children or ():
             p.used = True
-            peers.append(p.keyword)
+            peers.append(values.address(values.item("unicast_peer", p), text=p.keyword))
             if p.args:
                 notes.dropped(
                     p.where,
                     f"unicast_peer {p.keyword} {' '.join(p.args)}",
                     "per-peer options are not carried",
                 )
-        out["unicast_peers"] = peers
-    vips: list[str | dict[str, Any]] = []
-    seen: set[str] = set()
-    for key in ("virtual_ipaddress", "virtual_ipaddress_excluded"):
-        for block in stmt.all(key):
-            for item in block.children or ():
-                item.used = True
-                vip = _address(item, notes, key)
-                if vip is None:
-                    continue
-                ip = (vip if isinstance(vip, str) else vip["address"]).split("/")[0]
-                if ip in seen:
-                    notes.dropped(
-                        item.where,
-                        f"{key} {_label(item)}",
-                        "the address is listed already; only its first line is carried",
-                    )
-                    continue
-                seen.add(ip)
-                vips.append(vip)
-            if key.endswith("excluded") and block.children:
-                notes.changed(
-                    block.where,
-                    key,
-                    "added to virtual_addresses: they are also listed in the adverts",
-                )
+        out["unicast_peers"] = list(dict.fromkeys(peers))
+    vips = _virtual_addresses(stmt, notes, out.get("primary_address"), out.get("interface"))
     if vips:
-        out["virtual_addresses"] = vips
-    if any(":" in (v if isinstance(v, str) else v["address"]) for v in vips) and version != 3:
+        out["virtual_addresses"] = [v if len(v) > 1 else v["address"] for v in vips]
+    _peers_of_one_family(stmt, out, vips, notes)
+    if "interface" not in out:
+        values.fail(stmt, "interface NAME in the block (keepalived needs it too)", None)
+    if "vrid" not in out:
+        values.fail(stmt, "virtual_router_id N in the block (keepalived needs it too)", None)
+    if _family(out, vips) == 6 and version != 3:
         version = 3
-        notes.changed(stmt.where, _label(stmt), "IPv6 addresses: version = 3")
+        notes.changed(stmt.where, _label(stmt), "IPv6: version = 3, as keepalived sets it")
     if version is not None:
         out["version"] = version
+    if advert is not None and advert_interval is not None:
+        out["advert_interval"] = _advert_interval(advert, advert_interval, version or 2, notes)
+    if auth is not None:
+        _auth(auth, out, notes, version or 2)
     if stmt.first("nopreempt"):
         out["preempt"] = False
     elif stmt.first("preempt"):
         out["preempt"] = True
     if s := stmt.first("preempt_delay"):
-        out["preempt_delay"] = float(s.args[0])
+        out["preempt_delay"] = values.seconds(s, zero=True, hi=1000)
     _garp(stmt, out, defaults)
-    tracks, bonus = _track_interfaces(stmt, notes)
+    tracks, bonus = _track_interfaces(stmt, notes, priority)
     if tracks:
         out["track_interfaces"] = tracks
     if bonus:
@@ -199,18 +216,133 @@ def instance(stmt: Stmt, notes: Notes, defaults: VrrpDefaults) -> dict[str, Any]
     if priority != 100:
         out["priority"] = min(255, priority)
     _notify(stmt, out, notes)
-    return out
+    return {k: out[k] for k in sorted(out, key=ORDER.index)}
 
 
-def _auth(s: Stmt, out: dict[str, Any], notes: Notes) -> None:
+def _virtual_addresses(
+    stmt: Stmt, notes: Notes, primary: str | None, interface: str | None
+) -> list[dict[str, Any]]:
+    """Both address lists, each address once, all of one family (keepalived ignores an address
+    of the other family than the instance's)."""
+    vips: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    family = ipaddress.ip_address(primary).version if primary else None
+    for key in ("virtual_ipaddress", "virtual_ipaddress_excluded"):
+        for block in stmt.all(key):
+            for item in block.children or ():
+                item.used = True
+                vip = _address(item, notes, key, interface)
+                ip = ipaddress.ip_interface(vip["address"]).ip
+                if str(ip) in seen:
+                    notes.dropped(
+                        item.where,
+                        f"{key} {_label(item)}",
+                        "the address is listed already; only its first line is carried",
+                    )
+                    continue
+                if family is not None and ip.version != family:
+                    notes.dropped(
+                        item.where,
+                        f"{key} {_label(item)}",
+                        f"an IPv{ip.version} address in an IPv{family} instance "
+                        "(keepalived ignores it)",
+                    )
+                    continue
+                family = ip.version
+                seen.add(str(ip))
+                vips.append(vip)
+            if key.endswith("excluded") and block.children:
+                notes.changed(
+                    block.where,
+                    key,
+                    "added to virtual_addresses: they are also listed in the adverts",
+                )
+    if primary is not None and primary in seen:
+        values.fail(
+            stmt.first("mcast_src_ip", "unicast_src_ip") or stmt,
+            "the router's own address, not one of its virtual addresses",
+            primary,
+        )
+    if len(vips) > 255:
+        notes.dropped(stmt.where, _label(stmt), f"{len(vips) - 255} addresses past the 255th")
+        vips = vips[:255]
+    return vips
+
+
+def _peers_of_one_family(
+    stmt: Stmt, out: dict[str, Any], vips: list[dict[str, Any]], notes: Notes
+) -> None:
+    """keepalived skips a unicast peer of another family than the instance's; an IPv6
+    instance sends from a link-local address."""
+    primary = out.get("primary_address")
+    peers = out.get("unicast_peers", [])
+    family = _family(out, vips)
+    kept = [p for p in peers if ipaddress.ip_address(p).version == family]
+    s = stmt.first("unicast_peer")
+    if peers and not kept and s is not None:
+        values.fail(
+            s,
+            f"IPv{family} peers (the instance is IPv{family}: give it a virtual address or "
+            "unicast_src_ip of the peers' family)",
+            None,
+            shown=", ".join(peers),
+        )
+    if len(kept) < len(peers):
+        notes.dropped(
+            s.where if s else stmt.where,
+            "unicast_peer",
+            f"peers of another family than the instance's (IPv{family}): "
+            f"{', '.join(p for p in peers if p not in kept)} (keepalived skips them)",
+        )
+        out["unicast_peers"] = kept
+    address = ipaddress.ip_address(primary) if primary else None
+    if address is not None and address.version == 6 and not address.is_link_local:
+        s = stmt.first("mcast_src_ip", "unicast_src_ip")
+        assert s is not None
+        values.fail(s, "a link-local address (fe80::/10): VRRPv3 over IPv6 sends from one", primary)
+
+
+def _family(out: dict[str, Any], vips: list[dict[str, Any]]) -> int:
+    """The instance's address family, as directord takes it: its primary address's, else its
+    first virtual address's, else IPv4."""
+    first = out.get("primary_address") or (vips[0]["address"].split("/")[0] if vips else None)
+    return ipaddress.ip_address(first).version if first else 4
+
+
+def _advert_interval(s: Stmt, value: float, version: int, notes: Notes) -> float:
+    """keepalived rounds a VRRPv2 interval to whole seconds and a VRRPv3 one to centiseconds
+    (``vrrp.c``, ``vrrp_complete_instance``)."""
+    if version == 2:
+        rounded = float(max(1, math.floor(value + 0.5)))
+    else:
+        rounded = min(40.95, max(0.01, math.floor(value * 100 + 0.5) / 100))
+    if rounded != value:
+        notes.changed(
+            s.where,
+            f"advert_int {s.args[0]}",
+            f"VRRPv{version} advertises {'whole seconds' if version == 2 else 'centiseconds'}: "
+            f"{rounded:g}, as keepalived rounds it",
+        )
+    return rounded
+
+
+def _auth(s: Stmt, out: dict[str, Any], notes: Notes, version: int) -> None:
     kind = s.first("auth_type")
     password = s.first("auth_pass")
+    for c in s.leftovers():
+        c.drop()
+        notes.dropped(c.where, f"authentication {_label(c)}", "not known to the importer")
     if kind and kind.args and kind.args[0].upper() == "AH":
         notes.dropped(
             kind.where,
             "auth_type AH",
             "IPsec AH authentication is not supported "
             "(RFC 3768 removed it); use no authentication or PASS",
+        )
+        return
+    if version == 3:
+        notes.dropped(
+            s.where, "authentication", "VRRPv3 has no authentication (keepalived ignores it)"
         )
         return
     if password and password.args:
@@ -220,14 +352,13 @@ def _auth(s: Stmt, out: dict[str, Any], notes: Notes) -> None:
                 password.where, "auth_pass", "longer than 8 bytes: cut to 8, as keepalived does"
             )
             value = value.encode()[:8].decode(errors="ignore")
-        out["password"] = value
-    for c in s.leftovers():
-        c.drop()
-        notes.dropped(c.where, f"authentication {_label(c)}", "not known to the importer")
+        out["password"] = values.password(password, value)
+    elif password:
+        values.fail(password, "a password of 1 to 8 bytes", None)
 
 
 def _garp(stmt: Stmt, out: dict[str, Any], d: VrrpDefaults) -> None:
-    values = {
+    found: dict[str, float | int | None] = {
         "garp_count": d.garp_count,
         "garp_repeat_after": d.garp_repeat_after,
         "garp_refresh": d.garp_refresh,
@@ -240,22 +371,30 @@ def _garp(stmt: Stmt, out: dict[str, Any], d: VrrpDefaults) -> None:
         ("garp_interval", "garp_interval"),
     ):
         if s := stmt.first(keyword):
-            values[key] = float(s.args[0]) if key != "garp_count" else int(s.args[0])
-    for key, value in values.items():
+            found[key] = (
+                values.integer(s, 0, 100) if key == "garp_count" else values.seconds(s, zero=True)
+            )
+    for key, value in found.items():
         if value is not None:
             out[key] = value
 
 
-def _track_interfaces(stmt: Stmt, notes: Notes) -> tuple[list[dict[str, Any]], int]:
-    """keepalived: weight 0 = fault; -W lowers by W when down; +W raises by W when up."""
+def _track_interfaces(stmt: Stmt, notes: Notes, priority: int) -> tuple[list[dict[str, Any]], int]:
+    """keepalived: weight 0 = fault; -W lowers by W when down; +W raises by W when up
+    (``vrrp_track.c``: -254 to 254; a duplicate interface is ignored; an address owner,
+    priority 255, ignores weighted interfaces)."""
     tracks: list[dict[str, Any]] = []
     bonus = 0
     for block in stmt.all("track_interface"):
         for item in block.children or ():
             item.used = True
+            line = values.item("track_interface", item)
+            name = values.interface(line, text=item.keyword)
             weight = 0
-            if len(item.args) >= 2 and item.args[0] == "weight":
-                weight = int(item.args[1])
+            if item.args[:1] == ["weight"]:
+                weight = values.integer(line, -254, 254, "a weight", index=1)
+            elif item.args:
+                values.fail(line, "weight W (or nothing)", item.args[0])
             if "reverse" in item.args:
                 notes.dropped(
                     item.where,
@@ -263,20 +402,34 @@ def _track_interfaces(stmt: Stmt, notes: Notes) -> tuple[list[dict[str, Any]], i
                     "reversed weights are not supported; the weight lowers priority "
                     "when the interface is down",
                 )
+            if any(t["interface"] == name for t in tracks):
+                notes.dropped(
+                    item.where,
+                    f"track_interface {_label(item)}",
+                    "a duplicate (keepalived ignores it)",
+                )
+                continue
+            if weight and priority == 255:
+                notes.dropped(
+                    item.where,
+                    f"track_interface {_label(item)}",
+                    "an address owner (priority 255) ignores weighted interfaces, as keepalived",
+                )
+                continue
             if weight > 0:
                 bonus += weight
-            tracks.append({"interface": item.keyword, "weight": abs(weight)})
+            tracks.append({"interface": name, "weight": abs(weight)})
     return tracks, bonus
 
 
 def sync_group(stmt: Stmt, notes: Notes) -> dict[str, Any]:
     stmt.used = True
-    out: dict[str, Any] = {"name": stmt.args[0] if stmt.args else ""}
-    members: list[str] = []
+    out: dict[str, Any] = {"name": values.name(stmt)}
+    members: list[tuple[Stmt, str]] = []
     for block in stmt.all("group"):
         for item in block.children or ():
             item.used = True
-            members += [item.keyword, *item.args]
+            members += [(item, item.keyword)] + [(item, a) for a in item.args]
     if not members:
         # keepalived 1.x: the names stand directly in the block, without group { }
         for item in stmt.children or ():
@@ -284,14 +437,17 @@ def sync_group(stmt: Stmt, notes: Notes) -> dict[str, Any]:
                 if item.keyword.startswith(NOTIFY):
                     continue
                 item.used = True
-                members += [item.keyword, *item.args]
+                members += [(item, item.keyword)] + [(item, a) for a in item.args]
         if members:
             notes.changed(
                 stmt.where,
                 _label(stmt),
                 "old syntax without group { }: the names in the block are the instances",
             )
-    out["instances"] = members
+    out["instances"] = [
+        values.name(values.item("vrrp_sync_group", item), text=member) for item, member in members
+    ]
+    out["_where"] = {member: item.where for item, member in members}
     _notify(stmt, out, notes)
     for s in stmt.leftovers():
         if s.keyword in WHY_NOT:

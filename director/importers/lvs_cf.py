@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from pathlib import Path
 from typing import Any, Literal
 
-from director.importers.keepalived import Stmt, check_text
-from director.importers.notes import Imported, ImportParseError, Notes
+from director.config.checks import regex_problem
+from director.importers import lvs_cf_format as fmt
+from director.importers import values
+from director.importers.keepalived import Stmt
+from director.importers.keepalived_lvs import SCHEDULERS
+from director.importers.notes import Imported, Notes
 from director.importers.scripts import ADDRESS, command_argv, recognise
 
 Node = Literal["primary", "backup"]
@@ -43,103 +46,10 @@ WHY_NOT_VIRTUAL = {
 }
 
 
-def _unquote(text: str, file: str, line: int) -> str:
-    text = text.strip()
-    if not text.startswith('"'):
-        return text
-    out: list[str] = []
-    i = 1
-    while i < len(text):
-        c = text[i]
-        if c == '"':
-            return "".join(out)
-        if c == "\\" and i + 1 < len(text):
-            nxt = text[i + 1]
-            out.append({"r": "\r", "n": "\n", "t": "\t"}.get(nxt, nxt))
-            i += 2
-            continue
-        out.append(c)
-        i += 1
-    raise ImportParseError(file, line, "unterminated quoted value")
-
-
-def parse(path: str | os.PathLike[str]) -> Stmt:
-    """lvs.cf as statements: ``key = value`` has keyword ``key`` and one argument."""
-    file = os.fspath(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise ImportParseError(file, 0, f"cannot read: {exc.strerror or exc}") from None
-    check_text(text, file)
-    root = Stmt("", [], file, 0, children=[])
-    stack = [root]
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = _strip_comment(raw).strip()
-        if not line:
-            continue
-        parent = stack[-1]
-        assert parent.children is not None
-        if line == "}":
-            if len(stack) == 1:
-                raise ImportParseError(file, number, "'}' closes no block")
-            stack.pop()
-            continue
-        if line.endswith("{"):
-            words = line[:-1].split()
-            if len(words) != 2 or words[0] not in ("virtual", "server", "failover"):
-                raise ImportParseError(
-                    file,
-                    number,
-                    f"expected 'virtual NAME {{', 'server NAME {{' or "
-                    f"'failover NAME {{', found {line!r}",
-                )
-            block = Stmt(words[0], [words[1]], file, number, children=[])
-            parent.children.append(block)
-            stack.append(block)
-            continue
-        name, eq, value = line.partition("=")
-        if not eq or not name.strip() or " " in name.strip():
-            raise ImportParseError(file, number, f"expected 'key = value', found {line!r}")
-        unquoted = _unquote(value, file, number)
-        parent.children.append(Stmt(name.strip(), [unquoted], file, number, raw=value.strip()))
-    if len(stack) > 1:
-        block = stack[-1]
-        raise ImportParseError(
-            file, block.line, f"'{block.keyword} {block.args[0]}' is never closed (missing '}}')"
-        )
-    return root
-
-
-def _strip_comment(line: str) -> str:
-    quoted = False
-    for i, c in enumerate(line):
-        if c == '"' and (i == 0 or line[i - 1] != "\\"):
-            quoted = not quoted
-        elif c == "#" and not quoted:
-            return line[:i]
-    return line
-
-
-def _value(block: Stmt, key: str) -> str | None:
-    s = block.first(key)
-    return s.args[0] if s and s.args else None
-
-
-def _int(block: Stmt, key: str, notes: Notes) -> int | None:
-    s = block.first(key)
-    if s is None or not s.args:
-        return None
-    try:
-        return int(s.args[0])
-    except ValueError:
-        notes.dropped(s.where, f"{key} = {s.args[0]}", "expected an integer")
-        return None
-
-
 def import_lvs_cf(path: str | os.PathLike[str], node: Node = "primary") -> Imported:
     """Read lvs.cf as director config data for the ``node`` director."""
     notes = Notes()
-    root = parse(path)
+    root = fmt.parse(path)
     config: dict[str, Any] = {}
     forwarding = "nat"
     if s := root.first("network"):
@@ -147,29 +57,32 @@ def import_lvs_cf(path: str | os.PathLike[str], node: Node = "primary") -> Impor
         if not forwarding:
             notes.dropped(s.where, f"network = {s.args[0]}", "expected nat, direct or tunnel")
             forwarding = "nat"
-    keepalive = float(_int(root, "keepalive", notes) or 6)
+    keepalive = float(fmt.integer(root, "keepalive", 1, 255, "a number of seconds") or 6)
     kernel = {
         k: v
         for k in ("tcp_timeout", "tcpfin_timeout", "udp_timeout")
-        if (v := _int(root, k, notes))
+        if (v := fmt.integer(root, k, 0, 2**31 // 1000, "a number of seconds"))
     }
     if kernel:
         config["kernel"] = kernel
-    vips: list[str | dict[str, Any]] = []
-    services = []
+    vips: list[dict[str, Any]] = []
+    services: list[dict[str, Any]] = []
     for block in root.all("virtual"):
         vs = _virtual(block, notes, forwarding, keepalive, vips)
         if vs is not None:
+            _unique_service(block, vs, services)
             services.append(vs)
     nat = _nat_router(root, notes)
     if nat is not None:
-        vips.append(nat)
+        _add_vip(root.first("nat_router") or root, nat, vips)
     sync = _sync_daemon(root, notes)
     if sync:
         config["sync_daemon"] = sync
     instance = _heartbeat(root, notes, node, keepalive, vips)
     if instance is not None:
         config["vrrp_instance"] = [instance]
+    elif sync:
+        del sync["instance"]  # no VRRP: this director is the master, and so is its daemon
     if services:
         config["virtual_server"] = services
     for s in root.all("failover"):
@@ -187,13 +100,45 @@ def import_lvs_cf(path: str | os.PathLike[str], node: Node = "primary") -> Impor
     return Imported(config, notes)
 
 
+def _unique_service(v: Stmt, vs: dict[str, Any], services: list[dict[str, Any]]) -> None:
+    """lvsd cannot add one service twice; two virtuals of one name get ``NAME#2``."""
+    keys = ("fwmark", "family") if "fwmark" in vs else ("protocol", "address", "port")
+    key = [vs.get(k) for k in keys]
+    for other in services:
+        if [other.get(k) for k in keys] == key:
+            what = " ".join(str(k) for k in key if k is not None)
+            values.fail(
+                v,
+                "a service that no other virtual has",
+                None,
+                shown=f"{what} (also virtual {other['name']})",
+            )
+    names = {other["name"] for other in services}
+    if vs["name"] in names:
+        n = 2
+        while f"{vs['name']}#{n}" in names:
+            n += 1
+        vs["name"] = f"{vs['name']}#{n}"
+
+
+def _add_vip(s: Stmt, vip: dict[str, Any], vips: list[dict[str, Any]]) -> None:
+    """Each address once, all of the family of the first."""
+    ip = ipaddress.ip_interface(vip["address"]).ip
+    ips = [ipaddress.ip_interface(v["address"]).ip for v in vips]
+    if ip in ips:
+        return
+    if ips and ip.version != ips[0].version:
+        values.fail(s, f"an IPv{ips[0].version} address like the other virtual addresses", str(ip))
+    vips.append(vip)
+
+
 def _heartbeat(
-    root: Stmt, notes: Notes, node: Node, keepalive: float, vips: list[str | dict[str, Any]]
+    root: Stmt, notes: Notes, node: Node, keepalive: float, vips: list[dict[str, Any]]
 ) -> dict[str, Any] | None:
-    primary = _value(root, "primary")
-    backup = _value(root, "backup")
+    primary = fmt.address(root, "primary")
+    backup = fmt.address(root, "backup")
     heartbeat = root.first("heartbeat")
-    active = _value(root, "backup_active")
+    active = fmt.value(root, "backup_active")
     where = heartbeat.where if heartbeat else f"{root.file}:0"
     if heartbeat and heartbeat.args[0] == "0":
         notes.dropped(
@@ -220,7 +165,24 @@ def _heartbeat(
     elif active == "0":
         notes.changed(where, "backup_active = 0", "no backup director: no unicast peer")
     out["advert_interval"] = keepalive
-    out["virtual_addresses"] = vips
+    out["virtual_addresses"] = [v if len(v) > 1 else v["address"] for v in vips]
+    family = ipaddress.ip_interface(vips[0]["address"]).version if vips else 4
+    ips = {str(ipaddress.ip_interface(v["address"]).ip) for v in vips}
+    for key, address in (("primary", primary), ("backup", backup)):
+        s = root.first(key)
+        if address is None or s is None:
+            continue
+        if ipaddress.ip_address(address).version != family:
+            values.fail(s, f"an IPv{family} address like the virtual addresses", address)
+        if address in ips:
+            values.fail(s, "the director's own address, not a virtual one", address)
+    if family == 6:
+        values.fail(
+            root.first("primary") or heartbeat or root,
+            "IPv4 virtual addresses (Piranha's heartbeat is IPv4 only)",
+            None,
+            shown=vips[0]["address"],
+        )
     notes.changed(
         where,
         "heartbeat",
@@ -238,18 +200,15 @@ def _nat_router(root: Stmt, notes: Notes) -> dict[str, Any] | None:
     if s is None:
         return None
     words = s.args[0].split()
-    mask = _value(root, "nat_nmask") or "255.255.255.0"
-    try:
-        prefix = ipaddress.ip_network(f"0.0.0.0/{mask}").prefixlen
-        address = f"{ipaddress.ip_address(words[0])}/{prefix}"
-    except (ValueError, IndexError):
-        notes.dropped(s.where, f"nat_router = {s.args[0]}", "expected 'ADDRESS DEVICE[:N]'")
-        return None
-    vip: dict[str, Any] = {"address": address}
+    ip = values.address(s, text=words[0] if words else None)
+    if ":" in ip:
+        values.fail(s, "an IPv4 address", ip)
+    prefix = 24
+    if m := root.first("nat_nmask"):
+        prefix = fmt.prefix(m)
+    vip: dict[str, Any] = {"address": f"{ip}/{prefix}"}
     if len(words) > 1:
-        vip["device"], _, _ = words[1].partition(":")
-        if ":" in words[1]:
-            vip["label"] = words[1]
+        fmt.device(s, words[1], vip)
     notes.carried(
         s.where,
         f"nat_router = {s.args[0]}",
@@ -260,8 +219,10 @@ def _nat_router(root: Stmt, notes: Notes) -> dict[str, Any] | None:
 
 def _sync_daemon(root: Stmt, notes: Notes) -> dict[str, Any] | None:
     s = root.first("syncdaemon")
-    iface = _value(root, "syncd_iface")
-    sync_id = _int(root, "syncd_id", notes)
+    iface = fmt.value(root, "syncd_iface")
+    if (i := root.first("syncd_iface")) is not None:
+        iface = values.interface(i, text=i.args[0].strip())
+    sync_id = fmt.integer(root, "syncd_id", 0, 255, "a sync id")
     if s is None or s.args[0] != "1":
         return None
     out: dict[str, Any] = {"interface": iface or "eth0", "instance": "lvs"}
@@ -277,23 +238,13 @@ def _vip(v: Stmt, notes: Notes) -> tuple[str | None, dict[str, Any] | None]:
     if s is None:
         return None, None
     words = s.args[0].split()
-    try:
-        address = str(ipaddress.ip_address(words[0]))
-    except (ValueError, IndexError):
-        notes.dropped(s.where, f"address = {s.args[0]}", "not an IP address")
-        return None, None
-    mask = _value(v, "vip_nmask")
+    address = values.address(s, text=words[0] if words else None)
     prefix = 32 if ":" not in address else 128
-    if mask and ":" not in address:
-        try:
-            prefix = ipaddress.ip_network(f"0.0.0.0/{mask}").prefixlen
-        except ValueError:
-            notes.dropped(s.where, f"vip_nmask = {mask}", "not a netmask; /32 used")
+    if (m := v.first("vip_nmask")) is not None and ":" not in address:
+        prefix = fmt.prefix(m)
     vip: dict[str, Any] = {"address": f"{address}/{prefix}"}
     if len(words) > 1:
-        vip["device"] = words[1].partition(":")[0]
-        if ":" in words[1]:
-            vip["label"] = words[1]
+        fmt.device(s, words[1], vip)
     return address, vip
 
 
@@ -302,23 +253,25 @@ def _virtual(
     notes: Notes,
     forwarding: str,
     keepalive: float,
-    vips: list[str | dict[str, Any]],
+    vips: list[dict[str, Any]],
 ) -> dict[str, Any] | None:
     v.used = True
-    name = v.args[0]
-    if _value(v, "active") == "0":
+    name = values.name(v)
+    if fmt.value(v, "active") == "0":
         v.drop()
         notes.dropped(v.where, f"virtual {name}", "active = 0: not carried")
         return None
     address, vip = _vip(v, notes)
-    if vip is not None and not any(
-        (x if isinstance(x, str) else x["address"]) == vip["address"] for x in vips
-    ):
-        vips.append(vip)
+    if vip is not None:
+        _add_vip(v.first("address") or v, vip, vips)
     out: dict[str, Any] = {"name": name}
-    fwmark = _int(v, "fwmark", notes)
-    protocol = (_value(v, "protocol") or "tcp").lower()
-    port = _int(v, "port", notes)
+    fwmark = fmt.integer(v, "fwmark", 0, 2**32 - 1, "an fwmark")
+    protocol = "tcp"
+    if s := v.first("protocol"):
+        protocol = s.args[0].strip().lower()
+        if protocol not in ("tcp", "udp"):
+            values.fail(s, "tcp or udp", s.args[0])
+    port = fmt.integer(v, "port", 0, 65535, "a port")
     if fwmark:
         out["fwmark"] = fwmark
         if address and ":" in address:
@@ -330,10 +283,15 @@ def _virtual(
             return None
         out |= {"protocol": protocol, "address": address, "port": port or 0}
     if s := v.first("scheduler"):
+        if s.args[0] not in SCHEDULERS:
+            values.fail(s, f"an IPVS scheduler ({', '.join(sorted(SCHEDULERS))})", s.args[0])
         out["scheduler"] = s.args[0]
-    if (persistent := _int(v, "persistent", notes)) is not None and persistent > 0:
+    if (persistent := fmt.integer(v, "persistent", what="a number of seconds")) and persistent > 0:
         out["persistence_timeout"] = persistent
-        if (mask := _value(v, "pmask")) and mask != "255.255.255.255":
+        if (s := v.first("pmask")) and s.args[0].strip() != "255.255.255.255":
+            mask = values.netmask(s, text=s.args[0].strip())
+            if isinstance(mask, int) and not 1 <= mask <= 32:
+                values.fail(s, "a netmask or a prefix length from 1 to 32", s.args[0])
             out["persistence_netmask"] = mask
     elif s := v.first("pmask"):
         notes.dropped(s.where, f"pmask = {s.args[0]}", "no persistence: a mask means nothing")
@@ -349,16 +307,35 @@ def _virtual(
             "a failed server keeps weight 0 "
             "(on_failure = quiesce); Piranha also reset the connection counts",
         )
-    if (sorry := _value(v, "sorry_server")) is not None:
-        out["sorry_server"] = {"address": sorry.split()[0]}
+    family = 6 if (address and ":" in address) else 4
+    if (sorry := fmt.address(v, "sorry_server")) is not None:
+        if ipaddress.ip_address(sorry).version != family and forwarding != "tun":
+            s = v.first("sorry_server")
+            assert s is not None
+            values.fail(s, f"an IPv{family} address like the virtual's", sorry)
+        out["sorry_server"] = {"address": sorry}
     check = _check(v, notes, keepalive)
     if check is not None:
         if fwmark and port and check["type"] not in ("script", "exchange", "https"):
             check["port"] = port  # nanny probes the virtual's port
         out["check"] = check
-    reals = [r for s in v.all("server") if (r := _server(s, notes, forwarding, port)) is not None]
+    reals: list[dict[str, Any]] = []
+    for s in v.all("server"):
+        real = _server(s, notes, forwarding, port)
+        if real is None:
+            continue
+        if ipaddress.ip_address(real["address"]).version != family and forwarding != "tun":
+            a = s.first("address")
+            assert a is not None
+            values.fail(a, f"an IPv{family} address like the virtual's", real["address"])
+        if any(_dest(out, real) == _dest(out, r) for r in reals):
+            notes.dropped(s.where, f"server {real['name']}", "the same address and port again")
+            continue
+        reals.append(real)
     if reals:
         out["real_server"] = reals
+    _sorry_not_real(v, out, notes)
+    _check_port(v, out)
     for s in v.leftovers():
         s.drop()
         why = WHY_NOT_VIRTUAL.get(s.keyword) or "not known to the importer; not carried"
@@ -366,9 +343,46 @@ def _virtual(
     return out
 
 
+def _dest(vs: dict[str, Any], server: dict[str, Any]) -> tuple[Any, int]:
+    """The kernel's key of a server: its port with NAT, else (or without one) the virtual's."""
+    port = server.get("port") if vs["forwarding"] == "nat" else None
+    return ipaddress.ip_address(server["address"]), (vs.get("port") or 0) if port is None else port
+
+
+def _sorry_not_real(v: Stmt, vs: dict[str, Any], notes: Notes) -> None:
+    """A sorry server that is one of the servers already is left out (it is in the table)."""
+    sorry = vs.get("sorry_server")
+    if sorry is None:
+        return
+    if any(_dest(vs, sorry) == _dest(vs, r) for r in vs.get("real_server", ())):
+        del vs["sorry_server"]
+        s = v.first("sorry_server")
+        assert s is not None
+        notes.dropped(
+            s.where,
+            f"virtual {vs['name']} > sorry_server = {s.args[0]}",
+            "the sorry server is one of the servers: it stays in the table as one",
+        )
+
+
+def _check_port(v: Stmt, vs: dict[str, Any]) -> None:
+    """nanny probes each server's port, or the virtual's: one of them is needed."""
+    check = vs.get("check")
+    if check is None or check["type"] in ("script", "exchange", "https") or "port" in check:
+        return
+    for real in vs.get("real_server", ()):
+        nat = vs.get("forwarding") == "nat"
+        if not ((real.get("port") if nat else None) or vs.get("port")):
+            values.fail(
+                v.first("port") or v,
+                f"port = N: nanny probes the port, and server {real['name']} has none",
+                None,
+            )
+
+
 def _check(v: Stmt, notes: Notes, keepalive: float) -> dict[str, Any] | None:
     check: dict[str, Any] = {"type": "tcp", "interval": keepalive, "rise": 1, "fall": 1}
-    timeout = _int(v, "timeout", notes)
+    timeout = fmt.integer(v, "timeout", what="a number of seconds")
     check["timeout"] = float(min(timeout, keepalive) if timeout else min(10.0, keepalive))
     if timeout and timeout > keepalive:
         notes.changed(
@@ -377,14 +391,16 @@ def _check(v: Stmt, notes: Notes, keepalive: float) -> dict[str, Any] | None:
             f"{timeout} s is longer than the "
             f"interval (keepalive = {keepalive:g} s): the interval is used",
         )
-    if (reentry := _int(v, "reentry", notes)) is not None:
+    if (reentry := fmt.integer(v, "reentry", what="a number of seconds")) is not None:
         check["reentry"] = float(reentry)
     expects = v.all("expect")
     expect = expects[-1].args[0] if expects else None
-    regex = _value(v, "use_regex") == "1"
+    regex = fmt.value(v, "use_regex") == "1"
     program = v.first("send_program")
     if program is not None:
         argv, shell = command_argv(program.args[0].replace("%h", ADDRESS))
+        if not argv:
+            values.fail(program, "a program and its arguments", program.args[0])
         found = recognise(argv)
         if found is not None:
             keep = {
@@ -400,7 +416,7 @@ def _check(v: Stmt, notes: Notes, keepalive: float) -> dict[str, Any] | None:
             )
             return keep | found.check
         check["type"] = "script"
-        check["command"] = argv
+        check["command"] = values.program(program, argv)
         if shell:
             notes.changed(program.where, "send_program", "uses shell syntax: run as /bin/sh -c")
         if expect is not None:
@@ -412,31 +428,33 @@ def _check(v: Stmt, notes: Notes, keepalive: float) -> dict[str, Any] | None:
         if s := v.first("send"):
             notes.dropped(s.where, "send", "send_program is used instead")
         return check
-    if (send := _value(v, "send")) is not None:
+    if (send := fmt.value(v, "send")) is not None:
         check["send"] = send
     if expect is not None:
         check["expect"] = expect
         if regex:
+            if why := regex_problem(expect, raw=True):
+                values.refuse(expects[-1], why)
             check["expect_regex"] = True
     return check
 
 
 def _server(s: Stmt, notes: Notes, forwarding: str, vs_port: int | None) -> dict[str, Any] | None:
     s.used = True
-    name = s.args[0]
-    if _value(s, "active") == "0":
+    name = values.name(s)
+    if fmt.value(s, "active") == "0":
         s.drop()
         notes.dropped(s.where, f"server {name}", "active = 0: not carried")
         return None
-    address = _value(s, "address")
+    address = fmt.address(s, "address")
     if address is None:
         notes.dropped(s.where, f"server {name}", "no address")
         s.drop()
         return None
-    out: dict[str, Any] = {"name": name, "address": address.split()[0]}
-    if (weight := _int(s, "weight", notes)) is not None:
+    out: dict[str, Any] = {"name": name, "address": address}
+    if (weight := fmt.integer(s, "weight", 0, 65535, "a weight")) is not None:
         out["weight"] = weight
-    port = _int(s, "port", notes)
+    port = fmt.integer(s, "port", 0, 65535, "a port")
     if port is not None and forwarding == "nat":
         out["port"] = port
     elif port is not None and port not in (vs_port, 0):

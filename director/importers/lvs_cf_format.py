@@ -1,0 +1,137 @@
+"""lvs.cf as statements, and its values.
+
+lvs.cf is ``key = value`` lines with ``virtual NAME { ... }`` blocks holding ``server NAME { ... }``
+blocks (and ``failover NAME { ... }``). ``#`` starts a comment; values may be quoted, with
+``\\r``/``\\n`` escapes in ``send``/``expect``. A ``key = value`` line is a :class:`Stmt` with
+keyword ``key`` and the value as its one argument; values are checked where they are read
+(:mod:`director.importers.values`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from director.config.fields import netmask_prefix
+from director.importers import values
+from director.importers.keepalived import Stmt, check_text, split_lines
+from director.importers.notes import ImportParseError
+
+
+def _unquote(text: str, file: str, line: int) -> str:
+    text = text.strip()
+    if not text.startswith('"'):
+        return text
+    out: list[str] = []
+    i = 1
+    while i < len(text):
+        c = text[i]
+        if c == '"':
+            return "".join(out)
+        if c == "\\" and i + 1 < len(text):
+            nxt = text[i + 1]
+            out.append({"r": "\r", "n": "\n", "t": "\t"}.get(nxt, nxt))
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    raise ImportParseError(file, line, "unterminated quoted value")
+
+
+def parse(path: str | os.PathLike[str]) -> Stmt:
+    """lvs.cf as statements: ``key = value`` has keyword ``key`` and one argument."""
+    file = os.fspath(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise ImportParseError(file, 0, f"cannot read: {exc.strerror or exc}") from None
+    check_text(text, file)
+    root = Stmt("", [], file, 0, children=[])
+    stack = [root]
+    for number, raw in enumerate(split_lines(text), 1):
+        line = _strip_comment(raw).strip()
+        if not line:
+            continue
+        parent = stack[-1]
+        assert parent.children is not None
+        if line == "}":
+            if len(stack) == 1:
+                raise ImportParseError(file, number, "'}' closes no block")
+            stack.pop()
+            continue
+        if line.endswith("{"):
+            words = line[:-1].split()
+            if len(words) != 2 or words[0] not in ("virtual", "server", "failover"):
+                raise ImportParseError(
+                    file,
+                    number,
+                    f"expected 'virtual NAME {{', 'server NAME {{' or "
+                    f"'failover NAME {{', found {line!r}",
+                )
+            block = Stmt(words[0], [words[1]], file, number, children=[])
+            parent.children.append(block)
+            stack.append(block)
+            continue
+        name, eq, value = line.partition("=")
+        if not eq or not name.strip() or " " in name.strip():
+            raise ImportParseError(file, number, f"expected 'key = value', found {line!r}")
+        unquoted = _unquote(value, file, number)
+        parent.children.append(Stmt(name.strip(), [unquoted], file, number, raw=value.strip()))
+    if len(stack) > 1:
+        block = stack[-1]
+        raise ImportParseError(
+            file, block.line, f"'{block.keyword} {block.args[0]}' is never closed (missing '}}')"
+        )
+    return root
+
+
+def _strip_comment(line: str) -> str:
+    quoted = False
+    for i, c in enumerate(line):
+        if c == '"' and (i == 0 or line[i - 1] != "\\"):
+            quoted = not quoted
+        elif c == "#" and not quoted:
+            return line[:i]
+    return line
+
+
+def value(block: Stmt, key: str) -> str | None:
+    s = block.first(key)
+    return s.args[0] if s and s.args else None
+
+
+def integer(
+    block: Stmt, key: str, lo: int = 0, hi: int = 2**31 - 1, what: str = "an integer"
+) -> int | None:
+    """``key = N`` from ``lo`` to ``hi``; None when the key is not there."""
+    s = block.first(key)
+    if s is None:
+        return None
+    return values.integer(s, lo, hi, what, text=s.args[0].strip())
+
+
+def address(block: Stmt, key: str) -> str | None:
+    """``key = ADDRESS [...]``: the address; None when the key is not there."""
+    s = block.first(key)
+    if s is None:
+        return None
+    words = s.args[0].split()
+    return values.address(s, text=words[0] if words else None)
+
+
+def prefix(s: Stmt) -> int:
+    """A netmask (``255.255.255.0``) or prefix length as a prefix length."""
+    mask = values.netmask(s, text=s.args[0].strip())
+    if isinstance(mask, int):
+        if mask > 32:
+            values.fail(s, "a netmask or a prefix length from 0 to 32", s.args[0])
+        return mask
+    return netmask_prefix(mask)
+
+
+def device(s: Stmt, text: str, vip: dict[str, Any]) -> None:
+    """``DEVICE`` or ``DEVICE:N`` after an address: the device, and the label."""
+    vip["device"] = values.interface(s, text=text.partition(":")[0])
+    if ":" in text:
+        vip["label"] = values.label(s, text=text)
