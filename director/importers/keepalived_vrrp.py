@@ -57,6 +57,7 @@ ORDER = [
     "primary_address",
     "unicast_peers",
     "virtual_addresses",
+    "excluded_addresses",
     "version",
     "preempt",
     "preempt_delay",
@@ -178,9 +179,13 @@ def instance(stmt: Stmt, notes: Notes, defaults: VrrpDefaults) -> dict[str, Any]
                     "per-peer options are not carried",
                 )
         out["unicast_peers"] = list(dict.fromkeys(peers))
-    vips = _virtual_addresses(stmt, notes, out.get("primary_address"), out.get("interface"))
+    vips, excluded = _virtual_addresses(
+        stmt, notes, out.get("primary_address"), out.get("interface")
+    )
     if vips:
         out["virtual_addresses"] = [v if len(v) > 1 else v["address"] for v in vips]
+    if excluded:
+        out["excluded_addresses"] = [v if len(v) > 1 else v["address"] for v in excluded]
     _peers_of_one_family(stmt, out, vips, notes)
     if "interface" not in out:
         values.fail(stmt, "interface NAME in the block (keepalived needs it too)", None)
@@ -221,13 +226,19 @@ def instance(stmt: Stmt, notes: Notes, defaults: VrrpDefaults) -> dict[str, Any]
 
 def _virtual_addresses(
     stmt: Stmt, notes: Notes, primary: str | None, interface: str | None
-) -> list[dict[str, Any]]:
-    """Both address lists, each address once, all of one family (keepalived ignores an address
-    of the other family than the instance's)."""
-    vips: list[dict[str, Any]] = []
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(advertised, excluded): each address once across both. The advertised ones are of one
+    family (keepalived ignores an address of the other family than the instance's); the
+    excluded ones (``virtual_ipaddress_excluded``: held by the master, never in its adverts)
+    may be of either, and do not set the version (keepalived's vrrp.c builds the advert from
+    ``vip`` only and checks received adverts against it)."""
+    lists: dict[str, list[dict[str, Any]]] = {
+        "virtual_ipaddress": [],
+        "virtual_ipaddress_excluded": [],
+    }
     seen: set[str] = set()
     family = ipaddress.ip_address(primary).version if primary else None
-    for key in ("virtual_ipaddress", "virtual_ipaddress_excluded"):
+    for key, vips in lists.items():
         for block in stmt.all(key):
             for item in block.children or ():
                 item.used = True
@@ -240,33 +251,29 @@ def _virtual_addresses(
                         "the address is listed already; only its first line is carried",
                     )
                     continue
-                if family is not None and ip.version != family:
-                    notes.dropped(
-                        item.where,
-                        f"{key} {_label(item)}",
-                        f"an IPv{ip.version} address in an IPv{family} instance "
-                        "(keepalived ignores it)",
-                    )
-                    continue
-                family = ip.version
+                if key == "virtual_ipaddress":
+                    if family is not None and ip.version != family:
+                        notes.dropped(
+                            item.where,
+                            f"{key} {_label(item)}",
+                            f"an IPv{ip.version} address in an IPv{family} instance "
+                            "(keepalived ignores it)",
+                        )
+                        continue
+                    family = ip.version
                 seen.add(str(ip))
                 vips.append(vip)
-            if key.endswith("excluded") and block.children:
-                notes.changed(
-                    block.where,
-                    key,
-                    "added to virtual_addresses: they are also listed in the adverts",
-                )
     if primary is not None and primary in seen:
         values.fail(
             stmt.first("mcast_src_ip", "unicast_src_ip") or stmt,
             "the router's own address, not one of its virtual addresses",
             primary,
         )
+    vips, excluded = lists["virtual_ipaddress"], lists["virtual_ipaddress_excluded"]
     if len(vips) > 255:
         notes.dropped(stmt.where, _label(stmt), f"{len(vips) - 255} addresses past the 255th")
         vips = vips[:255]
-    return vips
+    return vips, excluded
 
 
 def _peers_of_one_family(

@@ -294,10 +294,8 @@ def test_vrrp_edges(tmp_path: Path) -> None:
         "interface": "eth0",
         "vrid": 9,
         "advert_interval": 0.1,
-        "virtual_addresses": [
-            {"address": "2001:db8::10/64", "device": "eth0"},
-            "2001:db8::11/128",
-        ],
+        "virtual_addresses": [{"address": "2001:db8::10/64", "device": "eth0"}],
+        "excluded_addresses": ["2001:db8::11/128"],
         "version": 3,
         "garp_refresh": 60.0,
         "track_interfaces": [
@@ -309,7 +307,7 @@ def test_vrrp_edges(tmp_path: Path) -> None:
     }
     assert imported.config["sync_daemon"] == {"interface": "eth3", "instance": "V6"}
     text = notes_text(imported)
-    for what in ("auth_type AH", "scope global", "virtual_ipaddress_excluded", "reverse"):
+    for what in ("auth_type AH", "scope global", "reverse"):
         assert what in text
     assert "run as user root" in text
     assert "positive track_interface weights: priority 100 + 10" in text
@@ -355,3 +353,29 @@ def test_a_regex_only_pcre_takes_is_dropped_with_the_reason(tmp_path: Path) -> N
     assert [c.body_regex if c else None for c in checks] == [None, "status: ok"]
     assert "not carried: url regex status: (?=ok)" in notes_text(imported)
     assert "is a lookahead, which a linear-time engine (RE2) cannot match" in notes_text(imported)
+
+
+def test_excluded_addresses_are_held_not_advertised_and_keep_the_version(tmp_path: Path) -> None:
+    """keepalived 2.2.7: ``virtual_ipaddress_excluded`` addresses are added and removed with
+    the state (vrrp.c, vrrp_handle_ipaddress: both vip and evip) but the advert is built from
+    ``vip`` only (vrrp.c, vrrp_build_vrrp) and received adverts are checked against ``vip``
+    only (vrrp.c, vrrp_in_chk_vips); an excluded address may be of the other family and does
+    not make the instance VRRPv3 (vrrp_parser.c, vrrp_evip_handler). Merged into the advertised
+    list, keepalived and directord drop each other's adverts and both become master."""
+    path = tmp_path / "k.conf"
+    path.write_text(
+        "vrrp_instance VI_1 {\n  interface eth0\n  virtual_router_id 51\n  priority 100\n"
+        "  virtual_ipaddress {\n    198.18.0.10/24\n  }\n"
+        "  virtual_ipaddress_excluded {\n    198.18.0.11/32\n    2001:db8::11/64 dev eth1\n"
+        "    198.18.0.10\n  }\n}\n"
+    )
+    imported = import_keepalived(path)
+    (vi,) = imported.config["vrrp_instance"]
+    assert vi["virtual_addresses"] == ["198.18.0.10/24"]
+    assert vi["excluded_addresses"] == [
+        "198.18.0.11/32",
+        {"address": "2001:db8::11/64", "device": "eth1"},
+    ]
+    assert "version" not in vi  # stays 2: the IPv6 address is excluded
+    assert "listed already" in notes_text(imported)  # 198.18.0.10 twice: first line kept
+    validated(imported)
