@@ -243,6 +243,18 @@ def split_lines(text: str) -> list[str]:
     return [line.removesuffix("\r") for line in text.split("\n")]
 
 
+def read_config_text(path: str | os.PathLike[str]) -> tuple[str, str]:
+    """(file name, text) of a single-file config (lvs.cf, ldirectord.cf): undecodable bytes
+    replaced, a file that cannot be read or is not text refused as an ImportParseError."""
+    file = os.fspath(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise ImportParseError(file, 0, f"cannot read: {exc.strerror or exc}") from None
+    check_text(text, file)
+    return file, text
+
+
 def check_text(text: str, file: str) -> None:
     """A config is text: a NUL byte means a binary file was given."""
     if "\0" in text:

@@ -20,9 +20,8 @@ import os
 import re
 import socket
 from dataclasses import dataclass
-from pathlib import Path
 
-from director.importers.keepalived import Stmt, check_text
+from director.importers.keepalived import Stmt, read_config_text
 from director.importers.notes import ImportParseError
 
 VIRTUALS = ("virtual", "virtual6")
@@ -87,12 +86,7 @@ def error(s: Stmt, expected: str, found: str | None = None) -> ImportParseError:
 
 def parse(path: str | os.PathLike[str]) -> Stmt:
     """The file as a root statement: globals, and ``virtual``/``virtual6`` blocks."""
-    file = os.fspath(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise ImportParseError(file, 0, f"cannot read: {exc.strerror or exc}") from None
-    check_text(text, file)
+    file, text = read_config_text(path)
     root = Stmt("", [], file, 0, children=[])
     assert root.children is not None
     block: Stmt | None = None

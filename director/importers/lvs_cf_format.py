@@ -10,12 +10,11 @@ keyword ``key`` and the value as its one argument; values are checked where they
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from director.config.fields import netmask_prefix
 from director.importers import values
-from director.importers.keepalived import Stmt, check_text, split_lines
+from director.importers.keepalived import Stmt, read_config_text, split_lines
 from director.importers.notes import ImportParseError
 
 
@@ -41,12 +40,7 @@ def _unquote(text: str, file: str, line: int) -> str:
 
 def parse(path: str | os.PathLike[str]) -> Stmt:
     """lvs.cf as statements: ``key = value`` has keyword ``key`` and one argument."""
-    file = os.fspath(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise ImportParseError(file, 0, f"cannot read: {exc.strerror or exc}") from None
-    check_text(text, file)
+    file, text = read_config_text(path)
     root = Stmt("", [], file, 0, children=[])
     stack = [root]
     for number, raw in enumerate(split_lines(text), 1):
