@@ -514,6 +514,24 @@ def test_upgrade_keeps_config_and_drains_and_restarts(lab: Lab) -> None:
     assert version == package.version(package.CURRENT)
 
 
+def test_rollback_to_the_previous_package_keeps_config_and_drains(lab: Lab) -> None:
+    """docs/operations.md's rollback: the previous package file installed over the new one."""
+    config = CONFIG.read_text()
+    pid = unit("MainPID")["MainPID"]
+    previous = package.path(package.PREVIOUS)
+    done = sh("apt-get", "install", "-y", "-q", "--allow-downgrades", str(previous), timeout=600)
+    assert "Setting up director (" + package.version(package.PREVIOUS) in done.stdout, done.stdout
+    assert sh("dpkg-query", "-W", "-f=${Version}", "director").stdout == package.version(
+        package.PREVIOUS
+    )
+    assert CONFIG.read_text() == config
+    wait_for(lambda: unit("ActiveState")["ActiveState"] == "active", START, "active again")
+    assert unit("MainPID")["MainPID"] != pid, "restarted on the downgrade (it was running)"
+    assert ipvs_weight() == 0, "the drain survives the rollback"
+    sh("directorctl", "enable", "web1", timeout=60)
+    wait_for(lambda: ipvs_weight() == 3, 30, "web1 back in service")
+
+
 def test_upgrade_of_a_stopped_daemon_does_not_start_it(lab: Lab) -> None:
     sh("systemctl", "stop", UNIT, timeout=START)
     sh("dpkg", "-i", str(package.path(package.CURRENT)), timeout=600)  # a reinstall
