@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from checks.agent import AgentEffect
+from checks.agent import AgentEffect, AgentTuning
 from director.agents import add_agent_views, build_agents
-from director.config import ConfigError, parse_config
+from director.config import ConfigError, load_config, parse_config
 from director.control.ctl import agent_line
 from director.desired import compile_table
 from director.ipvs.model import DestKey, ServiceKey
@@ -138,6 +140,22 @@ def test_effects_reach_the_desired_table() -> None:
         0,
         0,
     )
+
+
+def test_rds_feedback_example() -> None:
+    cfg = load_config(
+        Path(__file__).resolve().parents[2] / "docs" / "examples" / "rds-feedback.toml"
+    )
+    specs = build_agents(cfg)
+    assert [str(s.target) for s in specs.values()] == [
+        "198.18.1.31:3009",
+        "198.18.1.32:3009",
+        "198.18.9.33:3009",
+    ]
+    assert {(s.send, s.interval, s.timeout) for s in specs.values()} == {(b"rdsh\n", 2.0, 1.0)}
+    assert {s.tuning for s in specs.values()} == {
+        AgentTuning(min_percent=10, threshold=10, rate_limit=30)
+    }
 
 
 def summary(**extra: object) -> dict[str, object]:
