@@ -173,7 +173,8 @@ class AgentRunner:
         self._rng = rng or random.Random()
         self.max_in_flight = max_in_flight
         self._agents: dict[AgentId, _Agent] = {}
-        self._heap: list[tuple[float, int, _Agent]] = []
+        self._heap: list[tuple[float, int, _Agent]] = []  # polls not yet due
+        self._ticks: list[tuple[float, int, _Agent]] = []  # percentages waiting (rate limit)
         self._waiting: deque[_Agent] = deque()
         self._seq = itertools.count()
         self._in_flight = 0
@@ -264,9 +265,11 @@ class AgentRunner:
         while heap and heap[0][2].removed:
             heapq.heappop(heap)
         when = heap[0][0] if heap else None
-        for agent in self._agents.values():  # a percentage waiting for its rate limit
-            if (deadline := agent.policy.next_deadline()) is not None:
-                when = deadline if when is None else min(when, deadline)
+        ticks = self._ticks
+        while ticks and (ticks[0][2].removed or ticks[0][2].policy.next_deadline() is None):
+            heapq.heappop(ticks)
+        if ticks and (when is None or ticks[0][0] < when):
+            when = ticks[0][0]
         timer = self._timer
         if timer is not None:
             if when is not None and self._timer_at == when:
@@ -284,7 +287,12 @@ class AgentRunner:
             return
         try:
             now = loop.time()
-            changed = [a.id for a in self._agents.values() if a.policy.tick(now)]
+            changed = []
+            ticks = self._ticks
+            while ticks and ticks[0][0] <= now:
+                agent = heapq.heappop(ticks)[2]
+                if not agent.removed and agent.policy.tick(now):
+                    changed.append(agent.id)
             heap = self._heap
             while heap and heap[0][0] <= now:
                 agent = heapq.heappop(heap)[2]
@@ -329,6 +337,9 @@ class AgentRunner:
             reply = parse(line)
             changed = policy.received(reply, line.decode("latin-1"), now)
             reason = "garbage" if reply.unknown else None
+            deadline = policy.next_deadline()
+            if deadline is not None:  # a percentage waits for the rate limit
+                heapq.heappush(self._ticks, (deadline, next(self._seq), agent))
         else:
             reason = reason_of(result)
             policy.failed(reason, result.error or reason, now)
