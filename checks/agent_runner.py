@@ -178,6 +178,7 @@ class AgentRunner:
         self._waiting: deque[_Agent] = deque()
         self._seq = itertools.count()
         self._in_flight = 0
+        self._starting = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poller: Poller | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -305,15 +306,23 @@ class AgentRunner:
             self._arm()
 
     def _start_waiting(self) -> None:
-        waiting, poller = self._waiting, self._poller
-        while waiting and self._in_flight < self.max_in_flight and poller is not None:
-            agent = waiting.popleft()
-            if agent.removed or agent.in_flight is not None:
-                continue
-            self._in_flight += 1
-            self.polls += 1
-            agent.line = None
-            agent.in_flight = poller.start(agent.plan, self._done, agent)
+        if self._starting:  # a poll that ended at once (refused) called back in here
+            return
+        self._starting = True
+        try:
+            waiting, poller = self._waiting, self._poller
+            while waiting and self._in_flight < self.max_in_flight and poller is not None:
+                agent = waiting.popleft()
+                if agent.removed or agent.in_flight is not None:
+                    continue
+                self._in_flight += 1
+                self.polls += 1
+                agent.line = None
+                probe = poller.start(agent.plan, self._done, agent)
+                if not probe.finished:  # else _done has run already
+                    agent.in_flight = probe
+        finally:
+            self._starting = False
 
     def _done(self, agent: _Agent, result: ProbeResult) -> None:
         self._in_flight -= 1
