@@ -242,8 +242,7 @@ class AgentPolicy:
             self.pending = target
             assert self.changed_at is not None
             self.held = (
-                f"{target}% waits for the rate limit (one change every "
-                f"{tuning.rate_limit:g} s) until {self.changed_at + tuning.rate_limit:.1f}"
+                f"{target}% waits for the rate limit (one change every {tuning.rate_limit:g} s)"
             )
             return current
         self.pending = self.held = None

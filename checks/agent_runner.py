@@ -342,17 +342,37 @@ class AgentRunner:
     def _feed(self, agent: _Agent, result: ProbeResult, now: float) -> bool:
         policy = agent.policy
         line = agent.line
+        silent = policy.failing_since is not None
         if result.ok and line is not None:
+            text = line.decode("latin-1")
             reply = parse(line)
-            changed = policy.received(reply, line.decode("latin-1"), now)
+            changed = policy.received(reply, text, now)
             reason = "garbage" if reply.unknown else None
             deadline = policy.next_deadline()
             if deadline is not None:  # a percentage waits for the rate limit
                 heapq.heappush(self._ticks, (deadline, next(self._seq), agent))
+            if changed or silent:
+                effect = policy.effect
+                log.info(
+                    "agent_said",
+                    agent=str(agent.spec.target),
+                    line=text,
+                    state=effect.state,
+                    percent=effect.percent,
+                    maxconn=effect.maxconn,
+                )
         else:
             reason = reason_of(result)
             policy.failed(reason, result.error or reason, now)
             changed = False
+            if not silent:  # once per silence, not per poll
+                log.warning(
+                    "agent_silent",
+                    agent=str(agent.spec.target),
+                    reason=reason,
+                    error=result.error,
+                    keeping=f"{policy.effect.state} {policy.effect.percent}%",
+                )
         if self._on_poll is not None:
             try:
                 self._on_poll(agent.id, reason)

@@ -8,6 +8,7 @@ measured with and without a crowd of agents that accept and never answer).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import random
 import statistics
@@ -192,6 +193,26 @@ def test_garbage_lines_are_counted_and_ignored(agent: Agent, polled: Polled) -> 
         polled.until(reason, _counted(reason))
         assert polled.effect() == AgentEffect(70), answer
     assert polled.policy().last_line == "I am fine thanks"
+
+
+def test_a_reload_keeps_what_an_unmoved_agent_said(lab: Lab, agent: Agent, polled: Polled) -> None:
+    agent.answer = b"drain 40%\n"
+    polled.until("drain 40 %", lambda r: r.effects().get(1) == AgentEffect(40, "drain"))
+    agent.answer = None  # from now on it says nothing
+
+    async def reload(specs: dict[Hashable, AgentSpec]) -> list[Hashable]:
+        return polled.runner.replace(specs)
+
+    # new tuning and timing, same address and port: what it said stays
+    retuned = dataclasses.replace(spec(tuning=AgentTuning(threshold=5)), interval=0.2)
+    assert lab.prober.run(reload({1: retuned})) == []
+    assert polled.effect() == AgentEffect(40, "drain")
+    assert polled.policy().tuning == AgentTuning(threshold=5)
+    # another port: a new agent, nothing said yet; removed: its effect is gone
+    assert lab.prober.run(reload({1: spec(port=AGENT_PORT + 1), 2: spec()})) == [1]
+    assert polled.read(lambda r: r.effects()) == {}
+    assert lab.prober.run(reload({})) == []
+    assert polled.read(lambda r: list(r.agents())) == []
 
 
 def test_the_send_string_reaches_the_agent(lab: Lab, agent: Agent) -> None:
