@@ -24,6 +24,16 @@ from director.config import Config
 from director.ipvs.model import DestKey, ServiceKey
 
 AgentKey = tuple[ServiceKey, DestKey]
+AGENT_SLOTS = 64  # agent polls in flight at most (each one socket)
+
+
+def agent_files(config: Config) -> int:
+    """Open files the agents of ``config`` may hold at once: a socket per poll in flight and
+    their poller's epoll (for the daemon's open-file budget)."""
+    count = sum(
+        rs.feedback_agent(vs) is not None for vs in config.virtual_servers for rs in vs.real_servers
+    )
+    return min(count, AGENT_SLOTS) + 1 if count else 0
 
 
 def build_agents(config: Config) -> dict[AgentKey, AgentSpec]:
@@ -58,7 +68,7 @@ class FeedbackAgents:
         on_change: Callable[[list[AgentKey]], None],
         *,
         rng: random.Random | None = None,
-        max_in_flight: int = 64,
+        max_in_flight: int = AGENT_SLOTS,
     ) -> None:
         self.runner = AgentRunner(
             cast(Callable[[list[AgentId]], None], on_change),

@@ -34,7 +34,7 @@ from checks import identity
 from checks.identity import RunAs
 from checks.model import HealthChanged, ProbeResult
 from director import __version__, early
-from director.agents import AgentKey, FeedbackAgents, add_agent_views
+from director.agents import AgentKey, FeedbackAgents, add_agent_views, agent_files
 from director.config import Config, ConfigError
 from director.control.commands import handlers, status_view
 from director.control.protocol import ControlError, RequestError
@@ -169,7 +169,7 @@ def files_budget(config: Config, nofile: int) -> FdBudget:
     return fd_budget(
         nofile,
         max_probes=config.daemon.max_concurrent_probes,
-        listeners=CONTROL_CONNECTIONS + HTTP_CONNECTIONS,
+        listeners=CONTROL_CONNECTIONS + HTTP_CONNECTIONS + agent_files(config),
         vrrp_instances=len(config.vrrp_instances),
     )
 

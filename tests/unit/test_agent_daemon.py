@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from checks.agent import AgentEffect, AgentTuning
-from director.agents import add_agent_views, build_agents
+from director.agents import add_agent_views, agent_files, build_agents
 from director.config import ConfigError, load_config, parse_config
 from director.control.ctl import agent_line
 from director.desired import compile_table
@@ -71,6 +71,8 @@ def test_service_agent_with_server_overrides() -> None:
     )
     specs = build_agents(cfg)
     assert [str(spec.target) for spec in specs.values()] == ["198.18.9.11:3009"]
+    assert agent_files(cfg) == 2  # one poll's socket and the agents' epoll
+    assert agent_files(config(agent="")) == 0
     assert next(iter(specs.values())).send == b"rdsh\n"
 
 
