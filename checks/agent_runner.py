@@ -204,10 +204,15 @@ class AgentRunner:
 
     # -- the set of agents ---------------------------------------------------------------------
 
-    def replace(self, specs: Mapping[AgentId, AgentSpec]) -> list[AgentId]:
+    def replace(
+        self,
+        specs: Mapping[AgentId, AgentSpec],
+        restored: Mapping[AgentId, AgentEffect] | None = None,
+    ) -> list[AgentId]:
         """Make ``specs`` the whole set (a reload). An agent whose target is unchanged keeps its
-        state (new tuning or timing applies from now); returns the ids whose effect changed
-        (removed ones included: their effect is gone)."""
+        state (new tuning or timing applies from now); a new one starts with its ``restored``
+        effect if given (what it said before a restart), else with none. Returns the ids whose
+        effect changed (removed ones included: their effect is gone)."""
         now = self._now()
         changed: list[AgentId] = []
         for agent_id in [a for a in self._agents if a not in specs]:
@@ -224,6 +229,8 @@ class AgentRunner:
                 policy.retune(spec.tuning)
             else:
                 policy = AgentPolicy(spec.tuning)
+                if old is None and restored and agent_id in restored:
+                    policy.effect = restored[agent_id]
                 if old is not None and old.policy.effect != AgentEffect():
                     changed.append(agent_id)
             if old is not None:

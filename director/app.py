@@ -197,7 +197,7 @@ class Director:
         self.checks = HealthChecks(
             self._on_health, max_in_flight=self.budget.probes, on_probe=self._on_probe
         )
-        self.agents = FeedbackAgents(self._on_agents)
+        self.agents = FeedbackAgents(self._on_agents, state_path=world.state_dir / "agents.json")
         self.engine = Engine(
             config,
             world.kernel,
@@ -298,6 +298,7 @@ class Director:
 
     async def _start_state(self) -> None:
         self.maintenance.load()
+        self.agents.load(self.config)  # what the agents said before a restart
         await asyncio.to_thread(self.world.owned.load)
         if self.budget.short:
             log.error(
@@ -556,7 +557,7 @@ class Director:
         problem = self.budget.problem(self.config.daemon.max_concurrent_probes)
         if problem:
             faults.append(problem)
-        for store in (self.world.owned, self.maintenance):
+        for store in (self.world.owned, self.maintenance, self.agents):
             text = getattr(store, "problem", None)
             if text:
                 faults.append(str(text))

@@ -4,6 +4,7 @@ kernel as one request, the metrics, the status; a reload keeps what the agent sa
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from director.intents import Reload
 from director.ipvs.memory import MemoryIPVS
 from tests.app.conftest import run, write
 from tests.helpers.director import running, world_in
+from tests.helpers.netns import Namespace
 from tests.helpers.servers import NamespaceLoop
 
 pytestmark = pytest.mark.netns
@@ -96,3 +98,61 @@ def test_agent_answer_reaches_the_kernel_metrics_and_status(
             server.close()
 
     run(inside, scenario)
+
+
+def test_a_restart_keeps_what_the_agents_said(
+    tmp_path: Path, ns: Namespace, inside: NamespaceLoop
+) -> None:
+    """An agent took its server out (maint) and drained another; directord restarts while the
+    agents are silent: the first sync of the new run keeps both as they were."""
+    extra = '  [[virtual_server.real_server]]\n  address = "198.18.0.3"\n  weight = 100'
+    path = write(tmp_path, CONFIG.format(extra=extra))
+    ns.add_address("d0", "198.18.0.3/32")
+    kernel = MemoryIPVS()
+    world = world_in(tmp_path, path, kernel=kernel)
+    said = {"198.18.0.1": b"maint\n", "198.18.0.3": b"drain 30%\n"}
+
+    def weights() -> dict[str, int]:
+        return {str(k): d.weight for k, d in next(iter(kernel.table.dests.values())).items()}
+
+    async def scenario() -> tuple[dict[str, int], dict[str, int], list[object]]:
+        listeners = []
+        for address, line in said.items():
+
+            async def agent(
+                reader: asyncio.StreamReader, writer: asyncio.StreamWriter, line: bytes = line
+            ) -> None:
+                writer.write(line)
+                writer.close()
+
+            listeners.append(await asyncio.start_server(agent, address, 3009))
+        async with running(world) as r:
+            for _ in range(200):
+                if weights() == {"198.18.0.2:3389": 100, "198.18.0.3:3389": 0}:
+                    break
+                await asyncio.sleep(0.02)
+            before = weights()
+        for listener in listeners:  # the agents go silent (refused)
+            listener.close()
+            await listener.wait_closed()
+        syncs: list[object] = []
+        async with running(world) as r:
+            syncs.append(dict(r.director.engine.status.last_sync))
+            after = weights()
+            rows = r.director.status()["services"][0]["servers"]  # type: ignore[index]
+            syncs.append({row["address"]: row["agent"] for row in rows})
+        return before, after, syncs
+
+    before, after, syncs = run(inside, scenario)
+    assert before == {"198.18.0.2:3389": 100, "198.18.0.3:3389": 0}
+    assert after == before
+    start = syncs[0]
+    assert isinstance(start, dict) and (start["reason"], start["operations"]) == ("start", 0)
+    agents = syncs[1]
+    assert isinstance(agents, dict)
+    assert agents["198.18.0.3:3389"]["state"] == "drain"
+    saved = json.loads((tmp_path / "state" / "agents.json").read_text())
+    assert {a["target"]: a["admin"] for a in saved["agents"]} == {
+        "198.18.0.1:3009": "maint",
+        "198.18.0.3:3009": "drain",
+    }

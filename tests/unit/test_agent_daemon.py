@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from checks.agent import AgentEffect, AgentTuning
-from director.agents import add_agent_views, agent_files, build_agents
+from director.agents import FeedbackAgents, add_agent_views, agent_files, build_agents
 from director.config import ConfigError, load_config, parse_config
 from director.control.ctl import agent_line
 from director.desired import compile_table
@@ -213,3 +214,42 @@ def test_status_rows_get_the_agent_and_the_line_says_what_is_kept() -> None:
     assert line is not None
     assert "agent: drain 75%  weight 0 of 100  said 'drain 75%'" in line
     assert "keeping the last value: no answer for" in line and "timed out after 1 s" in line
+
+
+def test_a_bad_agents_file_is_set_aside_and_the_agents_start_afresh(tmp_path: Path) -> None:
+    path = tmp_path / "agents.json"
+    agents = FeedbackAgents(lambda ids: None, state_path=path)
+    agents.load(config())  # no file: nothing restored, no problem
+    assert agents.effects() == {} and agents.problem is None
+    svc, one, _ = keys()
+    good = {
+        "agents": [
+            {
+                "service": str(svc),
+                "destination": str(one),
+                "target": "198.18.1.11:3009",
+                "percent": 40,
+                "admin": "drain",
+                "down": False,
+                "maxconn": None,
+            },
+            {  # its agent moved to another port since: not restored
+                "service": str(svc),
+                "destination": "198.18.1.12:3389",
+                "target": "198.18.1.12:4000",
+                "percent": 10,
+                "admin": "maint",
+                "down": False,
+                "maxconn": None,
+            },
+        ]
+    }
+    path.write_text(json.dumps(good))
+    agents.load(config())
+    assert agents.effects() == {(svc, one): AgentEffect(40, "drain")}
+    path.write_text('{"agents": [{"service": "x", "percent": "lots"}]}')
+    agents.load(config())
+    assert agents.effects() == {}
+    assert agents.problem is not None and "agents[0]" in agents.problem
+    assert "the agents start afresh" in agents.problem
+    assert not path.exists() and list(tmp_path.glob("agents.json.corrupt-*"))
