@@ -34,6 +34,7 @@ from checks import identity
 from checks.identity import RunAs
 from checks.model import HealthChanged, ProbeResult
 from director import __version__, early
+from director.agents import AgentKey, FeedbackAgents, add_agent_views, agent_files
 from director.config import Config, ConfigError
 from director.control.commands import handlers, status_view
 from director.control.protocol import ControlError, RequestError
@@ -168,7 +169,7 @@ def files_budget(config: Config, nofile: int) -> FdBudget:
     return fd_budget(
         nofile,
         max_probes=config.daemon.max_concurrent_probes,
-        listeners=CONTROL_CONNECTIONS + HTTP_CONNECTIONS,
+        listeners=CONTROL_CONNECTIONS + HTTP_CONNECTIONS + agent_files(config),
         vrrp_instances=len(config.vrrp_instances),
     )
 
@@ -190,11 +191,13 @@ class Director:
                 vrrp=lambda: self.vrrp.summary(),
                 role=lambda: str(self.roles.role),
                 drains=lambda: len(self.maintenance.drains),
+                agents=lambda: self.agents.summary(),
             )
         )
         self.checks = HealthChecks(
             self._on_health, max_in_flight=self.budget.probes, on_probe=self._on_probe
         )
+        self.agents = FeedbackAgents(self._on_agents, state_path=world.state_dir / "agents.json")
         self.engine = Engine(
             config,
             world.kernel,
@@ -205,6 +208,8 @@ class Director:
             maintenance=self.maintenance,
             checks_summary=self.checks.summary,
             on_synced=self.metrics.synced,
+            agent_effects=self.agents.effects,
+            agents_summary=self.agents.summary,
         )
         self.rules = NetworkRules(config, world.nft, world.routes, world.rules_sysctl_root)
         self.syncd = SyncDaemonFollower(world.sync_kernel, config.sync_daemon)
@@ -246,6 +251,7 @@ class Director:
             ("opening IPVS", self._start_ipvs),
             ("programming the IPVS table", self._start_engine),
             ("starting the health checks", self._start_checks),
+            ("starting the feedback agents", self._start_agents),
             ("starting VRRP", self._start_vrrp),
             ("opening the control socket and the HTTP listener", self._start_listeners),
         ]
@@ -292,6 +298,7 @@ class Director:
 
     async def _start_state(self) -> None:
         self.maintenance.load()
+        self.agents.load(self.config)  # what the agents said before a restart
         await asyncio.to_thread(self.world.owned.load)
         if self.budget.short:
             log.error(
@@ -325,6 +332,10 @@ class Director:
     async def _start_checks(self) -> None:
         self._stack.push_async_callback(self.checks.stop)
         self._checks_changed(self.config)
+
+    async def _start_agents(self) -> None:
+        self._stack.push_async_callback(self.agents.stop)
+        self.agents.update(self.config)
 
     async def _start_vrrp(self) -> None:
         self._stack.push_async_callback(self._stop_syncd)
@@ -486,6 +497,7 @@ class Director:
         previous, self.config = self.config, config
         await self._record_vips(previous, config)  # both, until the old ones are gone
         self._checks_changed(config)
+        self.agents.update(config)  # the sync below applies what changed
         self.hooks.run_as(user)
         # A kernel error is logged and kept in the status; the rest follows the new config
         # anyway, and the next resync tries the table again.
@@ -520,6 +532,12 @@ class Director:
             self._health_queued = True
             self.intents.put(HealthSync())
 
+    def _on_agents(self, changed: list[AgentKey]) -> None:
+        """A feedback agent changed what it asks for: one sync per burst, as for verdicts."""
+        if changed and not self._health_queued:
+            self._health_queued = True
+            self.intents.put(HealthSync())
+
     def _on_probe(self, job: ProbeJob, result: ProbeResult) -> None:
         self.metrics.probed(job.kind, job.label, result.ok, result.latency, local=result.local)
 
@@ -539,7 +557,7 @@ class Director:
         problem = self.budget.problem(self.config.daemon.max_concurrent_probes)
         if problem:
             faults.append(problem)
-        for store in (self.world.owned, self.maintenance):
+        for store in (self.world.owned, self.maintenance, self.agents):
             text = getattr(store, "problem", None)
             if text:
                 faults.append(str(text))
@@ -566,6 +584,7 @@ class Director:
             self.vrrp.summary(),
             time.time(),
         )
+        add_agent_views(view, self.agents.summary())
         view["probe_local_failures"] = self.checks.local_faults()
         view["process"] = process_view()
         return view

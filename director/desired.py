@@ -6,6 +6,11 @@ removed, or kept with weight 0 when the service says ``on_failure = "quiesce"``:
 connections then continue while new ones go elsewhere. The sorry server is in the table only while
 no real server is available (up and with a weight above 0).
 
+Feedback agents (:mod:`checks.agent`) come next: an agent that says ``down`` (or ``stopped``,
+``fail``) counts as a failed health check, ``maint`` takes the server out of the table, ``drain``
+gives it weight 0, a percentage scales its configured weight, and ``maxconn:N`` becomes its
+upper threshold (its lower one lowered to at most N, which the kernel requires).
+
 Maintenance overrides (:mod:`director.maintenance`) come last: a drained real server has weight
 0, a removed one (a timed drain that went idle or timed out) is not in the table at all.
 """
@@ -14,22 +19,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from checks.agent import AgentEffect
 from director.config.model import Config, VirtualServer
 from director.ipvs.model import Dest, DestKey, Service, ServiceKey, Table
 
 Health = Mapping[tuple[ServiceKey, DestKey], bool]
 # (service, destination) -> "drain" (weight 0) or "remove"; see director.maintenance.
 Overrides = Mapping[tuple[ServiceKey, DestKey], str]
+# (service, destination) -> what its feedback agent says; absent: nothing (full weight).
+Agents = Mapping[tuple[ServiceKey, DestKey], AgentEffect]
 
 
 def compile_table(
-    config: Config, health: Health | None = None, overrides: Overrides | None = None
+    config: Config,
+    health: Health | None = None,
+    overrides: Overrides | None = None,
+    agents: Agents | None = None,
 ) -> Table:
     table = Table()
     for vs in config.virtual_servers:
         key = vs.service_key()
         table.services[key] = compile_service(vs)
-        table.dests[key] = compile_dests(vs, key, health or {}, overrides or {})
+        table.dests[key] = compile_dests(vs, key, health or {}, overrides or {}, agents)
     return table
 
 
@@ -44,7 +55,11 @@ def compile_service(vs: VirtualServer) -> Service:
 
 
 def compile_dests(
-    vs: VirtualServer, key: ServiceKey, health: Health, overrides: Overrides | None = None
+    vs: VirtualServer,
+    key: ServiceKey,
+    health: Health,
+    overrides: Overrides | None = None,
+    agents: Agents | None = None,
 ) -> dict[DestKey, Dest]:
     dests: dict[DestKey, Dest] = {}
     available = 0
@@ -52,16 +67,29 @@ def compile_dests(
         dkey = rs.dest_key(vs)
         up = health.get((key, dkey), True)
         override = overrides.get((key, dkey)) if overrides else None
+        agent = agents.get((key, dkey)) if agents else None
+        if agent is not None:
+            up = up and not agent.down
+            if agent.admin == "maint":
+                override = "remove"
+            elif agent.admin == "drain" and override is None:
+                override = "drain"
         if (not up and vs.on_failure == "remove") or override == "remove":
             continue
         weight = rs.weight if up and override is None else 0
+        upper, lower = rs.upper_threshold, rs.lower_threshold
+        if agent is not None:
+            if weight:
+                weight = agent.weight(rs.weight)
+            if agent.maxconn is not None:
+                upper, lower = agent.maxconn, min(lower, agent.maxconn)
         available += weight > 0
         dests[dkey] = Dest(
             key=dkey,
             fwd_method=rs.fwd(vs),
             weight=weight,
-            u_threshold=rs.upper_threshold,
-            l_threshold=rs.lower_threshold,
+            u_threshold=upper,
+            l_threshold=lower,
         )
     sorry = vs.sorry_server
     if sorry is not None and not available:

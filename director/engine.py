@@ -21,7 +21,7 @@ import structlog
 
 from checks.model import HealthChanged
 from director.config import Config
-from director.desired import compile_table
+from director.desired import Agents, compile_table
 from director.ipvs.kernel import IPVSKernel, KernelError, Timeouts
 from director.ipvs.model import DestKey, ServiceKey
 from director.ipvs.stats import StatsSnapshot
@@ -44,6 +44,7 @@ class Status:
     sysctl_problems: list[str] = field(default_factory=list)
     kernel_error: str | None = None
     checks: list[dict[str, object]] = field(default_factory=list)
+    agents: list[dict[str, object]] = field(default_factory=list)  # feedback agents
     # Problems of the director itself, not of a real server: its file descriptors, its state
     # files, probes failing for a local reason, ip_vs missing. One sentence each.
     director_faults: list[str] = field(default_factory=list)
@@ -76,6 +77,8 @@ class Engine:
         maintenance: Maintenance | None = None,
         checks_summary: Callable[[], list[dict[str, object]]] = list,
         on_synced: Callable[[str, SyncResult | None], None] | None = None,
+        agent_effects: Callable[[], Agents] = dict,
+        agents_summary: Callable[[], list[dict[str, object]]] = list,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -96,6 +99,9 @@ class Engine:
         self.stats: StatsSnapshot | None = None
         # metrics: each sync's result, None when the kernel refused the whole request
         self.on_synced = on_synced
+        # What the feedback agents say (director.agents), read at each sync.
+        self.agent_effects = agent_effects
+        self.agents_summary = agents_summary
 
     def record_health(self, changes: list[HealthChanged]) -> None:
         """Health-check verdicts (on the event loop): recorded now, synced by the next
@@ -214,7 +220,7 @@ class Engine:
 
     async def _sync(self, *, full: bool, reason: str) -> SyncResult:
         overrides = self.maintenance.overrides(self.config)
-        desired = compile_table(self.config, self.health, overrides)
+        desired = compile_table(self.config, self.health, overrides, self.agent_effects())
         async with self._lock:
             try:
                 result = await asyncio.to_thread(self.reconciler.sync, desired, full=full)
@@ -261,6 +267,7 @@ class Engine:
         if self._status_file is None:
             return
         self.status.checks = self.checks_summary()
+        self.status.agents = self.agents_summary()
         body = json.dumps(self.status.__dict__, separators=(",", ":"), default=str)
         self._status_file.put(body.encode())
 

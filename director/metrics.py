@@ -44,6 +44,7 @@ BACKEND_LABELS = [
 ]
 CHECK_LABELS = ["service", "destination", "type"]
 VRRP_STATES = ("init", "backup", "master", "fault")
+AGENT_STATES = ("none", "ready", "drain", "maint", "down")
 _COUNTERS = (
     ("connections", "conns", "Connections scheduled"),
     ("incoming_packets", "inpkts", "Packets received from clients"),
@@ -73,6 +74,9 @@ class Sources:
     vrrp: Callable[[], list[dict[str, object]]] = list
     role: Callable[[], str | None] = lambda: None
     drains: Callable[[], int] = lambda: 0
+    # Per feedback agent (director.agents.FeedbackAgents.summary): service, destination,
+    # state, config_weight, weight, errors ({reason: count}).
+    agents: Callable[[], list[dict[str, object]]] = list
     # (service, destination) as the checks name them -> wall time of the last health change
     health_changed_at: dict[tuple[str, str], float] = field(default_factory=dict)
 
@@ -92,6 +96,7 @@ class SnapshotCollector(Collector):
             return
         yield from self._checks(self.sources.checks())
         yield from self._vrrp(self.sources.vrrp())
+        yield from agent_families(self.sources.agents())
         role = self.sources.role()
         if role is not None:
             g = GaugeMetricFamily("director_role", "1 for this director's role", labels=["role"])
@@ -212,6 +217,43 @@ class SnapshotCollector(Collector):
             held.add_metric([name], _num(inst.get("answers_suppressed")))
             restored.add_metric([name], _num(inst.get("vips_restored")))
         yield from (state, priority, transitions, received, dropped, held, restored)
+
+
+def agent_families(agents: list[dict[str, object]]) -> Iterator[Metric]:
+    """The feedback agents: configured and effective weight, state, errors by reason."""
+    if not agents:
+        return
+    labels = ["service", "destination"]
+    configured = GaugeMetricFamily(
+        "director_agent_weight_configured", "Weight in the config", labels=labels
+    )
+    effective = GaugeMetricFamily(
+        "director_agent_weight_effective",
+        "Weight after what the agent said (0: drain, maint or down)",
+        labels=labels,
+    )
+    state = GaugeMetricFamily(
+        "director_agent_state",
+        "1 for the agent's last word (none: no reply yet)",
+        labels=[*labels, "state"],
+    )
+    errors = CounterMetricFamily(
+        "director_agent_errors",
+        "Agent polls that failed or lines not understood, by reason",
+        labels=[*labels, "reason"],
+    )
+    for agent in agents:
+        names = [str(agent.get("service")), str(agent.get("destination"))]
+        configured.add_metric(names, _num(agent.get("config_weight")))
+        effective.add_metric(names, _num(agent.get("weight")))
+        current = agent.get("state")
+        for s in AGENT_STATES:
+            state.add_metric([*names, s], 1.0 if current == s else 0.0)
+        counts = agent.get("errors")
+        if isinstance(counts, Mapping):
+            for reason, n in counts.items():
+                errors.add_metric([*names, str(reason)], _num(n))
+    yield from (configured, effective, state, errors)
 
 
 def _num(value: object) -> float:
@@ -367,12 +409,14 @@ class Metrics:
         """The sources' current values, read now (on the event loop) for a render elsewhere."""
         s = self.sources
         stats, checks, vrrp, role, drains = s.stats(), s.checks(), s.vrrp(), s.role(), s.drains()
+        agents = s.agents()
         return Sources(
             stats=lambda: stats,
             checks=lambda: checks,
             vrrp=lambda: vrrp,
             role=lambda: role,
             drains=lambda: drains,
+            agents=lambda: agents,
             health_changed_at=dict(s.health_changed_at),
         )
 

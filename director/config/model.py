@@ -27,6 +27,8 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from director.config import cross, rules
+from director.config.agent import AgentConfig, ResolvedAgent
+from director.config.agent import resolve as resolve_agent
 from director.config.checks import CheckConfig, ResolvedCheck, User
 from director.config.checks import resolve as resolve_check
 from director.config.fields import (
@@ -246,6 +248,13 @@ class RealServer(_Server):
     upper_threshold: Threshold = 0
     lower_threshold: Threshold = 0
     check: CheckConfig | None = None
+    agent: AgentConfig | None = None
+
+    def feedback_agent(self, vs: VirtualServer) -> ResolvedAgent | None:
+        """The feedback agent of this real server: the service's table overridden by its own;
+        None if neither has one or it is turned off (``enabled = false``)."""
+        table = vs.agent.merged(self.agent) if vs.agent is not None else self.agent
+        return resolve_agent(table, str(self.address))
 
     def health_check(self, vs: VirtualServer) -> ResolvedCheck | None:
         """The check this real server gets: the service's, overridden by its own; None if none."""
@@ -276,6 +285,7 @@ class VirtualServer(_Model):
     on_failure: Literal["remove", "quiesce"] = "remove"
     sorry_server: SorryServer | None = None
     check: CheckConfig | None = None
+    agent: AgentConfig | None = None
     real_servers: tuple[RealServer, ...] = Field(default=(), alias="real_server")
 
     @model_validator(mode="wrap")
@@ -364,6 +374,7 @@ _DROPPABLE = {
     "sorry_server",
     "real_server",
     "check",
+    "agent",
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from director.config.agent import agent_problems
 from director.config.checks import check_problems, merged_problems
 from director.config.fields import Finding, Loc, show, words
 from director.ipvs.model import SCHED_FLAGS, DestKey, Family, Forwarding, ServiceKey
@@ -69,6 +70,7 @@ def virtual_server_problems(vs: VirtualServer) -> list[Finding]:
             )
         )
     findings += _check_problems(vs)
+    findings += _agent_problems(vs)
     for i, rs in enumerate(vs.real_servers):
         if rs.lower_threshold > rs.upper_threshold:
             why = " (the kernel refuses any lower threshold when upper is 0)"
@@ -249,6 +251,21 @@ def _check_problems(vs: VirtualServer) -> list[Finding]:
                     f"{table.type} check needs a port: expected check.port, found none",
                 )
             )
+    return _unique(findings)
+
+
+def _agent_problems(vs: VirtualServer) -> list[Finding]:
+    """Each real server's merged agent table, reported where its keys were written."""
+    findings: list[Finding] = []
+    base = vs.agent
+    for i, rs in enumerate(vs.real_servers):
+        table = base.merged(rs.agent) if base is not None else rs.agent
+        if table is None or table.enabled is False:
+            continue
+        for loc, msg in agent_problems(table):
+            own = rs.agent is not None and (base is None or getattr(rs.agent, loc[0]) is not None)
+            where: Loc = ("real_server", i, "agent", *loc) if own else ("agent", *loc)
+            findings.append((where, msg))
     return _unique(findings)
 
 

@@ -163,6 +163,29 @@ def _num(value: object) -> str:
     return "-" if value is None else str(value)
 
 
+def agent_line(rs: dict[str, Any]) -> str | None:
+    """The feedback agent of a real server, under its row: its last word, the weight it
+    gives out of the configured one, and whether its last value is being kept."""
+    agent = rs.get("agent")
+    if not agent:
+        return None
+    text = (
+        f"     agent: {agent.get('state')} {_num(agent.get('percent'))}%"
+        f"  weight {_num(agent.get('weight'))} of {_num(rs.get('config_weight'))}"
+    )
+    if agent.get("maxconn") is not None:
+        text += f"  maxconn {agent['maxconn']}"
+    if agent.get("last_line") is not None:
+        text += f"  said {agent['last_line']!r}"
+    since = agent.get("keeping_since")
+    if isinstance(since, int | float):
+        ago = max(0.0, time.time() - since)
+        text += f"  keeping the last value: no answer for {ago:.0f} s ({agent.get('last_error')})"
+    if agent.get("held"):
+        text += f"  ({agent['held']})"
+    return text
+
+
 def render_status(st: dict[str, Any]) -> str:
     """One screen: role and VRRP, then each service like ``ipvsadm -Ln`` with health added."""
     lines: list[str] = []
@@ -231,6 +254,9 @@ def render_status(st: dict[str, Any]) -> str:
                 f"  -> {rs['address'] + name:39} {rs['forwarding']:7} {weight:>6}"
                 f" {_num(rs.get('active')):>7} {_num(rs.get('inactive')):>9}  {htext}"
             )
+            agent = agent_line(rs)
+            if agent:
+                lines.append(agent)
     drains = st.get("drains") or []
     if drains:
         lines.append("")

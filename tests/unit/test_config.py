@@ -26,6 +26,7 @@ from director.config import (
     parse_config,
 )
 from director.config.__main__ import main as config_main
+from director.config.agent import AgentConfig
 from director.config.checks import CheckConfig
 from director.config.fields import netmask_prefix
 from director.config.model import SchedFlagName, SchedulerName
@@ -73,7 +74,8 @@ port = 80
 
 def test_every_example_is_tested() -> None:
     names = {p.name for p in EXAMPLES.glob("*.toml")}
-    assert names == {"exchange.toml", "webfarm.toml", "direct-routing.toml"}
+    # rds-feedback.toml: tests/unit/test_agent_daemon.py
+    assert names == {"exchange.toml", "webfarm.toml", "direct-routing.toml", "rds-feedback.toml"}
 
 
 def test_exchange_example() -> None:
@@ -513,7 +515,15 @@ def test_reference_snippets_form_a_valid_config() -> None:
 
 @pytest.mark.parametrize(
     "model",
-    [DaemonSettings, KernelSettings, VirtualServer, RealServer, SorryServer, CheckConfig],
+    [
+        DaemonSettings,
+        KernelSettings,
+        VirtualServer,
+        RealServer,
+        SorryServer,
+        CheckConfig,
+        AgentConfig,
+    ],
 )
 def test_reference_documents_every_key(model: type[BaseModel]) -> None:
     text = REFERENCE.read_text()
