@@ -35,6 +35,7 @@ from checks.identity import RunAs
 from checks.model import HealthChanged, ProbeResult
 from director import __version__, early
 from director.config import Config, ConfigError
+from director.config.peer import KeyFileError
 from director.control.commands import handlers, status_view
 from director.control.protocol import ControlError, RequestError
 from director.control.server import ControlServer
@@ -63,6 +64,7 @@ from director.network import NetworkRules, NftError, RouteError
 from director.network.nft import Nft
 from director.network.routes import PolicyRoutes
 from director.notify import HookRunner
+from director.peer.service import PeerCheck, control_handlers, load_key
 from director.reconcile.owned import OwnedStore
 from director.role import RoleBroadcast
 from director.statefile import write_atomic
@@ -190,8 +192,10 @@ class Director:
                 vrrp=lambda: self.vrrp.summary(),
                 role=lambda: str(self.roles.role),
                 drains=lambda: len(self.maintenance.drains),
+                peers=lambda: self.peer.summary(),
             )
         )
+        self.peer = PeerCheck(self.metrics, world.state_dir)
         self.checks = HealthChecks(
             self._on_health, max_in_flight=self.budget.probes, on_probe=self._on_probe
         )
@@ -221,7 +225,7 @@ class Director:
         )
         self.control = ControlServer(
             world.control_socket or Path(config.daemon.control_socket),
-            handlers(self.status, self.ask),
+            {**handlers(self.status, self.ask), **control_handlers(self.peer)},
             max_connections=CONTROL_CONNECTIONS,
         )
         address = world.metrics_address
@@ -248,6 +252,7 @@ class Director:
             ("starting the health checks", self._start_checks),
             ("starting VRRP", self._start_vrrp),
             ("opening the control socket and the HTTP listener", self._start_listeners),
+            ("starting the peer config check", self._start_peer),
         ]
         for step, run in steps:
             try:
@@ -346,6 +351,11 @@ class Director:
                 log.error("listen_failed", what=what, error=str(exc))
             else:
                 self._stack.push_async_callback(server.stop)
+
+    async def _start_peer(self) -> None:
+        key = await asyncio.to_thread(load_key, self.config)
+        self._stack.push_async_callback(self.peer.stop)
+        await self.peer.apply(self.config, key)
 
     async def _stop_rules(self) -> None:
         if not self.engine.config.daemon.keep_table_on_stop:
@@ -478,6 +488,10 @@ class Director:
                 user = run_as(config)
             except ValueError as exc:
                 raise ReloadRejected(f"daemon.script_user: {exc}") from None
+            try:
+                key = await asyncio.to_thread(load_key, config)
+            except KeyFileError as exc:
+                raise ReloadRejected(f"peer_check.key_file: {exc}") from None
         except ReloadRejected as exc:
             self.engine.reload_rejected(str(exc))
             self.metrics.reloaded(False)
@@ -500,6 +514,7 @@ class Director:
         await self._record_vips(config)
         with contextlib.suppress(KernelError):  # logged
             await self.syncd.update(config.sync_daemon)
+        await self.peer.apply(config, key)
         self.metrics.reloaded(True)
         self._refresh_faults()
         self.world.lifecycle.ready(self.engine.status.summary())
@@ -568,6 +583,7 @@ class Director:
         )
         view["probe_local_failures"] = self.checks.local_faults()
         view["process"] = process_view()
+        view["peer_check"] = self.peer.summary()
         return view
 
 
