@@ -64,7 +64,7 @@ from director.network import NetworkRules, NftError, RouteError
 from director.network.nft import Nft
 from director.network.routes import PolicyRoutes
 from director.notify import HookRunner
-from director.peer.service import PeerCheck, control_handlers, load_key
+from director.peer.service import PeerCheck, control_handlers, load_key, peer_connections
 from director.reconcile.owned import OwnedStore
 from director.role import RoleBroadcast
 from director.statefile import write_atomic
@@ -170,7 +170,7 @@ def files_budget(config: Config, nofile: int) -> FdBudget:
     return fd_budget(
         nofile,
         max_probes=config.daemon.max_concurrent_probes,
-        listeners=CONTROL_CONNECTIONS + HTTP_CONNECTIONS,
+        listeners=CONTROL_CONNECTIONS + HTTP_CONNECTIONS + peer_connections(config),
         vrrp_instances=len(config.vrrp_instances),
     )
 

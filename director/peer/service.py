@@ -409,6 +409,13 @@ def control_handlers(check: PeerCheck) -> dict[str, Handler]:
     return {"diff-peer": diff_peer}
 
 
+def peer_connections(config: Config) -> int:
+    """Descriptors the peer check may hold: its listener's clients, two per peer asked."""
+    if config.peer_check is None:
+        return 0
+    return PEER_CONNECTIONS + 2 * len(config.peer_check.peers)
+
+
 def load_key(config: Config) -> bytes | None:
     """The shared key ``config`` names (read from its key_file), None without ``[peer_check]``;
     :class:`~director.config.peer.KeyFileError` says what is wrong with the file."""

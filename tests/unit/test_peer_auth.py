@@ -1,5 +1,6 @@
 """The peer exchange's authentication (director.peer.auth), the per-peer verdicts
-(director.peer.state), the [peer_check] table and the status lines: pure, stepped clock."""
+(director.peer.state), the [peer_check] table, the metrics and how directorctl shows them:
+pure, stepped clock."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from director.config import ConfigError, parse_config
 from director.config.peer import KeyFileError, read_key
+from director.metrics import Metrics, Sources
 from director.peer import auth
 from director.peer.command import exit_status, render, status_lines
 from director.peer.state import Answered, Failed, PeerTracker, Verdict
@@ -229,3 +231,27 @@ def test_diff_peer_exit_status_and_output() -> None:
         "  kernel: tcp_timeout: here 1, peer 2",
         "peer r: UNREACHABLE: cannot connect",
     ]
+
+
+def test_the_peer_metrics() -> None:
+    peers = [
+        {"peer": "198.18.0.2:9470", "state": "match", "generation": 4, "last_contact": NOW},
+        {"peer": "198.18.0.3:9470", "state": "mismatch", "generation": 9, "last_contact": NOW},
+        {"peer": "198.18.0.4:9470", "state": "unreachable", "generation": None},
+    ]
+    metrics = Metrics(Sources(peers=lambda: {"generation": 3, "peers": peers}))
+    metrics.peer_refused("bad_signature")
+    text = metrics.render().decode()
+    lines = set(text.splitlines())
+    assert "director_config_generation 3.0" in lines
+    assert 'director_peer_config_match{peer="198.18.0.2:9470"} 1.0' in lines
+    assert 'director_peer_config_match{peer="198.18.0.3:9470"} 0.0' in lines
+    assert 'director_peer_config_match{peer="198.18.0.4:9470"}' not in text  # unknown, not 0
+    assert 'director_peer_check_state{peer="198.18.0.4:9470",state="unreachable"} 1.0' in lines
+    assert 'director_peer_check_state{peer="198.18.0.4:9470",state="match"} 0.0' in lines
+    assert 'director_peer_config_generation{peer="198.18.0.3:9470"} 9.0' in lines
+    assert 'director_peer_requests_refused_total{reason="bad_signature"} 1.0' in lines
+    # without [peer_check]: the generation only; before the first config: nothing
+    alone = Metrics(Sources(peers=lambda: {"generation": 1, "peers": []})).render().decode()
+    assert "director_config_generation 1.0" in alone and "director_peer_config" not in alone
+    assert "director_config_generation" not in Metrics().render().decode()
