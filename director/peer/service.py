@@ -190,8 +190,10 @@ class PeerCheck:
         )
         loop = asyncio.get_running_loop()
         for peer in settings.peers:
-            self._wake[peer] = asyncio.Event()
-            self._pollers[peer] = loop.create_task(self._poll_forever(peer))
+            wake = self._wake[peer] = asyncio.Event()
+            self._pollers[peer] = loop.create_task(
+                self._poll_forever(peer, wake), name=f"peer-check-{peer}"
+            )
 
     async def _stop_parts(self) -> None:
         pollers, self._pollers = self._pollers, {}
@@ -271,7 +273,7 @@ class PeerCheck:
             random=self.random,
         )
 
-    async def _poll_forever(self, peer: str) -> None:
+    async def _poll_forever(self, peer: str, wake: asyncio.Event) -> None:
         while True:
             snap = self.snapshot
             assert snap is not None and snap.settings is not None
@@ -279,7 +281,6 @@ class PeerCheck:
                 await self.poll(peer)
             except Exception:  # a bug must not end the polling
                 log.exception("peer_poll_failed", peer=peer)
-            wake = self._wake[peer]
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), snap.settings.interval)
             wake.clear()

@@ -58,6 +58,7 @@ class PeerView:
     generation: int | None = None
     our_digest: str | None = None  # ours when it was compared
     sections: tuple[str, ...] = ()  # what differs (a mismatch whose details were fetched)
+    compared: tuple[str, str] | None = None  # (ours, theirs) that ``sections`` describes
     last_contact: float | None = None  # wall time of the last authenticated answer
     _logged: tuple[object, ...] = field(default=(), repr=False)
 
@@ -98,10 +99,13 @@ class PeerTracker:
             view.our_digest = ours
             view.detail = None
             view.last_contact = now
+            pair = (ours, outcome.digest)
             if verdict is Verdict.MATCH:
-                view.sections = ()
+                view.sections, view.compared = (), None
             elif sections is not None:
-                view.sections = sections
+                view.sections, view.compared = sections, pair
+            elif view.compared != pair:  # what differed before says nothing of these digests
+                view.sections, view.compared = (), None
         else:
             verdict = outcome.verdict
             view.detail = outcome.detail
@@ -120,7 +124,4 @@ class PeerTracker:
     def needs_details(self, ours: str, theirs: str) -> bool:
         """Whether the peer's canonical form should be fetched to say what differs: their
         digest differs from ours and this pair of digests was not compared yet."""
-        view = self.view
-        if ours == theirs:
-            return False
-        return not (view.sections and view.our_digest == ours and view.digest == theirs)
+        return ours != theirs and self.view.compared != (ours, theirs)

@@ -121,6 +121,20 @@ def test_a_peer_verdict_is_logged_once_per_change() -> None:
     assert tracker.view.as_dict()["differs"] == [] and tracker.view.last_contact == NOW + 21
 
 
+def test_what_differed_is_forgotten_when_the_digests_move_and_cannot_be_compared() -> None:
+    tracker = PeerTracker("p")
+    tracker.polled(Answered("b", 2), "a", NOW, ("kernel",))
+    assert tracker.view.as_dict()["differs"] == ["kernel"]
+    # the peer changes again and its canonical form cannot be fetched this time
+    assert tracker.needs_details("a", "c")
+    changed = tracker.polled(Answered("c", 3), "a", NOW + 3, None)
+    assert changed is not None and tracker.view.as_dict()["differs"] == []
+    assert tracker.needs_details("a", "c")  # asked again at the next poll
+    tracker.polled(Answered("c", 3), "a", NOW + 6, ("virtual_service X",))
+    assert tracker.view.as_dict()["differs"] == ["virtual_service X"]
+    assert not tracker.needs_details("a", "c")
+
+
 # -- [peer_check] ------------------------------------------------------------------------------
 
 
