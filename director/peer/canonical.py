@@ -352,9 +352,42 @@ def _addresses(addresses: tuple[VirtualAddress, ...]) -> list[str]:
     return [str(va.address) for va in ordered]
 
 
+def _dumps(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
 def encode(form: object) -> bytes:
-    """The one byte encoding of a form: sorted keys, no spaces, ASCII."""
-    return json.dumps(form, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    """The one byte encoding of a form: sorted keys, no spaces, ASCII. A form is encoded one
+    top-level entry at a time (the same bytes as in one call): one call on a form of megabytes
+    would hold the interpreter lock for a quarter of a second, and VRRP's threads need it."""
+    if not isinstance(form, dict):
+        return _dumps(form).encode()
+    parts = [f"{_dumps(key)}:{_dumps(form[key])}" for key in sorted(form)]
+    return ("{" + ",".join(parts) + "}").encode()
+
+
+def encode_lines(head: dict[str, object], form: Form) -> bytes:
+    """``head`` on the first line, then one ``[key, value]`` line per top-level entry of
+    ``form``, sorted: the peer reads it a line at a time (see :func:`decode_lines`)."""
+    lines = [_dumps(head)] + [_dumps([key, form[key]]) for key in sorted(form)]
+    return "\n".join(lines).encode()
+
+
+def decode_lines(body: bytes) -> dict[str, object]:
+    """:func:`encode_lines`' ``head`` with the form under ``"canonical"``; ValueError when
+    ``body`` is not that."""
+    lines = body.split(b"\n")
+    head = json.loads(lines[0])
+    if not isinstance(head, dict):
+        raise ValueError("the first line is not a JSON object")
+    form: Form = {}
+    for line in lines[1:]:
+        pair = json.loads(line)
+        if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)):
+            raise ValueError("expected [key, value] lines")
+        form[pair[0]] = pair[1]
+    head["canonical"] = form
+    return head
 
 
 def digest(form: Form) -> str:

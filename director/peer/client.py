@@ -6,25 +6,32 @@ asks us back at once instead of at its next interval.
 
 Every way the exchange can fail becomes a :class:`~director.peer.state.Failed` outcome
 (unreachable or unauthenticated) with a sentence for the log; nothing is raised. The whole
-exchange is bounded by ``timeout`` and the answer's size by :data:`MAX_ANSWER`.
+exchange is bounded by ``timeout`` (a canonical form's, which may be megabytes, by
+:data:`DETAILS_TIMEOUT`) and the answer's size by :data:`MAX_ANSWER`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+from multidict import CIMultiDict
 
 from director.peer import auth
+from director.peer.canonical import decode_lines
 from director.peer.state import Failed, Verdict
 
 DIGEST_PATH = "/peer/v1/digest"
 CANONICAL_PATH = "/peer/v1/canonical"
 MAX_ANSWER = 64 * 1024 * 1024  # a canonical form of 1,000 services x 10 servers is ~10 MiB
 BIG = 256 * 1024  # answers larger than this are parsed in a worker thread
+# A canonical form is fetched only when the digests differ, and may be megabytes: it gets
+# longer than a poll (the poller of that peer waits; nothing else does).
+DETAILS_TIMEOUT = 30.0
 
 
 class PeerClient:
@@ -46,24 +53,32 @@ class PeerClient:
         self.random = random
 
     async def ask(
-        self, session: aiohttp.ClientSession, peer: str, path: str, body: bytes
+        self,
+        session: aiohttp.ClientSession,
+        peer: str,
+        path: str,
+        body: bytes,
+        within: float | None = None,
     ) -> dict[str, Any] | Failed:
-        """The peer's JSON answer to a POST of ``body`` to ``path``, or why there is none."""
+        """The peer's JSON answer to a POST of ``body`` to ``path``, or why there is none;
+        ``within`` seconds (default: the client's timeout) bound the whole exchange."""
+        bound = within or self.timeout
         try:
-            return await asyncio.wait_for(self._ask(session, peer, path, body), self.timeout)
+            return await asyncio.wait_for(self._ask(session, peer, path, body, bound), bound)
         except TimeoutError:
-            return Failed(Verdict.UNREACHABLE, f"no answer within {self.timeout:g} s")
+            return Failed(Verdict.UNREACHABLE, f"no answer within {bound:g} s")
         except (aiohttp.ClientError, OSError) as exc:
             return Failed(Verdict.UNREACHABLE, _why(exc))
 
     async def _ask(
-        self, session: aiohttp.ClientSession, peer: str, path: str, body: bytes
+        self, session: aiohttp.ClientSession, peer: str, path: str, body: bytes, bound: float
     ) -> dict[str, Any] | Failed:
         headers = auth.sign_request(self.key, "POST", path, body, self.clock(), self.random(16))
         headers["Content-Type"] = "application/json"
         nonce = headers[auth.NONCE]
         url = f"http://{peer}{path}"
-        async with session.post(url, data=body, headers=headers) as reply:
+        limit = aiohttp.ClientTimeout(total=bound)
+        async with session.post(url, data=body, headers=headers, timeout=limit) as reply:
             answer_body = await _read(reply)
             if answer_body is None:
                 return Failed(Verdict.UNREACHABLE, f"answer larger than {MAX_ANSWER} bytes")
@@ -76,16 +91,26 @@ class PeerClient:
                 )
             if reply.status != 200:
                 return Failed(Verdict.UNREACHABLE, f"HTTP {reply.status} from the peer")
-            problem = auth.verify_response(
-                self.key, nonce, reply.status, answer_body, reply.headers, self.clock(), self.window
+            verify = functools.partial(
+                auth.verify_response,
+                self.key,
+                nonce,
+                reply.status,
+                answer_body,
+                CIMultiDict(reply.headers),
+                self.clock(),
+                self.window,
             )
+            # hashing megabytes: off the loop
+            problem = await asyncio.to_thread(verify) if len(answer_body) > BIG else verify()
             if problem is not None:
                 return Failed(Verdict.UNAUTHENTICATED, problem)
+        parse = decode_lines if path == CANONICAL_PATH else json.loads
         try:
             if len(answer_body) > BIG:
-                answer = await asyncio.to_thread(json.loads, answer_body)
+                answer = await asyncio.to_thread(parse, answer_body)
             else:
-                answer = json.loads(answer_body)
+                answer = parse(answer_body)
         except ValueError:
             return Failed(Verdict.UNREACHABLE, "the peer's answer is not JSON")
         if not isinstance(answer, dict):
@@ -94,15 +119,17 @@ class PeerClient:
 
 
 async def _read(reply: aiohttp.ClientResponse) -> bytes | None:
+    """The answer's body, or None when it is larger than :data:`MAX_ANSWER`."""
     if reply.content_length is not None and reply.content_length > MAX_ANSWER:
         return None
-    body = await reply.content.read(MAX_ANSWER + 1)
-    while len(body) <= MAX_ANSWER and not reply.content.at_eof():
-        more = await reply.content.read(MAX_ANSWER + 1 - len(body))
-        if not more:
-            break
-        body += more
-    return body if len(body) <= MAX_ANSWER else None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in reply.content.iter_any():
+        size += len(chunk)
+        if size > MAX_ANSWER:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _why(exc: BaseException) -> str:

@@ -33,8 +33,15 @@ from director.control.protocol import Handler, RequestError
 from director.http import MetricsServer
 from director.metrics import Metrics
 from director.peer import auth
-from director.peer.canonical import Form, canonical_form, digest, encode, next_generation
-from director.peer.client import CANONICAL_PATH, DIGEST_PATH, PeerClient
+from director.peer.canonical import (
+    Form,
+    canonical_form,
+    digest,
+    encode,
+    encode_lines,
+    next_generation,
+)
+from director.peer.client import CANONICAL_PATH, DETAILS_TIMEOUT, DIGEST_PATH, PeerClient
 from director.peer.diff import describe, differences, sections, summary
 from director.peer.state import Answered, Failed, PeerTracker, Verdict
 from director.statefile import StateFileError, load_json, set_aside, write_json
@@ -57,11 +64,13 @@ class Snapshot:
     generation: int
     digest_body: bytes  # the answer to DIGEST_PATH
     canonical_body: bytes  # the answer to CANONICAL_PATH
+    canonical_hash: str  # its SHA-256 (megabytes for a big config: hashed once, not per answer)
 
 
-def _answers(form: Form, config_digest: str, generation: int) -> tuple[bytes, bytes]:
+def _answers(form: Form, config_digest: str, generation: int) -> tuple[bytes, bytes, str]:
     head = {"digest": config_digest, "generation": generation}
-    return encode(head), encode({**head, "canonical": form})
+    canonical = encode_lines(head, form)
+    return encode(head), canonical, auth.body_hash(canonical)
 
 
 def _validate_generation(document: object) -> tuple[str, int]:
@@ -127,13 +136,9 @@ class PeerCheck:
         form = await asyncio.to_thread(canonical_form, config, key if settings else None)
         config_digest = await asyncio.to_thread(digest, form)
         generation = await self._generation(config_digest)
-        digest_body, canonical_body = await asyncio.to_thread(
-            _answers, form, config_digest, generation
-        )
+        answers = await asyncio.to_thread(_answers, form, config_digest, generation)
         before = self.snapshot
-        self.snapshot = Snapshot(
-            settings, key, form, config_digest, generation, digest_body, canonical_body
-        )
+        self.snapshot = Snapshot(settings, key, form, config_digest, generation, *answers)
         if before is None or before.digest != config_digest:
             log.info(
                 "config_digest",
@@ -232,9 +237,13 @@ class PeerCheck:
                         path=request.path)  # fmt: skip
             return web.Response(status=refusal.status, text=refusal.text)
         self._heard(body)
-        payload = snap.digest_body if request.path == DIGEST_PATH else snap.canonical_body
         nonce = request.headers[auth.NONCE]
-        headers = auth.sign_response(key, nonce, 200, payload, now)
+        if request.path == DIGEST_PATH:
+            payload = snap.digest_body
+            headers = auth.sign_response(key, nonce, 200, payload, now)
+        else:
+            payload = snap.canonical_body
+            headers = auth.sign_response(key, nonce, 200, payload, now, snap.canonical_hash)
         return web.Response(body=payload, headers={**headers, "Content-Type": "application/json"})
 
     def _heard(self, body: bytes) -> None:
@@ -313,7 +322,9 @@ class PeerCheck:
     async def _what_differs(
         self, client: PeerClient, session: aiohttp.ClientSession, peer: str, snap: Snapshot
     ) -> tuple[str, ...] | None:
-        answer = await client.ask(session, peer, CANONICAL_PATH, self._question(snap))
+        answer = await client.ask(
+            session, peer, CANONICAL_PATH, self._question(snap), DETAILS_TIMEOUT
+        )
         if isinstance(answer, Failed) or not isinstance(answer.get("canonical"), dict):
             return None
         diffs = await asyncio.to_thread(differences, snap.form, answer["canonical"])
@@ -348,7 +359,7 @@ class PeerCheck:
         client = self._client(snap)
         question = self._question(snap)
         results = await asyncio.gather(
-            *(client.ask(session, p, CANONICAL_PATH, question) for p in peers)
+            *(client.ask(session, p, CANONICAL_PATH, question, DETAILS_TIMEOUT) for p in peers)
         )
         out: list[dict[str, object]] = []
         for name, answer in zip(peers, results, strict=True):

@@ -27,10 +27,12 @@ from typing import Any
 import pytest
 
 from director.app import Director, StartError
-from director.config import load_config
+from director.config import load_config, parse_config
 from director.control.client import request
 from director.intents import Intents, Reload, ReloadRejected
+from director.metrics import Metrics
 from director.peer import auth
+from director.peer.service import PeerCheck
 from tests.app.conftest import run, write
 from tests.app.test_process import json_lines, wait_for
 from tests.helpers import director_proc
@@ -443,3 +445,83 @@ def test_a_listener_that_cannot_bind_is_logged_and_a_bad_key_reload_changes_noth
     assert changed["generation"] == 2 and changed["digest"] != first["digest"]
     stored = json.loads((tmp_path / "state" / "config-generation.json").read_text())
     assert stored == {"digest": changed["digest"], "generation": 2}
+
+
+def big_config(key: Path, me: str, peer: str, changed_weight: int = 1) -> str:
+    """1,000 services x 10 real servers, each with an https check (with basic auth)."""
+    parts = [
+        f'[peer_check]\nlisten_address = "{me}:9470"\npeers = ["{peer}:9470"]\n'
+        f'key_file = "{key}"\ninterval = 1\ntimeout = 0.5\n'
+    ]
+    for i in range(1000):
+        vip = f"198.18.{2 + i // 250}.{i % 250 + 1}"
+        parts.append(
+            f'[[virtual_server]]\nprotocol = "tcp"\naddress = "{vip}"\n'
+            'port = 443\n[virtual_server.check]\ntype = "https"\npath = "/health"\n'
+            'username = "probe"\npassword = "secret"\n'
+        )
+        for j in range(10):
+            weight = changed_weight if (i, j) == (999, 9) else 1
+            rip = f"198.19.{i // 25}.{(i % 25) * 10 + j + 1}"
+            parts.append(
+                f'[[virtual_server.real_server]]\naddress = "{rip}"\n'
+                f"port = 443\nweight = {weight}\n"
+            )
+    return "\n".join(parts)
+
+
+def test_a_big_config_one_weight_apart_is_found_and_shown(
+    tmp_path: Path, ns: Namespace, inside: NamespaceLoop
+) -> None:
+    """1,000 x 10 with checks: the canonical form is ~8 MB; one weight apart is found by both
+    sides, and diff-peer names it, within seconds. The form is built, encoded, hashed, parsed
+    and compared in worker threads, a top-level entry at a time; the longest pause of the
+    event loop is printed (it depends on the machine's load: not a pass/fail figure)."""
+    ns.add_address("d0", "198.18.0.3/24")
+    key = tmp_path / "peer.key"
+    write_key(key, KEY)
+    configs = [
+        parse_config(big_config(key, "198.18.0.1", "198.18.0.3")),
+        parse_config(big_config(key, "198.18.0.3", "198.18.0.1", changed_weight=5)),
+    ]
+    service = "virtual_service TCP 198.18.5.250:443"
+
+    async def scenario() -> tuple[float, float, list[str], float]:
+        loop = asyncio.get_running_loop()
+        checks = [PeerCheck(Metrics(), tmp_path / f"state{i}") for i in range(2)]
+        stalls: list[float] = []
+
+        async def watch() -> None:  # the event loop's longest pause while this runs
+            while True:
+                before = loop.time()
+                await asyncio.sleep(0.01)
+                stalls.append(loop.time() - before - 0.01)
+
+        watcher = loop.create_task(watch())
+        try:
+            started = loop.time()
+            for check, config in zip(checks, configs, strict=True):
+                await check.apply(config, KEY)
+            applied = loop.time() - started
+            while not all(
+                c.summary()["peers"][0]["differs"] == [service]  # type: ignore[index]
+                for c in checks
+            ):
+                assert loop.time() - started < 30, [c.summary() for c in checks]
+                await asyncio.sleep(0.05)
+            found = loop.time() - started - applied
+            result = await checks[0].diff_peer(None)
+            peers = result["peers"]
+            assert isinstance(peers, list)
+            return applied, found, peers[0]["differences"], max(stalls)
+        finally:
+            watcher.cancel()
+            for check in checks:
+                await check.stop()
+
+    applied, found, differences, stall = run(inside, scenario)
+    assert differences == [f"{service}: real_server 198.19.39.250:443: weight: here 1, peer 5"]
+    print(
+        f"\n1,000 x 10: both configs taken in {applied:.2f} s; the difference named on both "
+        f"{found:.2f} s later; longest event-loop pause {stall * 1000:.0f} ms"
+    )

@@ -41,8 +41,10 @@ from director.peer.canonical import (
     SECRET_PREFIX,
     TABLES,
     canonical_form,
+    decode_lines,
     digest,
     encode,
+    encode_lines,
     next_generation,
 )
 from director.peer.diff import MISSING, Difference, describe, differences, sections, summary
@@ -623,3 +625,18 @@ def test_generation() -> None:
     assert next_generation(None, "a") == 1
     assert next_generation(("a", 4), "a") == 4
     assert next_generation(("a", 4), "b") == 5
+
+
+def test_the_encoding_is_one_json_document_and_the_answer_reads_back(key_file: str) -> None:
+    form = canonical_form(load(base(key_file)), KEY)
+    whole = json.dumps(form, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    assert encode(form) == whole.encode()  # built entry by entry, the same bytes
+    head = {"digest": digest(form), "generation": 3}
+    assert decode_lines(encode_lines(head, form)) == {**head, "canonical": form}
+    for bad, why in (
+        (b"[]", "not a JSON object"),
+        (b'{"digest": 1}\n{"a": 1}', "expected \\[key, value\\] lines"),
+        (b"{}\nnot json", "Expecting value"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            decode_lines(bad)
