@@ -5,12 +5,13 @@ pure, stepped clock."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
 
 from director.config import ConfigError, parse_config
-from director.config.peer import KeyFileError, read_key
+from director.config.peer import KeyFileError, PeerCheckSettings, read_key
 from director.metrics import Metrics, Sources
 from director.peer import auth
 from director.peer.command import exit_status, render, status_lines
@@ -269,3 +270,17 @@ def test_the_peer_metrics() -> None:
     alone = Metrics(Sources(peers=lambda: {"generation": 1, "peers": []})).render().decode()
     assert "director_config_generation 1.0" in alone and "director_peer_config" not in alone
     assert "director_config_generation" not in Metrics().render().decode()
+
+
+def test_the_reference_documents_every_peer_check_key_and_its_example_is_valid(
+    tmp_path: Path,
+) -> None:
+    reference = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+    text = reference.read_text()
+    for name in PeerCheckSettings.model_fields:
+        assert f"| `{name}` |" in text, name
+    section = text[text.index("## `[peer_check]`") :]
+    [example] = re.findall(r"```toml\n(.*?)```", section[: section.index("\n## ")], re.S)
+    key = key_file(tmp_path)
+    config = parse_config(example.replace("/etc/director/peer.key", str(key)))
+    assert config.peer_check is not None and config.peer_check.peers == ("198.18.0.2:9470",)
