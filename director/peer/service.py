@@ -123,7 +123,6 @@ class PeerCheck:
         self._session: aiohttp.ClientSession | None = None
         self._pollers: dict[str, asyncio.Task[None]] = {}
         self._wake: dict[str, asyncio.Event] = {}
-        self._generation_problem: str | None = None
 
     # -- the running config ---------------------------------------------------------------------
 
