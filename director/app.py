@@ -36,6 +36,7 @@ from checks.model import HealthChanged, ProbeResult
 from director import __version__, early
 from director.agents import AgentKey, FeedbackAgents, add_agent_views, agent_files
 from director.config import Config, ConfigError
+from director.config.peer import KeyFileError
 from director.control.commands import handlers, status_view
 from director.control.protocol import ControlError, RequestError
 from director.control.server import ControlServer
@@ -64,6 +65,7 @@ from director.network import NetworkRules, NftError, RouteError
 from director.network.nft import Nft
 from director.network.routes import PolicyRoutes
 from director.notify import HookRunner
+from director.peer.service import PeerCheck, control_handlers, load_key, peer_connections
 from director.reconcile.owned import OwnedStore
 from director.role import RoleBroadcast
 from director.statefile import write_atomic
@@ -169,7 +171,10 @@ def files_budget(config: Config, nofile: int) -> FdBudget:
     return fd_budget(
         nofile,
         max_probes=config.daemon.max_concurrent_probes,
-        listeners=CONTROL_CONNECTIONS + HTTP_CONNECTIONS + agent_files(config),
+        listeners=CONTROL_CONNECTIONS
+        + HTTP_CONNECTIONS
+        + agent_files(config)
+        + peer_connections(config),
         vrrp_instances=len(config.vrrp_instances),
     )
 
@@ -192,8 +197,10 @@ class Director:
                 role=lambda: str(self.roles.role),
                 drains=lambda: len(self.maintenance.drains),
                 agents=lambda: self.agents.summary(),
+                peers=lambda: self.peer.summary(),
             )
         )
+        self.peer = PeerCheck(self.metrics, world.state_dir)
         self.checks = HealthChecks(
             self._on_health, max_in_flight=self.budget.probes, on_probe=self._on_probe
         )
@@ -226,7 +233,7 @@ class Director:
         )
         self.control = ControlServer(
             world.control_socket or Path(config.daemon.control_socket),
-            handlers(self.status, self.ask),
+            {**handlers(self.status, self.ask), **control_handlers(self.peer)},
             max_connections=CONTROL_CONNECTIONS,
         )
         address = world.metrics_address
@@ -254,6 +261,7 @@ class Director:
             ("starting the feedback agents", self._start_agents),
             ("starting VRRP", self._start_vrrp),
             ("opening the control socket and the HTTP listener", self._start_listeners),
+            ("starting the peer config check", self._start_peer),
         ]
         for step, run in steps:
             try:
@@ -357,6 +365,11 @@ class Director:
                 log.error("listen_failed", what=what, error=str(exc))
             else:
                 self._stack.push_async_callback(server.stop)
+
+    async def _start_peer(self) -> None:
+        key = await asyncio.to_thread(load_key, self.config)
+        self._stack.push_async_callback(self.peer.stop)
+        await self.peer.apply(self.config, key)
 
     async def _stop_rules(self) -> None:
         if not self.engine.config.daemon.keep_table_on_stop:
@@ -489,6 +502,10 @@ class Director:
                 user = run_as(config)
             except ValueError as exc:
                 raise ReloadRejected(f"daemon.script_user: {exc}") from None
+            try:
+                key = await asyncio.to_thread(load_key, config)
+            except KeyFileError as exc:
+                raise ReloadRejected(f"peer_check.key_file: {exc}") from None
         except ReloadRejected as exc:
             self.engine.reload_rejected(str(exc))
             self.metrics.reloaded(False)
@@ -512,6 +529,7 @@ class Director:
         await self._record_vips(config)
         with contextlib.suppress(KernelError):  # logged
             await self.syncd.update(config.sync_daemon)
+        await self.peer.apply(config, key)
         self.metrics.reloaded(True)
         self._refresh_faults()
         self.world.lifecycle.ready(self.engine.status.summary())
@@ -587,6 +605,7 @@ class Director:
         add_agent_views(view, self.agents.summary())
         view["probe_local_failures"] = self.checks.local_faults()
         view["process"] = process_view()
+        view["peer_check"] = self.peer.summary()
         return view
 
 

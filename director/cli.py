@@ -15,6 +15,7 @@ from director.config import check_config
 from director.control import ctl
 from director.importers import command as import_command
 from director.network import command as rules_command
+from director.peer import command as peer_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,12 +32,15 @@ def main(argv: list[str] | None = None) -> int:
     ctl.add_arguments(sub)
     import_command.register(sub)
     rules_command.register(sub)
+    peer_command.register(sub)
     args = p.parse_args(argv)
 
     if args.command == "import":
         return import_command.run(args)
     if args.command == "rules":
         return rules_command.run(args)
+    if args.command == "diff-peer":
+        return peer_command.run(args)
     if args.command == "check-config":
         ok, message = check_config(args.file)
         print(message, file=sys.stdout if ok else sys.stderr)

@@ -123,9 +123,16 @@ class MetricsServer:
             if self.listener is not None:
                 self.listener.touched(conn)
 
+    what = "metrics"  # the listening event: metrics_listening
+    label = "http"  # the listener's name in its own log lines
+
+    def routes(self, app: web.Application) -> None:
+        """What is served; a subclass serves other paths on the same capped listener."""
+        app.router.add_get("/metrics", self._handle)
+
     async def start(self) -> None:
         app = web.Application(middlewares=[self._track])
-        app.router.add_get("/metrics", self._handle)
+        self.routes(app)
         self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=self.idle)
         await self._runner.setup()
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -140,11 +147,11 @@ class MetricsServer:
             self._runner = None
             raise
         self.listener = Listener(
-            "http", sock, self._accepted, limit=self.max_connections, idle=self.idle
+            self.label, sock, self._accepted, limit=self.max_connections, idle=self.idle
         )
         self.listener.start()
         log.info(
-            "metrics_listening",
+            f"{self.what}_listening",
             address=f"{self.host}:{self.bound_port}",
             max_connections=self.max_connections,
         )

@@ -45,6 +45,7 @@ BACKEND_LABELS = [
 CHECK_LABELS = ["service", "destination", "type"]
 VRRP_STATES = ("init", "backup", "master", "fault")
 AGENT_STATES = ("none", "ready", "drain", "maint", "down")
+PEER_STATES = ("unknown", "match", "mismatch", "unreachable", "unauthenticated")
 _COUNTERS = (
     ("connections", "conns", "Connections scheduled"),
     ("incoming_packets", "inpkts", "Packets received from clients"),
@@ -77,6 +78,8 @@ class Sources:
     # Per feedback agent (director.agents.FeedbackAgents.summary): service, destination,
     # state, config_weight, weight, errors ({reason: count}).
     agents: Callable[[], list[dict[str, object]]] = list
+    # The peer config check: digest, generation, peers (director.peer.service summary()).
+    peers: Callable[[], dict[str, object]] = dict
     # (service, destination) as the checks name them -> wall time of the last health change
     health_changed_at: dict[tuple[str, str], float] = field(default_factory=dict)
 
@@ -108,6 +111,7 @@ class SnapshotCollector(Collector):
             "Standing drains (directorctl drain)",
             value=self.sources.drains(),
         )
+        yield from self._peers(self.sources.peers())
 
     def _ipvs(self, snap: StatsSnapshot | None) -> Iterator[Metric]:
         if snap is None:
@@ -217,6 +221,48 @@ class SnapshotCollector(Collector):
             held.add_metric([name], _num(inst.get("answers_suppressed")))
             restored.add_metric([name], _num(inst.get("vips_restored")))
         yield from (state, priority, transitions, received, dropped, held, restored)
+
+    def _peers(self, summary: Mapping[str, object]) -> Iterator[Metric]:
+        generation = summary.get("generation")
+        if generation is None:
+            return
+        yield GaugeMetricFamily(
+            "director_config_generation",
+            "Generation of the running config: one more at each reload that changed its "
+            "shared part (the peer check's digest); kept across restarts",
+            value=_num(generation),
+        )
+        peers = summary.get("peers")
+        if not isinstance(peers, list) or not peers:
+            return
+        match = GaugeMetricFamily(
+            "director_peer_config_match",
+            "1 when the peer's shared config has our digest, 0 when it differs "
+            "(absent while the peer cannot be asked)",
+            labels=["peer"],
+        )
+        state = GaugeMetricFamily(
+            "director_peer_check_state", "1 for the peer check's state", labels=["peer", "state"]
+        )
+        generation_seen = GaugeMetricFamily(
+            "director_peer_config_generation", "The peer's config generation", labels=["peer"]
+        )
+        contact = GaugeMetricFamily(
+            "director_peer_last_contact_timestamp_seconds",
+            "When the peer last answered, authenticated",
+            labels=["peer"],
+        )
+        for view in peers:
+            peer, current = str(view.get("peer")), str(view.get("state"))
+            for name in PEER_STATES:
+                state.add_metric([peer, name], 1.0 if current == name else 0.0)
+            if current in ("match", "mismatch"):
+                match.add_metric([peer], 1.0 if current == "match" else 0.0)
+            if view.get("generation") is not None:
+                generation_seen.add_metric([peer], _num(view.get("generation")))
+            if view.get("last_contact") is not None:
+                contact.add_metric([peer], _num(view.get("last_contact")))
+        yield from (match, state, generation_seen, contact)
 
 
 def agent_families(agents: list[dict[str, object]]) -> Iterator[Metric]:
@@ -333,6 +379,13 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.peer_refused_requests = Counter(
+            "director_peer_requests_refused",
+            "Requests to the peer check endpoint refused, by reason (missing or bad "
+            "signature: 401; clock_skew, replayed: 403)",
+            ["reason"],
+            registry=r,
+        )
         self._probe_children: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
         # (type, target) of the checks configured now; None until retain_probe_targets.
         self._probe_targets: frozenset[tuple[str, str]] | None = None
@@ -401,6 +454,9 @@ class Metrics:
             for name in [name for name in changed if name not in wanted]:
                 del changed[name]
 
+    def peer_refused(self, reason: str) -> None:
+        self.peer_refused_requests.labels(reason).inc()
+
     def health_changed(self, changes: Iterable[tuple[str, str]], at: float) -> None:
         for service, dest in changes:
             self.sources.health_changed_at[(service, dest)] = at
@@ -410,6 +466,7 @@ class Metrics:
         s = self.sources
         stats, checks, vrrp, role, drains = s.stats(), s.checks(), s.vrrp(), s.role(), s.drains()
         agents = s.agents()
+        peers = s.peers()
         return Sources(
             stats=lambda: stats,
             checks=lambda: checks,
@@ -417,6 +474,7 @@ class Metrics:
             role=lambda: role,
             drains=lambda: drains,
             agents=lambda: agents,
+            peers=lambda: peers,
             health_changed_at=dict(s.health_changed_at),
         )
 

@@ -62,6 +62,7 @@ from director.config.network import (
     PolicyRoute,
     SnatRule,
 )
+from director.config.peer import PeerCheckSettings
 from director.config.vrrp import SyncDaemon, VrrpInstance, VrrpSyncGroup
 from director.ipvs.model import (
     SCHED_FLAGS,
@@ -413,6 +414,7 @@ class Config(_Model):
     snats: tuple[SnatRule, ...] = Field(default=(), alias="snat")
     masquerades: tuple[MasqueradeRule, ...] = Field(default=(), alias="masquerade")
     policy_routes: tuple[PolicyRoute, ...] = Field(default=(), alias="policy_route")
+    peer_check: PeerCheckSettings | None = None
 
     @model_validator(mode="after")
     def _check_unique(self) -> Self:

@@ -17,6 +17,7 @@ from typing import Any
 
 from director.control.client import request
 from director.control.protocol import ControlError
+from director.peer.command import status_lines as peer_status_lines
 
 DEFAULT_SOCKET = Path("/run/director/control.sock")
 DEFAULT_CONFIG = Path("/etc/director/director.toml")
@@ -215,6 +216,7 @@ def render_status(st: dict[str, Any]) -> str:
         lines.append("vrrp:     no instances (this director is master on its own)")
     for fault in st.get("director_faults") or []:
         lines.append(f"FAULT:    {fault}")
+    lines += peer_status_lines(st)
     if st.get("reload_error"):
         lines.append("reload:   FAILED, running the previous config")
         lines += ["          " + ln for ln in str(st["reload_error"]).splitlines()]

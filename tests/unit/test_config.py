@@ -504,8 +504,16 @@ def test_check_config_failures(tmp_path: Path, capsys: pytest.CaptureFixture[str
 REFERENCE = EXAMPLES.parent / "configuration.md"
 
 
-def test_reference_snippets_form_a_valid_config() -> None:
-    text = REFERENCE.read_text()
+def with_peer_key(text: str, tmp: Path) -> str:
+    """``text`` with the [peer_check] example's key file replaced by one that exists."""
+    key = tmp / "peer.key"
+    key.write_bytes(b"k" * 32)
+    key.chmod(0o600)
+    return text.replace('"/etc/director/peer.key"', f'"{key}"')
+
+
+def test_reference_snippets_form_a_valid_config(tmp_path: Path) -> None:
+    text = with_peer_key(REFERENCE.read_text(), tmp_path)
     snippets = re.findall(r"```toml\n(.*?)```", text, re.S)
     assert len(snippets) >= 4
     config = parse_config("\n".join(snippets), str(REFERENCE))

@@ -18,6 +18,7 @@ from director.config.vrrp import (
     VrrpInstance,
     VrrpSyncGroup,
 )
+from tests.unit.test_config import with_peer_key
 from vrrp import Config as CoreConfig
 from vrrp import Gratuitous
 
@@ -310,8 +311,9 @@ def test_reference_documents_every_key() -> None:
         assert f"## `{table}`" in text
 
 
-def test_reference_vrrp_snippets_are_valid() -> None:
-    snippets = re.findall(r"```toml\n(.*?)```", REFERENCE.read_text(), re.S)
+def test_reference_vrrp_snippets_are_valid(tmp_path: Path) -> None:
+    text = with_peer_key(REFERENCE.read_text(), tmp_path)
+    snippets = re.findall(r"```toml\n(.*?)```", text, re.S)
     config = parse_config("\n".join(snippets), str(REFERENCE))
     assert [vi.name for vi in config.vrrp_instances] == ["VI_1", "VI_2"]
     assert config.sync_daemon is not None and config.sync_daemon.instance == "G1"

@@ -55,6 +55,12 @@ def exposed_names() -> set[str]:
         ],
         vrrp=lambda: [{"name": "VI_1", "state": "master", "adverts_dropped": {"bad_ttl": 1}}],
         role=lambda: "master",
+        peers=lambda: {
+            "generation": 1,
+            "peers": [
+                {"peer": "198.18.0.2:9470", "state": "match", "generation": 1, "last_contact": 1.0}
+            ],
+        },
     )
     metrics = Metrics(sources)
     families = [*metrics.registry.collect(), *SnapshotCollector(sources).collect()]
