@@ -34,6 +34,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from director.config.agent import ResolvedAgent
 from director.config.checks import ResolvedCheck
 from director.config.model import Config, RealServer, SorryServer, VirtualServer
 from director.config.vrrp import VirtualAddress
@@ -111,6 +112,7 @@ TABLES: tuple[Table, ...] = (
             "on_failure",
             "sorry_server",
             "check",
+            "agent",
             "real_server",
         ),
         local=(),
@@ -126,6 +128,7 @@ TABLES: tuple[Table, ...] = (
             "upper_threshold",
             "lower_threshold",
             "check",
+            "agent",
         ),
         local=(),
     ),
@@ -133,6 +136,9 @@ TABLES: tuple[Table, ...] = (
         "virtual_server.sorry_server", shared=("address", "port", "forwarding", "weight"), local=()
     ),
     Table("check", shared=_CHECK_KEYS, local=(), secret=("password",)),
+    # The feedback agent a real server gets (the service's table merged with its own): both
+    # directors must ask the same agents the same way, or their weights differ.
+    Table("agent", shared=tuple(ResolvedAgent.model_fields), local=()),
     Table(
         "vrrp_instance",
         shared=(
@@ -335,6 +341,9 @@ def _real_server(rs: RealServer, vs: VirtualServer, secrets: Secrets) -> Form:
     check = rs.health_check(vs)
     if check is not None:
         out["check"] = _check(check, secrets)
+    agent = rs.feedback_agent(vs)
+    if agent is not None:
+        out["agent"] = agent.model_dump(mode="json")
     return out
 
 

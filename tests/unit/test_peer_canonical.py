@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from director.config import Config, parse_config
+from director.config.agent import AgentConfig, ResolvedAgent
 from director.config.checks import CheckConfig, ResolvedCheck
 from director.config.model import (
     DaemonSettings,
@@ -60,6 +61,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "virtual_server.real_server": RealServer,
     "virtual_server.sorry_server": SorryServer,
     "check": ResolvedCheck,
+    "agent": ResolvedAgent,
     "vrrp_instance": VrrpInstance,
     "vrrp_instance.virtual_addresses": VirtualAddress,
     "vrrp_sync_group": VrrpSyncGroup,
@@ -200,10 +202,13 @@ def test_every_key_of_every_table_is_classified_once() -> None:
         if table.local:
             assert table.why_local, table.path
     # every top-level table of the file is one of them
-    top = {t.path.split(".")[0] for t in TABLES if t.path != "check"}
+    top = {t.path.split(".")[0] for t in TABLES if t.path not in ("check", "agent")}
     assert keys_of(Config) == top
     # a check table's keys are the resolved check's
     assert keys_of(CheckConfig) == keys_of(ResolvedCheck)
+    # an agent table's keys are the resolved agent's, but for ``enabled`` (an agent turned off
+    # is no agent)
+    assert keys_of(AgentConfig) - {"enabled"} == keys_of(ResolvedAgent)
 
 
 # Every shared key, edited: the digest changes.
@@ -236,6 +241,8 @@ SHARED_EDITS: list[tuple[tuple[str | int, ...], object]] = [
     (("virtual_server", 2, "family"), "ipv6"),
     (("virtual_server", 0, "scheduler"), "sh"),
     (("virtual_server", 0, "scheduler_flags"), ["mh-port"]),
+    (("virtual_server", 0, "agent"), {"port": 10000}),
+    (("virtual_server", 0, "real_server", 0, "agent"), {"port": 10001}),
     (("virtual_server", 0, "persistence_timeout"), 301),
     (("virtual_server", 0, "persistence_netmask"), 16),
     (("virtual_server", 1, "one_packet"), False),
@@ -365,8 +372,9 @@ def _covered(edits: list[tuple[tuple[str | int, ...], object]]) -> set[str]:
 
 
 def test_the_edits_below_cover_every_key() -> None:
-    shared = {f"{t.path}.{k}" for t in TABLES if t.path != "check" for k in t.shared}
-    local = {f"{t.path}.{k}" for t in TABLES if t.path != "check" for k in t.local}
+    inner = ("check", "agent")
+    shared = {f"{t.path}.{k}" for t in TABLES if t.path not in inner for k in t.shared}
+    local = {f"{t.path}.{k}" for t in TABLES if t.path not in inner for k in t.local}
     # a table key of its own (sorry_server, check, real_server, virtual address) is edited
     # through its inner keys or as a whole
     assert shared - _covered(SHARED_EDITS) == {
@@ -381,6 +389,31 @@ def test_the_edits_below_cover_every_key() -> None:
         "peer_check.key_file",
     }
     assert set(CHECK_EDITS) | set(OTHER_CHECKS) == set(ResolvedCheck.model_fields)
+    assert set(AGENT_EDITS) == set(ResolvedAgent.model_fields)
+
+
+# Each key of a feedback agent, changed from {"port": 10000} on the first service.
+AGENT_EDITS: dict[str, object] = {
+    "port": 10002,
+    "address": "198.18.1.99",
+    "interval": 7,
+    "timeout": 1.5,
+    "send": "hello\n",
+    "min_percent": 10,
+    "max_percent": 90,
+    "threshold": 5,
+    "rate_limit": 30,
+    "maxconn": False,
+}
+
+
+@pytest.mark.parametrize(("name", "value"), AGENT_EDITS.items())
+def test_an_edit_of_a_feedback_agent_key_changes_the_digest(
+    key_file: str, name: str, value: object
+) -> None:
+    raw = edit(base(key_file), ("virtual_server", 0, "agent"), {"port": 10000})
+    changed = edit(raw, ("virtual_server", 0, "agent", name), value)
+    assert digest_of(changed) != digest_of(raw)
 
 
 # Edits that need another to stay valid (a renamed instance is renamed where it is named).
