@@ -1,14 +1,18 @@
-"""The daemon's HTTP listener (``[daemon] metrics_address``): ``GET /metrics`` for Prometheus.
+"""The daemon's HTTP listener (``[daemon] metrics_address``): ``GET /metrics`` for Prometheus,
+and the read-only status page: ``GET /`` (HTML) and ``GET /status.json`` (its data).
 
-aiohttp on the daemon's event loop; the values are taken on the loop and the (slow, pure) text
-rendering runs in a worker thread, so a scrape never stalls VRRP or the checks. The listening
-socket is the daemon's own (:class:`director.listener.Listener`): at most ``max_connections``
-clients at once, idle ones closed, so a local process cannot take the daemon's descriptors.
+aiohttp on the daemon's event loop; the values are taken on the loop and the (slow, pure)
+rendering - metrics text, the status model, JSON, HTML - runs in a worker thread, so a scrape or
+a page never stalls VRRP or the checks. Only GET (and HEAD) is served: any other method is 405.
+The listening socket is the daemon's own (:class:`director.listener.Listener`): at most
+``max_connections`` clients at once, idle ones closed, so a local process cannot take the
+daemon's descriptors.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import Awaitable, Callable
 
@@ -19,8 +23,12 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from director.config.model import listen_address
 from director.listener import Listener
 from director.metrics import Metrics
+from director.status import StatusInputs, build_status
+from director.status_page import CSP, render_page
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+StatusSource = Callable[[], StatusInputs]
 
 log = structlog.get_logger("director")
 
@@ -87,17 +95,20 @@ class _Tracked(asyncio.Protocol):
 
 class MetricsServer:
     """``GET /metrics`` on ``address`` ("HOST:PORT"), on the daemon's event loop, with at most
-    ``max_connections`` clients at once and idle ones closed (:class:`Listener`)."""
+    ``max_connections`` clients at once and idle ones closed (:class:`Listener`); with
+    ``status`` (how to take the status' inputs on the loop), the status page too."""
 
     def __init__(
         self,
         metrics: Metrics,
         address: str,
         *,
+        status: StatusSource | None = None,
         max_connections: int = MAX_CONNECTIONS,
         idle: float = IDLE,
     ) -> None:
         self.metrics = metrics
+        self.status = status
         self.host, self.port = listen_address(address)
         self.max_connections = max_connections
         self.idle = idle
@@ -109,6 +120,24 @@ class MetricsServer:
         # Values are taken on the loop; the (slow, pure) text rendering runs in a thread.
         body = await asyncio.to_thread(self.metrics.render, self.metrics.frozen_sources())
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _status_json(self, request: web.Request) -> web.Response:
+        assert self.status is not None
+        inputs = self.status()  # on the loop: snapshots and small copies
+        body = await asyncio.to_thread(status_json, inputs)
+        return web.Response(body=body, headers={**NO_STORE, "Content-Type": "application/json"})
+
+    async def _page(self, request: web.Request) -> web.Response:
+        assert self.status is not None
+        inputs = self.status()
+        body = await asyncio.to_thread(status_html, inputs)
+        headers = {
+            **NO_STORE,
+            "Content-Type": "text/html; charset=utf-8",
+            "Content-Security-Policy": CSP,
+            "X-Frame-Options": "DENY",
+        }
+        return web.Response(body=body, headers=headers)
 
     @web.middleware
     async def _track(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -126,6 +155,9 @@ class MetricsServer:
     async def start(self) -> None:
         app = web.Application(middlewares=[self._track])
         app.router.add_get("/metrics", self._handle)
+        if self.status is not None:
+            app.router.add_get("/", self._page)
+            app.router.add_get("/status.json", self._status_json)
         self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=self.idle)
         await self._runner.setup()
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -192,3 +224,16 @@ class MetricsServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+
+def status_json(inputs: StatusInputs) -> bytes:
+    """``/status.json``: the status model as JSON (worker thread)."""
+    return json.dumps(build_status(inputs), separators=(",", ":"), default=str).encode()
+
+
+def status_html(inputs: StatusInputs) -> bytes:
+    """``/``: the status page (worker thread)."""
+    return render_page(build_status(inputs))
