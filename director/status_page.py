@@ -88,7 +88,7 @@ def _sha(text: str) -> str:
 
 CSP = (
     f"default-src 'none'; script-src {_sha(SCRIPT)}; style-src {_sha(CSS)}; "
-    "connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; "
+    "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; "
     "frame-ancestors 'none'"
 )
 
@@ -204,9 +204,8 @@ def _generic(v: Any) -> str:
     out = ["<dl>"]
     for k in sorted(v):
         x = v[k]
-        text = json.dumps(x, default=str) if isinstance(x, dict | list) else _t(x)
-        if isinstance(x, dict | list):
-            text = escape(text)
+        structured = isinstance(x, dict | list | bool)  # the script's JSON.stringify / String(x)
+        text = escape(json.dumps(x, default=str)) if structured else _t(x)
         out.append(f"<dt>{escape(str(k))}</dt><dd>{text}</dd>")
     out.append("</dl>")
     return "".join(out)
@@ -253,6 +252,7 @@ def render_page(st: dict[str, Any]) -> bytes:
     page = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<link rel="icon" href="data:,">'
         f"<title>director {escape(role.upper())}</title>"
         f'<noscript><meta http-equiv="refresh" content="{REFRESH_NOSCRIPT}"></noscript>'
         f"<style>{CSS}</style></head>"
