@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -34,6 +35,7 @@ log = structlog.get_logger("director")
 
 
 MAX_CONNECTIONS = 16
+STATUS_MAX_AGE = 1.0  # seconds a rendered status is served again (the page polls every 2 s)
 IDLE = 10.0  # seconds a connection may stay open without a request in progress
 
 
@@ -109,6 +111,8 @@ class MetricsServer:
     ) -> None:
         self.metrics = metrics
         self.status = status
+        self._cache: dict[str, tuple[float, bytes]] = {}
+        self._rendering: dict[str, asyncio.Task[bytes]] = {}
         self.host, self.port = listen_address(address)
         self.max_connections = max_connections
         self.idle = idle
@@ -121,16 +125,37 @@ class MetricsServer:
         body = await asyncio.to_thread(self.metrics.render, self.metrics.frozen_sources())
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    async def _status_json(self, request: web.Request) -> web.Response:
+    async def _rendered(self, kind: str, render: Callable[[StatusInputs], bytes]) -> bytes:
+        """The body of ``/status.json`` or ``/``: taken on the loop (cheap), rendered in a worker
+        thread; one rendering at a time per kind, shared by every request that arrives while it
+        runs or within ``STATUS_MAX_AGE`` after, so any number of open pages cost one
+        rendering a second."""
         assert self.status is not None
-        inputs = self.status()  # on the loop: snapshots and small copies
-        body = await asyncio.to_thread(status_json, inputs)
+        loop = asyncio.get_running_loop()
+        cached = self._cache.get(kind)
+        if cached is not None and loop.time() - cached[0] < STATUS_MAX_AGE:
+            return cached[1]
+        running = self._rendering.get(kind)
+        if running is None:
+            inputs = self.status()  # on the loop: snapshots and small copies
+
+            async def render_now() -> bytes:
+                try:
+                    body = await asyncio.to_thread(render, inputs)
+                    self._cache[kind] = (loop.time(), body)
+                    return body
+                finally:
+                    del self._rendering[kind]
+
+            running = self._rendering[kind] = loop.create_task(render_now())
+        return await asyncio.shield(running)
+
+    async def _status_json(self, request: web.Request) -> web.Response:
+        body = await self._rendered("json", status_json)
         return web.Response(body=body, headers={**NO_STORE, "Content-Type": "application/json"})
 
     async def _page(self, request: web.Request) -> web.Response:
-        assert self.status is not None
-        inputs = self.status()
-        body = await asyncio.to_thread(status_html, inputs)
+        body = await self._rendered("html", status_html)
         headers = {
             **NO_STORE,
             "Content-Type": "text/html; charset=utf-8",
@@ -229,11 +254,33 @@ class MetricsServer:
 NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
+def _yield() -> None:
+    time.sleep(0)  # releases the GIL: the event loop's thread takes it now if it waits
+
+
 def status_json(inputs: StatusInputs) -> bytes:
-    """``/status.json``: the status model as JSON (worker thread)."""
-    return json.dumps(build_status(inputs), separators=(",", ":"), default=str).encode()
+    """``/status.json``: the status model as JSON (worker thread). Encoded and then freed a
+    service at a time, so no single C call (the encoder, a deallocation of the whole tree)
+    holds the GIL for the whole document."""
+    st = build_status(inputs, _yield)
+    services = st.pop("services", [])
+    head = json.dumps(st, separators=(",", ":"), default=str)
+    parts = []
+    if isinstance(services, list):
+        services.reverse()
+        while services:
+            parts.append(json.dumps(services.pop(), separators=(",", ":"), default=str))
+            _yield()
+    comma = "," if head != "{}" else ""
+    return f'{head[:-1]}{comma}"services":[{",".join(parts)}]}}'.encode()
 
 
 def status_html(inputs: StatusInputs) -> bytes:
-    """``/``: the status page (worker thread)."""
-    return render_page(build_status(inputs))
+    """``/``: the status page (worker thread); the model is freed a service at a time."""
+    st = build_status(inputs, _yield)
+    page = render_page(st, _yield)
+    services = st.get("services")
+    while isinstance(services, list) and services:
+        services.pop()
+        _yield()
+    return page

@@ -17,7 +17,7 @@ and both renderers (:mod:`director.control.ctl`, :mod:`director.status_page`) sh
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,14 +66,21 @@ class StatusInputs:
     sections: dict[str, object] = field(default_factory=dict)  # name -> JSON-able, added last
 
 
-def build_status(i: StatusInputs) -> dict[str, object]:
+def _nothing() -> None:
+    pass
+
+
+def build_status(i: StatusInputs, pause: Callable[[], None] = _nothing) -> dict[str, object]:
     """The status: the config's services joined with the kernel's last reading, each real
     server's health and maintenance state, VRRP, recent events, the config digest, and every
-    extra section."""
+    extra section. ``pause`` is called after each service: in a worker thread, the HTTP
+    listener passes ``time.sleep(0)``, which hands the GIL to the event loop at once rather
+    than after the interpreter's switch interval."""
     by_check = {(str(c.get("service")), str(c.get("destination"))): c for c in i.checks}
     stats, previous = i.stats.current, i.stats.previous
     services: list[dict[str, object]] = []
     for vs in i.config.virtual_servers:
+        pause()
         key = vs.service_key()
         skey = str(key)
         kernel = stats.dests.get(key, {}) if stats is not None else {}

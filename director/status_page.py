@@ -145,7 +145,14 @@ def _dropped(d: object) -> str:
     return ", ".join(f"{k} {d[k]}" for k in sorted(d))
 
 
-def _vrrp(v: Any) -> str:
+Pause = Callable[[], None]
+
+
+def _nothing() -> None:
+    pass
+
+
+def _vrrp(v: Any, pause: Pause) -> str:
     if not v:
         return "<p>no instances (this director is master on its own)</p>"
     rows: list[tuple[str, list[tuple[object, str | None]]]] = []
@@ -162,9 +169,10 @@ def _vrrp(v: Any) -> str:
     return _table(VRRP_COLUMNS, rows)
 
 
-def _services(svcs: Any) -> str:
+def _services(svcs: Any, pause: Pause) -> str:
     out = ["<div>"]
     for s in svcs or []:
+        pause()
         extra = f" persistent {s['persistence_timeout']}" if s.get("persistence_timeout") else ""
         missing = "" if s.get("in_kernel") else "   (not in the kernel table)"
         title = f"{s['key']} {s['scheduler']}{extra}  [{s['name']}]{missing}"
@@ -188,7 +196,7 @@ def _services(svcs: Any) -> str:
     return "".join(out)
 
 
-def _events(evs: Any) -> str:
+def _events(evs: Any, pause: Pause) -> str:
     if not evs:
         return "<p>none yet</p>"
     rows: list[tuple[str, list[tuple[object, str | None]]]] = [
@@ -198,7 +206,7 @@ def _events(evs: Any) -> str:
     return _table(EVENT_COLUMNS, rows)
 
 
-def _generic(v: Any) -> str:
+def _generic(v: Any, pause: Pause) -> str:
     if not isinstance(v, dict):
         return f"<p>{escape(json.dumps(v, default=str))}</p>"
     out = ["<dl>"]
@@ -211,7 +219,7 @@ def _generic(v: Any) -> str:
     return "".join(out)
 
 
-SECTIONS: dict[str, Callable[[Any], str]] = {
+SECTIONS: dict[str, Callable[[Any, Pause], str]] = {
     "vrrp": _vrrp,
     "services": _services,
     "events": _events,
@@ -229,15 +237,16 @@ def _faults(st: dict[str, Any]) -> str:
     return f'<div id="faults">{shown}</div>'
 
 
-def render_page(st: dict[str, Any]) -> bytes:
-    """The whole page for the status ``st`` (escaped; pure)."""
+def render_page(st: dict[str, Any], pause: Pause = _nothing) -> bytes:
+    """The whole page for the status ``st`` (escaped; pure). ``pause`` is called after each
+    service (see :func:`director.status.build_status`)."""
     role = str(st.get("role") or "-")
     stale = [str(x) for x in st.get("stale") or []]
     names = [n for n in SECTION_ORDER if n in st]
     names += sorted(k for k in st if k not in HEADER_KEYS and k not in SECTION_ORDER)
     sections = "".join(
         f'<section id="section-{escape(n, quote=True)}"><h2>{escape(n)}</h2>'
-        f"{SECTIONS.get(n, _generic)(st[n])}</section>"
+        f"{SECTIONS.get(n, _generic)(st[n], pause)}</section>"
         for n in names
     )
     banner = (

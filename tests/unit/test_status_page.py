@@ -251,3 +251,38 @@ def test_page_and_status_json_are_directorctl_status(daemon: Daemon, tmp_path: P
         assert code == 405, method
     code, _, _ = daemon.inside.run(fetch(port, "GET", "/nothing"))
     assert code == 404
+
+
+@pytest.mark.asyncio
+async def test_requests_share_one_rendering_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any number of open pages cost one rendering per kind per STATUS_MAX_AGE: concurrent
+    requests share the one in progress, later ones the cached body; then it is taken again."""
+    from director import http as http_module
+    from director.http import MetricsServer
+    from director.metrics import Metrics
+    from tests.helpers.director import free_port
+
+    monkeypatch.setattr(http_module, "STATUS_MAX_AGE", 0.5)
+    taken: list[int] = []
+
+    def source() -> StatusInputs:
+        taken.append(len(taken) + 1)
+        return inputs(generation=len(taken))
+
+    server = MetricsServer(Metrics(), f"127.0.0.1:{free_port()}", status=source)
+    await server.start()
+    try:
+        port = server.bound_port
+        answers = await asyncio.gather(*(fetch(port, "GET", "/status.json") for _ in range(6)))
+        assert {json.loads(body)["generation"] for _, _, body in answers} == {1}
+        await fetch(port, "GET", "/")
+        assert len(taken) == 2  # one for the JSON, one for the page
+        _, _, body = await fetch(port, "GET", "/status.json")
+        assert json.loads(body)["generation"] == 1  # cached
+        await asyncio.sleep(0.6)
+        _, _, body = await fetch(port, "GET", "/status.json")
+        assert json.loads(body)["generation"] == 3
+        code, _, _ = await fetch(port, "POST", "/status.json")
+        assert code == 405
+    finally:
+        await server.stop()
