@@ -590,8 +590,10 @@ class Director:
 
     async def _role_event(self, role: Role) -> None:
         if role is not self._seen_role:
-            before = "-" if self._seen_role is None else str(self._seen_role)
-            self.events.record(time.time(), "role", f"role {before} -> {role}")
+            text = (
+                f"role {role}" if self._seen_role is None else f"role {self._seen_role} -> {role}"
+            )
+            self.events.record(time.time(), "role", text)
             self._seen_role = role
 
     def status_inputs(self) -> StatusInputs:

@@ -219,7 +219,19 @@ def _generic(v: Any, pause: Pause) -> str:
     return "".join(out)
 
 
+def _config(v: Any, pause: Pause) -> str:
+    if not isinstance(v, dict):
+        return _generic(v, pause)
+    rows = (
+        ("file", _t(v.get("path"))),
+        ("loaded", escape(when(v.get("loaded_at")))),
+        ("sha256", _t(v.get("sha256"))),
+    )
+    return "<dl>" + "".join(f"<dt>{k}</dt><dd>{x}</dd>" for k, x in rows) + "</dl>"
+
+
 SECTIONS: dict[str, Callable[[Any, Pause], str]] = {
+    "config": _config,
     "vrrp": _vrrp,
     "services": _services,
     "events": _events,

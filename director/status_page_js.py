@@ -113,6 +113,11 @@ const SECTIONS = {
     });
     return out;
   },
+  config: function (v) {
+    if (v == null || typeof v !== "object") return generic(v);
+    return el("dl", {}, el("dt", {}, "file"), el("dd", {}, v.path), el("dt", {}, "loaded"),
+      el("dd", {}, when(v.loaded_at)), el("dt", {}, "sha256"), el("dd", {}, v.sha256));
+  },
   events: function (evs) {
     if (!evs || !evs.length) return el("p", {}, "none yet");
     return table(%(event_cols), evs.map(function (e) {
@@ -141,7 +146,7 @@ function render(st) {
   Object.keys(st).sort().forEach(function (k) { if (names.indexOf(k) < 0 && HEADER.indexOf(k) < 0) names.push(k); });
   names.forEach(function (name) {
     if (!(name in st)) return;
-    const view = name === "config" ? generic : (SECTIONS[name] || generic);
+    const view = SECTIONS[name] || generic;
     main.appendChild(el("section", {"id": "section-" + name}, el("h2", {}, name), view(st[name])));
   });
   const old = document.getElementById("main");

@@ -123,6 +123,13 @@ def test_status_page_in_chromium_follows_a_server_down_and_up_and_flags_a_stoppe
         assert chromium.js("document.querySelectorAll('main img').length") == 0
         assert chromium.js("window.pwned === undefined")
         assert chromium.js("document.getElementById('stale').hidden")
+        # On a phone: one card per row, nothing wider than the screen.
+        chromium.size(390, 844)
+        assert chromium.js("document.documentElement.scrollWidth") <= chromium.js(
+            "document.documentElement.clientWidth"
+        )
+        assert chromium.js("getComputedStyle(document.querySelector('thead')).display") == "none"
+        chromium.size(1200, 900)
 
         # A server stops: DOWN within the check's fall (2 x 0.3 s) plus one refresh.
         farm.stop("198.18.1.22")

@@ -93,6 +93,9 @@ class Browser:
         """The value of a JavaScript expression in the page."""
         return self.call("js", script=f"return ({expression});")
 
+    def size(self, width: int, height: int) -> None:
+        self.call("size", width=width, height=height)
+
     def console(self) -> list[dict[str, Any]]:
         """The console entries since the last call (Chromium hands each out once)."""
         entries: list[dict[str, Any]] = self.call("log")
@@ -167,6 +170,9 @@ def _serve(profile: str) -> int:
                     value = None
                 elif op == "js":
                     value = driver.execute_script(request["script"])
+                elif op == "size":
+                    driver.set_window_size(request["width"], request["height"])
+                    value = None
                 elif op == "log":
                     value = driver.get_log("browser")  # type: ignore[no-untyped-call]
                 elif op == "quit":

@@ -178,6 +178,7 @@ def test_page_escapes_config_names_and_server_errors() -> None:
     assert EVIL in text and EVIL_ERROR in text  # shown to the reader as written
     assert "DOWN http 1.5 ms" in text and "4 / 4" in text and "out / 1" in text
     assert "1970-01-01 00:16:10 UTC" in text  # since
+    assert "sha256" + "ab" * 32 in text
     # The JSON is JSON: the evil strings are data, and the CSP allows only the page's script.
     assert json.loads(status_json(inputs()))["services"][0]["name"] == EVIL
     assert "script-src 'sha256-" in CSP and "unsafe-inline" not in CSP.split("style-src")[0]
