@@ -639,7 +639,10 @@ def settle_heap() -> None:
     """Move what exists now (the config model, the tables: long-lived, many objects) out of the
     cyclic collector's reach. A full collection then walks only what was made since, so one
     triggered by a large status page costs milliseconds, not a 100 ms pause of the event loop
-    (bench/status_page.py). They are still freed by reference counting when dropped."""
+    (bench/status_page.py). They are still freed by reference counting when dropped; garbage in
+    a reference cycle among them waits for the next call (a reload), which unfreezes, collects
+    everything once and freezes again."""
+    gc.unfreeze()
     gc.collect()
     gc.freeze()
 
