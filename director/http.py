@@ -113,6 +113,7 @@ class MetricsServer:
         self.status = status
         self._cache: dict[str, tuple[float, bytes]] = {}
         self._rendering: dict[str, asyncio.Task[bytes]] = {}
+        self._taken: tuple[float, StatusInputs] | None = None
         self.host, self.port = listen_address(address)
         self.max_connections = max_connections
         self.idle = idle
@@ -137,7 +138,7 @@ class MetricsServer:
             return cached[1]
         running = self._rendering.get(kind)
         if running is None:
-            inputs = self.status()  # on the loop: snapshots and small copies
+            inputs = self._inputs(loop.time())
 
             async def render_now() -> bytes:
                 try:
@@ -149,6 +150,14 @@ class MetricsServer:
 
             running = self._rendering[kind] = loop.create_task(render_now())
         return await asyncio.shield(running)
+
+    def _inputs(self, now: float) -> StatusInputs:
+        """The status' inputs, taken on the loop (snapshots and small copies), shared by the
+        JSON and the page for ``STATUS_MAX_AGE``."""
+        assert self.status is not None
+        if self._taken is None or now - self._taken[0] >= STATUS_MAX_AGE:
+            self._taken = (now, self.status())
+        return self._taken[1]
 
     async def _status_json(self, request: web.Request) -> web.Response:
         body = await self._rendered("json", status_json)

@@ -9,7 +9,6 @@ import ipaddress
 import json
 import re
 from html.parser import HTMLParser
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -214,7 +213,12 @@ async def fetch(port: int, method: str, path: str) -> tuple[int, dict[str, str],
 
 
 @pytest.mark.netns
-def test_page_and_status_json_are_directorctl_status(daemon: Daemon, tmp_path: Path) -> None:
+def test_page_and_status_json_are_directorctl_status(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from director import http as http_module
+
+    monkeypatch.setattr(http_module, "STATUS_MAX_AGE", 0.0)  # each request reads afresh
     assert daemon.run is not None
     director = daemon.run.director
     assert director.http is not None
@@ -276,13 +280,14 @@ async def test_requests_share_one_rendering_a_second(monkeypatch: pytest.MonkeyP
         port = server.bound_port
         answers = await asyncio.gather(*(fetch(port, "GET", "/status.json") for _ in range(6)))
         assert {json.loads(body)["generation"] for _, _, body in answers} == {1}
-        await fetch(port, "GET", "/")
-        assert len(taken) == 2  # one for the JSON, one for the page
+        _, _, page = await fetch(port, "GET", "/")
+        assert len(taken) == 1  # the page is rendered from the same reading
+        assert b'data-generated="1000.0"' in page
         _, _, body = await fetch(port, "GET", "/status.json")
         assert json.loads(body)["generation"] == 1  # cached
         await asyncio.sleep(0.6)
         _, _, body = await fetch(port, "GET", "/status.json")
-        assert json.loads(body)["generation"] == 3
+        assert json.loads(body)["generation"] == 2
         code, _, _ = await fetch(port, "POST", "/status.json")
         assert code == 405
     finally:
