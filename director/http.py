@@ -149,6 +149,9 @@ class MetricsServer:
                     del self._rendering[kind]
 
             running = self._rendering[kind] = loop.create_task(render_now())
+            # A waiting request gets a failure as a 500 (logged by aiohttp); retrieved here too,
+            # so asyncio does not warn when every waiting request went away.
+            running.add_done_callback(lambda t: t.cancelled() or t.exception())
         return await asyncio.shield(running)
 
     def _inputs(self, now: float) -> StatusInputs:
