@@ -26,6 +26,7 @@ from tests.helpers import director_proc
 
 
 def dump(out: Path, n: int) -> None:
+    gc.unfreeze()  # the daemon freezes its heap after start and reload: count everything
     gc.collect()
     snapshot = tracemalloc.take_snapshot().filter_traces(
         [tracemalloc.Filter(False, tracemalloc.__file__)]

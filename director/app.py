@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
+import hashlib
 import os
 import resource
 import threading
@@ -34,13 +36,14 @@ from checks import identity
 from checks.identity import RunAs
 from checks.model import HealthChanged, ProbeResult
 from director import __version__, early
-from director.agents import AgentKey, FeedbackAgents, add_agent_views, agent_files
+from director.agents import AgentKey, FeedbackAgents, agent_files
 from director.config import Config, ConfigError
 from director.config.peer import KeyFileError
-from director.control.commands import handlers, status_view
+from director.control.commands import handlers
 from director.control.protocol import ControlError, RequestError
 from director.control.server import ControlServer
 from director.engine import Engine
+from director.events import Events
 from director.health import HealthChecks, ProbeJob
 from director.http import MetricsServer
 from director.intents import (
@@ -67,8 +70,9 @@ from director.network.routes import PolicyRoutes
 from director.notify import HookRunner
 from director.peer.service import PeerCheck, control_handlers, load_key, peer_connections
 from director.reconcile.owned import OwnedStore
-from director.role import RoleBroadcast
+from director.role import Role, RoleBroadcast
 from director.statefile import write_atomic
+from director.status import StatsPair, StatusInputs, build_status
 from director.sync_daemon import SyncDaemonFollower
 from director.sysctl import PROC_SYS
 from director.vrrp_service import VrrpService, placed_addresses, placed_interfaces
@@ -223,6 +227,17 @@ class Director:
         self.roles = RoleBroadcast()
         self.roles.follow("rules", self.rules.set_role)
         self.roles.follow("sync_daemon", self.syncd)
+        self.roles.follow("events", self._role_event)
+        self.events = Events()
+        self._seen_role: Role | None = None
+        self._stats = StatsPair()
+        self._generation = 0
+        self.config_sha256: str | None = None
+        # The status' extra sections, by name, each read on the loop when the status is taken;
+        # a feature adds its own here (the page shows an unknown section as a key/value list).
+        self.status_sections: dict[str, Callable[[], object]] = {
+            "peer_check": self.peer.summary,
+        }
         try:
             user = run_as(config)
         except ValueError as exc:
@@ -240,7 +255,9 @@ class Director:
         if address is None:
             address = config.daemon.metrics_address
         self.http = (
-            MetricsServer(self.metrics, address, max_connections=HTTP_CONNECTIONS)
+            MetricsServer(
+                self.metrics, address, status=self.status_inputs, max_connections=HTTP_CONNECTIONS
+            )
             if address
             else None
         )
@@ -275,7 +292,10 @@ class Director:
                 raise
         with contextlib.suppress(KernelError):
             await self.engine.refresh_stats()
+        self._stats = self._stats.observe(self.engine.stats)
+        self.events.record(time.time(), "start", f"directord {__version__} started")
         self.world.lifecycle.ready(self.engine.status.summary())
+        settle_heap()
         log.info("ready", version=__version__, config=str(self.world.config_path))
 
     async def _start_leftovers(self) -> None:
@@ -305,6 +325,7 @@ class Director:
             log.warning("state_file_write_failed", file=name, error=str(exc))
 
     async def _start_state(self) -> None:
+        self.config_sha256 = await asyncio.to_thread(file_sha256, self.world.config_path)
         self.maintenance.load()
         self.agents.load(self.config)  # what the agents said before a restart
         await asyncio.to_thread(self.world.owned.load)
@@ -467,15 +488,20 @@ class Director:
                 return None
             case RefreshStats():
                 await self.engine.refresh_stats()
+                self._stats = self._stats.observe(self.engine.stats)
                 return None
             case Drain(server, service, timeout):
                 drain = await self.engine.drain(server, service, timeout)
+                where = f" in {service}" if service else ""
+                self.events.record(time.time(), "maintenance", f"drain {server}{where}")
                 return {
                     "drain": drain.to_json(),
                     "matches": self.maintenance.describe(self.engine.config, time.time()),
                 }
             case Enable(server, service):
                 lifted = await self.engine.enable(server, service)
+                where = f" in {service}" if service else ""
+                self.events.record(time.time(), "maintenance", f"enable {server}{where}")
                 return {"enabled": [d.to_json() for d in lifted]}
         raise AssertionError(f"unknown intent {intent!r}")
 
@@ -507,6 +533,8 @@ class Director:
             except KeyFileError as exc:
                 raise ReloadRejected(f"peer_check.key_file: {exc}") from None
         except ReloadRejected as exc:
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            self.events.record(time.time(), "reload", f"reload refused: {first}")
             self.engine.reload_rejected(str(exc))
             self.metrics.reloaded(False)
             self.world.lifecycle.ready(self.engine.status.summary())
@@ -531,6 +559,9 @@ class Director:
             await self.syncd.update(config.sync_daemon)
         await self.peer.apply(config, key)
         self.metrics.reloaded(True)
+        self.config_sha256 = await asyncio.to_thread(file_sha256, self.world.config_path)
+        self.events.record(time.time(), "reload", "config reloaded")
+        settle_heap()
         self._refresh_faults()
         self.world.lifecycle.ready(self.engine.status.summary())
         return {
@@ -543,7 +574,11 @@ class Director:
 
     def _on_health(self, changes: list[HealthChanged]) -> None:
         ids = [(str(c.check_id[0]), str(c.check_id[1])) for c in changes]  # type: ignore[index]
-        self.metrics.health_changed(ids, time.time())
+        now = time.time()
+        self.metrics.health_changed(ids, now)
+        for (svc, dest), change in zip(ids, changes, strict=True):
+            verdict = "up" if change.up else "DOWN"
+            self.events.record(now, "health", f"{dest} in {svc}: {verdict} ({change.reason})")
         self.engine.record_health(changes)
         self.vrrp.health_changed()  # track_checks quorums
         if not self._health_queued:  # one sync per burst of verdicts
@@ -589,24 +624,72 @@ class Director:
             )
         self.engine.status.director_faults = faults
 
+    async def _role_event(self, role: Role) -> None:
+        if role is not self._seen_role:
+            text = (
+                f"role {role}" if self._seen_role is None else f"role {self._seen_role} -> {role}"
+            )
+            self.events.record(time.time(), "role", text)
+            self._seen_role = role
+
+    def status_inputs(self) -> StatusInputs:
+        """What the status is made of, taken now on the loop (cheap: snapshots and small
+        copies); :func:`build_status` joins them, in a worker thread for the HTTP listener."""
+        self._refresh_faults()
+        self._stats = self._stats.observe(self.engine.stats)
+        self._generation += 1
+        config, now = self.engine.config, time.time()
+        maintenance = self.maintenance
+        sections: dict[str, object] = {
+            "probe_local_failures": self.checks.local_faults(),
+            "process": process_view(),
+        }
+        for name, read in self.status_sections.items():
+            sections[name] = read()
+        return StatusInputs(
+            now=now,
+            generation=self._generation,
+            config=config,
+            config_sha256=self.config_sha256,
+            engine_status=dict(self.engine.status.__dict__),
+            stats=self._stats,
+            checks=self.checks.summary(),
+            health_since=dict(self.metrics.sources.health_changed_at),
+            overrides=maintenance.overrides(config),
+            removed_why={
+                i: why for d in maintenance.drains.values() for i, why in d.removed.items()
+            },
+            drains=maintenance.describe(config, now),
+            role=str(self.roles.role),
+            vrrp=self.vrrp.summary(),
+            events=self.events.recent(),
+            agents=self.agents.summary(),
+            sections=sections,
+        )
+
     def status(self) -> dict[str, object]:
         """What ``directorctl status`` shows (read now; never waits behind an intent)."""
-        self._refresh_faults()
-        view = status_view(
-            self.engine.config,
-            dict(self.engine.status.__dict__),
-            self.engine.stats,
-            self.checks.summary(),
-            self.maintenance,
-            str(self.roles.role),
-            self.vrrp.summary(),
-            time.time(),
-        )
-        add_agent_views(view, self.agents.summary())
-        view["probe_local_failures"] = self.checks.local_faults()
-        view["process"] = process_view()
-        view["peer_check"] = self.peer.summary()
-        return view
+        return build_status(self.status_inputs())
+
+
+def settle_heap() -> None:
+    """Move what exists now (the config model, the tables: long-lived, many objects) out of the
+    cyclic collector's reach. A full collection then walks only what was made since, so one
+    triggered by a large status page costs milliseconds, not a 100 ms pause of the event loop
+    (bench/status_page.py). They are still freed by reference counting when dropped; garbage in
+    a reference cycle among them waits for the next call (a reload), which unfreezes, collects
+    everything once and freezes again."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
+def file_sha256(path: Path) -> str | None:
+    """The config file's SHA-256 as read now (None when it cannot be read)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def process_view() -> dict[str, object]:

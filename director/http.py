@@ -1,15 +1,20 @@
-"""The daemon's HTTP listener (``[daemon] metrics_address``): ``GET /metrics`` for Prometheus.
+"""The daemon's HTTP listener (``[daemon] metrics_address``): ``GET /metrics`` for Prometheus,
+and the read-only status page: ``GET /`` (HTML) and ``GET /status.json`` (its data).
 
-aiohttp on the daemon's event loop; the values are taken on the loop and the (slow, pure) text
-rendering runs in a worker thread, so a scrape never stalls VRRP or the checks. The listening
-socket is the daemon's own (:class:`director.listener.Listener`): at most ``max_connections``
-clients at once, idle ones closed, so a local process cannot take the daemon's descriptors.
+aiohttp on the daemon's event loop; the values are taken on the loop and the (slow, pure)
+rendering - metrics text, the status model, JSON, HTML - runs in a worker thread, so a scrape or
+a page never stalls VRRP or the checks. Only GET (and HEAD) is served: any other method is 405.
+The listening socket is the daemon's own (:class:`director.listener.Listener`): at most
+``max_connections`` clients at once, idle ones closed, so a local process cannot take the
+daemon's descriptors.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import time
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -19,13 +24,18 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from director.config.model import listen_address
 from director.listener import Listener
 from director.metrics import Metrics
+from director.status import StatusInputs, build_status
+from director.status_page import CSP, render_page
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+StatusSource = Callable[[], StatusInputs]
 
 log = structlog.get_logger("director")
 
 
 MAX_CONNECTIONS = 16
+STATUS_MAX_AGE = 1.0  # seconds a rendered status is served again (the page polls every 2 s)
 IDLE = 10.0  # seconds a connection may stay open without a request in progress
 
 
@@ -87,17 +97,23 @@ class _Tracked(asyncio.Protocol):
 
 class MetricsServer:
     """``GET /metrics`` on ``address`` ("HOST:PORT"), on the daemon's event loop, with at most
-    ``max_connections`` clients at once and idle ones closed (:class:`Listener`)."""
+    ``max_connections`` clients at once and idle ones closed (:class:`Listener`); with
+    ``status`` (how to take the status' inputs on the loop), the status page too."""
 
     def __init__(
         self,
         metrics: Metrics,
         address: str,
         *,
+        status: StatusSource | None = None,
         max_connections: int = MAX_CONNECTIONS,
         idle: float = IDLE,
     ) -> None:
         self.metrics = metrics
+        self.status = status
+        self._cache: dict[str, tuple[float, bytes]] = {}
+        self._rendering: dict[str, asyncio.Task[bytes]] = {}
+        self._taken: tuple[float, StatusInputs] | None = None
         self.host, self.port = listen_address(address)
         self.max_connections = max_connections
         self.idle = idle
@@ -109,6 +125,56 @@ class MetricsServer:
         # Values are taken on the loop; the (slow, pure) text rendering runs in a thread.
         body = await asyncio.to_thread(self.metrics.render, self.metrics.frozen_sources())
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _rendered(self, kind: str, render: Callable[[StatusInputs], bytes]) -> bytes:
+        """The body of ``/status.json`` or ``/``: taken on the loop (cheap), rendered in a worker
+        thread; one rendering at a time per kind, shared by every request that arrives while it
+        runs or within ``STATUS_MAX_AGE`` after, so any number of open pages cost one
+        rendering a second."""
+        assert self.status is not None
+        loop = asyncio.get_running_loop()
+        cached = self._cache.get(kind)
+        if cached is not None and loop.time() - cached[0] < STATUS_MAX_AGE:
+            return cached[1]
+        running = self._rendering.get(kind)
+        if running is None:
+            inputs = self._inputs(loop.time())
+
+            async def render_now() -> bytes:
+                try:
+                    body = await asyncio.to_thread(render, inputs)
+                    self._cache[kind] = (loop.time(), body)
+                    return body
+                finally:
+                    del self._rendering[kind]
+
+            running = self._rendering[kind] = loop.create_task(render_now())
+            # A waiting request gets a failure as a 500 (logged by aiohttp); retrieved here too,
+            # so asyncio does not warn when every waiting request went away.
+            running.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return await asyncio.shield(running)
+
+    def _inputs(self, now: float) -> StatusInputs:
+        """The status' inputs, taken on the loop (snapshots and small copies), shared by the
+        JSON and the page for ``STATUS_MAX_AGE``."""
+        assert self.status is not None
+        if self._taken is None or now - self._taken[0] >= STATUS_MAX_AGE:
+            self._taken = (now, self.status())
+        return self._taken[1]
+
+    async def _status_json(self, request: web.Request) -> web.Response:
+        body = await self._rendered("json", status_json)
+        return web.Response(body=body, headers={**NO_STORE, "Content-Type": "application/json"})
+
+    async def _page(self, request: web.Request) -> web.Response:
+        body = await self._rendered("html", status_html)
+        headers = {
+            **NO_STORE,
+            "Content-Type": "text/html; charset=utf-8",
+            "Content-Security-Policy": CSP,
+            "X-Frame-Options": "DENY",
+        }
+        return web.Response(body=body, headers=headers)
 
     @web.middleware
     async def _track(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -129,6 +195,9 @@ class MetricsServer:
     def routes(self, app: web.Application) -> None:
         """What is served; a subclass serves other paths on the same capped listener."""
         app.router.add_get("/metrics", self._handle)
+        if self.status is not None:
+            app.router.add_get("/", self._page)
+            app.router.add_get("/status.json", self._status_json)
 
     async def start(self) -> None:
         app = web.Application(middlewares=[self._track])
@@ -199,3 +268,38 @@ class MetricsServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+
+def _yield() -> None:
+    time.sleep(0)  # releases the GIL: the event loop's thread takes it now if it waits
+
+
+def status_json(inputs: StatusInputs) -> bytes:
+    """``/status.json``: the status model as JSON (worker thread). Encoded and then freed a
+    service at a time, so no single C call (the encoder, a deallocation of the whole tree)
+    holds the GIL for the whole document."""
+    st = build_status(inputs, _yield)
+    services = st.pop("services", [])
+    head = json.dumps(st, separators=(",", ":"), default=str)
+    parts = []
+    if isinstance(services, list):
+        services.reverse()
+        while services:
+            parts.append(json.dumps(services.pop(), separators=(",", ":"), default=str))
+            _yield()
+    comma = "," if head != "{}" else ""
+    return f'{head[:-1]}{comma}"services":[{",".join(parts)}]}}'.encode()
+
+
+def status_html(inputs: StatusInputs) -> bytes:
+    """``/``: the status page (worker thread); the model is freed a service at a time."""
+    st = build_status(inputs, _yield)
+    page = render_page(st, _yield)
+    services = st.get("services")
+    while isinstance(services, list) and services:
+        services.pop()
+        _yield()
+    return page

@@ -2,8 +2,8 @@
 
 :func:`handlers` builds the table :class:`director.control.server.ControlServer` serves from two
 collaborators of the application object: how to read the status, and how to ask for an intent.
-:func:`status_view` is the one model of ``directorctl status`` (pure: everything comes in as an
-argument).
+The status itself is built by :func:`director.status.build_status`, the one model behind
+``directorctl status`` and the HTTP status page.
 """
 
 from __future__ import annotations
@@ -12,111 +12,11 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from director.config.model import Config
 from director.control.protocol import Handler, RequestError
 from director.intents import Drain, Enable, Intent, Reload, ReloadRejected
-from director.ipvs.stats import StatsSnapshot
-from director.maintenance import Maintenance, MaintenanceError, dest_id
+from director.maintenance import MaintenanceError
 
 Summary = Callable[[], list[dict[str, object]]]
-
-
-def status_view(
-    config: Config,
-    engine_status: dict[str, Any],
-    stats: StatsSnapshot | None,
-    checks: list[dict[str, object]],
-    maintenance: Maintenance,
-    role: str | None,
-    vrrp: list[dict[str, object]],
-    now: float,
-) -> dict[str, object]:
-    """Everything ``directorctl status`` shows: the config's services joined with the kernel's
-    last reading, each real server's health and maintenance state, and the VRRP instances."""
-    by_check = {(str(c.get("service")), str(c.get("destination"))): c for c in checks}
-    overrides = maintenance.overrides(config)
-    drains = maintenance.describe(config, now)
-    removed_why = {i: why for d in maintenance.drains.values() for i, why in d.removed.items()}
-    services: list[dict[str, object]] = []
-    for vs in config.virtual_servers:
-        key = vs.service_key()
-        kernel = stats.dests.get(key, {}) if stats is not None else {}
-        in_kernel = stats is not None and key in stats.services
-        servers: list[dict[str, object]] = []
-        listed = set()
-        for rs in vs.real_servers:
-            dkey = rs.dest_key(vs)
-            listed.add(dkey)
-            servers.append(
-                _server(
-                    str(dkey), rs.name, rs.fwd(vs).label, rs.weight, kernel.get(dkey),
-                    by_check.get((str(key), str(dkey))), overrides.get((key, dkey)),
-                    removed_why.get(dest_id(key, dkey)),
-                )
-            )  # fmt: skip
-        for dkey, ds in kernel.items():  # e.g. the sorry server
-            if dkey not in listed:
-                sorry = vs.sorry_server is not None and vs.sorry_server.dest_key(vs) == dkey
-                servers.append(
-                    _server(str(dkey), "sorry" if sorry else None, ds.dest.fwd_method.label,
-                            ds.dest.weight, ds, None, None, None)
-                )  # fmt: skip
-        services.append(
-            {
-                "name": vs.display_name,
-                "key": str(key),
-                "scheduler": vs.scheduler,
-                "persistence_timeout": vs.persistence_timeout,
-                "in_kernel": in_kernel,
-                "servers": servers,
-            }
-        )
-    return {
-        **engine_status,
-        "role": role,
-        "vrrp": vrrp,
-        "services": services,
-        "drains": drains,
-        "stats_at": stats.at if stats is not None else None,
-    }
-
-
-def _server(
-    address: str,
-    name: str | None,
-    forwarding: str,
-    config_weight: int,
-    ds: Any,
-    check: dict[str, object] | None,
-    override: str | None,
-    removed_why: str | None,
-) -> dict[str, object]:
-    if override == "remove":
-        maintenance = f"removed ({removed_why or 'drained'})"
-    elif override == "drain":
-        maintenance = "draining"
-    else:
-        maintenance = None
-    return {
-        "address": address,
-        "name": name,
-        "forwarding": forwarding,
-        "config_weight": config_weight,
-        "in_kernel": ds is not None,
-        "weight": ds.dest.weight if ds is not None else None,
-        "active": ds.active if ds is not None else None,
-        "inactive": ds.inactive if ds is not None else None,
-        "persistent": ds.persistent if ds is not None else None,
-        "health": None
-        if check is None
-        else {
-            "up": check.get("up"),
-            "type": check.get("type"),
-            "latency_ms": check.get("last_latency_ms"),
-            "last_error": check.get("last_error"),
-        },
-        "maintenance": maintenance,
-    }
 
 
 def _text(args: dict[str, Any], name: str, required: bool = True) -> str | None:

@@ -160,6 +160,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 # -- rendering -------------------------------------------------------------------------------
 
 
+EVENTS_SHOWN = 10  # the newest; the page and --json show more
+
+
 def _num(value: object) -> str:
     return "-" if value is None else str(value)
 
@@ -267,6 +270,16 @@ def render_status(st: dict[str, Any]) -> str:
             left = d.get("remaining")
             timer = f", removal at the latest in {left:.0f} s" if left is not None else ""
             lines.append(f"drain:    {d['server']}{where}{timer}")
+    config = st.get("config") or {}
+    if config.get("sha256"):
+        lines.append("")
+        lines.append(f"config:   sha256 {config['sha256']}")
+    events = st.get("events") or []
+    if events:
+        lines.append("")
+        for e in events[:EVENTS_SHOWN]:
+            at = time.strftime("%H:%M:%S", time.gmtime(e["at"]))
+            lines.append(f"event:    {at} {e['kind']:11} {e['text']}")
     return "\n".join(lines)
 
 

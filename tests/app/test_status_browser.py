@@ -1,0 +1,185 @@
+"""The status page in a real browser: Debian's headless Chromium (Selenium, in the namespace)
+against a live ``directord`` (a process on the in-memory IPVS table) with real web servers.
+
+It renders the service and both servers; a web server stopped shows DOWN and started again
+shows up, within the refresh and without a reload of the page; a real server's name that is an
+XSS attempt is shown as text and never runs; stopping the daemon turns the page red (banner,
+nothing green); and the console has no error while the daemon runs (after it stops, only the
+failed fetches of ``/status.json``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from director.control.client import request
+from director.status_page import REFRESH, STALE_PERIODS
+from tests.app.test_process import SERVED, director_ns, spawn_director, wait_for
+from tests.helpers import browser as browser_helper
+from tests.helpers.browser import Browser
+from tests.helpers.director import free_port
+from tests.helpers.netns import Background, Namespace, Topology
+
+__all__ = ["director_ns"]  # fixture, used by name
+
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.skipif(
+        not browser_helper.available(),
+        reason="apt-get install chromium chromium-driver; pip install the dev extras (selenium)",
+    ),
+]
+
+XSS = '<img src=x onerror="window.pwned=1;console.error(1)">'
+CONFIG = SERVED.replace(
+    '  address = "198.18.1.22"', f"  address = \"198.18.1.22\"\n  name = '{XSS}'"
+)
+GREEN = "rgb(204, 255, 204)"
+ROW = "document.querySelector('tr[data-server=\"{}\"]')"
+
+
+class Farm:
+    """Two web servers, each its own process (stopped by its pid, started again)."""
+
+    def __init__(self, ns: Namespace) -> None:
+        self.ns = ns
+        self.servers: dict[str, Background] = {}
+
+    def start(self, address: str) -> None:
+        self.servers[address] = self.ns.spawn(
+            sys.executable, "-m", "http.server", "--bind", address, "80"
+        )
+
+    def stop(self, address: str) -> None:
+        self.servers.pop(address).stop()
+
+
+@pytest.fixture
+def farm(topology: Topology, director_ns: Namespace) -> Farm:
+    servers = topology.namespace("s")
+    topology.veth(director_ns, "r0", servers, "eth0", a_addr="198.18.1.1/24")
+    farm = Farm(servers)
+    for address in ("198.18.1.21", "198.18.1.22"):
+        servers.add_address("eth0", f"{address}/24")
+        farm.start(address)
+    return farm
+
+
+@pytest.fixture
+def chromium(director_ns: Namespace, tmp_path: Path) -> Iterator[Browser]:
+    b = Browser(director_ns, tmp_path)
+    try:
+        yield b
+    finally:
+        b.close()
+        left = b.leftovers()
+        assert not left, f"browser processes left running: {left}"
+
+
+def row(b: Browser, address: str) -> str:
+    text = b.js(f"{ROW.format(address)}?.textContent || ''")
+    return str(text)
+
+
+def background(b: Browser, element: str) -> str:
+    return str(b.js(f"getComputedStyle({element}).backgroundColor"))
+
+
+def errors(entries: list[dict[str, object]]) -> list[dict[str, object]]:
+    return [e for e in entries if e.get("level") in ("SEVERE", "WARNING")]
+
+
+def test_status_page_in_chromium_follows_a_server_down_and_up_and_flags_a_stopped_daemon(
+    tmp_path: Path, director_ns: Namespace, farm: Farm, chromium: Browser
+) -> None:
+    started = time.monotonic()
+    state, sock, port = tmp_path / "state", tmp_path / "control.sock", free_port()
+    config = tmp_path / "director.toml"
+    config.write_text(CONFIG.format(state=state, sock=sock, port=port))
+    daemon = spawn_director(director_ns, config, state)
+    try:
+        try:
+            wait_for("the daemon's listeners", lambda: request(sock, "status", wait=5), 30)
+        except AssertionError:
+            raise AssertionError(daemon.output()[-3000:]) from None
+        chromium.get(f"http://127.0.0.1:{port}/")
+        assert chromium.js("document.title") in ("director MASTER", "director -")
+        chromium.js("(window.loadedOnce = 42)")  # gone if the page were reloaded
+        wait_for(
+            "both servers up on the page",
+            lambda: (
+                "up http" in row(chromium, "198.18.1.21:80")
+                and "up http" in row(chromium, "198.18.1.22:80")
+            ),
+            within=20,
+        )
+        assert "TCP 198.18.0.20:80 wlc  [web]" in chromium.js("document.body.textContent")
+        assert XSS in row(chromium, "198.18.1.22:80")  # shown as text
+        assert chromium.js("document.querySelectorAll('main img').length") == 0
+        assert chromium.js("window.pwned === undefined")
+        assert chromium.js("document.getElementById('stale').hidden")
+        # On a phone: one card per row, nothing wider than the screen.
+        chromium.size(390, 844)
+        assert chromium.js("document.documentElement.scrollWidth") <= chromium.js(
+            "document.documentElement.clientWidth"
+        )
+        assert chromium.js("getComputedStyle(document.querySelector('thead')).display") == "none"
+        chromium.size(1200, 900)
+
+        # A server stops: DOWN within the check's fall (2 x 0.3 s) plus one refresh.
+        farm.stop("198.18.1.22")
+        stopped = time.monotonic()
+        wait_for("DOWN on the page", lambda: "DOWN http" in row(chromium, "198.18.1.22:80"), 10)
+        down_after = time.monotonic() - stopped
+        line = row(chromium, "198.18.1.22:80")
+        assert "UTC" in line, line  # since when
+        assert "up http" in row(chromium, "198.18.1.21:80")
+        events = chromium.js("document.getElementById('section-events').innerText")
+        assert "198.18.1.22:80 in TCP 198.18.0.20:80: DOWN" in events
+        farm.start("198.18.1.22")
+        restarted = time.monotonic()
+        wait_for("up again on the page", lambda: "up http" in row(chromium, "198.18.1.22:80"), 10)
+        up_after = time.monotonic() - restarted
+        assert chromium.js("window.loadedOnce") == 42  # the same page all along
+        assert (
+            chromium.js("getComputedStyle(document.querySelector('td.up')).backgroundColor")
+            == GREEN
+        )
+        assert not errors(chromium.console()), "console errors while the daemon runs"
+
+        # The daemon stops: red banner within STALE_PERIODS refreshes, nothing green left.
+        daemon.stop(timeout=15)
+        assert daemon.proc.returncode == 0, daemon.output()[-2000:]
+        gone = time.monotonic()
+        wait_for(
+            "the stale banner",
+            lambda: not chromium.js("document.getElementById('stale').hidden"),
+            within=STALE_PERIODS * REFRESH + 3 * REFRESH,
+        )
+        stale_after = time.monotonic() - gone
+        banner = chromium.js("document.getElementById('stale').textContent")
+        assert banner.startswith("STALE DATA: no fresh data from the daemon for"), banner
+        assert "is directord running?" in banner
+        assert chromium.js("document.body.classList.contains('stale')")
+        colours = chromium.js(
+            "Array.from(document.querySelectorAll('td, span, div, h1, p'))"
+            ".map(e => getComputedStyle(e).backgroundColor)"
+        )
+        assert GREEN not in colours
+        assert chromium.js(
+            "getComputedStyle(document.getElementById('stale')).backgroundColor"
+        ) == ("rgb(187, 0, 0)")
+        after = errors(chromium.console())
+        assert all("status.json" in str(e.get("message")) for e in after), after
+    finally:
+        daemon.stop(timeout=15)
+    print(
+        f"DOWN on the page {down_after:.1f} s after the server stopped, up {up_after:.1f} s "
+        f"after it started; stale banner {stale_after:.1f} s after the daemon stopped; "
+        f"test {time.monotonic() - started:.1f} s"
+    )

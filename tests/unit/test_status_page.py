@@ -1,0 +1,295 @@
+"""The status model (:mod:`director.status`), the page (:mod:`director.status_page`) and the
+event ring (:mod:`director.events`): pure, plus the HTTP side on a running director."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import json
+import re
+from html.parser import HTMLParser
+from typing import Any
+
+import aiohttp
+import pytest
+
+from director.config import parse_config
+from director.events import Events
+from director.http import status_json
+from director.ipvs.model import Dest, DestKey, Protocol, Service, ServiceKey
+from director.ipvs.stats import Counters, DestStats, StatsSnapshot
+from director.status import StatsPair, StatusInputs, build_status, stale_reasons
+from director.status_page import CSP, SCRIPT, render_page
+from tests.unit.test_control_cli import Daemon, daemon
+
+__all__ = ["daemon"]  # fixture, used by name
+
+EVIL = '<script>alert("name")</script>'
+EVIL_ERROR = '"><img src=x onerror=alert(1)>'
+CONFIG = f"""
+[daemon]
+stats_interval = 2
+[[virtual_server]]
+name = '{EVIL}'
+protocol = "tcp"
+address = "198.18.0.20"
+port = 80
+  [[virtual_server.real_server]]
+  name = "web1"
+  address = "198.18.1.21"
+  weight = 4
+  [[virtual_server.real_server]]
+  name = "web2"
+  address = "198.18.1.22"
+"""
+WEB = ServiceKey.inet(Protocol.TCP, ipaddress.IPv4Address("198.18.0.20"), 80)
+R1 = DestKey.of(ipaddress.IPv4Address("198.18.1.21"), 80)
+
+
+def reading(at: float, conns: int, inbytes: int) -> StatsSnapshot:
+    snap = StatsSnapshot(at=at)
+    snap.services[WEB] = (Service(WEB), Counters())
+    snap.dests[WEB] = {R1: DestStats(Dest(R1, weight=4), 3, 7, 0, Counters(conns, 0, 0, inbytes))}
+    return snap
+
+
+def inputs(now: float = 1000.0, **kw: object) -> StatusInputs:
+    config = parse_config(CONFIG)
+    stats = StatsPair().observe(reading(now - 12, 100, 5000)).observe(reading(now - 2, 150, 9000))
+    fields: dict[str, object] = {
+        "now": now,
+        "generation": 7,
+        "config": config,
+        "config_sha256": "ab" * 32,
+        "engine_status": {"config_path": "/etc/director/director.toml", "director_faults": []},
+        "stats": stats,
+        "checks": [
+            {
+                "service": str(WEB),
+                "destination": str(R1),
+                "type": "http",
+                "up": False,
+                "last_latency_ms": 1.5,
+                "last_error": EVIL_ERROR,
+            }
+        ],
+        "health_since": {(str(WEB), str(R1)): now - 30},
+        "overrides": {},
+        "removed_why": {},
+        "drains": [],
+        "role": "master",
+        "vrrp": [],
+        "events": Events().recent(),
+    }
+    fields.update(kw)
+    return StatusInputs(**fields)  # type: ignore[arg-type]
+
+
+class Text(HTMLParser):
+    """Every element and text node of a page, as a browser would parse it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def parsed(page: bytes) -> Text:
+    p = Text()
+    p.feed(page.decode())
+    return p
+
+
+def test_events_ring_is_bounded_and_newest_first() -> None:
+    events = Events(size=3)
+    for n in range(5):
+        events.record(100.0 + n, "health", f"event {n}")
+    assert [e.text for e in events.recent()] == ["event 4", "event 3", "event 2"]
+    assert [e.seq for e in events.recent(2)] == [5, 4]
+    assert events.total == 5
+    assert events.recent()[0].to_json() == {
+        "at": 104.0,
+        "kind": "health",
+        "text": "event 4",
+        "seq": 5,
+    }
+    with pytest.raises(ValueError, match="size: expected at least 1, found 0"):
+        Events(size=0)
+
+
+def test_model_joins_config_kernel_health_and_rates() -> None:
+    st = build_status(inputs())
+    services: Any = st["services"]
+    (svc,) = services
+    web1, web2 = svc["servers"]
+    assert web1["address"] == "198.18.1.21:80"
+    assert (web1["weight"], web1["config_weight"], web1["active"], web1["inactive"]) == (4, 4, 3, 7)
+    # 50 connections and 4,000 bytes in the 10 s between the two readings
+    assert web1["rate"] == {"cps": 5.0, "in_bps": 400.0, "out_bps": 0.0}
+    assert web1["health"] == {
+        "up": False, "type": "http", "latency_ms": 1.5, "last_error": EVIL_ERROR, "since": 970.0,
+    }  # fmt: skip
+    assert web2["in_kernel"] is False and web2["health"] is None and web2["rate"] is None
+    assert st["config"] == {
+        "path": "/etc/director/director.toml", "loaded_at": None, "sha256": "ab" * 32,
+    }  # fmt: skip
+    assert (st["generated_at"], st["generation"], st["stats_at"], st["stale"]) == (
+        1000.0,
+        7,
+        998,
+        [],
+    )
+    # The same reading twice is one reading: no rate from a zero span.
+    again = StatsPair().observe(reading(5, 1, 1))
+    assert again.observe(again.current) is again
+
+
+def test_counters_that_stop_advancing_are_stale() -> None:
+    assert stale_reasons(100.0, 95.0, 2.0) == []
+    (why,) = stale_reasons(100.0, 90.0, 2.0)
+    assert "last read 10 s ago (every 2 s expected)" in why
+    assert stale_reasons(100.0, None, 2.0) == []  # no IPVS: nothing to be stale
+    page = render_page(build_status(dataclasses.replace(inputs(), now=1100.0)))
+    assert b'<body class="stale"' in page
+    assert b'<div id="stale" class="banner">STALE DATA: the kernel' in page
+    fresh = render_page(build_status(inputs()))
+    assert b'<div id="stale" class="banner" hidden>' in fresh and b'class="stale"' not in fresh
+
+
+def test_page_escapes_config_names_and_server_errors() -> None:
+    st = build_status(inputs())
+    page = render_page(st)
+    html = page.decode()
+    assert EVIL not in html and EVIL_ERROR not in html
+    assert "&lt;script&gt;alert(&quot;name&quot;)&lt;/script&gt;" in html
+    assert "&quot;&gt;&lt;img src=x onerror=alert(1)&gt;" in html
+    p = parsed(page)
+    assert "img" not in p.tags
+    assert p.tags.count("script") == 1  # the page's own, nothing from the data
+    text = "".join(p.text)
+    assert EVIL in text and EVIL_ERROR in text  # shown to the reader as written
+    assert "DOWN http 1.5 ms" in text and "4 / 4" in text and "out / 1" in text
+    assert "1970-01-01 00:16:10 UTC" in text  # since
+    assert "sha256" + "ab" * 32 in text
+    # The JSON is JSON: the evil strings are data, and the CSP allows only the page's script.
+    assert json.loads(status_json(inputs()))["services"][0]["name"] == EVIL
+    assert "script-src 'sha256-" in CSP and "unsafe-inline" not in CSP.split("style-src")[0]
+
+
+def test_unknown_sections_are_shown_and_absent_ones_are_not() -> None:
+    st = build_status(inputs(sections={"bgp": {"state": "<established>", "peers": [1, 2]}}))
+    del st["vrrp"]
+    html = render_page(st).decode()
+    assert 'id="section-bgp"' in html and "&lt;established&gt;" in html and "[1, 2]" in html
+    assert 'id="section-vrrp"' not in html
+    assert 'id="section-peer"' not in html  # absent here: the director adds it
+    order = [m for m in re.findall(r'id="section-(\w+)"', html)]
+    assert order == ["services", "events", "config", "bgp"]
+
+
+def test_script_mirrors_the_python_words() -> None:
+    """The words both renderers use: a change on one side only fails here."""
+    for words in ('"up" : "DOWN"', '"out"', '"no check"', "no instances (this director is",
+                  "(not in the kernel table)", "STALE DATA: ", '" / "', '"none yet"'):  # fmt: skip
+        assert words in SCRIPT, words
+    assert "innerHTML" not in SCRIPT and "eval(" not in SCRIPT
+
+
+async def fetch(port: int, method: str, path: str) -> tuple[int, dict[str, str], bytes]:
+    url = f"http://127.0.0.1:{port}{path}"
+    async with (
+        aiohttp.ClientSession() as http,
+        asyncio.timeout(10),
+        http.request(method, url) as resp,
+    ):
+        return resp.status, dict(resp.headers), await resp.read()
+
+
+@pytest.mark.netns
+def test_page_and_status_json_are_directorctl_status(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from director import http as http_module
+
+    monkeypatch.setattr(http_module, "STATUS_MAX_AGE", 0.0)  # each request reads afresh
+    assert daemon.run is not None
+    director = daemon.run.director
+    assert director.http is not None
+    port = director.http.bound_port
+    code, head, body = daemon.inside.run(fetch(port, "GET", "/status.json"))
+    assert code == 200 and head["Content-Type"] == "application/json"
+    assert head["Cache-Control"] == "no-store"
+    over_http = json.loads(body)
+    code, out, _ = daemon.ctl("status", "--json")
+    over_socket = json.loads(out)
+    assert code == 0
+    for key in ("services", "vrrp", "role", "drains", "config", "peer_check"):
+        assert over_http[key] == over_socket[key], key
+    # no [peer_check] in this config: the shared config's digest and generation, no peers
+    peer_check = over_http["peer_check"]
+    assert over_http["config"]["sha256"] and len(peer_check["digest"]) == 64
+    assert peer_check["generation"] == 1
+    assert peer_check["listen_address"] is None and peer_check["peers"] == []
+    assert over_socket["generation"] > over_http["generation"]
+    assert [e["kind"] for e in over_http["events"]][-2:] == ["start", "role"]  # newest first
+    code, _, _ = daemon.ctl("drain", "web2")
+    assert code == 0
+    code, out, _ = daemon.ctl("status")
+    assert "maintenance drain web2" in out and "config:   sha256 " in out
+
+    code, head, page = daemon.inside.run(fetch(port, "GET", "/"))
+    assert code == 200 and head["Content-Type"] == "text/html; charset=utf-8"
+    assert head["Content-Security-Policy"] == CSP
+    text = "".join(parsed(page).text)
+    assert "TCP 198.18.0.20:80 rr  [web]" in text and "198.18.1.22:80 (web2)" in text
+    assert "draining" in text and "drain web2" in text
+    for method in ("POST", "PUT", "DELETE", "PATCH"):
+        code, _, _ = daemon.inside.run(fetch(port, method, "/"))
+        assert code == 405, method
+        code, _, _ = daemon.inside.run(fetch(port, method, "/status.json"))
+        assert code == 405, method
+    code, _, _ = daemon.inside.run(fetch(port, "GET", "/nothing"))
+    assert code == 404
+
+
+@pytest.mark.asyncio
+async def test_requests_share_one_rendering_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any number of open pages cost one rendering per kind per STATUS_MAX_AGE: concurrent
+    requests share the one in progress, later ones the cached body; then it is taken again."""
+    from director import http as http_module
+    from director.http import MetricsServer
+    from director.metrics import Metrics
+    from tests.helpers.director import free_port
+
+    monkeypatch.setattr(http_module, "STATUS_MAX_AGE", 0.5)
+    taken: list[int] = []
+
+    def source() -> StatusInputs:
+        taken.append(len(taken) + 1)
+        return inputs(generation=len(taken))
+
+    server = MetricsServer(Metrics(), f"127.0.0.1:{free_port()}", status=source)
+    await server.start()
+    try:
+        port = server.bound_port
+        answers = await asyncio.gather(*(fetch(port, "GET", "/status.json") for _ in range(6)))
+        assert {json.loads(body)["generation"] for _, _, body in answers} == {1}
+        _, _, page = await fetch(port, "GET", "/")
+        assert len(taken) == 1  # the page is rendered from the same reading
+        assert b'data-generated="1000.0"' in page
+        _, _, body = await fetch(port, "GET", "/status.json")
+        assert json.loads(body)["generation"] == 1  # cached
+        await asyncio.sleep(0.6)
+        _, _, body = await fetch(port, "GET", "/status.json")
+        assert json.loads(body)["generation"] == 2
+        code, _, _ = await fetch(port, "POST", "/status.json")
+        assert code == 405
+    finally:
+        await server.stop()
