@@ -183,3 +183,124 @@ def test_status_page_in_chromium_follows_a_server_down_and_up_and_flags_a_stoppe
         f"after it started; stale banner {stale_after:.1f} s after the daemon stopped; "
         f"test {time.monotonic() - started:.1f} s"
     )
+
+
+# -- a feedback agent on the page --------------------------------------------------------------
+
+AGENT_PORT = 3009
+# A tiny agent: on each connection, writes what the file says now and closes.
+AGENT_PY = """
+import socket, sys
+from pathlib import Path
+said = Path(sys.argv[3])
+with socket.create_server((sys.argv[1], int(sys.argv[2]))) as s:
+    while True:
+        c, _ = s.accept()
+        with c:
+            c.sendall(said.read_bytes())
+"""
+AGENT_CONFIG = SERVED.replace(
+    '  address = "198.18.1.21"',
+    '  address = "198.18.1.21"\n  weight = 4\n'
+    f"  agent = {{{{ port = {AGENT_PORT}, interval = 0.2, timeout = 0.2 }}}}",
+)
+HOSTILE_WORD = '<img src=x onerror="window.pwned=2">'
+
+
+def agent_cell(b: Browser, address: str) -> tuple[str, str]:
+    cell = f"{ROW.format(address)}?.querySelector('td[data-label=\"Agent\"]')"
+    text = b.js(f"{cell}?.textContent || ''")
+    return str(text), str(b.js(f"{cell}?.className || ''"))
+
+
+def agent_text(sock: Path) -> str:
+    status = request(sock, "status", wait=5)
+    return str(status["services"][0]["servers"][0]["agent"]["text"])
+
+
+def test_status_page_in_chromium_follows_a_feedback_agent_without_a_reload(
+    tmp_path: Path, director_ns: Namespace, farm: Farm, chromium: Browser
+) -> None:
+    """The agent says 100%, then 50%, then drain, then garbage with markup: each shows in the
+    Agent column (the words of directorctl status) and the kernel weight within the refresh,
+    on the same page; the markup stays text."""
+    started = time.monotonic()
+    said = tmp_path / "agent-says"
+    said.write_bytes(b"100%\n")
+    agent = farm.ns.spawn(sys.executable, "-c", AGENT_PY, "198.18.1.21", str(AGENT_PORT), str(said))
+    state, sock, port = tmp_path / "state", tmp_path / "control.sock", free_port()
+    config = tmp_path / "director.toml"
+    config.write_text(AGENT_CONFIG.format(state=state, sock=sock, port=port))
+    daemon = spawn_director(director_ns, config, state)
+    took: dict[str, float] = {}
+    in_status: dict[str, float] = {}
+    kernel: dict[str, float] = {}
+    try:
+        try:
+            wait_for("the daemon's listeners", lambda: request(sock, "status", wait=5), 30)
+        except AssertionError:
+            raise AssertionError(daemon.output()[-3000:] + agent.output()) from None
+        chromium.get(f"http://127.0.0.1:{port}/")
+        chromium.js("(window.loadedOnce = 7)")
+        server = "198.18.1.21:80"
+        wait_for(
+            "the agent's 100% on the page",
+            lambda: agent_cell(chromium, server)[0].startswith("ready 100%  weight 4 of 4"),
+            within=20,
+        )
+        assert "said '100%'" in agent_cell(chromium, server)[0]
+        assert agent_cell(chromium, server)[1] == "up"
+        assert agent_cell(chromium, "198.18.1.22:80") == ("", "")  # no agent there
+
+        def step(answer: bytes, text: str, klass: str, weight: str) -> None:
+            said.write_bytes(answer)
+            changed = time.monotonic()
+            wait_for(
+                f"{answer!r} in the status",
+                lambda: agent_text(sock).startswith(text),
+                within=10,
+            )
+            in_status[answer.decode().strip()] = time.monotonic() - changed
+            wait_for(
+                f"{answer!r} on the page",
+                lambda: agent_cell(chromium, server)[0].startswith(text),
+                within=10,
+            )
+            took[answer.decode().strip()] = time.monotonic() - changed
+            # the kernel's weight: from the next reading of the table (stats_interval, 5 s)
+            wait_for(f"kernel weight {weight}", lambda: f"{weight} / 4" in row(chromium, server))
+            kernel[answer.decode().strip()] = time.monotonic() - changed
+            assert agent_cell(chromium, server)[1] == klass, agent_cell(chromium, server)
+
+        step(b"50%\n", "ready 50%  weight 2 of 4", "up", "2")
+        step(b"drain\n", "drain 50%  weight 0 of 4", "drain", "0")
+        # garbage (markup included) is ignored and counted: drained still, shown as text
+        said.write_bytes(f"{HOSTILE_WORD}\n".encode())
+        wait_for(
+            "the garbage counted",
+            lambda: "errors: garbage" in agent_cell(chromium, server)[0],
+            within=10,
+        )
+        text, klass = agent_cell(chromium, server)
+        assert text.startswith("drain 50%  weight 0 of 4") and klass == "drain", text
+        assert f"said {HOSTILE_WORD!r}" in text  # its last word, as text
+        assert chromium.js("document.querySelectorAll('main img').length") == 0
+        assert chromium.js("window.pwned === undefined")
+        step(b"ready 100%\n", "ready 100%  weight 4 of 4", "up", "4")
+        assert chromium.js("window.loadedOnce") == 7  # the same page all along
+        status = request(sock, "status", wait=5)
+        rs = status["services"][0]["servers"][0]
+        assert rs["agent"]["text"].startswith("ready 100%  weight 4 of 4")
+        assert not errors(chromium.console()), "console errors"
+    finally:
+        daemon.stop(timeout=15)
+        agent.stop()
+    print(
+        "agent answer in directorctl status after "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in in_status.items())
+        + "; on the page after "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in took.items())
+        + "; the kernel's weight on the page after "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in kernel.items())
+        + f"; test {time.monotonic() - started:.1f} s"
+    )
