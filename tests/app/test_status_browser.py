@@ -19,13 +19,14 @@ import pytest
 
 from director.control.client import request
 from director.status_page import REFRESH, STALE_PERIODS
+from tests.app.test_peer_check import Node, pair, states
 from tests.app.test_process import SERVED, director_ns, spawn_director, wait_for
 from tests.helpers import browser as browser_helper
 from tests.helpers.browser import Browser
 from tests.helpers.director import free_port
 from tests.helpers.netns import Background, Namespace, Topology
 
-__all__ = ["director_ns"]  # fixture, used by name
+__all__ = ["director_ns", "pair"]  # fixtures, used by name
 
 pytestmark = [
     pytest.mark.netns,
@@ -303,4 +304,89 @@ def test_status_page_in_chromium_follows_a_feedback_agent_without_a_reload(
         + "; the kernel's weight on the page after "
         + ", ".join(f"{k} {v:.1f} s" for k, v in kernel.items())
         + f"; test {time.monotonic() - started:.1f} s"
+    )
+
+
+# -- the peer config check on the page ---------------------------------------------------------
+
+BANNERS = "Array.from(document.querySelectorAll('#peer-banner .banner'))"
+RED, AMBER = "rgb(187, 0, 0)", "rgb(232, 160, 0)"
+
+
+def peer_banners(b: Browser) -> list[list[str]]:
+    """[text, background colour] of each peer banner on the page."""
+    found = b.js(f"{BANNERS}.map(e => [e.textContent, getComputedStyle(e).backgroundColor])")
+    return [[str(text), str(colour)] for text, colour in found]
+
+
+def test_status_page_in_chromium_shows_a_peer_config_banner_and_clears_it(
+    tmp_path: Path, pair: tuple[Node, Node]
+) -> None:
+    """Two live directors that agree: no banner, the Peer config section says the same. A real
+    server's weight changed on d2: d1's open page shows the red banner (the words of
+    ``directorctl status``) within 10 s, and it goes once the change is reverted; d2 stopped:
+    an amber banner on d1's page."""
+    d1, d2 = pair
+    started = time.monotonic()
+    wait_for("both agree", lambda: states(d1, d2) == ["match", "match"], within=20)
+    b = Browser(d1.ns, tmp_path)
+    figures: dict[str, float] = {}
+    try:
+        b.get(f"http://127.0.0.1:{d1.metrics}/")
+        b.js("(window.loadedOnce = 3)")
+        section = "document.getElementById('section-peer_check')"
+        wait_for(
+            "the peer's line",
+            lambda: "198.18.0.2:9470 same config" in str(b.js(f"{section}?.textContent")),
+            within=10,
+        )
+        text = str(b.js(f"{section}.textContent"))
+        assert text.startswith("Peer config") and "this config" in text
+        assert f"digest {d1.status()['peer_check']['digest'][:12]}" in text
+        assert peer_banners(b) == []
+
+        d2.write(weight=3)
+        d2.reload()
+        changed = time.monotonic()
+        wait_for("the red banner", lambda: peer_banners(b), within=10)
+        figures["appeared"] = time.monotonic() - changed
+        [[banner, colour]] = peer_banners(b)
+        service = "virtual_service TCP 198.18.0.51:80"
+        assert banner.startswith("PEER: CONFIG DIFFERS from 198.18.0.2:9470 for "), banner
+        assert banner.endswith(f": {service}; run directorctl diff-peer 198.18.0.2:9470")
+        assert colour == RED
+        # directorctl status on d1: the same line (but for its own "for N s")
+        ctl = d1.ctl("status").stdout
+        [line] = [x for x in ctl.splitlines() if x.startswith("PEER:")]
+        assert line.split(" for ")[0] == "PEER:     CONFIG DIFFERS from 198.18.0.2:9470"
+        assert line.split(" s: ")[1] == banner.split(" s: ")[1]
+        row = "document.querySelector('tr[data-peer=\"198.18.0.2:9470\"]')"
+        assert "mismatch" in str(b.js(f"{row}.textContent"))
+
+        d2.write(weight=1)
+        d2.reload()
+        reverted = time.monotonic()
+        wait_for("no banner", lambda: not peer_banners(b), within=10)
+        figures["disappeared"] = time.monotonic() - reverted
+        assert "198.18.0.2:9470 same config" in str(b.js(f"{section}.textContent"))
+
+        assert d2.proc is not None
+        d2.proc.stop(timeout=15)
+        stopped = time.monotonic()
+        wait_for("the amber banner", lambda: peer_banners(b), within=15)
+        figures["unreachable"] = time.monotonic() - stopped
+        [[banner, colour]] = peer_banners(b)
+        assert banner.startswith("PEER: 198.18.0.2:9470 UNREACHABLE for "), banner
+        assert colour == AMBER
+        assert b.js("window.loadedOnce") == 3  # the same page all along
+        assert not errors(b.console()), "console errors"
+    finally:
+        b.close()
+        left = b.leftovers()
+        assert not left, f"browser processes left running: {left}"
+    print(
+        f"peer banner on the page {figures['appeared']:.1f} s after the change, gone "
+        f"{figures['disappeared']:.1f} s after the revert; amber "
+        f"{figures['unreachable']:.1f} s after the peer stopped; "
+        f"test {time.monotonic() - started:.1f} s"
     )
