@@ -256,6 +256,7 @@ def agent_view(agent: Mapping[str, object] | None) -> dict[str, object] | None:
         "last_error": agent.get("last_error"),
         "keeping_since": agent.get("keeping_since"),
         "held": agent.get("held"),
+        "errors": agent.get("errors") or {},  # reason -> count
     }
 
 

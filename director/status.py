@@ -6,13 +6,16 @@ Two steps, so the HTTP listener never stalls the event loop:
   :class:`StatusInputs` on the loop: references to frozen snapshots (config, IPVS counters) and
   small copies of what is mutable (check summaries, maintenance, VRRP, events). Cheap.
 - :func:`build_status` (pure, may run in a worker thread) joins them into one dict whose top-level
-  keys are sections: ``role``, ``vrrp``, ``services``, ``events``, ``config``, ``peer``, ...
+  keys are sections: ``role``, ``vrrp``, ``services``, ``events``, ``config``, ``peer_check``,
+  ...
   A feature adds its data as one more named section (``StatusInputs.sections``); the page renders
   a section it has no special view for as a plain key/value list, and one that is absent not at
   all.
 
 Every word a person reads (``up``/``DOWN``, ``draining``, ``removed (...)``) is decided here once,
-and both renderers (:mod:`director.control.ctl`, :mod:`director.status_page`) show it as is.
+and both renderers (:mod:`director.control.ctl`, :mod:`director.status_page`) show it as is; the
+feedback agent's and the peer check's words come from :mod:`director.status_words`, put into
+the status as ``agent.text`` / ``agent.level`` and ``peer_check.head`` / ``peer_check.lines``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from director.events import Event
 from director.ipvs.model import DestKey, ServiceKey
 from director.ipvs.stats import DestStats, StatsSnapshot
 from director.maintenance import dest_id
+from director.status_words import agent_level, agent_words, peer_head, peer_lines
 
 STALE_AFTER = 3  # stats intervals without a fresh reading of the kernel's table: stale
 EVENTS_SHOWN = 50
@@ -126,6 +130,20 @@ def build_status(i: StatusInputs, pause: Callable[[], None] = _nothing) -> dict[
     stats_at = stats.at if stats is not None else None
     view: dict[str, object] = {"services": services}
     add_agent_views(view, i.agents)
+    for svc in services:
+        for row in svc["servers"]:  # type: ignore[attr-defined]
+            agent = row.get("agent")
+            if isinstance(agent, dict):
+                agent["text"] = agent_words(agent, row.get("config_weight"), i.now)
+                agent["level"] = agent_level(agent)
+    sections = dict(i.sections)
+    peer_check = sections.get("peer_check")
+    if isinstance(peer_check, dict):
+        sections["peer_check"] = {
+            **peer_check,
+            "head": peer_head(peer_check),
+            "lines": peer_lines(peer_check, i.now),
+        }
     return {
         **i.engine_status,
         "generated_at": i.now,
@@ -143,7 +161,7 @@ def build_status(i: StatusInputs, pause: Callable[[], None] = _nothing) -> dict[
             "loaded_at": i.engine_status.get("config_loaded_at"),
             "sha256": i.config_sha256,
         },
-        **i.sections,
+        **sections,
     }
 
 

@@ -23,6 +23,7 @@ from html import escape
 from typing import Any
 
 from director.status_page_js import script
+from director.status_words import BANNER_LEVELS
 
 REFRESH = 2.0  # seconds between fetches of /status.json
 STALE_PERIODS = 3  # refreshes without fresh data: the page says the data is stale
@@ -37,7 +38,8 @@ HEADER_KEYS = frozenset(
         "process",
     }
 )  # fmt: skip
-SECTION_ORDER = ("vrrp", "services", "events", "config", "peer")
+SECTION_ORDER = ("vrrp", "services", "events", "config", "peer_check")
+TITLES = {"peer_check": "Peer config"}  # a section's heading; by default its name
 
 CSS = """
 body{font:14px/1.35 system-ui,sans-serif;margin:0;padding:0 .6em 2em;color:#111;background:#fff}
@@ -45,6 +47,8 @@ h1{font-size:1.25em;margin:.5em 0}h2{font-size:1.1em;margin:1.1em 0 .3em}
 h3{font-size:1em;margin:.8em 0 .2em;word-break:break-all}
 .banner{background:#b00;color:#fff;padding:.6em;font-weight:bold;margin:0 -.6em}
 .banner[hidden]{display:none}
+.banner.warn{background:#e8a000;color:#000}
+#peer-banner .banner{margin-bottom:.2em}
 .fault{background:#fdd;border-left:4px solid #b00;padding:.3em .5em;margin:.2em 0}
 .wrap{overflow-x:auto}
 table{border-collapse:collapse;width:100%}
@@ -66,18 +70,29 @@ dd{margin:0;word-break:break-all}
 """
 
 SERVER_COLUMNS = (
-    "Real server", "Forward", "Weight (kernel / config)", "ActConn", "InActConn", "Conn/s",
-    "Health", "Last error", "Since", "Drain",
+    "Real server", "Forward", "Weight (kernel / config)", "Agent", "ActConn", "InActConn",
+    "Conn/s", "Health", "Last error", "Since", "Drain",
 )  # fmt: skip
 VRRP_COLUMNS = ("Instance", "Interface", "VRID", "State", "Priority", "Peer heard", "Dropped")
 EVENT_COLUMNS = ("Time", "Kind", "Event")
+PEER_COLUMNS = ("Peer", "State", "Since", "Status")
+# the class of a text at each level of director.status_words (None: no colour)
+LEVEL_CLASS: dict[str, str | None] = {"ok": "up", "info": None, "warn": "drain", "alarm": "down"}
 
 # The script mirrors the Python renderers below, word for word: keep them together.
 SCRIPT = script(
     period=REFRESH,
     stale=STALE_PERIODS,
-    columns={"vrrp": VRRP_COLUMNS, "server": SERVER_COLUMNS, "event": EVENT_COLUMNS},
+    columns={
+        "vrrp": VRRP_COLUMNS,
+        "server": SERVER_COLUMNS,
+        "event": EVENT_COLUMNS,
+        "peer": PEER_COLUMNS,
+    },
     order=SECTION_ORDER,
+    titles=TITLES,
+    levels=LEVEL_CLASS,
+    banner_levels=BANNER_LEVELS,
     header=HEADER_KEYS,
 )
 
@@ -139,6 +154,12 @@ def _weight(rs: dict[str, Any]) -> str:
     return f"{kernel} / {rs.get('config_weight')}"
 
 
+def _agent(agent: Any) -> tuple[str, str | None]:
+    if not isinstance(agent, dict):
+        return "", None
+    return str(agent.get("text") or ""), LEVEL_CLASS.get(str(agent.get("level")))
+
+
 def _dropped(d: object) -> str:
     if not isinstance(d, dict) or not d:
         return "-"
@@ -184,7 +205,8 @@ def _services(svcs: Any, pause: Pause) -> str:
             name = f" ({rs['name']})" if rs.get("name") else ""
             cells: list[tuple[object, str | None]] = [
                 (f"{rs['address']}{name}", None), (rs.get("forwarding"), None),
-                (_weight(rs), "num"), (rs.get("active"), "num"), (rs.get("inactive"), "num"),
+                (_weight(rs), "num"), _agent(rs.get("agent")),
+                (rs.get("active"), "num"), (rs.get("inactive"), "num"),
                 ("-" if rate is None else rate.get("cps"), "num"), _health(rs.get("health")),
                 (h.get("last_error") or "", "err"),
                 ("-" if h.get("since") is None else when(h.get("since")), None),
@@ -230,7 +252,41 @@ def _config(v: Any, pause: Pause) -> str:
     return "<dl>" + "".join(f"<dt>{k}</dt><dd>{x}</dd>" for k, x in rows) + "</dl>"
 
 
+def _peer_check(v: Any, pause: Pause) -> str:
+    if not isinstance(v, dict):
+        return _generic(v, pause)
+    head = f"<dl><dt>this config</dt><dd>{_t(v.get('head'))}</dd>"
+    head += f"<dt>listening</dt><dd>{_t(v.get('listen_address') or 'no')}</dd></dl>"
+    peers = v.get("peers") or []
+    if not peers:
+        return head + "<p>no peers configured</p>"
+    lines = {str(x.get("peer")): x for x in v.get("lines") or []}
+    rows: list[tuple[str, list[tuple[object, str | None]]]] = []
+    for p in peers:
+        line = lines.get(str(p.get("peer"))) or {}
+        cells: list[tuple[object, str | None]] = [
+            (p.get("peer"), None), (p.get("state"), None), (when(p.get("since")), None),
+            (line.get("text"), LEVEL_CLASS.get(str(line.get("level")))),
+        ]  # fmt: skip
+        rows.append((f' data-peer="{escape(str(p.get("peer")), quote=True)}"', cells))
+    return head + _table(PEER_COLUMNS, rows)
+
+
+def _peer_banner(st: dict[str, Any]) -> str:
+    """A banner per peer whose config differs (red) or that cannot be checked (amber)."""
+    pc = st.get("peer_check")
+    lines = pc.get("lines") if isinstance(pc, dict) else None
+    shown = "".join(
+        f'<div class="banner{"" if x.get("level") == "alarm" else " warn"}">'
+        f"PEER: {_t(x.get('text'))}</div>"
+        for x in lines or []
+        if x.get("level") in BANNER_LEVELS
+    )
+    return f'<div id="peer-banner">{shown}</div>'
+
+
 SECTIONS: dict[str, Callable[[Any, Pause], str]] = {
+    "peer_check": _peer_check,
     "config": _config,
     "vrrp": _vrrp,
     "services": _services,
@@ -257,7 +313,7 @@ def render_page(st: dict[str, Any], pause: Pause = _nothing) -> bytes:
     names = [n for n in SECTION_ORDER if n in st]
     names += sorted(k for k in st if k not in HEADER_KEYS and k not in SECTION_ORDER)
     sections = "".join(
-        f'<section id="section-{escape(n, quote=True)}"><h2>{escape(n)}</h2>'
+        f'<section id="section-{escape(n, quote=True)}"><h2>{escape(TITLES.get(n, n))}</h2>'
         f"{SECTIONS.get(n, _generic)(st[n], pause)}</section>"
         for n in names
     )
@@ -279,7 +335,8 @@ def render_page(st: dict[str, Any], pause: Pause = _nothing) -> bytes:
         f"<style>{CSS}</style></head>"
         f'<body{body_class} data-generated="{generated_attr}">'
         f"{banner}"
-        f'<main id="main"><h1>director: <span id="role" class="{escape(role, quote=True)}">'
+        f'<main id="main">{_peer_banner(st)}'
+        f'<h1>director: <span id="role" class="{escape(role, quote=True)}">'
         f"{escape(role.upper())}</span></h1>"
         f'<p class="muted">config {_t(st.get("config_path"))} \u00b7 data of {when(generated)}'
         f" \u00b7 counters read {when(st.get('stats_at'))}</p>"

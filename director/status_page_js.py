@@ -15,6 +15,9 @@ def script(
     columns: Mapping[str, Iterable[str]],
     order: Iterable[str],
     header: Iterable[str],
+    titles: Mapping[str, str],
+    levels: Mapping[str, str | None],
+    banner_levels: Iterable[str],
 ) -> str:
     values = {
         "period": str(int(period)),
@@ -22,6 +25,10 @@ def script(
         "vrrp_cols": json.dumps(list(columns["vrrp"])),
         "server_cols": json.dumps(list(columns["server"])),
         "event_cols": json.dumps(list(columns["event"])),
+        "peer_cols": json.dumps(list(columns["peer"])),
+        "titles": json.dumps(dict(titles), sort_keys=True),
+        "levels": json.dumps(dict(levels), sort_keys=True),
+        "banner_levels": json.dumps(list(banner_levels)),
         "order": json.dumps(list(order)),
         "header": json.dumps(sorted(header)),
     }
@@ -35,6 +42,7 @@ TEMPLATE = """
 "use strict";
 (function () {
 const PERIOD = %(period), STALE = %(stale);
+const TITLES = %(titles), LEVELS = %(levels), BANNER_LEVELS = %(banner_levels);
 let lastOk = Date.now(), lastGen = null, lastAt = null, serverStale = [];
 function t(x) { return document.createTextNode(x == null ? "-" : String(x)); }
 function el(tag, attrs) {
@@ -73,6 +81,18 @@ function health(h) {
 function weight(rs) {
   return (rs.in_kernel ? (rs.weight == null ? "-" : rs.weight) : "out") + " / " + rs.config_weight;
 }
+function agent(a) {
+  if (a == null || typeof a !== "object") return ["", null];
+  return [a.text || "", LEVELS[a.level] || null];
+}
+function peerBanner(st) {
+  const out = el("div", {"id": "peer-banner"}), pc = st.peer_check;
+  ((pc && pc.lines) || []).forEach(function (x) {
+    if (BANNER_LEVELS.indexOf(x.level) < 0) return;
+    out.appendChild(el("div", {"class": x.level === "alarm" ? "banner" : "banner warn"}, "PEER: " + x.text));
+  });
+  return out;
+}
 function rate(r) { return r == null ? "-" : String(r.cps); }
 function dropped(d) {
   const k = Object.keys(d || {}).sort();
@@ -106,7 +126,7 @@ const SECTIONS = {
         const h = health(rs.health), hc = rs.health || {};
         return {attrs: {"data-server": rs.address}, cells: [
           [rs.address + (rs.name ? " (" + rs.name + ")" : "")], [rs.forwarding], [weight(rs), "num"],
-          [rs.active, "num"], [rs.inactive, "num"], [rate(rs.rate), "num"], h,
+          agent(rs.agent), [rs.active, "num"], [rs.inactive, "num"], [rate(rs.rate), "num"], h,
           [hc.last_error || "", "err"], [hc.since == null ? "-" : when(hc.since)],
           [rs.maintenance || "", rs.maintenance ? "drain" : null]]};
       })));
@@ -117,6 +137,21 @@ const SECTIONS = {
     if (v == null || typeof v !== "object") return generic(v);
     return el("dl", {}, el("dt", {}, "file"), el("dd", {}, v.path), el("dt", {}, "loaded"),
       el("dd", {}, when(v.loaded_at)), el("dt", {}, "sha256"), el("dd", {}, v.sha256));
+  },
+  peer_check: function (v) {
+    if (v == null || typeof v !== "object") return generic(v);
+    const out = el("div", {}, el("dl", {}, el("dt", {}, "this config"), el("dd", {}, v.head),
+      el("dt", {}, "listening"), el("dd", {}, v.listen_address || "no")));
+    const peers = v.peers || [];
+    if (!peers.length) { out.appendChild(el("p", {}, "no peers configured")); return out; }
+    const lines = {};
+    (v.lines || []).forEach(function (x) { lines[String(x.peer)] = x; });
+    out.appendChild(table(%(peer_cols), peers.map(function (p) {
+      const line = lines[String(p.peer)] || {};
+      return {attrs: {"data-peer": String(p.peer)}, cells: [[p.peer], [p.state], [when(p.since)],
+        [line.text, LEVELS[line.level] || null]]};
+    })));
+    return out;
   },
   events: function (evs) {
     if (!evs || !evs.length) return el("p", {}, "none yet");
@@ -138,6 +173,7 @@ function generic(v) {
 function render(st) {
   const main = el("main", {"id": "main"});
   const role = String(st.role || "-");
+  main.appendChild(peerBanner(st));
   main.appendChild(el("h1", {}, "director: ", el("span", {"id": "role", "class": role}, role.toUpperCase())));
   main.appendChild(el("p", {"class": "muted"}, "config " + st.config_path + " \\u00b7 data of " + when(st.generated_at) +
     " \\u00b7 counters read " + when(st.stats_at)));
@@ -147,7 +183,7 @@ function render(st) {
   names.forEach(function (name) {
     if (!(name in st)) return;
     const view = SECTIONS[name] || generic;
-    main.appendChild(el("section", {"id": "section-" + name}, el("h2", {}, name), view(st[name])));
+    main.appendChild(el("section", {"id": "section-" + name}, el("h2", {}, Object.prototype.hasOwnProperty.call(TITLES, name) ? TITLES[name] : name), view(st[name])));
   });
   const old = document.getElementById("main");
   old.parentNode.replaceChild(main, old);

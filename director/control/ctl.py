@@ -18,6 +18,7 @@ from typing import Any
 from director.control.client import request
 from director.control.protocol import ControlError
 from director.peer.command import status_lines as peer_status_lines
+from director.status_words import agent_words
 
 DEFAULT_SOCKET = Path("/run/director/control.sock")
 DEFAULT_CONFIG = Path("/etc/director/director.toml")
@@ -168,26 +169,12 @@ def _num(value: object) -> str:
 
 
 def agent_line(rs: dict[str, Any]) -> str | None:
-    """The feedback agent of a real server, under its row: its last word, the weight it
-    gives out of the configured one, and whether its last value is being kept."""
+    """The feedback agent of a real server, under its row (the page's words:
+    :func:`director.status_words.agent_words`)."""
     agent = rs.get("agent")
     if not agent:
         return None
-    text = (
-        f"     agent: {agent.get('state')} {_num(agent.get('percent'))}%"
-        f"  weight {_num(agent.get('weight'))} of {_num(rs.get('config_weight'))}"
-    )
-    if agent.get("maxconn") is not None:
-        text += f"  maxconn {agent['maxconn']}"
-    if agent.get("last_line") is not None:
-        text += f"  said {agent['last_line']!r}"
-    since = agent.get("keeping_since")
-    if isinstance(since, int | float):
-        ago = max(0.0, time.time() - since)
-        text += f"  keeping the last value: no answer for {ago:.0f} s ({agent.get('last_error')})"
-    if agent.get("held"):
-        text += f"  ({agent['held']})"
-    return text
+    return f"     agent: {agent_words(agent, rs.get('config_weight'), time.time())}"
 
 
 def render_status(st: dict[str, Any]) -> str:

@@ -16,6 +16,8 @@ from typing import Any
 
 from director.control.client import request
 from director.control.protocol import ControlError
+from director.status_words import BANNER_LEVELS, peer_head, peer_lines
+from director.status_words import short as _short
 
 SAME, DIFFERENT, ERROR = 0, 1, 2
 
@@ -76,44 +78,17 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _short(digest: object) -> str:
-    return str(digest)[:12] if digest else "-"
-
-
 def status_lines(st: dict[str, Any], now: float | None = None) -> list[str]:
     """The peer check in ``directorctl status``: this config's generation and digest, then one
-    line per peer (a banner when it differs or cannot be checked)."""
+    line per peer (a banner when it differs or cannot be checked); the words are the page's
+    (:mod:`director.status_words`)."""
     peer_check = st.get("peer_check") or {}
-    if not peer_check.get("generation"):
+    head = peer_head(peer_check)
+    if head is None:
         return []
     now = time.time() if now is None else now
-    lines = [
-        f"config:   generation {peer_check['generation']}, "
-        f"digest {_short(peer_check.get('digest'))}"
-    ]
-    for view in peer_check.get("peers") or []:
-        peer, state = view.get("peer"), view.get("state")
-        since = view.get("since")
-        ago = f" for {_ago(now - since)}" if isinstance(since, int | float) else ""
-        if state == "match":
-            lines.append(f"peer:     {peer} same config (generation {view.get('generation')})")
-        elif state == "mismatch":
-            differs = view.get("differs") or []
-            what = ": " + ", ".join(differs[:5]) + (" ..." if len(differs) > 5 else "")
-            lines.append(
-                f"PEER:     CONFIG DIFFERS from {peer}{ago}{what if differs else ''}; "
-                f"run directorctl diff-peer {peer}"
-            )
-        elif state == "unknown":
-            lines.append(f"peer:     {peer} not asked yet")
-        else:
-            lines.append(f"PEER:     {peer} {str(state).upper()}{ago}: {view.get('detail')}")
+    lines = [f"config:   {head}"]
+    for line in peer_lines(peer_check, now):
+        prefix = "PEER:     " if line["level"] in BANNER_LEVELS else "peer:     "
+        lines.append(f"{prefix}{line['text']}")
     return lines
-
-
-def _ago(seconds: float) -> str:
-    if seconds < 120:
-        return f"{max(0, seconds):.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.0f} h"

@@ -9,18 +9,30 @@ import ipaddress
 import json
 import re
 from html.parser import HTMLParser
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import pytest
 
 from director.config import parse_config
+from director.control import ctl
+from director.control.ctl import agent_line
 from director.events import Events
 from director.http import status_json
 from director.ipvs.model import Dest, DestKey, Protocol, Service, ServiceKey
 from director.ipvs.stats import Counters, DestStats, StatsSnapshot
+from director.peer.command import status_lines
 from director.status import StatsPair, StatusInputs, build_status, stale_reasons
-from director.status_page import CSP, SCRIPT, render_page
+from director.status_page import (
+    CSP,
+    LEVEL_CLASS,
+    PEER_COLUMNS,
+    SCRIPT,
+    SERVER_COLUMNS,
+    TITLES,
+    render_page,
+)
 from tests.unit.test_control_cli import Daemon, daemon
 
 __all__ = ["daemon"]  # fixture, used by name
@@ -189,7 +201,7 @@ def test_unknown_sections_are_shown_and_absent_ones_are_not() -> None:
     html = render_page(st).decode()
     assert 'id="section-bgp"' in html and "&lt;established&gt;" in html and "[1, 2]" in html
     assert 'id="section-vrrp"' not in html
-    assert 'id="section-peer"' not in html  # absent here: the director adds it
+    assert 'id="section-peer_check"' not in html  # absent here: the director adds it
     order = [m for m in re.findall(r'id="section-(\w+)"', html)]
     assert order == ["services", "events", "config", "bgp"]
 
@@ -197,9 +209,175 @@ def test_unknown_sections_are_shown_and_absent_ones_are_not() -> None:
 def test_script_mirrors_the_python_words() -> None:
     """The words both renderers use: a change on one side only fails here."""
     for words in ('"up" : "DOWN"', '"out"', '"no check"', "no instances (this director is",
-                  "(not in the kernel table)", "STALE DATA: ", '" / "', '"none yet"'):  # fmt: skip
+                  "(not in the kernel table)", "STALE DATA: ", '" / "', '"none yet"',
+                  '"PEER: "', '"no peers configured"', '"this config"', '"listening"',
+                  '"banner warn"'):  # fmt: skip
         assert words in SCRIPT, words
+    # the tables both take from Python: headings, columns, the colour of each level
+    assert json.dumps(TITLES, sort_keys=True) in SCRIPT
+    assert json.dumps(LEVEL_CLASS, sort_keys=True) in SCRIPT
+    assert json.dumps(list(PEER_COLUMNS)) in SCRIPT and json.dumps(list(SERVER_COLUMNS)) in SCRIPT
+    # the agent's and the peers' words are the model's (director.status_words), shown as is
+    assert "a.text" in SCRIPT and "line.text" in SCRIPT and '"PEER: " + x.text' in SCRIPT
     assert "innerHTML" not in SCRIPT and "eval(" not in SCRIPT
+
+
+EVIL_LINE = "</td><script>alert('agent')</script>"
+EVIL_DIFFERS = "virtual_service <img src=x onerror=alert(2)>"
+
+
+def agent_summary(**kw: object) -> dict[str, object]:
+    """One agent as :meth:`director.agents.FeedbackAgents.summary` gives it (web1's)."""
+    out: dict[str, object] = {
+        "service": str(WEB), "destination": str(R1), "target": "198.18.1.21:3009",
+        "state": "ready", "percent": 75, "config_weight": 4, "weight": 3, "maxconn": None,
+        "asked_percent": 75, "held": None, "last_line": "75%", "last_reply_at": 990.0,
+        "last_error": None, "last_error_at": None, "keeping_since": None, "errors": {},
+    }  # fmt: skip
+    out.update(kw)
+    return out
+
+
+def cells(page: bytes, column: str) -> dict[str, tuple[str, str]]:
+    """Server address -> (text, class) of one column of the services table, as parsed."""
+
+    class Rows(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.row: str | None = None
+            self.cell: str | None = None
+            self.found: dict[str, tuple[str, str]] = {}
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            a = dict(attrs)
+            if tag == "tr" and a.get("data-server"):
+                self.row = a["data-server"]
+            elif tag == "td" and self.row and a.get("data-label") == column:
+                self.cell = a.get("class") or ""
+                self.found[self.row] = ("", self.cell)
+            elif self.cell is not None:
+                raise AssertionError(f"a <{tag}> inside the {column} cell")
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag == "td":
+                self.cell = None
+
+        def handle_data(self, data: str) -> None:
+            if self.cell is not None and self.row:
+                text, klass = self.found[self.row]
+                self.found[self.row] = (text + data, klass)
+
+    p = Rows()
+    p.feed(page.decode())
+    return p.found
+
+
+@pytest.mark.parametrize(
+    ("agent", "words", "klass"),
+    [
+        ({}, "ready 75%  weight 3 of 4  said '75%'", "up"),
+        ({"state": "drain", "weight": 0}, "drain 75%  weight 0 of 4", "drain"),
+        ({"state": "maint", "weight": 0}, "maint 75%  weight 0 of 4", "drain"),
+        ({"state": "down", "weight": 0, "last_line": "down"}, "down 75%  weight 0 of 4", "down"),
+        ({"state": "none", "last_line": None}, "no answer yet  weight 3 of 4", ""),
+        (
+            {"keeping_since": 988.0, "last_error": "timed out after 1 s",
+             "errors": {"timeout": 2, "garbage": 1}},
+            "keeping the last value: no answer for 12 s (timed out after 1 s)  "
+            "errors: garbage 1, timeout 2",
+            "drain",
+        ),
+        ({"last_line": EVIL_LINE, "maxconn": 10}, f"maxconn 10  said {EVIL_LINE!r}", "up"),
+    ],
+)  # fmt: skip
+def test_agent_column_shows_the_effective_weight_in_directorctl_s_words(
+    agent: dict[str, object], words: str, klass: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    st = build_status(inputs(agents=[agent_summary(**agent)]))
+    web1, web2 = st["services"][0]["servers"]  # type: ignore[index]
+    assert words in web1["agent"]["text"] and web2["agent"] is None
+    page = render_page(st)
+    column = cells(page, "Agent")  # fails on any tag inside the cell (the hostile line)
+    assert column["198.18.1.21:80"] == (web1["agent"]["text"], klass)
+    assert column["198.18.1.22:80"] == ("", "")
+    assert "<script>alert" not in page.decode() and parsed(page).tags.count("script") == 1
+    # directorctl status: the same words under the server's row (its clock at the status's)
+    monkeypatch.setattr(ctl, "time", SimpleNamespace(time=lambda: 1000.0))
+    assert agent_line(web1) == f"     agent: {web1['agent']['text']}"
+
+
+NOW = 1000.0
+
+
+def peer_status(*peers: dict[str, object]) -> StatusInputs:
+    return inputs(
+        sections={
+            "peer_check": {
+                "digest": "0123456789abcdef" * 4, "generation": 3,
+                "listen_address": "198.18.0.1:9470", "peers": list(peers),
+            }
+        }
+    )  # fmt: skip
+
+
+def banners(page: bytes) -> list[tuple[str, str]]:
+    """(class, text) of each banner in #peer-banner."""
+    found = re.search(r'<div id="peer-banner">(.*?)</div><h1>', page.decode())
+    assert found, "no #peer-banner before the heading"
+    out = []
+    for klass, inner in re.findall(r'<div class="([^"]*)">(.*?)</div>', found.group(1)):
+        text = "".join(parsed(inner.encode()).text)
+        out.append((klass, text))
+    return out
+
+
+MATCH = {"peer": "198.18.0.2:9470", "state": "match", "generation": 3, "since": NOW - 50}
+MISMATCH = {"peer": "198.18.0.3:9470", "state": "mismatch", "generation": 4, "since": NOW - 90,
+            "differs": [EVIL_DIFFERS, "kernel"], "detail": None}  # fmt: skip
+REFUSED = {"peer": "198.18.0.4:9470", "state": "unauthenticated", "since": NOW - 5,
+           "detail": "the peer refused our request: <b>bad signature</b>"}  # fmt: skip
+DOWN = {"peer": "198.18.0.5:9470", "state": "unreachable", "since": NOW - 300,
+        "detail": "cannot connect"}  # fmt: skip
+
+
+def test_peer_section_and_banner_in_directorctl_status_s_words() -> None:
+    # No peers, or all the same: the section, no banner.
+    for peers in ((), (MATCH,), (MATCH, {"peer": "198.18.0.9:9470", "state": "unknown"})):
+        st = build_status(peer_status(*peers))
+        page = render_page(st)
+        assert banners(page) == [], peers
+        text = "".join(parsed(page.split(b"<script>")[0]).text)  # not the script's words
+        assert "Peer config" in text and "generation 3, digest 0123456789ab" in text
+        assert ("no peers configured" in text) == (not peers)
+    assert "198.18.0.2:9470 same config (generation 3)" in text and "not asked yet" in text
+
+    # One differs (red), two cannot be checked (amber): a banner each, the words of directorctl.
+    st = build_status(peer_status(MATCH, MISMATCH, REFUSED, DOWN))
+    page = render_page(st)
+    html = page.decode()
+    assert "<img" not in html and "<b>" not in html and "img" not in parsed(page).tags
+    red = (
+        f"CONFIG DIFFERS from 198.18.0.3:9470 for 90 s: {EVIL_DIFFERS}, kernel; "
+        "run directorctl diff-peer 198.18.0.3:9470"
+    )
+    assert banners(page) == [
+        ("banner", f"PEER: {red}"),
+        ("banner warn", "PEER: 198.18.0.4:9470 UNAUTHENTICATED for 5 s: the peer refused our "
+                        "request: <b>bad signature</b>"),
+        ("banner warn", "PEER: 198.18.0.5:9470 UNREACHABLE for 5 min: cannot connect"),
+    ]  # fmt: skip
+    ctl = status_lines(st, NOW)
+    assert ctl[0] == "config:   generation 3, digest 0123456789ab"
+    assert [x[len("PEER:     ") :] for x in ctl if x.startswith("PEER:")] == [
+        b[len("PEER: ") :] for _, b in banners(page)
+    ]
+    # the section's table: state, since, the same line coloured by its level
+    assert re.search(r'<tr data-peer="198.18.0.3:9470">.*?<td class="down"', html)
+    assert re.search(r'<tr data-peer="198.18.0.2:9470">.*?<td class="up"', html)
+    assert "1970-01-01 00:15:10 UTC" in "".join(parsed(page).text)  # MISMATCH's since
+    peer_check: Any = json.loads(status_json(peer_status(MISMATCH)))["peer_check"]
+    assert peer_check["lines"] == [{"peer": "198.18.0.3:9470", "level": "alarm", "text": red}]
+    assert peer_check["head"] == "generation 3, digest 0123456789ab"
 
 
 async def fetch(port: int, method: str, path: str) -> tuple[int, dict[str, str], bytes]:

@@ -1,0 +1,114 @@
+"""The words of the status that both ``directorctl status`` and the page show, decided once.
+
+Pure: time comes in as ``now`` (wall clock, like the status's ``*_at`` and ``since`` fields).
+:func:`director.status.build_status` puts these words into the status itself (``agent.text``,
+``peer_check.head`` and ``peer_check.lines``), so the page's two renderers (the server's HTML
+and the script that redraws it from ``/status.json``) show them as they are; ``directorctl
+status`` calls the same functions. Each text comes with a *level*, one of :data:`LEVELS`, that
+the renderers turn into a colour (and the peer check's ``warn``/``alarm`` into a banner).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+LEVELS = ("ok", "info", "warn", "alarm")
+BANNER_LEVELS = ("warn", "alarm")  # a peer line at these levels is a banner
+
+
+def short(digest: object) -> str:
+    """A digest as people compare it: the first 12 hex digits."""
+    return str(digest)[:12] if digest else "-"
+
+
+def ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{max(0, seconds):.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.0f} h"
+
+
+def _num(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+# -- feedback agents -------------------------------------------------------------------------
+
+
+def agent_words(agent: Mapping[str, object], config_weight: object, now: float) -> str:
+    """One real server's feedback agent: its last word and the weight it gives out of the
+    configured one, what it said, whether its last value is kept (and since when), errors."""
+    state = agent.get("state")
+    weight = f"weight {_num(agent.get('weight'))} of {_num(config_weight)}"
+    if state == "none":
+        text = f"no answer yet  {weight}"
+    else:
+        text = f"{state} {_num(agent.get('percent'))}%  {weight}"
+    if agent.get("maxconn") is not None:
+        text += f"  maxconn {agent['maxconn']}"
+    if agent.get("last_line") is not None:
+        text += f"  said {agent['last_line']!r}"
+    since = agent.get("keeping_since")
+    if isinstance(since, int | float):
+        text += (
+            f"  keeping the last value: no answer for {max(0.0, now - since):.0f} s"
+            f" ({agent.get('last_error')})"
+        )
+    if agent.get("held"):
+        text += f"  ({agent['held']})"
+    errors = agent.get("errors")
+    if isinstance(errors, Mapping) and errors:
+        text += "  errors: " + ", ".join(f"{k} {errors[k]}" for k in sorted(errors))
+    return text
+
+
+def agent_level(agent: Mapping[str, object]) -> str:
+    """ok: ready and answering; warn: drained, in maintenance, or silent (its last value
+    kept); alarm: it says down; info: no answer yet."""
+    state = agent.get("state")
+    if state == "down":
+        return "alarm"
+    if state in ("drain", "maint") or agent.get("keeping_since") is not None:
+        return "warn"
+    return "info" if state == "none" else "ok"
+
+
+# -- peer config check -----------------------------------------------------------------------
+
+
+def peer_head(peer_check: Mapping[str, object]) -> str | None:
+    """This director's shared config: its generation and short digest (None: not computed)."""
+    if not peer_check.get("generation"):
+        return None
+    return f"generation {peer_check['generation']}, digest {short(peer_check.get('digest'))}"
+
+
+def peer_line(view: Mapping[str, object], now: float) -> tuple[str, str]:
+    """(level, text) for one peer: ``alarm`` when the shared config differs, ``warn`` when the
+    peer cannot be checked (unreachable, unauthenticated), ``ok`` the same, ``info`` not yet."""
+    peer, state, since = view.get("peer"), view.get("state"), view.get("since")
+    for_ = f" for {ago(now - since)}" if isinstance(since, int | float) else ""
+    if state == "match":
+        return "ok", f"{peer} same config (generation {view.get('generation')})"
+    if state == "mismatch":
+        found = view.get("differs")
+        differs = [str(d) for d in found] if isinstance(found, list) else []
+        what = ": " + ", ".join(differs[:5]) + (" ..." if len(differs) > 5 else "")
+        return "alarm", (
+            f"CONFIG DIFFERS from {peer}{for_}{what if differs else ''}; "
+            f"run directorctl diff-peer {peer}"
+        )
+    if state == "unknown":
+        return "info", f"{peer} not asked yet"
+    return "warn", f"{peer} {str(state).upper()}{for_}: {view.get('detail')}"
+
+
+def peer_lines(peer_check: Mapping[str, object], now: float) -> list[dict[str, object]]:
+    """Each peer's line: {peer, level, text}."""
+    out: list[dict[str, object]] = []
+    peers = peer_check.get("peers")
+    for view in peers if isinstance(peers, list) else []:
+        level, text = peer_line(view, now)
+        out.append({"peer": view.get("peer"), "level": level, "text": text})
+    return out
