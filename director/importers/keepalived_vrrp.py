@@ -114,6 +114,13 @@ def _address(item: Stmt, notes: Notes, where: str, interface: str | None) -> dic
         iface = ipaddress.ip_interface(text)
     except ValueError:
         values.fail(item, 'an address with an optional prefix like "198.18.0.10/24"', text)
+    if "/" in text and iface.network.prefixlen == 0:
+        values.fail(
+            item,
+            f"a prefix length from 1 to {iface.max_prefixlen} (a /0 address claims every "
+            "address as on-link; directord refuses it)",
+            text,
+        )
     out: dict[str, Any] = {"address": f"{iface.ip}/{iface.network.prefixlen}"}
     words = item.args
     i = 0

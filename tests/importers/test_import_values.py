@@ -541,13 +541,6 @@ LVS_REFUSED = [
         "virtual: expected a service that no other virtual has, found tcp 198.18.0.10 80 "
         "(also virtual web)",
     ),
-    (
-        "an fwmark virtual whose servers have no port to probe (check-config refused it)",
-        lvs("  fwmark = 5").replace("  port = 80\n", "").replace("    port = 8080\n", ""),
-        6,
-        "virtual: expected port = N: nanny probes the port, and server web1 has none, "
-        "found nothing",
-    ),
 ]
 
 

@@ -277,3 +277,10 @@ def test_trailing_backslash_on_a_statement_is_refused(tmp_path: Path) -> None:
     message = refused(tmp_path, text)
     assert "a trailing \\ does not continue a line in keepalived" in message
     assert "keepalived.conf:5:" in message
+
+
+def test_a_slash_zero_virtual_address_is_refused(tmp_path: Path) -> None:
+    # keepalived would add the address with a /0 (every address on-link); directord's
+    # check-config refuses a /0 virtual address, so the import refuses it where it reads it
+    text = instance("  virtual_ipaddress {\n    198.18.0.10/0\n  }\n")
+    assert "a prefix length from 1 to 32" in refused(tmp_path, text)
