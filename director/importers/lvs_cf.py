@@ -197,7 +197,9 @@ def _heartbeat(
         f"on the segment) between {primary} and {backup}, unicast, advert every "
         f"keepalive = {keepalive:g} s; this file is for the {node} (priority "
         f"{out['priority']}); import again with --node "
-        f"{'backup' if node == 'primary' else 'primary'} for the other director",
+        f"{'backup' if node == 'primary' else 'primary'} for the other director; pulse's "
+        "UDP heartbeat and VRRP do not hear each other, so a director still running pulse "
+        "and this one would both be master: move both directors together",
     )
     return out
 
