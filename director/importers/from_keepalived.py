@@ -229,11 +229,13 @@ def _global_defs(root: Stmt, config: dict[str, Any], notes: Notes) -> keepalived
                 "global_defs > vrrp_strict",
                 "applied to each instance as keepalived applies it (authentication ignored, "
                 "state MASTER only for priority 255, no unicast peers, no preempt_delay); "
-                "keepalived's nftables drop of traffic to the VIPs is not reproduced: "
-                "directord's VIPs accept traffic",
+                "keepalived's nftables drop of traffic to the VIPs is not reproduced "
+                "(directord's VIPs accept traffic), and where keepalived's strict master "
+                "stays silent on a lower-priority advert directord answers it (one advert, "
+                "at most one an interval)",
             )
         if s := g.first("vrrp_garp_master_repeat"):
-            garp_count = values.integer(s, 0, 100)
+            garp_count = keepalived_vrrp.garp_count(s, notes)
         if s := g.first("vrrp_garp_master_delay"):
             garp_delay = values.seconds(s, zero=True)
         if s := g.first("vrrp_garp_master_refresh"):

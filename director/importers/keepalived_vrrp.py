@@ -251,7 +251,7 @@ def instance(stmt: Stmt, notes: Notes, defaults: VrrpDefaults) -> dict[str, Any]
     if auth is not None:
         _auth(auth, out, notes, version or 2, strict, _family(out, vips))
     _preempt(stmt, out, notes, master, strict, priority)
-    _garp(stmt, out, defaults)
+    _garp(stmt, out, defaults, notes)
     tracks, bonus = _track_interfaces(stmt, notes, priority)
     if tracks:
         out["track_interfaces"] = tracks
@@ -561,7 +561,21 @@ def _auth(
     out["password"] = values.password(password, value)
 
 
-def _garp(stmt: Stmt, out: dict[str, Any], d: VrrpDefaults) -> None:
+def garp_count(s: Stmt, notes: Notes) -> int:
+    """vrrp_parser.c vrrp_garp_rep_handler (global_parser.c likewise): 0 repeats is made 1
+    ("garp_master_repeat must be greater than 0, setting to 1")."""
+    count = values.integer(s, 0, 100)
+    if count == 0:
+        notes.changed(
+            s.where,
+            f"{s.keyword} 0",
+            "keepalived sends at least one round of gratuitous ARPs: garp_count = 1",
+        )
+        return 1
+    return count
+
+
+def _garp(stmt: Stmt, out: dict[str, Any], d: VrrpDefaults, notes: Notes) -> None:
     found: dict[str, float | int | None] = {
         "garp_count": d.garp_count,
         "garp_repeat_after": d.garp_repeat_after,
@@ -576,7 +590,7 @@ def _garp(stmt: Stmt, out: dict[str, Any], d: VrrpDefaults) -> None:
     ):
         if s := stmt.first(keyword):
             found[key] = (
-                values.integer(s, 0, 100) if key == "garp_count" else values.seconds(s, zero=True)
+                garp_count(s, notes) if key == "garp_count" else values.seconds(s, zero=True)
             )
     for key, value in found.items():
         if value is not None:

@@ -284,3 +284,13 @@ def test_a_slash_zero_virtual_address_is_refused(tmp_path: Path) -> None:
     # check-config refuses a /0 virtual address, so the import refuses it where it reads it
     text = instance("  virtual_ipaddress {\n    198.18.0.10/0\n  }\n")
     assert "a prefix length from 1 to 32" in refused(tmp_path, text)
+
+
+def test_garp_master_repeat_zero_is_one(tmp_path: Path) -> None:
+    # vrrp_parser.c:vrrp_garp_rep_handler:1273 and global_parser.c:863 "garp_master_repeat
+    # must be greater than 0, setting to 1"
+    result = imported(tmp_path, instance("  garp_master_repeat 0\n" + VIPS))
+    assert vi(result)["garp_count"] == 1
+    top = "global_defs {\n  vrrp_garp_master_repeat 0\n}\n"
+    assert vi(imported(tmp_path, instance(VIPS, top)))["garp_count"] == 1
+    assert "keepalived sends at least one round of gratuitous ARPs" in notes_text(result)
