@@ -155,6 +155,13 @@ def _interface_address(value: object) -> ipaddress.IPv4Interface | ipaddress.IPv
         else:
             if "/" not in value:  # a bare address: a host prefix, like keepalived
                 return ipaddress.ip_interface(f"{found.ip}/{found.max_prefixlen}")
+            if found.network.prefixlen == 0:
+                # /0 would put a route to everything on the interface (and an lvs.cf
+                # netmask 0.0.0.0 means "none given", not this)
+                fail(
+                    f"expected a prefix length from 1 to {found.max_prefixlen} (a /0 address "
+                    f"claims every address as on-link), found {show(value)}"
+                )
             return found
     fail(
         'expected an address with an optional prefix like "198.18.0.10/24" or '

@@ -26,7 +26,6 @@ WHY_NOT_GLOBAL = {
     "the services it owns",
     "lvs_flush_on_stop": "see keep_table_on_stop in [daemon]: directord keeps the table on stop "
     "by default so connections survive a restart",
-    "vrrp_strict": "directord validates adverts as the RFC says and never drops VIP traffic",
     "vrrp_skip_check_adv_addr": "address lists of adverts are compared",
     "vrrp_iptables": "directord keeps its rules in its own nftables table",
     "vrrp_ipsets": "directord keeps its rules in its own nftables table",
@@ -214,6 +213,7 @@ def _label(s: Stmt) -> str:
 
 def _global_defs(root: Stmt, config: dict[str, Any], notes: Notes) -> keepalived_vrrp.VrrpDefaults:
     version = garp_count = None
+    strict = False
     garp_delay = garp_refresh = garp_interval = None
     for g in root.all("global_defs"):
         if s := g.first("lvs_sync_daemon"):
@@ -222,8 +222,20 @@ def _global_defs(root: Stmt, config: dict[str, Any], notes: Notes) -> keepalived
             _lvs_timeouts(s, config, notes)
         if s := g.first("vrrp_version"):
             version = values.integer(s, 2, 3, "a VRRP version")
+        if s := g.first("vrrp_strict"):
+            strict = True
+            notes.changed(
+                s.where,
+                "global_defs > vrrp_strict",
+                "applied to each instance as keepalived applies it (authentication ignored, "
+                "state MASTER only for priority 255, no unicast peers, no preempt_delay); "
+                "keepalived's nftables drop of traffic to the VIPs is not reproduced "
+                "(directord's VIPs accept traffic), and where keepalived's strict master "
+                "stays silent on a lower-priority advert directord answers it (one advert, "
+                "at most one an interval)",
+            )
         if s := g.first("vrrp_garp_master_repeat"):
-            garp_count = values.integer(s, 0, 100)
+            garp_count = keepalived_vrrp.garp_count(s, notes)
         if s := g.first("vrrp_garp_master_delay"):
             garp_delay = values.seconds(s, zero=True)
         if s := g.first("vrrp_garp_master_refresh"):
@@ -235,7 +247,7 @@ def _global_defs(root: Stmt, config: dict[str, Any], notes: Notes) -> keepalived
                 s.drop()
                 notes.dropped(s.where, f"global_defs > {_label(s)}", WHY_NOT_GLOBAL[s.keyword])
     return keepalived_vrrp.VrrpDefaults(
-        version, garp_delay, garp_count, garp_refresh, garp_interval
+        version, garp_delay, garp_count, garp_refresh, garp_interval, strict
     )
 
 

@@ -86,6 +86,8 @@ class _State:
     depth: int = 0
     seen: list[str] = field(default_factory=list)
     params: dict[str, str] = field(default_factory=dict)
+    # a multi-line definition being read: its name and its lines so far
+    pending: tuple[str, list[str]] | None = None
 
 
 _CONDITION = re.compile(r"\s*@(\^?)(\S+)\s*(.*)")
@@ -97,7 +99,22 @@ MAX_LINE = 1024  # keepalived's MAXBUF: a substitution that makes a line longer 
 
 def _preprocess(raw: str, file: str, number: int, state: _State) -> str | None:
     """keepalived's conditional lines (``@ID``, ``@^ID``) and parameters (``$NAME=VALUE``,
-    ``$NAME``, ``${NAME}``): the line to tokenize, or None when nothing is left of it."""
+    ``$NAME``, ``${NAME}``): the line to tokenize, or None when nothing is left of it.
+
+    A definition whose value ends with ``\\`` goes on over the next lines, up to a line that
+    does not end with one or a blank line (keepalived 2.2.7 lib/parser.c: definitions are the
+    only lines a trailing backslash continues); using it puts those lines in its place."""
+    if state.pending is not None:
+        name, lines = state.pending
+        text = raw.strip()
+        more = text.endswith("\\")
+        text = text.removesuffix("\\").rstrip()
+        if text:
+            lines.append(text)
+        if not more or not raw.strip():
+            state.params[name] = "\n".join(lines)
+            state.pending = None
+        return None
     if m := _CONDITION.match(raw):
         negate, wanted, rest = m.groups()
         keep = (state.config_id == wanted) != bool(negate)
@@ -113,15 +130,29 @@ def _preprocess(raw: str, file: str, number: int, state: _State) -> str | None:
         raw = rest
     if m := _DEFINITION.match(raw):
         name, value = m.groups()
-        if value.rstrip().endswith("\\"):
-            raise ImportParseError(
-                file, number, f"multi-line definition of ${name} is not supported: join it"
+        value = value.strip()
+        if value.endswith("\\"):
+            first = value.removesuffix("\\").rstrip()
+            state.pending = (name, [first] if first else [])
+            state.notes.carried(
+                f"{file}:{number}",
+                f"${name}",
+                "a multi-line definition (trailing \\): its lines replace each use, as "
+                "keepalived expands it",
             )
-        state.params[name] = value.strip()
+            return None
+        state.params[name] = value
         return None
     if state.params:
         for _ in range(MAX_SUBSTITUTIONS):
-            new = _PARAM.sub(lambda p: _param(p, state.params), raw)
+            try:
+                new = _PARAM.sub(lambda p: _param(p, state.params), raw)
+            except _MultiLineInside as exc:
+                raise ImportParseError(
+                    file,
+                    number,
+                    f"${exc} is a multi-line definition: put it last on its line",
+                ) from None
             if new == raw:
                 break
             if len(new.encode(errors="replace")) >= MAX_LINE:
@@ -144,7 +175,14 @@ def _preprocess(raw: str, file: str, number: int, state: _State) -> str | None:
 
 def _param(m: re.Match[str], params: dict[str, str]) -> str:
     name = m.group(1) or m.group(2)
-    return params.get(name, m.group(0))
+    value = params.get(name, m.group(0))
+    if "\n" in value and m.string[m.end() :].strip():
+        raise _MultiLineInside(name)
+    return value
+
+
+class _MultiLineInside(Exception):
+    """A multi-line parameter with text after it on its line."""
 
 
 def _unescape(text: str, i: int) -> tuple[str, int]:
@@ -190,6 +228,11 @@ def tokenize_line(text: str, file: str, line: int) -> _Line:
         word: list[str] = []
         while i < n and not text[i].isspace() and text[i] not in "{}!#":
             c = text[i]
+            if c == "\\" and i + 1 < n and text[i + 1] in "!#":
+                # lib/parser.c decomment(): outside quotes \! and \# are the characters
+                word.append(text[i + 1])
+                i += 2
+                continue
             if c in "\"'":
                 quote, i = c, i + 1
                 while True:
@@ -211,8 +254,13 @@ def tokenize_line(text: str, file: str, line: int) -> _Line:
         raws.append(text[start:i])
         starts.append(start)
     end = i if i < n and text[i] in "!#" else n
-    after = [text[s + len(r) : end].strip() for s, r in zip(starts, raws, strict=True)]
-    return _Line(words, raws, after, file, line)
+    after = [_decomment(text[s + len(r) : end].strip()) for s, r in zip(starts, raws, strict=True)]
+    return _Line(words, [_decomment(r) for r in raws], after, file, line)
+
+
+def _decomment(raw: str) -> str:
+    """The raw text as keepalived keeps it: ``\\!`` and ``\\#`` become ``!`` and ``#``."""
+    return raw.replace("\\!", "!").replace("\\#", "#")
 
 
 def _lines(path: Path, state: _State, where: str) -> Iterator[_Line]:
@@ -229,12 +277,24 @@ def _lines(path: Path, state: _State, where: str) -> Iterator[_Line]:
         kept = _preprocess(raw, str(path), number, state)
         if kept is None:
             continue
-        tokens = tokenize_line(kept, str(path), number)
-        if tokens.words and tokens.words[0] in INCLUDES:
-            yield from _include(tokens, path, state)
-            continue
-        if tokens.words:
-            yield tokens
+        for piece in kept.split("\n"):
+            tokens = tokenize_line(piece, str(path), number)
+            if tokens.raws and tokens.raws[-1].endswith("\\"):
+                raise ImportParseError(
+                    str(path),
+                    number,
+                    "a trailing \\ does not continue a line in keepalived (only a $NAME= "
+                    "definition goes on over lines): keepalived reads the \\ as a word and "
+                    "the next line as a statement of its own; join the lines",
+                )
+            if tokens.words and tokens.words[0] in INCLUDES:
+                yield from _include(tokens, path, state)
+                continue
+            if tokens.words:
+                yield tokens
+    if state.pending is not None:
+        state.params[state.pending[0]] = "\n".join(state.pending[1])
+        state.pending = None
 
 
 def split_lines(text: str) -> list[str]:

@@ -116,7 +116,8 @@ def checker(
                 c.where,
                 label,
                 "directord runs one check per real server (keepalived needed all to pass); "
-                "only the first is carried",
+                "only the first is carried: fewer probes, and a failure only this checker "
+                "would see leaves the server in",
             )
             continue
         chosen = _convert(c, notes, defaults.child(c, notes), real, port)
@@ -138,7 +139,12 @@ def _timing(kind: str, d: Defaults, stmt: Stmt, notes: Notes) -> dict[str, Any]:
         "retry_delay": delay,
     }
     if retry + 1 > 10:
-        notes.changed(stmt.where, f"{kind} retry", f"retry {retry}: at most 10 attempts a round")
+        notes.changed(
+            stmt.where,
+            f"{kind} retry",
+            f"retry {retry}: at most 10 attempts a round, so a failed server is out after "
+            f"10 failed attempts where keepalived waited for {retry + 1}",
+        )
     if d.alpha:
         out["initial"] = "down"
     return out
@@ -150,7 +156,8 @@ def _clamp_timeout(check: dict[str, Any], stmt: Stmt, notes: Notes) -> None:
             stmt.where,
             f"{stmt.keyword} timeout",
             f"timeout {check['timeout']:g} s is longer than the interval "
-            f"({check['interval']:g} s): the interval is used",
+            f"({check['interval']:g} s): the interval is used, so a slow reply counts as a "
+            f"failure after {check['interval']:g} s",
         )
         check["timeout"] = check["interval"]
 
@@ -256,7 +263,9 @@ def _http(
         notes.dropped(
             extra.where,
             f"{c.keyword} url {path.args[0] if path and path.args else ''}".strip(),
-            "one URL per check is carried (keepalived needed every URL to answer)",
+            "one URL per check is carried (keepalived needed every URL to answer): "
+            f"directord requests 1 URL a round where keepalived requested {len(urls)}, and a "
+            "failure of the others leaves the server in",
         )
     if host:
         check["host"] = host

@@ -73,10 +73,20 @@ def _keyed(
         for kind, value, port in group.members:
             key = _fwmark_key(value, base) if kind == "fwmark" else _address_key(value, port, base)
             out.append({"name": _name(key, name), **key, **_without_protocol(base, kind)})
+        reals = sum(1 for c in stmt.children or () if c.keyword == "real_server")
+        consequence = ""
+        if len(out) > 1:
+            consequence = (
+                f"; each service runs its own checks, so the real servers are probed "
+                f"{len(out)} times as often as keepalived probed them (one checker per "
+                f"real_server for the whole group)"
+                + (f": {len(out) * reals} checks instead of {reals}" if reals else "")
+            )
         notes.changed(
             stmt.where,
             _label(stmt),
-            f"one service per member of group {name} ({len(out)}), with the same settings",
+            f"one service per member of group {name} ({len(out)}), with the same settings"
+            + consequence,
         )
         return out
     if args[:1] == ["fwmark"]:

@@ -14,8 +14,6 @@ from director.importers.scripts import command_argv
 
 NOTIFY = ("notify_master", "notify_backup", "notify_fault", "notify")
 WHY_NOT = {
-    "state": "directord starts every instance as backup and lets the election decide (keepalived "
-    "does the same unless priority is 255)",
     "track_script": "vrrp_script tracking is not supported; track_checks follows health checks",
     "track_file": "file tracking is not supported",
     "track_process": "process tracking is not supported",
@@ -31,7 +29,6 @@ WHY_NOT = {
     "virtual_rules": "virtual rules are not supported; use policy_route",
     "accept": "directord's VIPs always accept traffic (no nftables drop like vrrp_strict)",
     "no_accept": "directord does not drop traffic to its VIPs",
-    "strict_mode": "directord validates adverts as the RFC says; no strict-mode switch",
     "debug": "use directord --log-level debug",
     "native_ipv6": "the version follows the address family (IPv6 needs version 3)",
     "garp_lower_prio_delay": "GARPs on a lower-priority advert are not configurable",
@@ -80,6 +77,7 @@ class VrrpDefaults:
     garp_count: int | None = None
     garp_refresh: float | None = None
     garp_interval: float | None = None
+    strict: bool = False  # global_defs vrrp_strict
 
 
 def _label(s: Stmt) -> str:
@@ -116,6 +114,13 @@ def _address(item: Stmt, notes: Notes, where: str, interface: str | None) -> dic
         iface = ipaddress.ip_interface(text)
     except ValueError:
         values.fail(item, 'an address with an optional prefix like "198.18.0.10/24"', text)
+    if "/" in text and iface.network.prefixlen == 0:
+        values.fail(
+            item,
+            f"a prefix length from 1 to {iface.max_prefixlen} (a /0 address claims every "
+            "address as on-link; directord refuses it)",
+            text,
+        )
     out: dict[str, Any] = {"address": f"{iface.ip}/{iface.network.prefixlen}"}
     words = item.args
     i = 0
@@ -150,15 +155,41 @@ def _address(item: Stmt, notes: Notes, where: str, interface: str | None) -> dic
 
 
 def instance(stmt: Stmt, notes: Notes, defaults: VrrpDefaults) -> dict[str, Any]:
+    """One ``vrrp_instance``, with the adjustments keepalived 2.2.7 makes to it when it reads it
+    (``vrrp_parser.c`` handlers, ``vrrp.c`` ``vrrp_complete_instance``): each one noted."""
     stmt.used = True
     out: dict[str, Any] = {"name": values.name(stmt)}
+    label = _label(stmt)
     if s := stmt.first("interface"):
         out["interface"] = values.interface(s)
     if s := stmt.first("virtual_router_id"):
         out["vrid"] = values.integer(s, 1, 255)
-    priority = 100
-    if s := stmt.first("priority"):
-        priority = values.integer(s, 1, 255)
+    strict = _strict(stmt, defaults)
+    master = _state(stmt, notes)
+    priority_stmt = stmt.first("priority")
+    if priority_stmt is not None:
+        priority = values.integer(priority_stmt, 1, 255)
+    elif master:
+        # vrrp.c vrrp_complete_instance: no priority and state MASTER -> VRRP_PRIO_OWNER
+        priority = 255
+        notes.changed(
+            stmt.where,
+            f"{label} > state MASTER",
+            "no priority given: keepalived makes the instance the address owner (priority "
+            "255), so the import has priority = 255: it preempts any peer at once and answers "
+            "for the addresses as their owner",
+        )
+    else:
+        priority = 100
+    if strict and master and priority != 255:
+        # vrrp.c: "State MASTER must match being address owner" -> BACKUP
+        master = False
+        notes.changed(
+            stmt.where,
+            f"{label} > state MASTER",
+            f"vrrp_strict: state MASTER needs priority 255 (it has {priority}); keepalived "
+            "starts it as BACKUP, as directord does",
+        )
     version = defaults.version
     if s := stmt.first("version"):
         version = values.integer(s, 2, 3, "a VRRP version")
@@ -179,6 +210,13 @@ def instance(stmt: Stmt, notes: Notes, defaults: VrrpDefaults) -> dict[str, Any]
                     "per-peer options are not carried",
                 )
         out["unicast_peers"] = list(dict.fromkeys(peers))
+        if strict and out["unicast_peers"]:
+            # vrrp.c: "Unicast peers are not supported in strict mode" (the instance fails)
+            values.refuse(
+                s,
+                "keepalived refuses unicast peers under vrrp_strict / strict_mode (the instance "
+                "does not start); remove one or the other",
+            )
     vips, excluded = _virtual_addresses(
         stmt, notes, out.get("primary_address"), out.get("interface")
     )
@@ -193,27 +231,34 @@ def instance(stmt: Stmt, notes: Notes, defaults: VrrpDefaults) -> dict[str, Any]
         values.fail(stmt, "virtual_router_id N in the block (keepalived needs it too)", None)
     if _family(out, vips) == 6 and version != 3:
         version = 3
-        notes.changed(stmt.where, _label(stmt), "IPv6: version = 3, as keepalived sets it")
+        notes.changed(
+            stmt.where,
+            label,
+            "IPv6: version = 3, as keepalived sets it; the adverts are VRRPv3 (no "
+            "authentication, centisecond intervals)",
+        )
     if version is not None:
         out["version"] = version
+    if not vips and (version == 3 or strict):
+        # vrrp.c: "No VIP specified; at least one is required" (the instance fails)
+        values.refuse(
+            stmt,
+            "no virtual_ipaddress: keepalived refuses a VRRPv3 or strict-mode instance "
+            "without one (the instance does not start)",
+        )
     if advert is not None and advert_interval is not None:
         out["advert_interval"] = _advert_interval(advert, advert_interval, version or 2, notes)
     if auth is not None:
-        _auth(auth, out, notes, version or 2)
-    if stmt.first("nopreempt"):
-        out["preempt"] = False
-    elif stmt.first("preempt"):
-        out["preempt"] = True
-    if s := stmt.first("preempt_delay"):
-        out["preempt_delay"] = values.seconds(s, zero=True, hi=1000)
-    _garp(stmt, out, defaults)
+        _auth(auth, out, notes, version or 2, strict, _family(out, vips))
+    _preempt(stmt, out, notes, master, strict, priority)
+    _garp(stmt, out, defaults, notes)
     tracks, bonus = _track_interfaces(stmt, notes, priority)
     if tracks:
         out["track_interfaces"] = tracks
     if bonus:
         notes.changed(
             stmt.where,
-            _label(stmt),
+            label,
             f"positive track_interface weights: priority {priority} + {bonus} while up, "
             "lowered by the weight when an interface goes down",
         )
@@ -222,6 +267,108 @@ def instance(stmt: Stmt, notes: Notes, defaults: VrrpDefaults) -> dict[str, Any]
         out["priority"] = min(255, priority)
     _notify(stmt, out, notes)
     return {k: out[k] for k in sorted(out, key=ORDER.index)}
+
+
+_TRUE = ("true", "on", "yes")
+_FALSE = ("false", "off", "no")
+
+
+def _strict(stmt: Stmt, defaults: VrrpDefaults) -> bool:
+    """``strict_mode [on|off]`` in the instance, else global ``vrrp_strict`` (vrrp.c
+    vrrp_complete_instance: ``strict_mode == PARAMETER_UNSET`` takes the global)."""
+    s = stmt.first("strict_mode")
+    if s is None:
+        return defaults.strict
+    if not s.args:
+        return True
+    word = s.args[0].lower()
+    if word not in _TRUE + _FALSE:
+        values.fail(s, "on, off, true, false, yes or no", s.args[0])
+    return word in _TRUE
+
+
+def _state(stmt: Stmt, notes: Notes) -> bool:
+    """Whether keepalived takes ``state`` as MASTER (vrrp_parser.c vrrp_state_handler: exactly
+    ``MASTER`` or ``BACKUP``; anything else is BACKUP; BACKUP after MASTER is ignored)."""
+    master = False
+    for s in stmt.all("state"):
+        word = s.args[0] if s.args else ""
+        if word == "MASTER":
+            master = True
+        elif word == "BACKUP":
+            if master:
+                notes.dropped(s.where, "state BACKUP", "after state MASTER: keepalived ignores it")
+        else:
+            notes.changed(
+                s.where,
+                f"state {word}".rstrip(),
+                "not MASTER or BACKUP (keepalived reads them case-sensitively): keepalived "
+                "defaults to BACKUP",
+            )
+    if master:
+        notes.carried(
+            stmt.where,
+            f"{_label(stmt)} > state MASTER",
+            "directord starts every instance as backup and takes over after the master-down "
+            "interval (under 4 adverts) when no better master is heard; keepalived "
+            "announces itself at once",
+        )
+    elif stmt.first("state"):
+        notes.carried(stmt.where, f"{_label(stmt)} > state BACKUP", "directord starts as backup")
+    return master
+
+
+def _preempt(
+    stmt: Stmt, out: dict[str, Any], notes: Notes, master: bool, strict: bool, priority: int
+) -> None:
+    """keepalived: the last of ``preempt`` / ``nopreempt`` wins (vrrp_parser.c); then
+    vrrp_complete_instance clears nopreempt for an address owner (priority 255) and, under
+    state MASTER, clears nopreempt and preempt_delay; strict mode and nopreempt clear
+    preempt_delay."""
+    nopreempt = None
+    for c in stmt.children or ():
+        if c.keyword in ("preempt", "nopreempt"):
+            c.used = True
+            nopreempt = c
+    off = nopreempt is not None and nopreempt.keyword == "nopreempt"
+    if off and nopreempt is not None:
+        if priority == 255:
+            notes.changed(
+                nopreempt.where,
+                "nopreempt",
+                "an address owner (priority 255) always preempts: keepalived clears nopreempt, "
+                "so the import preempts",
+            )
+            off = False
+        elif master:
+            notes.changed(
+                nopreempt.where,
+                "nopreempt",
+                "keepalived clears nopreempt under state MASTER, so the import preempts: this "
+                "node takes the addresses back from a lower-priority master when it returns",
+            )
+            off = False
+    if off:
+        out["preempt"] = False
+    delay = stmt.first("preempt_delay")
+    if delay is None:
+        return
+    seconds = values.seconds(delay, zero=True, hi=1000)
+    why = None
+    if master:
+        why = "keepalived clears preempt_delay under state MASTER"
+    elif strict:
+        why = "keepalived resets preempt_delay in strict mode"
+    elif off:
+        why = "keepalived resets preempt_delay with nopreempt"
+    if why and seconds:
+        notes.changed(
+            delay.where,
+            f"preempt_delay {delay.args[0]}",
+            f"{why}: not carried, so the import preempts as soon as it hears a lower priority",
+        )
+        return
+    out["preempt_delay"] = seconds
 
 
 def _virtual_addresses(
@@ -271,7 +418,15 @@ def _virtual_addresses(
         )
     vips, excluded = lists["virtual_ipaddress"], lists["virtual_ipaddress_excluded"]
     if len(vips) > 255:
-        notes.dropped(stmt.where, _label(stmt), f"{len(vips) - 255} addresses past the 255th")
+        # vrrp.c vrrp_complete_instance: "excess moved to eVIPs" (held, not advertised)
+        notes.changed(
+            stmt.where,
+            _label(stmt),
+            f"{len(vips) - 255} addresses past the 255th do not fit an advert: moved to "
+            "excluded_addresses (held by the master, not advertised), as keepalived moves "
+            "them to its eVIPs",
+        )
+        excluded = vips[255:] + excluded
         vips = vips[:255]
     return vips, excluded
 
@@ -333,38 +488,94 @@ def _advert_interval(s: Stmt, value: float, version: int, notes: Notes) -> float
     return rounded
 
 
-def _auth(s: Stmt, out: dict[str, Any], notes: Notes, version: int) -> None:
+def _auth(
+    s: Stmt, out: dict[str, Any], notes: Notes, version: int, strict: bool, family: int
+) -> None:
+    """keepalived's authentication, as vrrp_complete_instance leaves it (vrrp.c, in this order):
+    ignored in strict mode, ignored in VRRPv3, ignored without a password, AH ignored over
+    IPv6; ``auth_type`` is exactly PASS or AH (vrrp_parser.c vrrp_auth_type_handler: any other
+    word leaves no authentication); ``auth_pass`` is cut to 8 bytes."""
     kind = s.first("auth_type")
     password = s.first("auth_pass")
     for c in s.leftovers():
         c.drop()
         notes.dropped(c.where, f"authentication {_label(c)}", "not known to the importer")
-    if kind and kind.args and kind.args[0].upper() == "AH":
+    word = kind.args[0] if kind and kind.args else None
+    if word not in ("PASS", "AH"):
+        if kind is not None:
+            notes.dropped(
+                kind.where,
+                f"auth_type {word or ''}".rstrip(),
+                "not PASS or AH (keepalived reads them case-sensitively): keepalived sends "
+                "and expects no authentication, so neither does the import",
+            )
+        elif password is not None:
+            notes.dropped(
+                password.where,
+                "auth_pass",
+                "no auth_type: keepalived sends and expects no authentication, so neither "
+                "does the import",
+            )
+        return
+    consequence = (
+        "the adverts carry no password (authentication type 0), and adverts from a peer "
+        "that still sends one are dropped by both keepalived and directord"
+    )
+    if strict:
         notes.dropped(
-            kind.where,
-            "auth_type AH",
-            "IPsec AH authentication is not supported "
-            "(RFC 3768 removed it); use no authentication or PASS",
+            s.where,
+            f"authentication (auth_type {word})",
+            f"vrrp_strict: keepalived ignores authentication in strict mode; {consequence}",
         )
         return
     if version == 3:
         notes.dropped(
-            s.where, "authentication", "VRRPv3 has no authentication (keepalived ignores it)"
+            s.where,
+            f"authentication (auth_type {word})",
+            f"VRRPv3 has no authentication and keepalived ignores it; {consequence}",
         )
         return
-    if password and password.args:
-        value = password.args[0]
-        if len(value.encode()) > 8:
-            notes.changed(
-                password.where, "auth_pass", "longer than 8 bytes: cut to 8, as keepalived does"
-            )
-            value = value.encode()[:8].decode(errors="ignore")
-        out["password"] = values.password(password, value)
-    elif password:
-        values.fail(password, "a password of 1 to 8 bytes", None)
+    if password is None or not password.args:
+        notes.dropped(
+            s.where,
+            f"authentication (auth_type {word})",
+            f"no auth_pass: keepalived ignores the authentication; {consequence}",
+        )
+        return
+    if word == "AH":
+        notes.dropped(
+            kind.where if kind else s.where,
+            "auth_type AH",
+            "IPsec AH authentication is not supported (RFC 3768 removed it); the import "
+            "sends no authentication, which a keepalived peer with AH drops: use PASS or "
+            "nothing on both nodes"
+            + (" (keepalived itself ignores AH over IPv6)" if family == 6 else ""),
+        )
+        return
+    value = password.args[0]
+    if len(value.encode()) > 8:
+        notes.changed(
+            password.where, "auth_pass", "longer than 8 bytes: cut to 8, as keepalived does"
+        )
+        value = value.encode()[:8].decode(errors="ignore")
+    out["password"] = values.password(password, value)
 
 
-def _garp(stmt: Stmt, out: dict[str, Any], d: VrrpDefaults) -> None:
+def garp_count(s: Stmt, notes: Notes) -> int:
+    """vrrp_parser.c vrrp_garp_rep_handler (global_parser.c likewise): 0 repeats is made 1
+    ("garp_master_repeat must be greater than 0, setting to 1")."""
+    count = values.integer(s, 0, 100)
+    if count == 0:
+        notes.changed(
+            s.where,
+            f"{s.keyword} 0",
+            "keepalived sends at least one round of gratuitous ARPs: garp_count = 1",
+        )
+        return 1
+    return count
+
+
+def _garp(stmt: Stmt, out: dict[str, Any], d: VrrpDefaults, notes: Notes) -> None:
     found: dict[str, float | int | None] = {
         "garp_count": d.garp_count,
         "garp_repeat_after": d.garp_repeat_after,
@@ -379,7 +590,7 @@ def _garp(stmt: Stmt, out: dict[str, Any], d: VrrpDefaults) -> None:
     ):
         if s := stmt.first(keyword):
             found[key] = (
-                values.integer(s, 0, 100) if key == "garp_count" else values.seconds(s, zero=True)
+                garp_count(s, notes) if key == "garp_count" else values.seconds(s, zero=True)
             )
     for key, value in found.items():
         if value is not None:

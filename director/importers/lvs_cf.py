@@ -57,7 +57,14 @@ def import_lvs_cf(path: str | os.PathLike[str], node: Node = "primary") -> Impor
         if not forwarding:
             notes.dropped(s.where, f"network = {s.args[0]}", "expected nat, direct or tunnel")
             forwarding = "nat"
-    keepalive = float(fmt.integer(root, "keepalive", 1, 255, "a number of seconds") or 6)
+    given = fmt.integer(root, "keepalive", 1, 255, "a number of seconds")
+    keepalive = float(given or 2)
+    if given is None:
+        notes.carried(
+            f"{root.file}:0",
+            "keepalive",
+            "not given: Piranha's default 2 s (lvsconfig.c), the VRRP advert interval",
+        )
     kernel = {
         k: v
         for k in ("tcp_timeout", "tcpfin_timeout", "udp_timeout")
@@ -190,7 +197,9 @@ def _heartbeat(
         f"on the segment) between {primary} and {backup}, unicast, advert every "
         f"keepalive = {keepalive:g} s; this file is for the {node} (priority "
         f"{out['priority']}); import again with --node "
-        f"{'backup' if node == 'primary' else 'primary'} for the other director",
+        f"{'backup' if node == 'primary' else 'primary'} for the other director; pulse's "
+        "UDP heartbeat and VRRP do not hear each other, so a director still running pulse "
+        "and this one would both be master: move both directors together",
     )
     return out
 
@@ -204,7 +213,7 @@ def _nat_router(root: Stmt, notes: Notes) -> dict[str, Any] | None:
     if ":" in ip:
         values.fail(s, "an IPv4 address", ip)
     prefix = 24
-    if m := root.first("nat_nmask"):
+    if (m := root.first("nat_nmask")) and not fmt.zero_mask(m):
         prefix = fmt.prefix(m)
     vip: dict[str, Any] = {"address": f"{ip}/{prefix}"}
     if len(words) > 1:
@@ -241,7 +250,14 @@ def _vip(v: Stmt, notes: Notes) -> tuple[str | None, dict[str, Any] | None]:
     address = values.address(s, text=words[0] if words else None)
     prefix = 32 if ":" not in address else 128
     if (m := v.first("vip_nmask")) is not None and ":" not in address:
-        prefix = fmt.prefix(m)
+        if fmt.zero_mask(m):
+            notes.carried(
+                m.where,
+                f"vip_nmask = {m.args[0]}",
+                "Piranha reads a zero mask as none given: the address is a /32",
+            )
+        else:
+            prefix = fmt.prefix(m)
     vip: dict[str, Any] = {"address": f"{address}/{prefix}"}
     if len(words) > 1:
         fmt.device(s, words[1], vip)
@@ -271,7 +287,15 @@ def _virtual(
         protocol = s.args[0].strip().lower()
         if protocol not in ("tcp", "udp"):
             values.fail(s, "tcp or udp", s.args[0])
-    port = fmt.integer(v, "port", 0, 65535, "a port")
+    port = fmt.port(v, "port", notes)
+    if port is None and not fwmark:
+        port = 80
+        notes.carried(
+            v.where,
+            f"virtual {name} port",
+            "not given: Piranha's default port 80 (lvsconfig.c lvsInitVirtualServer), for the "
+            "service, its servers and nanny's probes",
+        )
     if fwmark:
         out["fwmark"] = fwmark
         if address and ":" in address:
@@ -288,7 +312,13 @@ def _virtual(
         out["scheduler"] = s.args[0]
     if (persistent := fmt.integer(v, "persistent", what="a number of seconds")) and persistent > 0:
         out["persistence_timeout"] = persistent
-        if (s := v.first("pmask")) and s.args[0].strip() != "255.255.255.255":
+        if (s := v.first("pmask")) and fmt.zero_mask(s):
+            notes.carried(
+                s.where,
+                f"pmask = {s.args[0]}",
+                "Piranha reads a zero mask as none given: persistence per client address",
+            )
+        elif (s := v.first("pmask")) and s.args[0].strip() != "255.255.255.255":
             mask = values.netmask(s, text=s.args[0].strip())
             if isinstance(mask, int) and not 1 <= mask <= 32:
                 values.fail(s, "a netmask or a prefix length from 1 to 32", s.args[0])
@@ -314,10 +344,10 @@ def _virtual(
             assert s is not None
             values.fail(s, f"an IPv{family} address like the virtual's", sorry)
         out["sorry_server"] = {"address": sorry}
-    check = _check(v, notes, keepalive)
+    check = _check(v, notes, 80 if port is None else port)
     if check is not None:
-        if fwmark and port and check["type"] not in ("script", "exchange", "https"):
-            check["port"] = port  # nanny probes the virtual's port
+        if fwmark and check["type"] not in ("script", "exchange", "https"):
+            check["port"] = 80 if port is None else port  # nanny probes the virtual's port
         out["check"] = check
     reals: list[dict[str, Any]] = []
     for s in v.all("server"):
@@ -380,19 +410,33 @@ def _check_port(v: Stmt, vs: dict[str, Any]) -> None:
             )
 
 
-def _check(v: Stmt, notes: Notes, keepalive: float) -> dict[str, Any] | None:
-    check: dict[str, Any] = {"type": "tcp", "interval": keepalive, "rise": 1, "fall": 1}
-    timeout = fmt.integer(v, "timeout", what="a number of seconds")
-    check["timeout"] = float(min(timeout, keepalive) if timeout else min(10.0, keepalive))
-    if timeout and timeout > keepalive:
-        notes.changed(
+def _check(v: Stmt, notes: Notes, vs_port: int) -> dict[str, Any] | None:
+    """nanny's check, as lvsd starts it (lvsd.c: ``-t timeout -a reentry``): a probe every
+    ``timeout`` seconds (nanny's interval; default 10), each waiting up to that long, one
+    failure takes the server out, and it comes back after ``reentry`` seconds of good probes
+    (default 180 for LVS services, nanny.c)."""
+    timeout = fmt.integer(v, "timeout", 1, what="a number of seconds")
+    interval = float(timeout or 10)
+    check: dict[str, Any] = {"type": "tcp", "interval": interval, "rise": 1, "fall": 1}
+    check["timeout"] = interval
+    name = v.args[0]
+    if timeout is None:
+        notes.carried(
             v.where,
-            f"virtual {v.args[0]} timeout",
-            f"{timeout} s is longer than the "
-            f"interval (keepalive = {keepalive:g} s): the interval is used",
+            f"virtual {name} timeout",
+            "not given: Piranha's default 10 s: nanny probes every 10 s and a server is out "
+            "after one failed probe",
         )
-    if (reentry := fmt.integer(v, "reentry", what="a number of seconds")) is not None:
-        check["reentry"] = float(reentry)
+    reentry = fmt.integer(v, "reentry", what="a number of seconds")
+    if reentry is None:
+        reentry = 180
+        notes.carried(
+            v.where,
+            f"virtual {name} reentry",
+            "not given: Piranha's default 180 s: a server that failed is back only after "
+            "180 s of good probes",
+        )
+    check["reentry"] = float(reentry)
     expects = v.all("expect")
     expect = expects[-1].args[0] if expects else None
     regex = fmt.value(v, "use_regex") == "1"
@@ -428,7 +472,19 @@ def _check(v: Stmt, notes: Notes, keepalive: float) -> dict[str, Any] | None:
         if s := v.first("send"):
             notes.dropped(s.where, "send", "send_program is used instead")
         return check
-    if (send := fmt.value(v, "send")) is not None:
+    send = fmt.value(v, "send")
+    if send is None and expect is None and vs_port == 80:
+        # nanny.c: port 80 with no send, expect or send_program -> an HTTP probe
+        check["send"] = "GET / HTTP/1.0\r\n\r\n"
+        check["expect"] = "HTTP"
+        notes.carried(
+            v.where,
+            f"virtual {name} (no send/expect)",
+            'port 80 with no send, expect or send_program: nanny sends "GET / HTTP/1.0" '
+            'and expects "HTTP" in the reply, and so does the import',
+        )
+        return check
+    if send is not None:
         check["send"] = send
     if expect is not None:
         check["expect"] = expect

@@ -15,7 +15,7 @@ from typing import Any
 from director.config.fields import netmask_prefix
 from director.importers import values
 from director.importers.keepalived import Stmt, read_config_text, split_lines
-from director.importers.notes import ImportParseError
+from director.importers.notes import ImportParseError, Notes
 
 
 def _unquote(text: str, file: str, line: int) -> str:
@@ -124,8 +124,98 @@ def prefix(s: Stmt) -> int:
     return netmask_prefix(mask)
 
 
+def zero_mask(s: Stmt) -> bool:
+    """Piranha reads masks with inet_aton and tests ``s_addr`` for zero: ``0.0.0.0`` (or
+    ``0``) is "none given" (lvsconfig.c, vip_nmask / pmask / nat_nmask)."""
+    text = s.args[0].strip() if s.args else ""
+    return text in ("0", "0.0.0.0", "0x0", "00")
+
+
 def device(s: Stmt, text: str, vip: dict[str, Any]) -> None:
     """``DEVICE`` or ``DEVICE:N`` after an address: the device, and the label."""
     vip["device"] = values.interface(s, text=text.partition(":")[0])
     if ":" in text:
         vip["label"] = values.label(s, text=text)
+
+
+# Well-known TCP service names (IANA / the usual /etc/services) that a virtual's ``port`` may
+# name: Piranha's lvsconfig.c getPort() asks getservbyname(NAME, "tcp"). The importer uses this
+# built-in table, not the importing machine's /etc/services, so an import gives the same file
+# everywhere; a name not in it is refused (write the number).
+SERVICES: dict[str, int] = {
+    "ftp-data": 20,
+    "ftp": 21,
+    "ssh": 22,
+    "telnet": 23,
+    "smtp": 25,
+    "time": 37,
+    "domain": 53,
+    "gopher": 70,
+    "finger": 79,
+    "http": 80,
+    "www": 80,
+    "www-http": 80,
+    "kerberos": 88,
+    "pop3": 110,
+    "pop-3": 110,
+    "sunrpc": 111,
+    "auth": 113,
+    "nntp": 119,
+    "ntp": 123,
+    "netbios-ssn": 139,
+    "imap": 143,
+    "imap2": 143,
+    "snmp": 161,
+    "bgp": 179,
+    "ldap": 389,
+    "https": 443,
+    "microsoft-ds": 445,
+    "submissions": 465,
+    "smtps": 465,
+    "printer": 515,
+    "submission": 587,
+    "ldaps": 636,
+    "rsync": 873,
+    "ftps": 990,
+    "imaps": 993,
+    "pop3s": 995,
+    "socks": 1080,
+    "openvpn": 1194,
+    "ms-sql-s": 1433,
+    "radius": 1812,
+    "radius-acct": 1813,
+    "nfs": 2049,
+    "mysql": 3306,
+    "ms-wbt-server": 3389,
+    "sip": 5060,
+    "sip-tls": 5061,
+    "postgresql": 5432,
+    "http-alt": 8080,
+    "webcache": 8080,
+}
+
+
+def port(block: Stmt, key: str, notes: Notes) -> int | None:
+    """``key = N`` or a well-known service name (Piranha's getservbyname, case-sensitive);
+    None when absent."""
+    s = block.first(key)
+    if s is None:
+        return None
+    text = s.args[0].strip()
+    if text in SERVICES:
+        notes.carried(
+            s.where,
+            f"{key} = {text}",
+            f"port {SERVICES[text]}: Piranha looks the name up with getservbyname; the "
+            "importer uses its built-in table of well-known names, not this machine's "
+            "/etc/services",
+        )
+        return SERVICES[text]
+    if text and not text.isdigit() and not text.startswith(("-", "+")):
+        values.fail(
+            s,
+            "a port number or a well-known service name (http, https, smtp, ...: the "
+            "importer's built-in table, not this machine's /etc/services)",
+            text,
+        )
+    return values.integer(s, 0, 65535, "a port", text=text)

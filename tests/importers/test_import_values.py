@@ -372,9 +372,12 @@ KEEPALIVED_CARRIED = [
     ),
     (
         "authentication on a VRRPv3 instance (check-config: password needs version 2)",
-        vi("  version 3\n  authentication {\n    auth_type PASS\n    auth_pass secret\n  }"),
+        vi(
+            "  version 3\n  virtual_ipaddress {\n    198.18.0.10/24\n  }\n"
+            "  authentication {\n    auth_type PASS\n    auth_pass secret\n  }"
+        ),
         lambda i: "password" not in _vi(i),
-        "VRRPv3 has no authentication (keepalived ignores it)",
+        "VRRPv3 has no authentication and keepalived ignores it",
     ),
     (
         "advert_int 1.5 on VRRPv2 (check-config: whole seconds)",
@@ -414,7 +417,10 @@ KEEPALIVED_CARRIED = [
     ),
     (
         "an IPv6 link-local unicast_src_ip in a VRRPv2 instance (check-config: IPv4 only)",
-        vi("  unicast_src_ip fe80::2\n  unicast_peer {\n    fe80::3\n  }"),
+        vi(
+            "  unicast_src_ip fe80::2\n  unicast_peer {\n    fe80::3\n  }\n"
+            "  virtual_ipaddress {\n    2001:db8::10/64\n  }"
+        ),
         lambda i: _vi(i)["version"] == 3,
         "IPv6: version = 3, as keepalived sets it",
     ),
@@ -534,13 +540,6 @@ LVS_REFUSED = [
         16,
         "virtual: expected a service that no other virtual has, found tcp 198.18.0.10 80 "
         "(also virtual web)",
-    ),
-    (
-        "an fwmark virtual whose servers have no port to probe (check-config refused it)",
-        lvs("  fwmark = 5").replace("  port = 80\n", "").replace("    port = 8080\n", ""),
-        6,
-        "virtual: expected port = N: nanny probes the port, and server web1 has none, "
-        "found nothing",
     ),
 ]
 

@@ -137,7 +137,7 @@ def test_vrrp_instances_sync_group_and_notify() -> None:
             {"address": "198.18.0.10/24", "device": "eth0", "label": "eth0:1"},
             {"address": "198.18.0.11/24", "device": "eth0", "label": "eth0:2"},
         ],
-        "preempt": False,
+        # state MASTER clears nopreempt (keepalived 2.2.7 vrrp.c vrrp_complete_instance:3112)
         "garp_count": 3,
         "garp_repeat_after": 5.0,
         "track_interfaces": [
@@ -149,7 +149,8 @@ def test_vrrp_instances_sync_group_and_notify() -> None:
     }
     assert inside["primary_address"] == "198.18.1.2"
     assert inside["unicast_peers"] == ["198.18.1.3"]
-    assert inside["preempt_delay"] == 30.0
+    # state MASTER clears preempt_delay too (vrrp.c:3118)
+    assert "preempt_delay" not in inside
     assert config["vrrp_sync_group"] == [
         {
             "name": "VG_1",
@@ -267,12 +268,14 @@ def test_conditional_lines_and_parameters(tmp_path: Path) -> None:
     assert "for config id main (this import: none given" in notes_text(import_keepalived(path))
 
 
-def test_a_multiline_definition_is_an_error(tmp_path: Path) -> None:
+def test_a_multiline_definition_inside_a_line_is_an_error(tmp_path: Path) -> None:
+    # multi-line definitions are expanded (test_keepalived_adjustments); one with text after
+    # it on its line is refused
     path = tmp_path / "k.conf"
-    path.write_text("$ADDRS=198.18.0.1 \\\n  198.18.0.2\n")
+    path.write_text("$ADDRS=198.18.0.1 \\\n  198.18.0.2\nfoo $ADDRS bar\n")
     with pytest.raises(ImportParseError) as exc:
         import_keepalived(path)
-    assert str(exc.value) == f"{path}:1: multi-line definition of $ADDRS is not supported: join it"
+    assert str(exc.value) == f"{path}:3: $ADDRS is a multi-line definition: put it last on its line"
 
 
 def test_vrrp_edges(tmp_path: Path) -> None:

@@ -163,6 +163,17 @@ CASES = [
         "optional prefix",
     ),
     (
+        'virtual_addresses = ["198.18.0.10/0"]',
+        "vrrp_instance[0].virtual_addresses[0].address",
+        "expected a prefix length from 1 to 32 (a /0 address claims every address as on-link), "
+        'found "198.18.0.10/0"',
+    ),
+    (
+        'version = 3\nvirtual_addresses = ["2001:db8::10/0"]',
+        "vrrp_instance[0].virtual_addresses[0].address",
+        "prefix length from 1 to 128",
+    ),
+    (
         'virtual_addresses = ["198.18.0.10", "2001:db8::1"]',
         "vrrp_instance[0].virtual_addresses[1]",
         "expected an IPv4 address",
