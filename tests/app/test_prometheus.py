@@ -5,7 +5,8 @@ namespace, with two web servers behind it; Prometheus runs in the same namespace
 every second and evaluating ``docs/monitoring/alerts.yml`` unchanged. Through Prometheus' own
 HTTP API: the IPVS counters and the health series arrive; a stopped web server shows in
 ``director_check_up`` and puts DirectorRealServerDown in pending (its ``for:`` is 2 minutes);
-a refused reload makes DirectorReloadFailed fire.
+a refused reload makes DirectorReloadFailed fire; the service's last web server stopped makes
+DirectorServiceNoHealthyServer fire once its ``for:`` (1 minute) has passed.
 """
 
 from __future__ import annotations
@@ -128,6 +129,23 @@ def test_prometheus_scrapes_the_daemon_and_the_shipped_rules_fire(
             within=15,
         )
         print(f"DirectorReloadFailed fired {fired:.1f} s after the refused reload")
+        # The service's last web server stops too: DirectorServiceNoHealthyServer goes pending,
+        # then fires once its for: (1 minute) has passed, from the shipped rules unchanged.
+        farm.run("pkill", "-f", "http.server --bind 198.18.1.21")
+        stopped = time.monotonic()
+        wait_for(
+            "DirectorServiceNoHealthyServer pending",
+            lambda: alerts(director_ns, prom, "DirectorServiceNoHealthyServer", "pending"),
+            within=30,
+        )
+        wait_for(
+            "DirectorServiceNoHealthyServer firing",
+            lambda: alerts(director_ns, prom, "DirectorServiceNoHealthyServer", "firing"),
+            within=100,
+        )
+        firing = time.monotonic() - stopped
+        assert firing >= 60, firing  # not before its for:
+        print(f"DirectorServiceNoHealthyServer fired {firing:.1f} s after the last server stopped")
     finally:
         server.stop()
         daemon.stop(timeout=15)
