@@ -6,6 +6,9 @@ removed, or kept with weight 0 when the service says ``on_failure = "quiesce"``:
 connections then continue while new ones go elsewhere. The sorry server is in the table only while
 no real server is available (up and with a weight above 0).
 
+For ``mh`` and ``sh`` the destinations are in canonical order (family, address, port; see
+:mod:`director.reconcile.order`), the order the kernel's list must have on every director.
+
 Maintenance overrides (:mod:`director.maintenance`) come last: a drained real server has weight
 0, a removed one (a timed drain that went idle or timed out) is not in the table at all.
 """
@@ -16,6 +19,7 @@ from collections.abc import Mapping
 
 from director.config.model import Config, VirtualServer
 from director.ipvs.model import Dest, DestKey, Service, ServiceKey, Table
+from director.reconcile.order import ORDERED_SCHEDULERS, canonical
 
 Health = Mapping[tuple[ServiceKey, DestKey], bool]
 # (service, destination) -> "drain" (weight 0) or "remove"; see director.maintenance.
@@ -29,7 +33,9 @@ def compile_table(
     for vs in config.virtual_servers:
         key = vs.service_key()
         table.services[key] = compile_service(vs)
-        table.dests[key] = compile_dests(vs, key, health or {}, overrides or {})
+        dests = compile_dests(vs, key, health or {}, overrides or {})
+        # mh/sh: in the kernel list's canonical order, whatever the config's order
+        table.dests[key] = canonical(dests) if vs.scheduler in ORDERED_SCHEDULERS else dests
     return table
 
 
