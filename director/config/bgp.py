@@ -47,6 +47,8 @@ def _int_in(lo: int, hi: int, what: str) -> PlainValidator:
 
 
 def _host_prefix(value: object) -> HostPrefix:
+    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        value = str(value)  # Python code may give a network; TOML gives text
     if isinstance(value, str) and "%" not in value:
         try:
             net = ipaddress.ip_network(value, strict=False)
