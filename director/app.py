@@ -34,6 +34,7 @@ from checks import identity
 from checks.identity import RunAs
 from checks.model import HealthChanged, ProbeResult
 from director import __version__, early
+from director.bgp.service import BgpService
 from director.config import Config, ConfigError
 from director.control.commands import handlers, status_view
 from director.control.protocol import ControlError, RequestError
@@ -219,6 +220,7 @@ class Director:
         self.vrrp = VrrpService(
             config, self.roles.publish, hooks=self.hooks, health=lambda: self.engine.health
         )
+        self.bgp = BgpService(config, world.state_dir)  # [bgp] route health injection
         self.control = ControlServer(
             world.control_socket or Path(config.daemon.control_socket),
             handlers(self.status, self.ask),
@@ -235,6 +237,7 @@ class Director:
         self._stack = contextlib.AsyncExitStack()
         self._stopping = False  # a Stop was applied: asks are refused from now on
         self._health_queued = False
+        self._bgp_awaiting = False  # BGP waits for checks' first results
 
     # -- life cycle -----------------------------------------------------------------------------
 
@@ -247,6 +250,7 @@ class Director:
             ("programming the IPVS table", self._start_engine),
             ("starting the health checks", self._start_checks),
             ("starting VRRP", self._start_vrrp),
+            ("starting BGP", self._start_bgp),
             ("opening the control socket and the HTTP listener", self._start_listeners),
         ]
         for step, run in steps:
@@ -330,6 +334,22 @@ class Director:
         self._stack.push_async_callback(self._stop_syncd)
         self._stack.push_async_callback(self.vrrp.stop)
         await self.vrrp.start()  # publishes the first role (master without VRRP instances)
+
+    async def _start_bgp(self) -> None:
+        # Stopped before VRRP and the table: the routes are withdrawn first.
+        self._stack.push_async_callback(self.bgp.stop)
+        await self.bgp.start()
+        self._bgp_update()
+
+    def _bgp_update(self) -> None:
+        """Health or maintenance may have changed: let BGP announce or withdraw (on verdicts:
+        until every check has had a result, each probe result may be the missing one)."""
+        if self.bgp.bgp is None:
+            return
+        config = self.engine.config
+        verdicts = self.checks.verdicts()
+        self._bgp_awaiting = len(verdicts) < len(self.checks.health())
+        self.bgp.update(config, verdicts, self.maintenance.overrides(config))
 
     async def _start_listeners(self) -> None:
         """Either listener failing is logged and the director runs on without it: its job is
@@ -431,7 +451,10 @@ class Director:
                 return await self.reload()
             case HealthSync():
                 self._health_queued = False
-                await self.engine.sync_health()
+                try:
+                    await self.engine.sync_health()
+                finally:
+                    self._bgp_update()
                 return None
             case Resync():
                 await self.engine.resync()
@@ -439,6 +462,7 @@ class Director:
                 with contextlib.suppress(KernelError):  # logged; the next resync tries again
                     await self.syncd.apply()  # a sync daemon stopped by hand comes back
                 self._refresh_faults()
+                self._bgp_update()
                 self.world.lifecycle.status(self.engine.status.summary())
                 return None
             case RefreshStats():
@@ -446,12 +470,14 @@ class Director:
                 return None
             case Drain(server, service, timeout):
                 drain = await self.engine.drain(server, service, timeout)
+                self._bgp_update()
                 return {
                     "drain": drain.to_json(),
                     "matches": self.maintenance.describe(self.engine.config, time.time()),
                 }
             case Enable(server, service):
                 lifted = await self.engine.enable(server, service)
+                self._bgp_update()
                 return {"enabled": [d.to_json() for d in lifted]}
         raise AssertionError(f"unknown intent {intent!r}")
 
@@ -500,6 +526,8 @@ class Director:
         await self._record_vips(config)
         with contextlib.suppress(KernelError):  # logged
             await self.syncd.update(config.sync_daemon)
+        await self.bgp.reload(config)
+        self._bgp_update()
         self.metrics.reloaded(True)
         self._refresh_faults()
         self.world.lifecycle.ready(self.engine.status.summary())
@@ -522,6 +550,8 @@ class Director:
 
     def _on_probe(self, job: ProbeJob, result: ProbeResult) -> None:
         self.metrics.probed(job.kind, job.label, result.ok, result.latency, local=result.local)
+        if self._bgp_awaiting:
+            self._bgp_update()
 
     def _checks_changed(self, config: Config) -> None:
         """Start or replace the checks; the metric series of targets no longer checked go."""
@@ -567,6 +597,7 @@ class Director:
             time.time(),
         )
         view["probe_local_failures"] = self.checks.local_faults()
+        view["bgp"] = self.bgp.summary()
         view["process"] = process_view()
         return view
 

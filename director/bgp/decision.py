@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from director.config.bgp import Announce, HostPrefix
+from director.config.model import Config
+from director.ipvs.model import DestKey, ServiceKey
 
 
 @dataclass(frozen=True)
@@ -132,3 +134,26 @@ class RouteHealth:
 
     def to_json(self, now: float) -> list[dict[str, object]]:
         return [s.to_json(now) for s in self.states.values()]
+
+
+def healthy_counts(
+    config: Config,
+    health: Mapping[tuple[ServiceKey, DestKey], bool],
+    overrides: Mapping[tuple[ServiceKey, DestKey], str] | None = None,
+) -> dict[str, int]:
+    """Healthy real servers per virtual server name: weight above 0, not drained, and up - by a
+    verdict of its check (a server whose check has not answered yet does not count), or with no
+    check, unless something marked it down."""
+    counts: dict[str, int] = {}
+    for vs in config.virtual_servers:
+        skey = vs.service_key()
+        n = 0
+        for rs in vs.real_servers:
+            key = (skey, rs.dest_key(vs))
+            if rs.weight <= 0 or (overrides and key in overrides):
+                continue
+            verdict = health.get(key)
+            checked = rs.health_check(vs) is not None
+            n += verdict is True or (not checked and verdict is None)
+        counts[vs.display_name] = n
+    return counts

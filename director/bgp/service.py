@@ -1,0 +1,149 @@
+"""Route health injection in the running daemon: ``[bgp]`` -> decisions -> the speaker.
+
+:class:`BgpService` is what the application object talks to. After every health sync, reload,
+drain or resync it is given the health and maintenance state; it counts each service's healthy
+real servers, lets :class:`director.bgp.decision.RouteHealth` decide (quorum, hysteresis,
+drain, stop) and tells the speaker which routes to announce: ExaBGP as a child
+(:mod:`director.bgp.exabgp`) or kernel routes for BIRD/FRR (:mod:`director.bgp.kernel_routes`).
+Without ``[bgp]`` it does nothing.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+from director.bgp.decision import RouteHealth, healthy_counts
+from director.bgp.exabgp import ExaBgp
+from director.bgp.exabgp_api import Route
+from director.bgp.kernel_routes import KernelRoutes
+from director.config.bgp import Announce, BgpSettings
+from director.config.model import Config
+from director.ipvs.model import DestKey, ServiceKey
+
+log = structlog.get_logger("director.bgp")
+
+SUN_PATH_MAX = 107
+
+
+class Speaker(Protocol):
+    async def start(self) -> None: ...
+
+    def announce(self, routes: Sequence[Route]) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def summary(self) -> dict[str, object]: ...
+
+
+def route_of(bgp: BgpSettings, a: Announce) -> Route:
+    return Route(a.prefix, bgp.next_hop_for(a.prefix), a.communities, a.med)
+
+
+def runtime_dir_for(state_dir: Path) -> Path:
+    """Where ExaBGP's config, log and API socket go: ``STATE_DIR/bgp``, or a private temporary
+    directory when that would make the socket path too long for a Unix socket."""
+    wanted = state_dir / "bgp"
+    if len(str(wanted / "exabgp.sock").encode()) <= SUN_PATH_MAX:
+        return wanted
+    return Path(tempfile.mkdtemp(prefix="director-bgp-"))
+
+
+def _speaker_key(bgp: BgpSettings) -> object:
+    """What a running speaker was built from; a reload that changes it restarts the speaker."""
+    return bgp.model_copy(update={"announcements": (), "drain_timeout": 0.0})
+
+
+class BgpService:
+    def __init__(
+        self,
+        config: Config,
+        state_dir: Path,
+        *,
+        make_speaker: Callable[[BgpSettings, Path], Speaker] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.bgp = config.bgp
+        self.state_dir = state_dir
+        self.clock = clock
+        self.make_speaker = make_speaker or default_speaker
+        self.routes = RouteHealth(self.bgp.announcements if self.bgp else (), clock())
+        self.speaker: Speaker | None = None
+        self.drained = False
+        self.stopping = False
+        self._last: tuple[dict[str, int], bool] | None = None
+
+    async def start(self) -> None:
+        if self.bgp is None:
+            return
+        self.speaker = self.make_speaker(self.bgp, runtime_dir_for(self.state_dir))
+        await self.speaker.start()
+        log.info("bgp_started", backend=self.bgp.backend, routes=len(self.bgp.announcements))
+
+    async def reload(self, config: Config) -> None:
+        old, new = self.bgp, config.bgp
+        self.bgp = new
+        now = self.clock()
+        self.routes.reconfigure(new.announcements if new else (), now)
+        changed = old is not None and (new is None or _speaker_key(old) != _speaker_key(new))
+        if changed and self.speaker is not None:
+            await self.speaker.stop()  # withdraws first
+            self.speaker = None
+        if new is not None and self.speaker is None:
+            await self.start()
+        self._push()
+
+    def update(
+        self,
+        config: Config,
+        health: Mapping[tuple[ServiceKey, DestKey], bool],
+        overrides: Mapping[tuple[ServiceKey, DestKey], str] | None = None,
+    ) -> None:
+        if self.bgp is None:
+            return
+        counts = healthy_counts(config, health, overrides)
+        changes = self.routes.update(
+            counts, self.clock(), drained=self.drained, stopping=self.stopping
+        )
+        for change in changes:
+            state = change.state
+            (log.info if state.announced else log.warning)(
+                "bgp_route_announced" if state.announced else "bgp_route_withdrawn",
+                prefix=str(state.prefix),
+                reason=state.reason,
+            )
+        self._push()
+
+    def _push(self) -> None:
+        if self.speaker is not None and self.bgp is not None:
+            self.speaker.announce([route_of(self.bgp, a) for a in self.routes.announced()])
+
+    async def stop(self) -> None:
+        self.stopping = True
+        if self.bgp is not None:
+            for change in self.routes.update({}, self.clock(), stopping=True):
+                log.info("bgp_route_withdrawn", prefix=str(change.state.prefix), reason="stopping")
+        if self.speaker is not None:
+            await self.speaker.stop()  # withdraws everything, then stops
+            self.speaker = None
+
+    def summary(self) -> dict[str, object] | None:
+        if self.bgp is None:
+            return None
+        return {
+            "backend": self.bgp.backend,
+            "drained": self.drained,
+            "routes": self.routes.to_json(self.clock()),
+            "speaker": self.speaker.summary() if self.speaker is not None else None,
+        }
+
+
+def default_speaker(bgp: BgpSettings, runtime_dir: Path) -> Speaker:
+    if bgp.backend == "kernel":
+        return KernelRoutes(bgp)
+    return ExaBgp(bgp, runtime_dir)
