@@ -28,6 +28,8 @@ from director.config.bgp import BgpSettings, HostPrefix
 log = structlog.get_logger("director.bgp")
 
 FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
+RT_SCOPE_LINK = 253  # a route through a device, no gateway (what ``ip route add ... dev lo`` makes)
+RT_SCOPE_NOWHERE = 255  # on delete: match any scope (as iproute2 does)
 
 
 class KernelRoutes:
@@ -39,6 +41,7 @@ class KernelRoutes:
         self.installed: set[HostPrefix] = set()
         self.errors = 0
         self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
     def _open(self) -> AsyncIPRoute:
@@ -46,8 +49,8 @@ class KernelRoutes:
 
     async def start(self) -> None:
         self.installed = await self.observe()
+        await self.apply()  # what a crash left goes, unless it is wanted
         self._task = asyncio.create_task(self._run(), name="bgp-kernel-routes")
-        self._wake.set()  # removes what a crash left unless it is wanted
 
     async def observe(self) -> set[HostPrefix]:
         """Our routes in the table now."""
@@ -81,6 +84,10 @@ class KernelRoutes:
             await self.apply()
 
     async def apply(self) -> None:
+        async with self._lock:  # the background task and a caller never interleave
+            await self._apply()
+
+    async def _apply(self) -> None:
         add = self.wanted - self.installed
         remove = self.installed - self.wanted
         if not (add or remove):
@@ -105,6 +112,7 @@ class KernelRoutes:
                 oif=lo,
                 table=self.table,
                 proto=self.proto,
+                scope=RT_SCOPE_NOWHERE if verb == "del" else RT_SCOPE_LINK,
             )
         except NetlinkError as exc:
             if verb == "del" and exc.code == 3:  # ESRCH: already gone

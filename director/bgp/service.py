@@ -128,6 +128,7 @@ class BgpService:
         if self.bgp is not None:
             for change in self.routes.update({}, self.clock(), stopping=True):
                 log.info("bgp_route_withdrawn", prefix=str(change.state.prefix), reason="stopping")
+            self._push()  # withdraw everything before the speaker goes
         if self.speaker is not None:
             await self.speaker.stop()  # withdraws everything, then stops
             self.speaker = None

@@ -1,0 +1,62 @@
+"""The ``kernel`` backend on this machine's kernel, in a network namespace: the announced VIPs
+are host routes in the configured table with directord's protocol id, withdrawn ones and a
+crash's leftovers are deleted, other routes are left alone, a stop removes them all."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+
+import pytest
+
+from director.bgp.exabgp_api import Route
+from director.bgp.kernel_routes import KernelRoutes
+from director.config import parse_config
+from tests.helpers.netns import Topology
+
+pytestmark = pytest.mark.netns
+
+CONFIG = """
+[bgp]
+backend = "kernel"
+route_table = 100
+route_protocol = 201
+"""
+
+
+def test_kernel_routes_in_a_table_with_our_protocol(topology: Topology) -> None:
+    ns = topology.namespace("k")
+    bgp = parse_config(CONFIG).bgp
+    assert bgp is not None
+
+    def table(*extra: str) -> str:
+        # (a family with no route in the table yet has no such table: empty, not an error)
+        return "".join(
+            ns.run("ip", family, "route", "show", "table", "100", *extra, check=False).stdout
+            for family in ("-4", "-6")
+        )
+
+    # a crash left one of ours; someone else's route shares the table
+    ns.ip("route", "add", "198.18.0.99/32", "dev", "lo", "table", "100", "proto", "201")
+    ns.ip("route", "add", "198.18.0.98/32", "dev", "lo", "table", "100", "proto", "static")
+    routes = KernelRoutes(bgp, netns=ns.name)
+    v4 = Route(ipaddress.ip_network("198.18.0.10/32"))
+    v6 = Route(ipaddress.ip_network("2001:db8::10/128"))
+
+    async def scenario() -> None:
+        await routes.start()
+        assert routes.installed == set()
+        assert "198.18.0.99" not in table()  # the leftover went at start
+        routes.announce([v4, v6])
+        await routes.apply()
+        mine = table("proto", "201")
+        assert "198.18.0.10 dev lo" in mine and "2001:db8::10 dev lo" in mine
+        routes.announce([v6])
+        await routes.apply()
+        assert "198.18.0.10" not in table()
+        assert routes.summary()["installed"] == ["2001:db8::10/128"]
+        await routes.stop()
+
+    asyncio.run(scenario())
+    assert table("proto", "201") == ""
+    assert "198.18.0.98 dev lo proto static" in table()  # not ours: untouched
