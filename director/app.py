@@ -44,7 +44,9 @@ from director.health import HealthChecks, ProbeJob
 from director.http import MetricsServer
 from director.intents import (
     Drain,
+    DrainDirector,
     Enable,
+    EnableDirector,
     HealthSync,
     Intent,
     Intents,
@@ -338,6 +340,7 @@ class Director:
     async def _start_bgp(self) -> None:
         # Stopped before VRRP and the table: the routes are withdrawn first.
         self._stack.push_async_callback(self.bgp.stop)
+        await asyncio.to_thread(self.bgp.load_drain)
         await self.bgp.start()
         self._bgp_update()
 
@@ -479,7 +482,18 @@ class Director:
                 lifted = await self.engine.enable(server, service)
                 self._bgp_update()
                 return {"enabled": [d.to_json() for d in lifted]}
+            case DrainDirector(timeout):  # [bgp]
+                return await self._drain_director(True, timeout)
+            case EnableDirector():
+                return await self._drain_director(False, None)
         raise AssertionError(f"unknown intent {intent!r}")
+
+    async def _drain_director(self, drain: bool, flows_for: float | None) -> dict[str, object]:
+        if self.bgp.bgp is None:
+            raise RequestError("this director has no [bgp]: it announces nothing to withdraw")
+        view = await asyncio.to_thread(self.bgp.set_drained, drain, time.time(), flows_for)
+        self._bgp_update()
+        return {"drain": view, "routes": self.bgp.routes.to_json(self.bgp.clock())}
 
     async def reload(self) -> dict[str, object]:
         """Read and validate the config again and apply it. A config that is invalid, or needs

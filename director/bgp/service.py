@@ -10,6 +10,7 @@ Without ``[bgp]`` it does nothing.
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,10 +26,12 @@ from director.bgp.kernel_routes import KernelRoutes
 from director.config.bgp import Announce, BgpSettings
 from director.config.model import Config
 from director.ipvs.model import DestKey, ServiceKey
+from director.statefile import StateFileError, load_json, set_aside, write_atomic
 
 log = structlog.get_logger("director.bgp")
 
 SUN_PATH_MAX = 107
+DRAIN_FILE = "director-drain.json"  # directorctl drain-director: survives a restart
 
 
 class Speaker(Protocol):
@@ -75,8 +78,55 @@ class BgpService:
         self.routes = RouteHealth(self.bgp.announcements if self.bgp else (), clock())
         self.speaker: Speaker | None = None
         self.drained = False
+        self.drain_since: float | None = None  # wall clock
+        self.drain_until: float | None = None  # established flows may run until then
         self.stopping = False
-        self._last: tuple[dict[str, int], bool] | None = None
+        self.problem: str | None = None  # a drain file that could not be read
+
+    # -- drain-director ---------------------------------------------------------------------------
+
+    def load_drain(self) -> None:
+        """The drain a previous run left in force (a corrupt file is set aside: not drained)."""
+        path = self.state_dir / DRAIN_FILE
+        try:
+            doc = load_json(path, _drain_doc)
+        except StateFileError as exc:
+            self.problem = f"{exc}; set aside, the director is not drained"
+            set_aside(path)
+            log.error("bgp_drain_file_bad", error=str(exc))
+            return
+        if doc is not None:
+            self.drained, self.drain_since, self.drain_until = True, doc[0], doc[1]
+
+    def set_drained(
+        self, drained: bool, wall: float, timeout: float | None = None
+    ) -> dict[str, object]:
+        """Drain (withdraw every route, keep serving the flows that still arrive) or end it.
+        Written to the drain file first: what is answered is what a restart will find."""
+        path = self.state_dir / DRAIN_FILE
+        if drained:
+            if timeout is None:
+                timeout = self.bgp.drain_timeout if self.bgp else 0.0
+            since = self.drain_since if self.drained and self.drain_since else wall
+            until = wall + timeout
+            write_atomic(path, json.dumps({"since": since, "until": until}).encode())
+            self.drained, self.drain_since, self.drain_until = True, since, until
+            log.warning("director_drained", until=until)
+        else:
+            path.unlink(missing_ok=True)
+            self.drained, self.drain_since, self.drain_until = False, None, None
+            log.info("director_enabled")
+        return self.drain_view(wall)
+
+    def drain_view(self, wall: float) -> dict[str, object]:
+        return {
+            "drained": self.drained,
+            "since": self.drain_since,
+            "until": self.drain_until,
+            "seconds_left": (
+                round(max(0.0, self.drain_until - wall), 1) if self.drain_until else None
+            ),
+        }
 
     async def start(self) -> None:
         if self.bgp is None:
@@ -138,10 +188,20 @@ class BgpService:
             return None
         return {
             "backend": self.bgp.backend,
-            "drained": self.drained,
+            "drain": self.drain_view(time.time()),
+            "problem": self.problem,
             "routes": self.routes.to_json(self.clock()),
             "speaker": self.speaker.summary() if self.speaker is not None else None,
         }
+
+
+def _drain_doc(doc: object) -> tuple[float, float]:
+    if not isinstance(doc, dict) or not all(
+        isinstance(doc.get(k), int | float) and not isinstance(doc.get(k), bool)
+        for k in ("since", "until")
+    ):
+        raise ValueError('expected {"since": SECONDS, "until": SECONDS}')
+    return float(doc["since"]), float(doc["until"])
 
 
 def default_speaker(bgp: BgpSettings, runtime_dir: Path) -> Speaker:

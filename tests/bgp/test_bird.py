@@ -5,8 +5,9 @@ with a router namespace running BIRD 2 with ``merge paths``, which installs one 
 the VIP in its kernel table.
 
 Measured at the router (``ip -j route``, polled every 5 ms): the time from a director's real
-server dying to its next hop leaving the route (check interval 0.2 s, fall 1), from SIGKILL of
-``directord`` (the hold time is 9 s: the route must go long before), and from a clean stop.
+server dying to its next hop leaving the route (check interval 0.2 s, fall 1), from
+``directorctl drain-director``, from SIGKILL of ``directord`` (the hold time is 9 s: the route
+must go long before), and from a clean stop.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from director.control.client import request
 from tests.helpers import director_proc
 from tests.helpers.netns import Background, Namespace, Topology
 
@@ -196,12 +198,24 @@ def test_router_ecmp_follows_health_and_directord_life(
     d3.start_server()
     until(router, lambda hops: hops == everyone, within=15)
 
-    # 3. SIGKILL of directord: its ExaBGP goes with it and the router withdraws at once
+    # 3. drain-director withdraws the node's route (and it survives in a state file);
+    #    enable-director puts it back
+    sock = d3.state / "control.sock"
+    answer = request(sock, "drain-director", {"timeout": 30})
+    drained = until(router, lambda hops: d3.address not in hops, within=5)
+    assert answer["drain"]["drained"] and (d3.state / "director-drain.json").exists()
+    (route,) = request(sock, "status")["bgp"]["routes"]
+    assert (route["announced"], route["reason"]) == (False, "drained")
+    request(sock, "enable-director")
+    until(router, lambda hops: hops == everyone, within=10)
+    assert not (d3.state / "director-drain.json").exists()
+
+    # 4. SIGKILL of directord: its ExaBGP goes with it and the router withdraws at once
     os.kill(d2.daemon.proc.pid, signal.SIGKILL)
     killed = until(router, lambda hops: d2.address not in hops, within=HOLD_TIME - 4)
     assert next_hops(router) == {d1.address, d3.address}
 
-    # 4. a clean stop withdraws first
+    # 5. a clean stop withdraws first
     d1.daemon.proc.send_signal(signal.SIGTERM)
     stopped = until(router, lambda hops: d1.address not in hops, within=5)
     assert next_hops(router) == {d3.address}
@@ -211,7 +225,8 @@ def test_router_ecmp_follows_health_and_directord_life(
 
     print(
         f"\nwithdrawal at the router: real server down {unhealthy * 1000:.0f} ms "
-        f"(check interval 200 ms), SIGKILL of directord {killed * 1000:.0f} ms "
+        f"(check interval 200 ms), drain-director {drained * 1000:.0f} ms, "
+        f"SIGKILL of directord {killed * 1000:.0f} ms "
         f"(hold time {HOLD_TIME} s), clean stop {stopped * 1000:.0f} ms"
     )
     # no exabgp of the killed director is left behind

@@ -162,3 +162,44 @@ def test_runtime_dir_fits_a_unix_socket(tmp_path: Path) -> None:
     short = runtime_dir_for(deep)
     assert len(str(short / "exabgp.sock")) <= 107 and short.is_dir()
     short.rmdir()
+
+
+def test_drain_director_survives_a_restart_and_a_bad_file_is_set_aside(tmp_path: Path) -> None:
+    c = config()
+    service = BgpService(c, tmp_path)
+    view = service.set_drained(True, wall=1000.0, timeout=60.0)
+    assert view == {"drained": True, "since": 1000.0, "until": 1060.0, "seconds_left": 60.0}
+    again = service.set_drained(True, wall=1010.0)  # default timeout: [bgp] drain_timeout
+    assert again["since"] == 1000.0 and again["until"] == 1010.0 + c.bgp.drain_timeout  # type: ignore[union-attr]
+    restarted = BgpService(c, tmp_path)
+    restarted.load_drain()
+    assert restarted.drained and restarted.drain_since == 1000.0
+    restarted.set_drained(False, wall=1020.0)
+    assert not (tmp_path / "director-drain.json").exists()
+    (tmp_path / "director-drain.json").write_text('{"since": "x"}')
+    bad = BgpService(c, tmp_path)
+    bad.load_drain()
+    assert not bad.drained and bad.problem is not None and "set aside" in bad.problem
+    assert list(tmp_path.glob("director-drain.json.corrupt-*"))
+
+
+def test_status_lines_show_sessions_routes_and_drain() -> None:
+    from director.control.ctl import _bgp_lines
+
+    lines = _bgp_lines(
+        {
+            "backend": "exabgp",
+            "drain": {"drained": True, "seconds_left": 12.0},
+            "speaker": {
+                "backend": "exabgp",
+                "pid": 42,
+                "restarts": 1,
+                "sessions": [{"peer": "198.18.100.254", "state": "up", "reason": ""}],
+            },
+            "routes": [{"prefix": "198.18.0.10/32", "announced": False, "reason": "drained"}],
+        }
+    )
+    assert lines[0].startswith("bgp:      exabgp  pid 42  restarts 1  DRAINED (12")
+    assert "peer 198.18.100.254  UP" in lines[1]
+    assert "198.18.0.10/32" in lines[2] and "withdrawn" in lines[2] and "drained" in lines[2]
+    assert _bgp_lines(None) == []
