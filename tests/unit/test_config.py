@@ -73,7 +73,12 @@ port = 80
 
 def test_every_example_is_tested() -> None:
     names = {p.name for p in EXAMPLES.glob("*.toml")}
-    assert names == {"exchange.toml", "webfarm.toml", "direct-routing.toml"}
+    assert names == {
+        "exchange.toml",
+        "webfarm.toml",
+        "direct-routing.toml",
+        "active-active.toml",  # tests/unit/test_config_bgp.py
+    }
 
 
 def test_exchange_example() -> None:

@@ -243,3 +243,20 @@ def test_reference_documents_every_bgp_key(model: type[BaseModel]) -> None:
     text = REFERENCE.read_text()
     for name, field in model.model_fields.items():
         assert f"| `{field.alias or name}` |" in text, name
+
+
+def test_active_active_example() -> None:
+    from director.config import load_config
+
+    config = load_config(REFERENCE.parent / "examples" / "active-active.toml")
+    (web,) = config.virtual_servers
+    assert (web.scheduler, web.scheduler_flags) == ("mh", ("mh-port", "mh-fallback"))
+    assert dict(config.kernel.sysctls)["net.ipv4.vs.sloppy_tcp"] == 1
+    assert config.bgp is not None
+    (a,) = config.bgp.announcements
+    assert (str(a.prefix), a.virtual_servers, a.quorum, a.up_quorum) == (
+        "198.18.0.10/32",
+        ("web",),
+        1,
+        2,
+    )
