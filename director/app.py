@@ -193,6 +193,7 @@ class Director:
                 vrrp=lambda: self.vrrp.summary(),
                 role=lambda: str(self.roles.role),
                 drains=lambda: len(self.maintenance.drains),
+                bgp=lambda: self.bgp.summary(),
             )
         )
         self.checks = HealthChecks(

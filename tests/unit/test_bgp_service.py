@@ -203,3 +203,27 @@ def test_status_lines_show_sessions_routes_and_drain() -> None:
     assert "peer 198.18.100.254  UP" in lines[1]
     assert "198.18.0.10/32" in lines[2] and "withdrawn" in lines[2] and "drained" in lines[2]
     assert _bgp_lines(None) == []
+
+
+def test_metrics_show_routes_sessions_restarts_and_drain() -> None:
+    from director.metrics import Metrics, Sources
+
+    summary: dict[str, object] = {
+        "backend": "exabgp",
+        "drain": {"drained": False},
+        "routes": [
+            {"prefix": "198.18.0.10/32", "announced": True, "reason": "healthy"},
+            {"prefix": "198.18.0.11/32", "announced": False, "reason": "quorum lost"},
+        ],
+        "speaker": {
+            "restarts": 2,
+            "sessions": [{"peer": "198.18.100.254", "state": "up", "reason": ""}],
+        },
+    }
+    text = Metrics(Sources(bgp=lambda: summary)).render().decode()
+    assert 'director_bgp_route_announced{prefix="198.18.0.10/32"} 1.0' in text
+    assert 'director_bgp_route_announced{prefix="198.18.0.11/32"} 0.0' in text
+    assert 'director_bgp_session_up{peer="198.18.100.254"} 1.0' in text
+    assert "director_bgp_speaker_restarts 2.0" in text
+    assert "director_bgp_drained 0.0" in text
+    assert "director_bgp" not in Metrics(Sources()).render().decode()  # no [bgp]: no series
