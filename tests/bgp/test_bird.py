@@ -12,167 +12,31 @@ must go long before), and from a clean stop.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from director.control.client import request
-from tests.helpers import director_proc
-from tests.helpers.netns import Background, Namespace, Topology
+from tests.helpers.bgp_lab import Director, build, next_hops, until
+from tests.helpers.netns import Namespace, Topology
 
 pytestmark = [
     pytest.mark.netns,
     pytest.mark.skipif(shutil.which("bird") is None, reason="needs BIRD 2 (apt install bird2)"),
 ]
 
-VIP = "198.18.0.10"
-ROUTER = "198.18.100.254"
 HOLD_TIME = 9
-DIRECTORS = 3
-
-BIRD_CONF = """
-router id {router};
-log stderr all;
-protocol device {{ scan time 10; }}
-protocol kernel {{
-    ipv4 {{ import none; export all; }};
-    merge paths on;
-}}
-{peers}
-"""
-BIRD_PEER = """
-protocol bgp d{i} {{
-    local {router} as 65000;
-    neighbor 198.18.100.{i} as 65001;
-    hold time {hold};
-    connect retry time 1;
-    error wait time 1, 2;
-    ipv4 {{ import all; export none; }};
-}}
-"""
-
-DIRECTOR_CONF = """
-[daemon]
-state_dir = "{state}"
-control_socket = "{state}/control.sock"
-metrics_address = ""
-log_format = "json"
-log_level = "debug"
-
-[[virtual_server]]
-name = "web"
-protocol = "tcp"
-address = "{vip}"
-port = 80
-scheduler = "mh"
-scheduler_flags = ["mh-port"]
-forwarding = "dr"
-  [virtual_server.check]
-  type = "tcp"
-  interval = 0.2
-  timeout = 0.2
-  fall = 1
-  rise = 1
-  [[virtual_server.real_server]]
-  address = "198.18.1{i}.21"
-
-[bgp]
-local_as = 65001
-router_id = "198.18.100.{i}"
-
-[[bgp.neighbor]]
-address = "{router}"
-peer_as = 65000
-hold_time = {hold}
-
-[[bgp.announce]]
-prefix = "{vip}/32"
-virtual_servers = ["web"]
-communities = ["65000:100"]
-"""
-
-
-@dataclass
-class Director:
-    index: int
-    ns: Namespace
-    state: Path
-    daemon: Background
-    server: Background
-    servers_ns: Namespace
-
-    @property
-    def address(self) -> str:
-        return f"198.18.100.{self.index}"
-
-    def start_server(self) -> None:
-        self.server = self.servers_ns.spawn(*http_server(self.index))
-
-
-def http_server(i: int) -> list[str]:
-    return [sys.executable, "-m", "http.server", "--bind", f"198.18.1{i}.21", "80"]
-
-
-def next_hops(router: Namespace) -> set[str]:
-    out = router.run("ip", "-j", "route", "show", f"{VIP}/32").stdout
-    hops: set[str] = set()
-    for route in json.loads(out or "[]"):
-        if "gateway" in route:
-            hops.add(route["gateway"])
-        for hop in route.get("nexthops", []):
-            hops.add(hop["gateway"])
-    return hops
-
-
-def until(router: Namespace, test: Callable[[set[str]], bool], within: float) -> float:
-    """Seconds until ``test(next hops)`` holds; fails the test after ``within``."""
-    start = time.monotonic()
-    hops: set[str] = set()
-    while time.monotonic() - start < within:
-        hops = next_hops(router)
-        if test(hops):
-            return time.monotonic() - start
-        time.sleep(0.005)
-    raise AssertionError(f"not within {within} s; next hops at the router: {sorted(hops)}")
 
 
 @pytest.fixture
 def lab(topology: Topology, tmp_path: Path) -> Iterator[tuple[Namespace, list[Director]]]:
-    router = topology.namespace("router")
-    router.bridge("br0")
-    router.add_address("br0", f"{ROUTER}/24")
-    servers = topology.namespace("servers")
-    peers = "".join(
-        BIRD_PEER.format(i=i, router=ROUTER, hold=HOLD_TIME) for i in range(1, DIRECTORS + 1)
-    )
-    conf = tmp_path / "bird.conf"
-    conf.write_text(BIRD_CONF.format(router=ROUTER, peers=peers))
-    router.spawn("bird", "-f", "-c", str(conf), "-s", str(tmp_path / "bird.ctl"))
-    directors = []
-    for i in range(1, DIRECTORS + 1):
-        ns = topology.namespace(f"d{i}")
-        topology.attach(ns, "eth0", router, "br0", addr=f"198.18.100.{i}/24")
-        topology.veth(
-            ns, "r0", servers, f"s{i}", a_addr=f"198.18.1{i}.1/24", b_addr=f"198.18.1{i}.21/24"
-        )
-        state = tmp_path / f"d{i}"
-        state.mkdir()
-        config = state / "director.toml"
-        config.write_text(
-            DIRECTOR_CONF.format(state=state, vip=VIP, i=i, router=ROUTER, hold=HOLD_TIME)
-        )
-        server = servers.spawn(*http_server(i))
-        daemon = ns.spawn(*director_proc.argv(config, state, nofile=1024))
-        directors.append(Director(i, ns, state, daemon, server, servers))
+    router, directors = build(topology, tmp_path, directors=3, hold_time=HOLD_TIME)
     yield router, directors
     for d in directors:
         if d.daemon.proc.poll() is None:
