@@ -14,7 +14,7 @@ against the virtual servers (the names exist, the prefix is their address).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, model_validator
@@ -286,11 +286,25 @@ class BgpSettings(_Model):
 
 
 def announce_problems(
-    bgp: BgpSettings, services: Sequence[tuple[str, IPAddress | None]]
+    bgp: BgpSettings,
+    services: Sequence[tuple[str, IPAddress | None]],
+    vrrp_addresses: Mapping[IPAddress, str] | None = None,
 ) -> list[Finding]:
     """Announcements against the virtual servers (``(name, address or None for fwmark)``):
-    each named service exists, and an address service's address is the announced prefix."""
+    each named service exists, and an address service's address is the announced prefix; and
+    against VRRP (``address -> instance``): a VIP is either VRRP's (one director holds it) or
+    BGP's (every director serves it), not both."""
     findings: list[Finding] = []
+    for i, a in enumerate(bgp.announcements):
+        instance = (vrrp_addresses or {}).get(a.address)
+        if instance is not None:
+            findings.append(
+                (
+                    ("bgp", "announce", i, "prefix"),
+                    f"expected a VIP that VRRP does not hold, found {a.address}, a virtual "
+                    f"address of vrrp_instance {show(instance)}",
+                )
+            )
     known = {name: address for name, address in services}
     names = ", ".join(f'"{n}"' for n in sorted(known)) or "none"
     for i, a in enumerate(bgp.announcements):

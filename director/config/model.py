@@ -419,7 +419,9 @@ class Config(_Model):
         findings += cross.network_problems(self.fwmarks, self.policy_routes, marks)
         if self.bgp is not None:  # [bgp]
             findings += announce_problems(
-                self.bgp, [(vs.display_name, vs.address) for vs in self.virtual_servers]
+                self.bgp,
+                [(vs.display_name, vs.address) for vs in self.virtual_servers],
+                {va.ip: vi.name for vi in self.vrrp_instances for va in vi.held_addresses},
             )
         if findings:
             raise_findings("Config", findings)

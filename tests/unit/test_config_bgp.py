@@ -260,3 +260,21 @@ def test_active_active_example() -> None:
         1,
         2,
     )
+
+
+def test_a_vip_is_vrrps_or_bgps_not_both() -> None:
+    text = GOOD + (
+        """
+[[vrrp_instance]]
+name = "VI_1"
+interface = "eth0"
+vrid = 51
+virtual_addresses = ["198.18.0.10/24"]
+"""
+    )
+    found = messages(text)
+    assert found["bgp.announce[0].prefix"] == (
+        "expected a VIP that VRRP does not hold, found 198.18.0.10, a virtual address of "
+        'vrrp_instance "VI_1"'
+    )
+    parse_config(text.replace('"198.18.0.10/24"', '"198.18.0.99/24"'))  # other VIPs: fine
