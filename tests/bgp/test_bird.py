@@ -96,3 +96,23 @@ def test_router_ecmp_follows_health_and_directord_life(
     # no exabgp of the killed director is left behind
     left = subprocess.run(["pgrep", "-f", f"{d2.state}/bgp/exabgp.conf"], capture_output=True)
     assert left.returncode == 1, left.stdout
+
+
+def test_a_dead_exabgp_is_restarted_and_announces_again(topology: Topology, tmp_path: Path) -> None:
+    router, (d1,) = build(topology, tmp_path, directors=1, hold_time=HOLD_TIME)
+    until(router, lambda hops: hops == {d1.address}, within=30)
+    sock = d1.state / "control.sock"
+    pid = request(sock, "status")["bgp"]["speaker"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    # the kernel closes the dead speaker's TCP session: the router withdraws at once
+    gone = until(router, lambda hops: not hops, within=HOLD_TIME - 4)
+    # directord starts it again (0.5 s backoff) and sends its routes again
+    back = until(router, lambda hops: hops == {d1.address}, within=20)
+    speaker = request(sock, "status")["bgp"]["speaker"]
+    assert speaker["restarts"] == 1 and speaker["pid"] != pid
+    assert speaker["announced"] == ["198.18.0.10/32"]
+    print(
+        f"\nexabgp killed: withdrawn after {gone * 1000:.0f} ms, announced again {back:.1f} s later"
+    )
+    d1.daemon.stop()
+    assert '"exabgp_exited"' in d1.daemon.output()
