@@ -159,3 +159,12 @@ class KernelRoutes:
 
 def _host(text: str) -> HostPrefix:
     return ipaddress.ip_network(text)
+
+
+async def remove_all(bgp: BgpSettings, netns: str | None = None) -> list[str]:
+    """Delete every route of ours (``directord --cleanup`` after a crash); what was removed."""
+    routes = KernelRoutes(bgp, netns)
+    routes.installed = await routes.observe()
+    found = sorted(str(p) for p in routes.installed)
+    await routes.apply()  # nothing wanted: all of ours go
+    return [p for p in found if p not in {str(x) for x in routes.installed}]

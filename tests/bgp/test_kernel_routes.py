@@ -10,7 +10,7 @@ import ipaddress
 import pytest
 
 from director.bgp.exabgp_api import Route
-from director.bgp.kernel_routes import KernelRoutes
+from director.bgp.kernel_routes import KernelRoutes, remove_all
 from director.config import parse_config
 from tests.helpers.netns import Topology
 
@@ -60,3 +60,14 @@ def test_kernel_routes_in_a_table_with_our_protocol(topology: Topology) -> None:
     asyncio.run(scenario())
     assert table("proto", "201") == ""
     assert "198.18.0.98 dev lo proto static" in table()  # not ours: untouched
+
+
+def test_cleanup_removes_what_a_crash_left(topology: Topology) -> None:
+    ns = topology.namespace("c")
+    bgp = parse_config(CONFIG).bgp
+    assert bgp is not None
+    ns.ip("route", "add", "198.18.0.10/32", "dev", "lo", "table", "100", "proto", "201")
+    ns.ip("route", "add", "198.18.0.98/32", "dev", "lo", "table", "100", "proto", "static")
+    assert asyncio.run(remove_all(bgp, ns.name)) == ["198.18.0.10/32"]
+    left = ns.ip("route", "show", "table", "100")
+    assert "198.18.0.10" not in left and "198.18.0.98" in left
