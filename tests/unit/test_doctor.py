@@ -228,6 +228,16 @@ def test_active_active_wants_hashing_and_sloppy_tcp(tmp_path: Path) -> None:
     assert found[1].fix == '[kernel.sysctls] "net.ipv4.vs.sloppy_tcp" = 1'
     for name in ("sloppy_tcp", "schedule_icmp"):
         (host.proc_sys / "net/ipv4/vs" / name).write_text("1\n")
+    quiesce = ACTIVE_ACTIVE.format(scheduler="mh").replace(
+        'forwarding = "dr"', 'forwarding = "dr"\non_failure = "quiesce"'
+    )
+    path.write_text(quiesce)
+    found = [
+        f
+        for f in diagnose(load_config(path), None, host, master(), None)
+        if f.topic == "active-active"
+    ]
+    assert [f.level for f in found] == ["warn"] and "quiesces" in found[0].message
     path.write_text(ACTIVE_ACTIVE.format(scheduler="mh"))
     found = [
         f
