@@ -12,6 +12,7 @@ must go long before), and from a clean stop.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -116,3 +117,40 @@ def test_a_dead_exabgp_is_restarted_and_announces_again(topology: Topology, tmp_
     )
     d1.daemon.stop()
     assert '"exabgp_exited"' in d1.daemon.output()
+
+
+def test_a_reload_announces_and_withdraws_without_touching_other_routes(
+    topology: Topology, tmp_path: Path
+) -> None:
+    router, (d1,) = build(topology, tmp_path, directors=1, hold_time=HOLD_TIME)
+    until(router, lambda hops: hops == {d1.address}, within=30)
+    sock = d1.state / "control.sock"
+    pid = request(sock, "status")["bgp"]["speaker"]["pid"]
+    base = d1.config.read_text()
+    second = base + (
+        '\n[[virtual_server]]\nname = "api"\nprotocol = "tcp"\naddress = "198.18.0.11"\n'
+        'port = 80\nforwarding = "dr"\n  [[virtual_server.real_server]]\n'
+        f'  address = "198.18.1{d1.index}.21"\n'
+        '\n[[bgp.announce]]\nprefix = "198.18.0.11/32"\nvirtual_servers = ["api"]\n'
+    )
+    d1.config.write_text(second)
+    request(sock, "reload")
+
+    def api_hops() -> set[str]:
+        out = router.run("ip", "-j", "route", "show", "198.18.0.11/32").stdout
+        return {r.get("gateway", "") for r in json.loads(out or "[]")}
+
+    deadline = time.monotonic() + 10
+    while api_hops() != {d1.address} and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert api_hops() == {d1.address}
+    assert next_hops(router) == {d1.address}  # the first route never left
+    # the same speaker: only the announcements changed
+    assert request(sock, "status")["bgp"]["speaker"]["pid"] == pid
+    d1.config.write_text(base)
+    request(sock, "reload")
+    deadline = time.monotonic() + 10
+    while api_hops() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert api_hops() == set() and next_hops(router) == {d1.address}
+    d1.daemon.stop()
