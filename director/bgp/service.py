@@ -23,6 +23,7 @@ from director.bgp.decision import RouteHealth, healthy_counts
 from director.bgp.exabgp import ExaBgp
 from director.bgp.exabgp_api import Route
 from director.bgp.kernel_routes import KernelRoutes
+from director.bgp.vips import VipDevice
 from director.config.bgp import Announce, BgpSettings
 from director.config.model import Config
 from director.ipvs.model import DestKey, ServiceKey
@@ -70,6 +71,7 @@ class BgpService:
         *,
         make_speaker: Callable[[BgpSettings, Path], Speaker] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        netns: str | None = None,  # tests: the namespace of vip_device
     ) -> None:
         self.bgp = config.bgp
         self.state_dir = state_dir
@@ -77,6 +79,8 @@ class BgpService:
         self.make_speaker = make_speaker or default_speaker
         self.routes = RouteHealth(self.bgp.announcements if self.bgp else (), clock())
         self.speaker: Speaker | None = None
+        self.vips: VipDevice | None = None
+        self.netns = netns
         self.drained = False
         self.drain_since: float | None = None  # wall clock
         self.drain_until: float | None = None  # established flows may run until then
@@ -128,9 +132,22 @@ class BgpService:
             ),
         }
 
+    async def _place_vips(self) -> None:
+        device = self.bgp.vip_device if self.bgp else None
+        if self.vips is not None and self.vips.device != device:
+            await self.vips.place([])  # the device changed: ours go from the old one
+            self.vips = None
+        if device is None:
+            return
+        if self.vips is None:
+            self.vips = VipDevice(device, self.netns)
+        assert self.bgp is not None
+        await self.vips.place(a.address for a in self.bgp.announcements)
+
     async def start(self) -> None:
         if self.bgp is None:
             return
+        await self._place_vips()
         self.speaker = self.make_speaker(self.bgp, runtime_dir_for(self.state_dir))
         await self.speaker.start()
         log.info("bgp_started", backend=self.bgp.backend, routes=len(self.bgp.announcements))
@@ -146,6 +163,8 @@ class BgpService:
             self.speaker = None
         if new is not None and self.speaker is None:
             await self.start()
+        else:
+            await self._place_vips()
         self._push()
 
     def update(
@@ -182,6 +201,8 @@ class BgpService:
         if self.speaker is not None:
             await self.speaker.stop()  # withdraws everything, then stops
             self.speaker = None
+        if self.vips is not None:  # after the withdrawal: no traffic comes any more
+            await self.vips.place([])
 
     def summary(self) -> dict[str, object] | None:
         if self.bgp is None:
@@ -190,6 +211,7 @@ class BgpService:
             "backend": self.bgp.backend,
             "drain": self.drain_view(time.time()),
             "problem": self.problem,
+            "vip_errors": self.vips.errors if self.vips is not None else [],
             "routes": self.routes.to_json(self.clock()),
             "speaker": self.speaker.summary() if self.speaker is not None else None,
         }

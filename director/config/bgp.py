@@ -30,6 +30,7 @@ from director.config.fields import (
     raise_findings,
     show,
 )
+from director.config.network import Interface
 
 HostPrefix = ipaddress.IPv4Network | ipaddress.IPv6Network
 TCP_MD5_MAXKEYLEN = 80  # the kernel's limit on a TCP MD5 signature key
@@ -230,6 +231,7 @@ class BgpSettings(_Model):
     exabgp: DirPath | None = None  # the exabgp program; default: the one beside directord
     route_table: RouteTable = 254
     route_protocol: RouteProtocol = 250
+    vip_device: Interface | None = None  # put the announced VIPs on this device (e.g. "lo")
     neighbors: tuple[Neighbor, ...] = Field(default=(), alias="neighbor")
     announcements: tuple[Announce, ...] = Field(default=(), alias="announce")
 

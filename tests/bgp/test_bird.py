@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from director.control.client import request
-from tests.helpers.bgp_lab import Director, build, next_hops, until
+from tests.helpers.bgp_lab import VIP, Director, build, next_hops, until
 from tests.helpers.netns import Namespace, Topology
 
 pytestmark = [
@@ -53,6 +53,8 @@ def test_router_ecmp_follows_health_and_directord_life(
     everyone = {d.address for d in (d1, d2, d3)}
     # 1. every director announces once its real server passes its check: one ECMP route
     until(router, lambda hops: hops == everyone, within=30)
+    for d in (d1, d2, d3):  # vip_device = "lo": the VIP is local on every director
+        assert f"{VIP}/32" in d.ns.ip("address", "show", "dev", "lo")
 
     # 2. d3's real server dies: its check fails, the quorum is lost, the route is withdrawn
     start = time.monotonic()
@@ -85,6 +87,7 @@ def test_router_ecmp_follows_health_and_directord_life(
     stopped = until(router, lambda hops: d1.address not in hops, within=5)
     assert next_hops(router) == {d3.address}
     assert d1.daemon.proc.wait(timeout=10) == 0
+    assert VIP not in d1.ns.ip("address", "show", "dev", "lo")  # removed after the withdrawal
     log = d1.daemon.output()
     assert '"bgp_route_withdrawn"' in log and "stopping" in log
 

@@ -71,3 +71,26 @@ def test_cleanup_removes_what_a_crash_left(topology: Topology) -> None:
     assert asyncio.run(remove_all(bgp, ns.name)) == ["198.18.0.10/32"]
     left = ns.ip("route", "show", "table", "100")
     assert "198.18.0.10" not in left and "198.18.0.98" in left
+
+
+def test_vips_go_on_the_device_and_only_ours_leave(topology: Topology) -> None:
+    from director.bgp.vips import VipDevice
+
+    ns = topology.namespace("v")
+    ns.ip("address", "add", "198.18.0.12/32", "dev", "lo")  # someone else's
+    vips = VipDevice("lo", ns.name)
+    a, b, c = (ipaddress.ip_address(x) for x in ("198.18.0.10", "2001:db8::10", "198.18.0.12"))
+
+    def on_lo() -> str:
+        return ns.ip("address", "show", "dev", "lo")
+
+    asyncio.run(vips.place([a, b, c]))
+    assert "198.18.0.10/32" in on_lo() and "2001:db8::10/128" in on_lo()
+    assert vips.added == {a, b}  # c was there already: not ours
+    asyncio.run(vips.place([b, c]))
+    assert "198.18.0.10/32" not in on_lo()
+    asyncio.run(vips.place([]))
+    assert "2001:db8::10" not in on_lo() and "198.18.0.12/32" in on_lo()
+    missing = VipDevice("nope0", ns.name)
+    asyncio.run(missing.place([a]))
+    assert missing.errors == ["placing BGP VIPs: no device nope0"]

@@ -69,6 +69,7 @@ forwarding = "dr"
 [bgp]
 local_as = 65001
 router_id = "198.18.100.{i}"
+vip_device = "lo"
 
 [[bgp.neighbor]]
 address = "{router}"
