@@ -167,3 +167,19 @@ def build(
 
 def director_argv(config: Path, state: Path) -> list[str]:
     return director_proc.argv(config, state, nofile=1024)
+
+
+def explain(router: Namespace, directors: list[Director], work: Path) -> str:
+    """What to look at when the router has no route: BIRD's protocols, each director's BGP
+    log lines and the tail of its ExaBGP log."""
+    parts = [
+        router.run("birdc", "-s", str(work / "bird.ctl"), "show", "protocols", check=False).stdout
+    ]
+    for d in directors:
+        lines = d.daemon.output().splitlines()
+        picked = [ln for ln in lines if "bgp" in ln or "error" in ln.lower()]
+        parts.append(f"== d{d.index}\n" + "\n".join([*picked[-15:], "...", *lines[-5:]]))
+        log = d.state / "bgp" / "exabgp.log"
+        if log.exists():
+            parts.append("\n".join(log.read_text(errors="replace").splitlines()[-10:]))
+    return "\n".join(parts)
