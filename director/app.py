@@ -156,6 +156,7 @@ STOPPING = "directord is stopping; nothing was changed"
 LOCAL_FAULT_SHOWN = 600.0  # seconds a probe's local failure stays a director fault
 CONTROL_CONNECTIONS = 8
 HTTP_CONNECTIONS = 16
+BGP_COALESCE = 0.05  # seconds: first probe results reach BGP at most this late
 
 
 def run_as(config: Config) -> RunAs | None:
@@ -241,6 +242,7 @@ class Director:
         self._stopping = False  # a Stop was applied: asks are refused from now on
         self._health_queued = False
         self._bgp_awaiting = False  # BGP waits for checks' first results
+        self._bgp_soon = False  # an update is scheduled
 
     # -- life cycle -----------------------------------------------------------------------------
 
@@ -351,6 +353,7 @@ class Director:
         if self.bgp.bgp is None:
             return
         config = self.engine.config
+        self._bgp_soon = False
         verdicts = self.checks.verdicts()
         self._bgp_awaiting = len(verdicts) < len(self.checks.health())
         self.bgp.update(config, verdicts, self.maintenance.overrides(config))
@@ -565,8 +568,10 @@ class Director:
 
     def _on_probe(self, job: ProbeJob, result: ProbeResult) -> None:
         self.metrics.probed(job.kind, job.label, result.ok, result.latency, local=result.local)
-        if self._bgp_awaiting:
-            self._bgp_update()
+        if self._bgp_awaiting and not self._bgp_soon:
+            # coalesced: counting verdicts walks every check, a probe result is one of many
+            self._bgp_soon = True
+            asyncio.get_running_loop().call_later(BGP_COALESCE, self._bgp_update)
 
     def _checks_changed(self, config: Config) -> None:
         """Start or replace the checks; the metric series of targets no longer checked go."""
