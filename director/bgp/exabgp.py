@@ -9,7 +9,9 @@
   lines are logged when it exits). Not a pipe: ExaBGP logs from its SIGTERM handler, and a
   write to a pipe whose reader died with ``directord`` would abort the shutdown;
 * if it dies it is started again after a backoff (0.5 s doubling to 30 s; reset once it has run
-  for a minute), and every route that should be announced is sent again;
+  for a minute), and every route that should be announced is sent again; if its API process
+  goes while it runs (it would keep announcing with nobody to withdraw), it is stopped and
+  started again;
 * it goes when ``directord`` goes, whatever the signal: the kernel sends it SIGTERM when its
   parent dies (``PR_SET_PDEATHSIG``, set by ``setpriv``), and independently its API process
   sends it SIGTERM when the socket closes. Either way it closes its sessions with a Cease
@@ -275,6 +277,13 @@ class ExaBgp:
         finally:
             if self._writer is writer:
                 self._writer = None
+                # ExaBGP without its API process would keep announcing what it has, and we
+                # could not withdraw it: restart it (the supervisor sees it exit).
+                proc = self._proc
+                if not self._stopping and proc is not None and proc.returncode is None:
+                    log.error("exabgp_api_lost", pid=proc.pid)
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.terminate()
             writer.close()
 
     def _event(self, event: Event) -> None:

@@ -157,3 +157,22 @@ def test_a_reload_announces_and_withdraws_without_touching_other_routes(
         time.sleep(0.05)
     assert api_hops() == set() and next_hops(router) == {d1.address}
     d1.daemon.stop()
+
+
+def test_a_lost_api_process_restarts_exabgp(topology: Topology, tmp_path: Path) -> None:
+    """If ExaBGP's API process dies under it, directord could no longer withdraw anything: it
+    restarts ExaBGP, which announces again."""
+    router, (d1,) = build(topology, tmp_path, directors=1, hold_time=HOLD_TIME)
+    until(router, lambda hops: hops == {d1.address}, within=30)
+    sock = d1.state / "control.sock"
+    pid = request(sock, "status")["bgp"]["speaker"]["pid"]
+    relay = subprocess.run(
+        ["pgrep", "-P", str(pid), "-f", "director.bgp.relay"], capture_output=True, text=True
+    ).stdout.split()
+    assert len(relay) == 1
+    os.kill(int(relay[0]), signal.SIGKILL)
+    until(router, lambda hops: not hops, within=HOLD_TIME - 4)
+    until(router, lambda hops: hops == {d1.address}, within=20)
+    assert request(sock, "status")["bgp"]["speaker"]["restarts"] == 1
+    d1.daemon.stop()
+    assert '"exabgp_api_lost"' in d1.daemon.output()
