@@ -37,6 +37,7 @@ from checks.identity import RunAs
 from checks.model import HealthChanged, ProbeResult
 from director import __version__, early
 from director.agents import AgentKey, FeedbackAgents, agent_files
+from director.bgp.service import BgpService
 from director.config import Config, ConfigError
 from director.config.peer import KeyFileError
 from director.control.commands import handlers
@@ -48,7 +49,9 @@ from director.health import HealthChecks, ProbeJob
 from director.http import MetricsServer
 from director.intents import (
     Drain,
+    DrainDirector,
     Enable,
+    EnableDirector,
     HealthSync,
     Intent,
     Intents,
@@ -160,6 +163,7 @@ STOPPING = "directord is stopping; nothing was changed"
 LOCAL_FAULT_SHOWN = 600.0  # seconds a probe's local failure stays a director fault
 CONTROL_CONNECTIONS = 8
 HTTP_CONNECTIONS = 16
+BGP_COALESCE = 0.05  # seconds: first probe results reach BGP at most this late
 
 
 def run_as(config: Config) -> RunAs | None:
@@ -202,6 +206,7 @@ class Director:
                 drains=lambda: len(self.maintenance.drains),
                 agents=lambda: self.agents.summary(),
                 peers=lambda: self.peer.summary(),
+                bgp=lambda: self.bgp.summary(),
             )
         )
         self.peer = PeerCheck(self.metrics, world.state_dir)
@@ -237,6 +242,7 @@ class Director:
         # a feature adds its own here (the page shows an unknown section as a key/value list).
         self.status_sections: dict[str, Callable[[], object]] = {
             "peer_check": self.peer.summary,
+            "bgp": lambda: self.bgp.summary(),
         }
         try:
             user = run_as(config)
@@ -246,6 +252,7 @@ class Director:
         self.vrrp = VrrpService(
             config, self.roles.publish, hooks=self.hooks, health=lambda: self.engine.health
         )
+        self.bgp = BgpService(config, world.state_dir)  # [bgp] route health injection
         self.control = ControlServer(
             world.control_socket or Path(config.daemon.control_socket),
             {**handlers(self.status, self.ask), **control_handlers(self.peer)},
@@ -264,6 +271,8 @@ class Director:
         self._stack = contextlib.AsyncExitStack()
         self._stopping = False  # a Stop was applied: asks are refused from now on
         self._health_queued = False
+        self._bgp_awaiting = False  # BGP waits for checks' first results
+        self._bgp_soon = False  # an update is scheduled
 
     # -- life cycle -----------------------------------------------------------------------------
 
@@ -277,6 +286,7 @@ class Director:
             ("starting the health checks", self._start_checks),
             ("starting the feedback agents", self._start_agents),
             ("starting VRRP", self._start_vrrp),
+            ("starting BGP", self._start_bgp),
             ("opening the control socket and the HTTP listener", self._start_listeners),
             ("starting the peer config check", self._start_peer),
         ]
@@ -370,6 +380,24 @@ class Director:
         self._stack.push_async_callback(self._stop_syncd)
         self._stack.push_async_callback(self.vrrp.stop)
         await self.vrrp.start()  # publishes the first role (master without VRRP instances)
+
+    async def _start_bgp(self) -> None:
+        # Stopped before VRRP and the table: the routes are withdrawn first.
+        self._stack.push_async_callback(self.bgp.stop)
+        await asyncio.to_thread(self.bgp.load_drain)
+        await self.bgp.start()
+        self._bgp_update()
+
+    def _bgp_update(self) -> None:
+        """Health or maintenance may have changed: let BGP announce or withdraw (on verdicts:
+        until every check has had a result, each probe result may be the missing one)."""
+        if self.bgp.bgp is None:
+            return
+        config = self.engine.config
+        self._bgp_soon = False
+        verdicts = self.checks.verdicts()
+        self._bgp_awaiting = len(verdicts) < len(self.checks.health())
+        self.bgp.update(config, verdicts, self.maintenance.overrides(config))
 
     async def _start_listeners(self) -> None:
         """Either listener failing is logged and the director runs on without it: its job is
@@ -476,7 +504,10 @@ class Director:
                 return await self.reload()
             case HealthSync():
                 self._health_queued = False
-                await self.engine.sync_health()
+                try:
+                    await self.engine.sync_health()
+                finally:
+                    self._bgp_update()
                 return None
             case Resync():
                 await self.engine.resync()
@@ -484,6 +515,7 @@ class Director:
                 with contextlib.suppress(KernelError):  # logged; the next resync tries again
                     await self.syncd.apply()  # a sync daemon stopped by hand comes back
                 self._refresh_faults()
+                self._bgp_update()
                 self.world.lifecycle.status(self.engine.status.summary())
                 return None
             case RefreshStats():
@@ -494,6 +526,7 @@ class Director:
                 drain = await self.engine.drain(server, service, timeout)
                 where = f" in {service}" if service else ""
                 self.events.record(time.time(), "maintenance", f"drain {server}{where}")
+                self._bgp_update()
                 return {
                     "drain": drain.to_json(),
                     "matches": self.maintenance.describe(self.engine.config, time.time()),
@@ -502,8 +535,20 @@ class Director:
                 lifted = await self.engine.enable(server, service)
                 where = f" in {service}" if service else ""
                 self.events.record(time.time(), "maintenance", f"enable {server}{where}")
+                self._bgp_update()
                 return {"enabled": [d.to_json() for d in lifted]}
+            case DrainDirector(timeout):  # [bgp]
+                return await self._drain_director(True, timeout)
+            case EnableDirector():
+                return await self._drain_director(False, None)
         raise AssertionError(f"unknown intent {intent!r}")
+
+    async def _drain_director(self, drain: bool, flows_for: float | None) -> dict[str, object]:
+        if self.bgp.bgp is None:
+            raise RequestError("this director has no [bgp]: it announces nothing to withdraw")
+        view = await asyncio.to_thread(self.bgp.set_drained, drain, time.time(), flows_for)
+        self._bgp_update()
+        return {"drain": view, "routes": self.bgp.routes.to_json(self.bgp.clock())}
 
     async def reload(self) -> dict[str, object]:
         """Read and validate the config again and apply it. A config that is invalid, or needs
@@ -558,6 +603,8 @@ class Director:
         with contextlib.suppress(KernelError):  # logged
             await self.syncd.update(config.sync_daemon)
         await self.peer.apply(config, key)
+        await self.bgp.reload(config)
+        self._bgp_update()
         self.metrics.reloaded(True)
         self.config_sha256 = await asyncio.to_thread(file_sha256, self.world.config_path)
         self.events.record(time.time(), "reload", "config reloaded")
@@ -593,6 +640,10 @@ class Director:
 
     def _on_probe(self, job: ProbeJob, result: ProbeResult) -> None:
         self.metrics.probed(job.kind, job.label, result.ok, result.latency, local=result.local)
+        if self._bgp_awaiting and not self._bgp_soon:
+            # coalesced: counting verdicts walks every check, a probe result is one of many
+            self._bgp_soon = True
+            asyncio.get_running_loop().call_later(BGP_COALESCE, self._bgp_update)
 
     def _checks_changed(self, config: Config) -> None:
         """Start or replace the checks; the metric series of targets no longer checked go."""

@@ -205,6 +205,11 @@ def cleanup(config_path: Path, state_dir: Path | None) -> int:
             kernel.close()
     print(f"removed {len(removed)} virtual address(es): {', '.join(removed) or '-'}")
     print(f"stopped {len(stopped)} sync daemon(s): {', '.join(stopped) or '-'}")
+    if config.bgp is not None and config.bgp.backend == "kernel":  # [bgp]: a crash's routes
+        from director.bgp.kernel_routes import remove_all
+
+        routes = asyncio.run(remove_all(config.bgp))
+        print(f"removed {len(routes)} BGP route(s): {', '.join(routes) or '-'}")
     return 0
 
 

@@ -11,6 +11,9 @@ Feedback agents (:mod:`checks.agent`) come next: an agent that says ``down`` (or
 gives it weight 0, a percentage scales its configured weight, and ``maxconn:N`` becomes its
 upper threshold (its lower one lowered to at most N, which the kernel requires).
 
+For ``mh`` and ``sh`` the destinations are in canonical order (family, address, port; see
+:mod:`director.reconcile.order`), the order the kernel's list must have on every director.
+
 Maintenance overrides (:mod:`director.maintenance`) come last: a drained real server has weight
 0, a removed one (a timed drain that went idle or timed out) is not in the table at all.
 """
@@ -22,6 +25,7 @@ from collections.abc import Mapping
 from checks.agent import AgentEffect
 from director.config.model import Config, VirtualServer
 from director.ipvs.model import Dest, DestKey, Service, ServiceKey, Table
+from director.reconcile.order import ORDERED_SCHEDULERS, canonical
 
 Health = Mapping[tuple[ServiceKey, DestKey], bool]
 # (service, destination) -> "drain" (weight 0) or "remove"; see director.maintenance.
@@ -40,7 +44,9 @@ def compile_table(
     for vs in config.virtual_servers:
         key = vs.service_key()
         table.services[key] = compile_service(vs)
-        table.dests[key] = compile_dests(vs, key, health or {}, overrides or {}, agents)
+        dests = compile_dests(vs, key, health or {}, overrides or {}, agents)
+        # mh/sh: in the kernel list's canonical order, whatever the config's order
+        table.dests[key] = canonical(dests) if vs.scheduler in ORDERED_SCHEDULERS else dests
     return table
 
 

@@ -74,6 +74,7 @@ def diagnose(
     out += _vips(config, host, daemon)
     out += _nftables(config, host)
     out += _peers(config, daemon)
+    out += _active_active(config, host)  # [bgp]
     return out
 
 
@@ -207,6 +208,66 @@ def _sysctls(config: Config, host: Host) -> Iterable[Finding]:
             )
     if not bad:
         yield Finding("ok", "sysctl", f"{len(wanted)} sysctl(s) as the config wants")
+
+
+# Active-active directors (every one announcing the VIP over BGP, the router spreading flows by
+# ECMP): what a flow that the router moves to another director needs there.
+ACTIVE_ACTIVE_SYSCTLS = (
+    ("net.ipv4.vs.sloppy_tcp", "1", "a TCP flow moved mid-stream (no SYN) is dropped"),
+    ("net.ipv4.vs.schedule_icmp", "1", "ICMP errors (path MTU) for a moved flow are dropped"),
+)
+
+
+def _active_active(config: Config, host: Host) -> Iterable[Finding]:
+    """With [bgp] announcements: hashing schedulers (the same real server on every director),
+    and the sysctls that let a director take over a flow mid-stream."""
+    if config.bgp is None or not config.bgp.announcements:
+        return
+    names = {n for a in config.bgp.announcements for n in a.virtual_servers}
+    bad = 0
+    for vs in config.virtual_servers:
+        if vs.display_name not in names:
+            continue
+        if vs.scheduler not in ("mh", "sh"):
+            bad += 1
+            yield Finding(
+                "warn",
+                "active-active",
+                f"{vs.display_name} uses scheduler {vs.scheduler}: each director picks its own "
+                "real server, so a flow the router moves to another director is reset",
+                f'scheduler = "mh" with scheduler_flags = ["mh-port"] in {vs.display_name}',
+            )
+        elif vs.on_failure == "quiesce":
+            bad += 1
+            yield Finding(
+                "warn",
+                "active-active",
+                f"{vs.display_name} quiesces failed servers: the kernel keeps a quiesced "
+                "server's hash slots but gives none to one added with weight 0, so directors "
+                "that saw the failure at different times build different tables",
+                f'on_failure = "remove" in {vs.display_name}',
+            )
+        if vs.protocol == "sctp" and host.sysctl("net.ipv4.vs.sloppy_sctp") != "1":
+            bad += 1
+            yield Finding(
+                "warn",
+                "active-active",
+                f"net.ipv4.vs.sloppy_sctp is not 1: an SCTP association of {vs.display_name} "
+                "moved to this director mid-stream is dropped",
+                '[kernel.sysctls] "net.ipv4.vs.sloppy_sctp" = 1',
+            )
+    for name, value, why in ACTIVE_ACTIVE_SYSCTLS:
+        got = host.sysctl(name)
+        if got is not None and got != value:
+            bad += 1
+            yield Finding(
+                "warn",
+                "active-active",
+                f"{name} is {got}: {why}",
+                f'[kernel.sysctls] "{name}" = {value}',
+            )
+    if not bad:
+        yield Finding("ok", "active-active", "hashing schedulers and sloppy_tcp for BGP VIPs")
 
 
 def _wanted_interfaces(config: Config) -> dict[str, str]:

@@ -210,6 +210,15 @@ class HealthChecks:
     def health(self) -> Mapping[CheckId, bool]:
         return cast(Mapping[CheckId, bool], self.scheduler.health())
 
+    def verdicts(self) -> dict[CheckId, bool]:
+        """Up or down of the checks that have had at least one probe result (BGP announces on
+        verdicts, not on the initial state)."""
+        return {
+            cast(CheckId, cid): st.state.up
+            for cid, st in self.scheduler.snapshot().checks.items()
+            if st.state.last is not None
+        }
+
     def probe_targets(self) -> set[tuple[str, str]]:
         """(type, target) of every check now: the label pairs of the probe metrics (for
         ``Metrics.retain_probe_targets`` after a config change)."""

@@ -59,6 +59,18 @@ class Enable(Intent):
     service: str | None = None
 
 
+@dataclass(frozen=True)
+class DrainDirector(Intent):
+    """``directorctl drain-director``: withdraw every BGP route (maintenance of the node)."""
+
+    timeout: float | None = None  # default: [bgp] drain_timeout
+
+
+@dataclass(frozen=True)
+class EnableDirector(Intent):
+    """``directorctl enable-director``: end the node's drain."""
+
+
 class ReloadRejected(Exception):
     """A reload that changed nothing; the message says why (the config's problems)."""
 

@@ -80,8 +80,41 @@ class Sources:
     agents: Callable[[], list[dict[str, object]]] = list
     # The peer config check: digest, generation, peers (director.peer.service summary()).
     peers: Callable[[], dict[str, object]] = dict
+    bgp: Callable[[], dict[str, object] | None] = lambda: None  # BgpService.summary()
     # (service, destination) as the checks name them -> wall time of the last health change
     health_changed_at: dict[tuple[str, str], float] = field(default_factory=dict)
+
+
+def _bgp(bgp: dict[str, Any] | None) -> Iterator[Metric]:
+    """[bgp]: each route announced or not, each session up or not, the node drained or not."""
+    if not bgp:
+        return
+    route = GaugeMetricFamily(
+        "director_bgp_route_announced",
+        "1 while this director announces the prefix",
+        labels=["prefix"],
+    )
+    for r in bgp.get("routes") or []:
+        route.add_metric([str(r["prefix"])], 1.0 if r["announced"] else 0.0)
+    yield route
+    speaker = bgp.get("speaker") or {}
+    session = GaugeMetricFamily(
+        "director_bgp_session_up", "1 while the BGP session with the peer is up", labels=["peer"]
+    )
+    for sess in speaker.get("sessions") or []:
+        session.add_metric([str(sess["peer"])], 1.0 if sess["state"] == "up" else 0.0)
+    yield session
+    yield GaugeMetricFamily(
+        "director_bgp_speaker_restarts",
+        "Times the BGP speaker (ExaBGP) had to be started again since directord started",
+        value=float(speaker.get("restarts") or 0),
+    )
+    drain = bgp.get("drain") or {}
+    yield GaugeMetricFamily(
+        "director_bgp_drained",
+        "1 while the director is drained (directorctl drain-director)",
+        value=1.0 if drain.get("drained") else 0.0,
+    )
 
 
 class SnapshotCollector(Collector):
@@ -112,6 +145,7 @@ class SnapshotCollector(Collector):
             value=self.sources.drains(),
         )
         yield from self._peers(self.sources.peers())
+        yield from _bgp(self.sources.bgp())
 
     def _ipvs(self, snap: StatsSnapshot | None) -> Iterator[Metric]:
         if snap is None:
@@ -467,7 +501,9 @@ class Metrics:
         stats, checks, vrrp, role, drains = s.stats(), s.checks(), s.vrrp(), s.role(), s.drains()
         agents = s.agents()
         peers = s.peers()
+        bgp = s.bgp()
         return Sources(
+            bgp=lambda: bgp,
             stats=lambda: stats,
             checks=lambda: checks,
             vrrp=lambda: vrrp,

@@ -29,6 +29,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from director.config import cross, rules
 from director.config.agent import AgentConfig, ResolvedAgent
 from director.config.agent import resolve as resolve_agent
+from director.config.bgp import BgpSettings, announce_problems
 from director.config.checks import CheckConfig, ResolvedCheck, User
 from director.config.checks import resolve as resolve_check
 from director.config.fields import (
@@ -415,6 +416,7 @@ class Config(_Model):
     masquerades: tuple[MasqueradeRule, ...] = Field(default=(), alias="masquerade")
     policy_routes: tuple[PolicyRoute, ...] = Field(default=(), alias="policy_route")
     peer_check: PeerCheckSettings | None = None
+    bgp: BgpSettings | None = None  # [bgp]: route health injection (director.config.bgp)
 
     @model_validator(mode="after")
     def _check_unique(self) -> Self:
@@ -428,6 +430,12 @@ class Config(_Model):
             if vs.fwmark is not None:
                 marks.setdefault(vs.fwmark, set()).add(6 if vs.family == "ipv6" else 4)
         findings += cross.network_problems(self.fwmarks, self.policy_routes, marks)
+        if self.bgp is not None:  # [bgp]
+            findings += announce_problems(
+                self.bgp,
+                [(vs.display_name, vs.address) for vs in self.virtual_servers],
+                {va.ip: vi.name for vi in self.vrrp_instances for va in vi.held_addresses},
+            )
         if findings:
             raise_findings("Config", findings)
         return self

@@ -13,7 +13,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from director.control.protocol import Handler, RequestError
-from director.intents import Drain, Enable, Intent, Reload, ReloadRejected
+from director.intents import (
+    Drain,
+    DrainDirector,
+    Enable,
+    EnableDirector,
+    Intent,
+    Reload,
+    ReloadRejected,
+)
 from director.maintenance import MaintenanceError
 
 Summary = Callable[[], list[dict[str, object]]]
@@ -71,4 +79,25 @@ def handlers(status: Callable[[], dict[str, object]], ask: Ask) -> dict[str, Han
                 f"the config was rejected; still running the previous one:\n{exc}"
             ) from exc
 
-    return {"status": do_status, "drain": drain, "enable": enable, "reload": reload}
+    async def drain_director(args: dict[str, Any]) -> object:  # [bgp]
+        timeout = args.get("timeout")
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout)
+            or timeout < 0
+        ):
+            raise RequestError(f"timeout: expected a number of seconds, found {timeout!r}")
+        return await ask(DrainDirector(float(timeout) if timeout is not None else None))
+
+    async def enable_director(args: dict[str, Any]) -> object:
+        return await ask(EnableDirector())
+
+    return {
+        "status": do_status,
+        "drain": drain,
+        "enable": enable,
+        "reload": reload,
+        "drain-director": drain_director,
+        "enable-director": enable_director,
+    }

@@ -46,6 +46,17 @@ def add_arguments(sub: Any) -> None:
     e.add_argument("server")
     e.add_argument("--service")
     sub.add_parser("reload", help="reload the config file (like systemctl reload directord)")
+    dd = sub.add_parser(
+        "drain-director",
+        help="[bgp] withdraw this director's routes (node maintenance); see enable-director",
+    )
+    dd.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="how long established flows may continue (default: [bgp] drain_timeout)",
+    )
+    sub.add_parser("enable-director", help="[bgp] end drain-director: announce again")
     doc = sub.add_parser("doctor", help="check this machine for what directord needs")
     doc.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
     doc.add_argument("--json", action="store_true")
@@ -105,6 +116,30 @@ def cmd_enable(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drain_director(args: argparse.Namespace) -> int:
+    return _director_drain(args, "drain-director", {"timeout": args.timeout})
+
+
+def cmd_enable_director(args: argparse.Namespace) -> int:
+    return _director_drain(args, "enable-director", {})
+
+
+def _director_drain(args: argparse.Namespace, command: str, params: dict[str, Any]) -> int:
+    try:
+        result = request(args.socket, command, params)
+    except ControlError as exc:
+        return _fail(str(exc))
+    drain = result["drain"]
+    if drain["drained"]:
+        print(f"drained: routes withdrawn; established flows for {drain['seconds_left']:g} s")
+    else:
+        print("enabled: routes announced again where their services are healthy")
+    for route in result["routes"]:
+        state = "announced" if route["announced"] else "withdrawn"
+        print(f"  {route['prefix']:20} {state:9}  {route['reason']}")
+    return 0
+
+
 def cmd_reload(args: argparse.Namespace) -> int:
     try:
         result = request(args.socket, "reload")
@@ -153,6 +188,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "drain": cmd_drain,
     "enable": cmd_enable,
     "reload": cmd_reload,
+    "drain-director": cmd_drain_director,
+    "enable-director": cmd_enable_director,
     "doctor": cmd_doctor,
     "vrrp-scan": cmd_vrrp_scan,
 }
@@ -175,6 +212,31 @@ def agent_line(rs: dict[str, Any]) -> str | None:
     if not agent:
         return None
     return f"     agent: {agent_words(agent, rs.get('config_weight'), time.time())}"
+
+
+def _bgp_lines(bgp: dict[str, Any] | None) -> list[str]:
+    """[bgp]: the speaker, its sessions, each route and why."""
+    if not bgp:
+        return []
+    speaker = bgp.get("speaker") or {}
+    drain = bgp.get("drain") or {}
+    head = f"bgp:      {bgp.get('backend')}"
+    if speaker.get("backend") == "exabgp":
+        head += f"  pid {speaker.get('pid') or '-'}  restarts {speaker.get('restarts', 0)}"
+    if drain.get("drained"):
+        head += f"  DRAINED ({_num(drain.get('seconds_left'))} s of flows left)"
+    lines = [head]
+    for session in speaker.get("sessions") or []:
+        lines.append(
+            f"          peer {session['peer']}  {str(session['state']).upper()}"
+            + (f"  {session['reason']}" if session.get("reason") else "")
+        )
+    for route in bgp.get("routes") or []:
+        state = "announced" if route["announced"] else "withdrawn"
+        lines.append(f"          {route['prefix']:20} {state:9}  {route['reason']}")
+    if bgp.get("problem"):
+        lines.append(f"          {bgp['problem']}")
+    return lines
 
 
 def render_status(st: dict[str, Any]) -> str:
@@ -204,6 +266,7 @@ def render_status(st: dict[str, Any]) -> str:
                 )
     else:
         lines.append("vrrp:     no instances (this director is master on its own)")
+    lines += _bgp_lines(st.get("bgp"))
     for fault in st.get("director_faults") or []:
         lines.append(f"FAULT:    {fault}")
     lines += peer_status_lines(st)

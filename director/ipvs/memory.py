@@ -3,7 +3,8 @@
 The rules follow ``net/netfilter/ipvs/ip_vs_ctl.c``: a service must exist before its
 destinations (ESRCH), duplicates are EEXIST, a missing destination is ENOENT, an unknown scheduler
 is ENOENT, thresholds out of order are ERANGE, an IPv6 persistence prefix outside 1..128 and a
-mixed-family destination that is not a tunnel are EINVAL.
+mixed-family destination that is not a tunnel are EINVAL. Dumps list a service's destinations
+newest first, as the kernel's list does (``list_add_rcu`` puts a new one at the head).
 """
 
 from __future__ import annotations
@@ -54,14 +55,17 @@ class MemoryIPVS:
     def dump(self) -> Table:
         self.full_dumps += 1
         self.requests += 1 + len(self.table.services)
-        return copy.deepcopy(self.table)
+        table = copy.deepcopy(self.table)
+        for key, dests in table.dests.items():
+            table.dests[key] = _kernel_order(dests)
+        return table
 
     def dump_service(self, key: ServiceKey) -> tuple[Service, dict[DestKey, Dest]] | None:
         self.requests += 2
         svc = self.table.services.get(key)
         if svc is None:
             return None
-        return svc, dict(self.table.dests_of(key))
+        return svc, _kernel_order(self.table.dests_of(key))
 
     def read_stats(self, now: float) -> StatsSnapshot:
         """The table with :attr:`conns` as connection counts and zero traffic counters."""
@@ -177,6 +181,11 @@ class MemoryIPVS:
             return errno.ENOENT
         del table[op.key]
         return 0
+
+
+def _kernel_order(dests: dict[DestKey, Dest]) -> dict[DestKey, Dest]:
+    """Destinations kept in the order they were added, listed newest first like the kernel."""
+    return dict(reversed(dests.items()))
 
 
 def _conns(c: DestConns) -> tuple[int, int, int]:

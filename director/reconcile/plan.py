@@ -7,6 +7,9 @@ Order matters to the kernel and to the connections going through it:
 3. destinations that are no longer wanted, in services that stay;
 4. services that are no longer wanted: their destinations first, then the service.
 
+For ``mh`` and ``sh`` the kernel's destination list is also kept in one canonical order, so every
+director builds the same hash table (:mod:`director.reconcile.order`).
+
 Only services the daemon owns are touched: those it wants now, and those it wanted before
 (``owned``, remembered across restarts) that the config dropped. Anything else in the kernel -
 added by hand or by another tool - is left exactly as it is.
@@ -26,6 +29,7 @@ from director.ipvs.ops import (
     EditService,
     Op,
 )
+from director.reconcile.order import ORDERED_SCHEDULERS, add_in_order, reorder_dests
 
 
 def plan(desired: Table, observed: Table, owned: Iterable[ServiceKey] = ()) -> list[Op]:
@@ -37,13 +41,18 @@ def plan(desired: Table, observed: Table, owned: Iterable[ServiceKey] = ()) -> l
 
     for key, want in desired.services.items():
         have = observed.services.get(key)
+        ordered = want.sched_name in ORDERED_SCHEDULERS
         if have is None:
             services.append(AddService(want))
-            dest_changes.extend(AddDest(key, d) for d in desired.dests_of(key).values())
+            if ordered:
+                dest_changes.extend(add_in_order(key, desired.dests_of(key)))
+            else:
+                dest_changes.extend(AddDest(key, d) for d in desired.dests_of(key).values())
             continue
         if have != want:
             services.append(EditService(want))
-        changes, drops = _plan_dests(key, desired.dests_of(key), observed.dests_of(key))
+        compare = reorder_dests if ordered else _plan_dests
+        changes, drops = compare(key, desired.dests_of(key), observed.dests_of(key))
         dest_changes.extend(changes)
         dest_removals.extend(drops)
 

@@ -75,7 +75,13 @@ port = 80
 def test_every_example_is_tested() -> None:
     names = {p.name for p in EXAMPLES.glob("*.toml")}
     # rds-feedback.toml: tests/unit/test_agent_daemon.py
-    assert names == {"exchange.toml", "webfarm.toml", "direct-routing.toml", "rds-feedback.toml"}
+    assert names == {
+        "exchange.toml",
+        "webfarm.toml",
+        "direct-routing.toml",
+        "rds-feedback.toml",
+        "active-active.toml",  # tests/unit/test_config_bgp.py
+    }
 
 
 def test_exchange_example() -> None:

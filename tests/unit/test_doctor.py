@@ -190,3 +190,64 @@ def test_director_faults_the_daemon_reports(tmp_path: Path) -> None:
     assert [f.message.split(":")[0] for f in fails] == ["director fault", "director fault"]
     assert "LimitNOFILE" in fails[0].fix
     assert ".corrupt-" in fails[1].fix
+
+
+ACTIVE_ACTIVE = """
+[[virtual_server]]
+name = "web"
+protocol = "tcp"
+address = "198.18.0.10"
+port = 80
+scheduler = "{scheduler}"
+forwarding = "dr"
+  [[virtual_server.real_server]]
+  address = "198.18.1.11"
+
+[bgp]
+backend = "kernel"
+[[bgp.announce]]
+prefix = "198.18.0.10"
+virtual_servers = ["web"]
+"""
+
+
+def test_active_active_wants_hashing_and_sloppy_tcp(tmp_path: Path) -> None:
+    host = healthy_host(tmp_path)
+    for name in ("sloppy_tcp", "schedule_icmp"):
+        (host.proc_sys / "net/ipv4/vs" / name).write_text("0\n")
+    path = tmp_path / "aa.toml"
+    path.write_text(ACTIVE_ACTIVE.format(scheduler="wlc"))
+    found = [
+        f
+        for f in diagnose(load_config(path), None, host, master(), None)
+        if f.topic == "active-active"
+    ]
+    assert [f.level for f in found] == ["warn", "warn", "warn"]
+    assert "uses scheduler wlc" in found[0].message and '"mh"' in found[0].fix
+    assert "sloppy_tcp is 0" in found[1].message
+    assert found[1].fix == '[kernel.sysctls] "net.ipv4.vs.sloppy_tcp" = 1'
+    for name in ("sloppy_tcp", "schedule_icmp"):
+        (host.proc_sys / "net/ipv4/vs" / name).write_text("1\n")
+    quiesce = ACTIVE_ACTIVE.format(scheduler="mh").replace(
+        'forwarding = "dr"', 'forwarding = "dr"\non_failure = "quiesce"'
+    )
+    path.write_text(quiesce)
+    found = [
+        f
+        for f in diagnose(load_config(path), None, host, master(), None)
+        if f.topic == "active-active"
+    ]
+    assert [f.level for f in found] == ["warn"] and "quiesces" in found[0].message
+    path.write_text(ACTIVE_ACTIVE.format(scheduler="mh"))
+    found = [
+        f
+        for f in diagnose(load_config(path), None, host, master(), None)
+        if f.topic == "active-active"
+    ]
+    assert [f.level for f in found] == ["ok"]
+    # without [bgp] nothing is said about it
+    assert not [
+        f
+        for f in diagnose(config(tmp_path), None, host, master(), None)
+        if f.topic == "active-active"
+    ]
