@@ -35,6 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from director.config.agent import ResolvedAgent
+from director.config.bgp import BgpSettings
 from director.config.checks import ResolvedCheck
 from director.config.model import Config, RealServer, SorryServer, VirtualServer
 from director.config.vrrp import VirtualAddress
@@ -215,6 +216,34 @@ TABLES: tuple[Table, ...] = (
         why_local="routing table numbers and rule priorities are the machine's own routing setup",
     ),
     Table(
+        "bgp",
+        shared=("backend", "local_as", "drain_timeout", "neighbor", "announce"),
+        local=(
+            "router_id",
+            "next_hop",
+            "next_hop_ipv6",
+            "exabgp",
+            "route_table",
+            "route_protocol",
+            "vip_device",
+        ),
+        why_local="each director's own router id, next hop and addresses; where its programs, "
+        "routing table and devices are",
+        secret=(),
+    ),
+    Table(
+        "bgp.neighbor",
+        shared=("address", "peer_as", "hold_time", "password"),
+        local=("local_address",),
+        why_local="the address each director speaks from is its own",
+        secret=("password",),
+    ),
+    Table(
+        "bgp.announce",
+        shared=("prefix", "virtual_servers", "quorum", "quorum_up", "communities", "med"),
+        local=(),
+    ),
+    Table(
         "peer_check",
         shared=(),
         local=("listen_address", "peers", "key_file", "interval", "timeout", "max_clock_skew"),
@@ -284,7 +313,32 @@ def canonical_form(config: Config, key: bytes | None = None) -> Form:
     ]
     for label, value in _unique(routes):
         form[label] = value
+    if config.bgp is not None:
+        _bgp(form, config.bgp, secrets)
     return form
+
+
+def _bgp(form: Form, bgp: BgpSettings, secrets: Secrets) -> None:
+    """[bgp]: what every active director must announce alike, and to the same router."""
+    form["bgp"] = {
+        "backend": bgp.backend,
+        "local_as": bgp.local_as,
+        "drain_timeout": bgp.drain_timeout,
+    }
+    for n in bgp.neighbors:
+        form[f"bgp neighbor {n.address}"] = {
+            "peer_as": n.peer_as,
+            "hold_time": n.hold_time,
+            "password": secrets.hide(n.password),
+        }
+    for a in bgp.announcements:
+        form[f"bgp announce {a.prefix}"] = {
+            "virtual_servers": sorted(a.virtual_servers),
+            "quorum": a.quorum,
+            "quorum_up": a.quorum_up if a.quorum_up is not None else a.quorum,
+            "communities": sorted(str(c) for c in a.communities),
+            "med": a.med,
+        }
 
 
 def _table(path: str) -> Table:

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from director.config import Config, parse_config
 from director.config.agent import AgentConfig, ResolvedAgent
+from director.config.bgp import Announce, BgpSettings, Neighbor
 from director.config.checks import CheckConfig, ResolvedCheck
 from director.config.model import (
     DaemonSettings,
@@ -72,6 +73,9 @@ MODELS: dict[str, type[BaseModel]] = {
     "masquerade": MasqueradeRule,
     "policy_route": PolicyRoute,
     "peer_check": PeerCheckSettings,
+    "bgp": BgpSettings,
+    "bgp.neighbor": Neighbor,
+    "bgp.announce": Announce,
 }
 
 
@@ -161,7 +165,31 @@ def base(key_file: str) -> dict[str, Any]:
                 "check": {"type": "exchange", "vdirs": ["owa", "ews"]},
                 "real_server": [{"address": "198.18.1.31", "forwarding": "dr"}],
             },
+            {
+                "name": "anycast",
+                "protocol": "tcp",
+                "address": "198.18.0.20",
+                "port": 80,
+                "scheduler": "mh",
+                "real_server": [{"address": "198.18.1.41"}, {"address": "198.18.1.42"}],
+            },
         ],
+        "bgp": {
+            "backend": "exabgp",
+            "local_as": 65001,
+            "router_id": "198.18.100.1",
+            "neighbor": [
+                {"address": "198.18.100.254", "peer_as": 65000, "password": "bgp-secret"},
+            ],
+            "announce": [
+                {
+                    "prefix": "198.18.0.20/32",
+                    "virtual_servers": ["anycast"],
+                    "quorum": 1,
+                    "communities": ["65000:100"],
+                },
+            ],
+        },
         "fwmark": [
             {"mark": 80, "address": "198.18.0.12", "ports": [443, 80, 25]},
         ],
@@ -242,6 +270,19 @@ SHARED_EDITS: list[tuple[tuple[str | int, ...], object]] = [
     (("virtual_server", 0, "scheduler"), "sh"),
     (("virtual_server", 0, "scheduler_flags"), ["mh-port"]),
     (("virtual_server", 0, "agent"), {"port": 10000}),
+    (("bgp", "local_as"), 65002),
+    (("bgp", "drain_timeout"), 60),
+    (("bgp", "backend"), "kernel"),
+    (("bgp", "neighbor", 0, "address"), "198.18.100.253"),
+    (("bgp", "neighbor", 0, "peer_as"), 65003),
+    (("bgp", "neighbor", 0, "hold_time"), 30),
+    (("bgp", "neighbor", 0, "password"), "other-secret"),
+    (("bgp", "announce", 0, "prefix"), "198.18.0.21/32"),
+    (("bgp", "announce", 0, "virtual_servers"), ["anycast-80"]),
+    (("bgp", "announce", 0, "quorum"), 2),
+    (("bgp", "announce", 0, "quorum_up"), 2),
+    (("bgp", "announce", 0, "communities"), ["65000:200"]),
+    (("bgp", "announce", 0, "med"), 10),
     (("virtual_server", 0, "real_server", 0, "agent"), {"port": 10001}),
     (("virtual_server", 0, "persistence_timeout"), 301),
     (("virtual_server", 0, "persistence_netmask"), 16),
@@ -324,6 +365,14 @@ LOCAL_EDITS: list[tuple[tuple[str | int, ...], object]] = [
     (("daemon", "script_user"), "nobody"),
     (("kernel", "sysctls"), {"net.ipv4.conf.eth1.arp_ignore": 1}),
     (("network", "table"), "lb"),
+    (("bgp", "router_id"), "198.18.100.2"),
+    (("bgp", "next_hop"), "198.18.100.2"),
+    (("bgp", "next_hop_ipv6"), "2001:db8:100::2"),
+    (("bgp", "exabgp"), "/usr/local/bin/exabgp"),
+    (("bgp", "route_table"), 100),
+    (("bgp", "route_protocol"), 99),
+    (("bgp", "vip_device"), "lo"),
+    (("bgp", "neighbor", 0, "local_address"), "198.18.100.2"),
     (("sync_daemon", "interface"), "eth9"),
     (("vrrp_instance", 0, "interface"), "bond0"),
     (("vrrp_instance", 0, "priority"), 100),
@@ -378,6 +427,8 @@ def test_the_edits_below_cover_every_key() -> None:
     # a table key of its own (sorry_server, check, real_server, virtual address) is edited
     # through its inner keys or as a whole
     assert shared - _covered(SHARED_EDITS) == {
+        "bgp.neighbor",
+        "bgp.announce",
         "virtual_server.check",
         "virtual_server.real_server",
         "vrrp_instance.virtual_addresses.address",  # edited as a string (one address)
@@ -430,6 +481,11 @@ FIXUPS: dict[tuple[str | int, ...], list[tuple[tuple[str | int, ...], object]]] 
         (("virtual_server", 0, "sorry_server", "port"), 443)
     ],
     ("fwmark", 0, "mark"): [(("policy_route", 0, "fwmark"), 81)],
+    # the kernel backend speaks to no neighbour itself (BIRD/FRR do)
+    ("bgp", "backend"): [(("bgp", "neighbor"), [])],
+    # an announcement names services on its own address
+    ("bgp", "announce", 0, "prefix"): [(("virtual_server", 3, "address"), "198.18.0.21")],
+    ("bgp", "announce", 0, "virtual_servers"): [(("virtual_server", 3, "name"), "anycast-80")],
 }
 
 
@@ -592,8 +648,18 @@ def test_the_form_is_keyed_in_config_terms(key_file: str) -> None:
     assert sorted(k for k in form if k.startswith("virtual_service")) == [
         "virtual_service FWM 80 ipv4",
         "virtual_service TCP 198.18.0.10:443",
+        "virtual_service TCP 198.18.0.20:80",
         "virtual_service UDP 198.18.0.10:53",
     ]
+    assert form["bgp announce 198.18.0.20/32"] == {
+        "virtual_servers": ["anycast"],
+        "quorum": 1,
+        "quorum_up": 1,
+        "communities": ["65000:100"],
+        "med": None,
+    }
+    neighbor = form["bgp neighbor 198.18.100.254"]
+    assert isinstance(neighbor, dict) and "bgp-secret" not in str(neighbor)
     web = form["virtual_service TCP 198.18.0.10:443"]
     assert isinstance(web, dict)
     # the server's own check merged over the service's, every default filled in
