@@ -15,7 +15,8 @@ Two steps, so the HTTP listener never stalls the event loop:
 Every word a person reads (``up``/``DOWN``, ``draining``, ``removed (...)``) is decided here once,
 and both renderers (:mod:`director.control.ctl`, :mod:`director.status_page`) show it as is; the
 feedback agent's and the peer check's words come from :mod:`director.status_words`, put into
-the status as ``agent.text`` / ``agent.level`` and ``peer_check.head`` / ``peer_check.lines``.
+the status as ``agent.text`` / ``agent.level``, ``peer_check.head`` / ``peer_check.lines`` and
+``bgp.words``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from director.events import Event
 from director.ipvs.model import DestKey, ServiceKey
 from director.ipvs.stats import DestStats, StatsSnapshot
 from director.maintenance import dest_id
-from director.status_words import agent_level, agent_words, peer_head, peer_lines
+from director.status_words import agent_level, agent_words, bgp_words, peer_head, peer_lines
 
 STALE_AFTER = 3  # stats intervals without a fresh reading of the kernel's table: stale
 EVENTS_SHOWN = 50
@@ -144,6 +145,11 @@ def build_status(i: StatusInputs, pause: Callable[[], None] = _nothing) -> dict[
             "head": peer_head(peer_check),
             "lines": peer_lines(peer_check, i.now),
         }
+    bgp = sections.get("bgp")
+    if isinstance(bgp, dict):
+        sections["bgp"] = {**bgp, "words": bgp_words(bgp)}
+    elif bgp is None:
+        sections.pop("bgp", None)  # no [bgp]: no section
     return {
         **i.engine_status,
         "generated_at": i.now,

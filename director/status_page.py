@@ -38,8 +38,8 @@ HEADER_KEYS = frozenset(
         "process",
     }
 )  # fmt: skip
-SECTION_ORDER = ("vrrp", "services", "events", "config", "peer_check")
-TITLES = {"peer_check": "Peer config"}  # a section's heading; by default its name
+SECTION_ORDER = ("vrrp", "bgp", "services", "events", "config", "peer_check")
+TITLES = {"peer_check": "Peer config", "bgp": "BGP"}  # a section's heading; by default its name
 
 CSS = """
 body{font:14px/1.35 system-ui,sans-serif;margin:0;padding:0 .6em 2em;color:#111;background:#fff}
@@ -48,7 +48,7 @@ h3{font-size:1em;margin:.8em 0 .2em;word-break:break-all}
 .banner{background:#b00;color:#fff;padding:.6em;font-weight:bold;margin:0 -.6em}
 .banner[hidden]{display:none}
 .banner.warn{background:#e8a000;color:#000}
-#peer-banner .banner{margin-bottom:.2em}
+#peer-banner .banner,#bgp-banner .banner{margin-bottom:.2em}
 .fault{background:#fdd;border-left:4px solid #b00;padding:.3em .5em;margin:.2em 0}
 .wrap{overflow-x:auto}
 table{border-collapse:collapse;width:100%}
@@ -76,6 +76,8 @@ SERVER_COLUMNS = (
 VRRP_COLUMNS = ("Instance", "Interface", "VRID", "State", "Priority", "Peer heard", "Dropped")
 EVENT_COLUMNS = ("Time", "Kind", "Event")
 PEER_COLUMNS = ("Peer", "State", "Since", "Status")
+BGP_SESSION_COLUMNS = ("BGP peer", "State", "Reason")
+BGP_ROUTE_COLUMNS = ("Prefix", "State", "Reason", "For")
 # the class of a text at each level of director.status_words (None: no colour)
 LEVEL_CLASS: dict[str, str | None] = {"ok": "up", "info": None, "warn": "drain", "alarm": "down"}
 
@@ -88,6 +90,8 @@ SCRIPT = script(
         "server": SERVER_COLUMNS,
         "event": EVENT_COLUMNS,
         "peer": PEER_COLUMNS,
+        "bgp_session": BGP_SESSION_COLUMNS,
+        "bgp_route": BGP_ROUTE_COLUMNS,
     },
     order=SECTION_ORDER,
     titles=TITLES,
@@ -272,6 +276,59 @@ def _peer_check(v: Any, pause: Pause) -> str:
     return head + _table(PEER_COLUMNS, rows)
 
 
+def _level(line: Any) -> str | None:
+    return LEVEL_CLASS.get(str(line.get("level"))) if isinstance(line, dict) else None
+
+
+def _bgp(v: Any, pause: Pause) -> str:
+    """The speaker's line, problems, the sessions and the routes, in :func:`director.
+    status_words.bgp_words`'s words (``bgp.words``) coloured by their levels."""
+    w = v.get("words") if isinstance(v, dict) else None
+    if not isinstance(w, dict):
+        return _generic(v, pause)
+    head = w.get("head") or {}
+    klass = _level(head)
+    attr = f' class="{klass}"' if klass else ""
+    out = [f'<p id="bgp-head"{attr}>{_t(head.get("text"))}</p>']
+    for p in w.get("problems") or []:
+        out.append(f'<div class="fault">{_t(p.get("text"))}</div>')
+    sessions: list[tuple[str, list[tuple[object, str | None]]]] = [
+        (
+            f' data-bgp-peer="{escape(str(x.get("peer")), quote=True)}"',
+            [(x.get("peer"), None), (x.get("state"), _level(x)), (x.get("reason"), "err")],
+        )
+        for x in w.get("sessions") or []
+    ]
+    if sessions:
+        out.append(_table(BGP_SESSION_COLUMNS, sessions))
+    routes: list[tuple[str, list[tuple[object, str | None]]]] = [
+        (
+            f' data-prefix="{escape(str(x.get("prefix")), quote=True)}"',
+            [
+                (x.get("prefix"), None),
+                (x.get("state"), _level(x)),
+                (x.get("reason"), "err"),
+                (x.get("for"), None),
+            ],
+        )
+        for x in w.get("routes") or []
+    ]
+    out.append(_table(BGP_ROUTE_COLUMNS, routes) if routes else "<p>no routes configured</p>")
+    return "".join(out)
+
+
+def _bgp_banner(st: dict[str, Any]) -> str:
+    """A banner when the director is drained or a BGP session is not established (amber)."""
+    bgp = st.get("bgp")
+    w = bgp.get("words") if isinstance(bgp, dict) else None
+    shown = "".join(
+        f'<div class="banner{"" if x.get("level") == "alarm" else " warn"}">'
+        f"BGP: {_t(x.get('text'))}</div>"
+        for x in (w.get("banners") if isinstance(w, dict) else None) or []
+    )
+    return f'<div id="bgp-banner">{shown}</div>'
+
+
 def _peer_banner(st: dict[str, Any]) -> str:
     """A banner per peer whose config differs (red) or that cannot be checked (amber)."""
     pc = st.get("peer_check")
@@ -287,6 +344,7 @@ def _peer_banner(st: dict[str, Any]) -> str:
 
 SECTIONS: dict[str, Callable[[Any, Pause], str]] = {
     "peer_check": _peer_check,
+    "bgp": _bgp,
     "config": _config,
     "vrrp": _vrrp,
     "services": _services,
@@ -335,7 +393,7 @@ def render_page(st: dict[str, Any], pause: Pause = _nothing) -> bytes:
         f"<style>{CSS}</style></head>"
         f'<body{body_class} data-generated="{generated_attr}">'
         f"{banner}"
-        f'<main id="main">{_peer_banner(st)}'
+        f'<main id="main">{_bgp_banner(st)}{_peer_banner(st)}'
         f'<h1>director: <span id="role" class="{escape(role, quote=True)}">'
         f"{escape(role.upper())}</span></h1>"
         f'<p class="muted">config {_t(st.get("config_path"))} \u00b7 data of {when(generated)}'

@@ -26,6 +26,8 @@ def script(
         "server_cols": json.dumps(list(columns["server"])),
         "event_cols": json.dumps(list(columns["event"])),
         "peer_cols": json.dumps(list(columns["peer"])),
+        "bgp_session_cols": json.dumps(list(columns["bgp_session"])),
+        "bgp_route_cols": json.dumps(list(columns["bgp_route"])),
         "titles": json.dumps(dict(titles), sort_keys=True),
         "levels": json.dumps(dict(levels), sort_keys=True),
         "banner_levels": json.dumps(list(banner_levels)),
@@ -93,6 +95,13 @@ function peerBanner(st) {
   });
   return out;
 }
+function bgpBanner(st) {
+  const out = el("div", {"id": "bgp-banner"}), w = st.bgp && st.bgp.words;
+  ((w && w.banners) || []).forEach(function (x) {
+    out.appendChild(el("div", {"class": x.level === "alarm" ? "banner" : "banner warn"}, "BGP: " + x.text));
+  });
+  return out;
+}
 function rate(r) { return r == null ? "-" : String(r.cps); }
 function dropped(d) {
   const k = Object.keys(d || {}).sort();
@@ -153,6 +162,24 @@ const SECTIONS = {
     })));
     return out;
   },
+  bgp: function (v) {
+    const w = v && v.words;
+    if (w == null || typeof w !== "object") return generic(v);
+    const head = w.head || {};
+    const out = el("div", {}, el("p", {"id": "bgp-head", "class": LEVELS[head.level] || null}, head.text));
+    (w.problems || []).forEach(function (p) { out.appendChild(el("div", {"class": "fault"}, p.text)); });
+    const sessions = w.sessions || [], routes = w.routes || [];
+    if (sessions.length) {
+      out.appendChild(table(%(bgp_session_cols), sessions.map(function (x) {
+        return {attrs: {"data-bgp-peer": String(x.peer)}, cells: [[x.peer], [x.state, LEVELS[x.level] || null], [x.reason, "err"]]};
+      })));
+    }
+    out.appendChild(routes.length ? table(%(bgp_route_cols), routes.map(function (x) {
+      return {attrs: {"data-prefix": String(x.prefix)}, cells: [[x.prefix], [x.state, LEVELS[x.level] || null],
+        [x.reason, "err"], [x["for"]]]};
+    })) : el("p", {}, "no routes configured"));
+    return out;
+  },
   events: function (evs) {
     if (!evs || !evs.length) return el("p", {}, "none yet");
     return table(%(event_cols), evs.map(function (e) {
@@ -173,6 +200,7 @@ function generic(v) {
 function render(st) {
   const main = el("main", {"id": "main"});
   const role = String(st.role || "-");
+  main.appendChild(bgpBanner(st));
   main.appendChild(peerBanner(st));
   main.appendChild(el("h1", {}, "director: ", el("span", {"id": "role", "class": role}, role.toUpperCase())));
   main.appendChild(el("p", {"class": "muted"}, "config " + st.config_path + " \\u00b7 data of " + when(st.generated_at) +

@@ -11,6 +11,7 @@ the renderers turn into a colour (and the peer check's ``warn``/``alarm`` into a
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 LEVELS = ("ok", "info", "warn", "alarm")
 BANNER_LEVELS = ("warn", "alarm")  # a peer line at these levels is a banner
@@ -112,3 +113,100 @@ def peer_lines(peer_check: Mapping[str, object], now: float) -> list[dict[str, o
         level, text = peer_line(view, now)
         out.append({"peer": view.get("peer"), "level": level, "text": text})
     return out
+
+
+# -- BGP route health injection --------------------------------------------------------------
+
+# a withdrawn route's reason (director.bgp.decision.decide) -> its level; any other: warn
+ROUTE_ALARMS = ("quorum lost", "below quorum_up")  # the services behind it are not healthy
+
+
+def _mapping(value: object) -> Mapping[str, object]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: object) -> list[Mapping[str, object]]:
+    return [x for x in value if isinstance(x, Mapping)] if isinstance(value, list) else []
+
+
+def bgp_head(bgp: Mapping[str, object]) -> tuple[str, str]:
+    """(level, text) for the speaker: its backend, ExaBGP's pid and restarts (the kernel
+    backend's table), DRAINED with the time established flows have left. ``warn`` drained,
+    ``info`` no speaker running, else ``ok``."""
+    speaker, drain = _mapping(bgp.get("speaker")), _mapping(bgp.get("drain"))
+    text = str(bgp.get("backend"))
+    if speaker.get("backend") == "exabgp":
+        text += f"  pid {speaker.get('pid') or '-'}  restarts {speaker.get('restarts', 0)}"
+    elif speaker.get("backend") == "kernel":
+        text += f"  table {_num(speaker.get('table'))}"
+    elif not speaker:
+        text += "  (speaker not running)"
+    if drain.get("drained"):
+        return "warn", text + f"  DRAINED ({_num(drain.get('seconds_left'))} s of flows left)"
+    return ("ok" if speaker else "info"), text
+
+
+def bgp_session(session: Mapping[str, object]) -> dict[str, object]:
+    """One BGP session: {peer, state, reason, level, text}; ``ok`` established (ExaBGP's
+    ``up``), else ``warn``."""
+    peer, state = session.get("peer"), str(session.get("state")).upper()
+    reason = str(session.get("reason") or "")
+    text = f"peer {peer}  {state}" + (f"  {reason}" if reason else "")
+    level = "ok" if session.get("state") == "up" else "warn"
+    return {"peer": peer, "state": state, "reason": reason, "level": level, "text": text}
+
+
+def bgp_route(route: Mapping[str, object]) -> dict[str, object]:
+    """One announcement: {prefix, state, reason, for, level, text}; ``ok`` announced, ``alarm``
+    withdrawn because its services lack healthy servers, ``warn`` withdrawn otherwise (drained,
+    stopping)."""
+    reason = str(route.get("reason") or "")
+    seconds = route.get("for_seconds")
+    for_ = ago(seconds) if isinstance(seconds, int | float) else "-"
+    if route.get("announced"):
+        state, level = "announced", "ok"
+    else:
+        state = "withdrawn"
+        level = "alarm" if reason.startswith(ROUTE_ALARMS) else "warn"
+    text = f"{route.get('prefix')!s:20} {state:9}  {reason}  (for {for_})"
+    return {
+        "prefix": route.get("prefix"), "state": state, "reason": reason, "for": for_,
+        "level": level, "text": text,
+    }  # fmt: skip
+
+
+def bgp_banners(bgp: Mapping[str, object]) -> list[dict[str, object]]:
+    """The banners at the top: the director drained, each session not established (warn)."""
+    out: list[dict[str, object]] = []
+    drain = _mapping(bgp.get("drain"))
+    if drain.get("drained"):
+        out.append(
+            {
+                "level": "warn",
+                "text": "this director is DRAINED: its routes are withdrawn, "
+                f"{_num(drain.get('seconds_left'))} s of flows left; "
+                "run directorctl enable-director to announce them again",
+            }
+        )
+    for session in _list(_mapping(bgp.get("speaker")).get("sessions")):
+        words = bgp_session(session)
+        if words["level"] != "ok":
+            out.append({"level": "warn", "text": f"session with {words['text']}"})
+    return out
+
+
+def bgp_words(bgp: Mapping[str, object]) -> dict[str, Any]:
+    """Every word of the ``bgp`` status section (:meth:`director.bgp.service.BgpService.
+    summary`): the speaker's line, each session and route, problems, banners."""
+    level, text = bgp_head(bgp)
+    speaker = _mapping(bgp.get("speaker"))
+    problems = [str(bgp["problem"])] if bgp.get("problem") else []
+    vip_errors = bgp.get("vip_errors")
+    problems += [f"VIP: {e}" for e in vip_errors] if isinstance(vip_errors, list) else []
+    return {
+        "head": {"level": level, "text": text},
+        "sessions": [bgp_session(s) for s in _list(speaker.get("sessions"))],
+        "routes": [bgp_route(r) for r in _list(bgp.get("routes"))],
+        "problems": [{"level": "warn", "text": p} for p in problems],
+        "banners": bgp_banners(bgp),
+    }

@@ -18,7 +18,7 @@ from typing import Any
 from director.control.client import request
 from director.control.protocol import ControlError
 from director.peer.command import status_lines as peer_status_lines
-from director.status_words import agent_words
+from director.status_words import agent_words, bgp_words
 
 DEFAULT_SOCKET = Path("/run/director/control.sock")
 DEFAULT_CONFIG = Path("/etc/director/director.toml")
@@ -215,27 +215,15 @@ def agent_line(rs: dict[str, Any]) -> str | None:
 
 
 def _bgp_lines(bgp: dict[str, Any] | None) -> list[str]:
-    """[bgp]: the speaker, its sessions, each route and why."""
+    """[bgp]: the speaker, its sessions, each route and why, problems, then the page's banners
+    (the page's words: :func:`director.status_words.bgp_words`)."""
     if not bgp:
         return []
-    speaker = bgp.get("speaker") or {}
-    drain = bgp.get("drain") or {}
-    head = f"bgp:      {bgp.get('backend')}"
-    if speaker.get("backend") == "exabgp":
-        head += f"  pid {speaker.get('pid') or '-'}  restarts {speaker.get('restarts', 0)}"
-    if drain.get("drained"):
-        head += f"  DRAINED ({_num(drain.get('seconds_left'))} s of flows left)"
-    lines = [head]
-    for session in speaker.get("sessions") or []:
-        lines.append(
-            f"          peer {session['peer']}  {str(session['state']).upper()}"
-            + (f"  {session['reason']}" if session.get("reason") else "")
-        )
-    for route in bgp.get("routes") or []:
-        state = "announced" if route["announced"] else "withdrawn"
-        lines.append(f"          {route['prefix']:20} {state:9}  {route['reason']}")
-    if bgp.get("problem"):
-        lines.append(f"          {bgp['problem']}")
+    words = bgp_words(bgp)
+    lines = [f"bgp:      {words['head']['text']}"]
+    for kind in ("sessions", "routes", "problems"):
+        lines += [f"          {x['text']}" for x in words[kind]]
+    lines += [f"BGP:      {x['text']}" for x in words["banners"]]
     return lines
 
 

@@ -45,7 +45,7 @@ DIRECTOR_CONF = """
 [daemon]
 state_dir = "{state}"
 control_socket = "{state}/control.sock"
-metrics_address = ""
+metrics_address = "{metrics}"
 log_format = "json"
 log_level = "debug"
 
@@ -132,10 +132,11 @@ def until(router: Namespace, test: Callable[[set[str]], bool], within: float) ->
 
 
 def build(
-    topology: Topology, work: Path, *, directors: int = 3, hold_time: int = 9
+    topology: Topology, work: Path, *, directors: int = 3, hold_time: int = 9, metrics: str = ""
 ) -> tuple[Namespace, list[Director]]:
     """The router (BIRD started) and ``directors`` directors (their server and directord
-    started); nothing waited for."""
+    started); nothing waited for. ``metrics``: each director's HTTP listener (status page,
+    metrics) in its namespace, e.g. ``127.0.0.1:9100``; none by default."""
     router = topology.namespace("router")
     router.bridge("br0")
     router.add_address("br0", f"{ROUTER}/24")
@@ -157,7 +158,9 @@ def build(
         state.mkdir()
         config = state / "director.toml"
         config.write_text(
-            DIRECTOR_CONF.format(state=state, vip=VIP, i=i, router=ROUTER, hold=hold_time)
+            DIRECTOR_CONF.format(
+                state=state, vip=VIP, i=i, router=ROUTER, hold=hold_time, metrics=metrics
+            )
         )
         server = servers.spawn(*http_server(i))
         d = Director(i, ns, state, config, ns.spawn(*director_argv(config, state)), server, servers)

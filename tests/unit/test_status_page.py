@@ -17,7 +17,7 @@ import pytest
 
 from director.config import parse_config
 from director.control import ctl
-from director.control.ctl import agent_line
+from director.control.ctl import _bgp_lines, agent_line
 from director.events import Events
 from director.http import status_json
 from director.ipvs.model import Dest, DestKey, Protocol, Service, ServiceKey
@@ -25,6 +25,8 @@ from director.ipvs.stats import Counters, DestStats, StatsSnapshot
 from director.peer.command import status_lines
 from director.status import StatsPair, StatusInputs, build_status, stale_reasons
 from director.status_page import (
+    BGP_ROUTE_COLUMNS,
+    BGP_SESSION_COLUMNS,
     CSP,
     LEVEL_CLASS,
     PEER_COLUMNS,
@@ -196,14 +198,14 @@ def test_page_escapes_config_names_and_server_errors() -> None:
 
 
 def test_unknown_sections_are_shown_and_absent_ones_are_not() -> None:
-    st = build_status(inputs(sections={"bgp": {"state": "<established>", "peers": [1, 2]}}))
+    st = build_status(inputs(sections={"lab": {"state": "<established>", "peers": [1, 2]}}))
     del st["vrrp"]
     html = render_page(st).decode()
-    assert 'id="section-bgp"' in html and "&lt;established&gt;" in html and "[1, 2]" in html
+    assert 'id="section-lab"' in html and "&lt;established&gt;" in html and "[1, 2]" in html
     assert 'id="section-vrrp"' not in html
     assert 'id="section-peer_check"' not in html  # absent here: the director adds it
     order = [m for m in re.findall(r'id="section-(\w+)"', html)]
-    assert order == ["services", "events", "config", "bgp"]
+    assert order == ["services", "events", "config", "lab"]
 
 
 def test_script_mirrors_the_python_words() -> None:
@@ -211,12 +213,15 @@ def test_script_mirrors_the_python_words() -> None:
     for words in ('"up" : "DOWN"', '"out"', '"no check"', "no instances (this director is",
                   "(not in the kernel table)", "STALE DATA: ", '" / "', '"none yet"',
                   '"PEER: "', '"no peers configured"', '"this config"', '"listening"',
-                  '"banner warn"'):  # fmt: skip
+                  '"banner warn"', '"BGP: " + x.text', '"no routes configured"',
+                  '"bgp-banner"', '"bgp-head"', "head.text", "p.text"):  # fmt: skip
         assert words in SCRIPT, words
     # the tables both take from Python: headings, columns, the colour of each level
     assert json.dumps(TITLES, sort_keys=True) in SCRIPT
     assert json.dumps(LEVEL_CLASS, sort_keys=True) in SCRIPT
     assert json.dumps(list(PEER_COLUMNS)) in SCRIPT and json.dumps(list(SERVER_COLUMNS)) in SCRIPT
+    assert json.dumps(list(BGP_SESSION_COLUMNS)) in SCRIPT
+    assert json.dumps(list(BGP_ROUTE_COLUMNS)) in SCRIPT
     # the agent's and the peers' words are the model's (director.status_words), shown as is
     assert "a.text" in SCRIPT and "line.text" in SCRIPT and '"PEER: " + x.text' in SCRIPT
     assert "innerHTML" not in SCRIPT and "eval(" not in SCRIPT
@@ -378,6 +383,202 @@ def test_peer_section_and_banner_in_directorctl_status_s_words() -> None:
     peer_check: Any = json.loads(status_json(peer_status(MISMATCH)))["peer_check"]
     assert peer_check["lines"] == [{"peer": "198.18.0.3:9470", "level": "alarm", "text": red}]
     assert peer_check["head"] == "generation 3, digest 0123456789ab"
+
+
+# -- BGP route health injection ---------------------------------------------------------------
+
+EVIL_REASON = "</td><script>alert('bgp')</script>"
+EVIL_PROBLEM = '<img src=x onerror="alert(3)"> drain file'
+ROUTER = "198.18.100.254"
+
+
+def bgp_section(
+    *,
+    drained: bool = False,
+    state: str = "up",
+    reason: str = "",
+    announced: bool = True,
+    why: str = "healthy (web 2; quorum 1)",
+    problem: str | None = None,
+) -> dict[str, object]:
+    """The section as :meth:`director.bgp.service.BgpService.summary` gives it (ExaBGP)."""
+    return {
+        "backend": "exabgp",
+        "drain": {"drained": drained, "since": NOW - 5 if drained else None,
+                  "until": NOW + 25 if drained else None,
+                  "seconds_left": 25.0 if drained else None},
+        "problem": problem,
+        "vip_errors": [],
+        "routes": [
+            {"prefix": "198.18.0.10/32", "announced": announced, "reason": why,
+             "for_seconds": 42.0},
+            {"prefix": "198.18.0.11/32", "announced": True, "reason": "healthy (api 1; quorum 1)",
+             "for_seconds": 300.0},
+        ],
+        "speaker": {
+            "backend": "exabgp", "pid": 4242, "restarts": 1, "api_connected": True,
+            "sessions": [{"peer": ROUTER, "state": state, "reason": reason, "for_seconds": 3.0,
+                          "flaps": 0}],
+            "announced": ["198.18.0.10/32"],
+        },
+    }  # fmt: skip
+
+
+def bgp_banners(page: bytes) -> list[tuple[str, str]]:
+    """(class, text) of each banner in #bgp-banner."""
+    found = re.search(r'<div id="bgp-banner">(.*?)</div><div id="peer-banner">', page.decode())
+    assert found, "no #bgp-banner before the peer banners"
+    return [
+        (klass, "".join(parsed(inner.encode()).text))
+        for klass, inner in re.findall(r'<div class="([^"]*)">(.*?)</div>', found.group(1))
+    ]
+
+
+def row_cells(page: bytes, attr: str) -> dict[str, list[tuple[str, str]]]:
+    """The rows carrying ``attr`` (data-bgp-peer, data-prefix): key -> [(text, class)] per cell;
+    fails on any tag inside a cell."""
+
+    class Rows(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.row: str | None = None
+            self.cell = False
+            self.found: dict[str, list[tuple[str, str]]] = {}
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            a = dict(attrs)
+            if self.cell:
+                raise AssertionError(f"a <{tag}> inside a cell of {self.row}")
+            if tag == "tr":
+                self.row = a.get(attr)
+                if self.row:
+                    self.found[self.row] = []
+            elif tag == "td" and self.row:
+                self.cell = True
+                self.found[self.row].append(("", a.get("class") or ""))
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag == "td":
+                self.cell = False
+            elif tag == "tr":
+                self.row = None
+
+        def handle_data(self, data: str) -> None:
+            if self.cell and self.row:
+                text, klass = self.found[self.row][-1]
+                self.found[self.row][-1] = (text + data, klass)
+
+    p = Rows()
+    p.feed(page.split(b"<script>")[0].decode())
+    return p.found
+
+
+def bgp_head(page: bytes) -> tuple[str, str]:
+    found = re.search(r'<p id="bgp-head"(?: class="(\w+)")?>(.*?)</p>', page.decode())
+    assert found, "no #bgp-head"
+    return found.group(1) or "", "".join(parsed(found.group(2).encode()).text)
+
+
+def test_bgp_section_established_and_announced_is_green_without_a_banner() -> None:
+    st = build_status(inputs(sections={"bgp": bgp_section()}))
+    page = render_page(st)
+    html = page.decode()
+    order = re.findall(r'id="section-(\w+)"', html)
+    assert order[:2] == ["vrrp", "bgp"] and "<h2>BGP</h2>" in html
+    assert bgp_head(page) == ("up", "exabgp  pid 4242  restarts 1")
+    assert row_cells(page, "data-bgp-peer") == {ROUTER: [(ROUTER, ""), ("UP", "up"), ("", "err")]}
+    assert row_cells(page, "data-prefix") == {
+        "198.18.0.10/32": [("198.18.0.10/32", ""), ("announced", "up"),
+                           ("healthy (web 2; quorum 1)", "err"), ("42 s", "")],
+        "198.18.0.11/32": [("198.18.0.11/32", ""), ("announced", "up"),
+                           ("healthy (api 1; quorum 1)", "err"), ("5 min", "")],
+    }  # fmt: skip
+    assert bgp_banners(page) == []
+    # directorctl status: the same words
+    assert _bgp_lines(st["bgp"]) == [  # type: ignore[arg-type]
+        "bgp:      exabgp  pid 4242  restarts 1",
+        f"          peer {ROUTER}  UP",
+        "          198.18.0.10/32       announced  healthy (web 2; quorum 1)  (for 42 s)",
+        "          198.18.0.11/32       announced  healthy (api 1; quorum 1)  (for 5 min)",
+    ]
+
+
+def test_bgp_drained_director_is_amber_with_a_banner_in_directorctl_s_words() -> None:
+    st = build_status(
+        inputs(sections={"bgp": bgp_section(drained=True, announced=False, why="drained")})
+    )
+    page = render_page(st)
+    head = "exabgp  pid 4242  restarts 1  DRAINED (25.0 s of flows left)"
+    assert bgp_head(page) == ("drain", head)
+    route = row_cells(page, "data-prefix")["198.18.0.10/32"]
+    assert route[1:3] == [("withdrawn", "drain"), ("drained", "err")]
+    drained = (
+        "this director is DRAINED: its routes are withdrawn, 25.0 s of flows left; "
+        "run directorctl enable-director to announce them again"
+    )
+    assert bgp_banners(page) == [("banner warn", f"BGP: {drained}")]
+    lines = _bgp_lines(st["bgp"])  # type: ignore[arg-type]
+    assert lines[0] == f"bgp:      {head}" and lines[-1] == f"BGP:      {drained}"
+    assert "          198.18.0.10/32       withdrawn  drained  (for 42 s)" in lines
+
+
+def test_bgp_session_down_and_quorum_lost_escape_hostile_words() -> None:
+    """A session down (amber banner), a route withdrawn for lost quorum (red), a reason and a
+    problem with markup: shown as text, in directorctl status's words."""
+    section = bgp_section(
+        state="down", reason=EVIL_REASON, announced=False,
+        why="quorum lost (web 0/1 healthy)", problem=EVIL_PROBLEM,
+    )  # fmt: skip
+    st = build_status(inputs(sections={"bgp": section}))
+    page = render_page(st)
+    html = page.split(b"<script>")[0].decode()
+    assert "<script>alert" not in html and "<img" not in html
+    assert parsed(page).tags.count("script") == 1 and "img" not in parsed(page).tags
+    assert row_cells(page, "data-bgp-peer") == {  # fails on a tag inside a cell
+        ROUTER: [(ROUTER, ""), ("DOWN", "drain"), (EVIL_REASON, "err")]
+    }
+    route = row_cells(page, "data-prefix")["198.18.0.10/32"]
+    assert route[1:3] == [("withdrawn", "down"), ("quorum lost (web 0/1 healthy)", "err")]
+    assert row_cells(page, "data-prefix")["198.18.0.11/32"][1] == ("announced", "up")
+    session = f"session with peer {ROUTER}  DOWN  {EVIL_REASON}"
+    assert bgp_banners(page) == [("banner warn", f"BGP: {session}")]
+    assert EVIL_PROBLEM in "".join(parsed(page.split(b"<script>")[0]).text)
+    assert bgp_head(page) == ("up", "exabgp  pid 4242  restarts 1")  # the speaker runs
+    lines = _bgp_lines(st["bgp"])  # type: ignore[arg-type]
+    assert lines == [
+        "bgp:      exabgp  pid 4242  restarts 1",
+        f"          peer {ROUTER}  DOWN  {EVIL_REASON}",
+        "          198.18.0.10/32       withdrawn  quorum lost (web 0/1 healthy)  (for 42 s)",
+        "          198.18.0.11/32       announced  healthy (api 1; quorum 1)  (for 5 min)",
+        f"          {EVIL_PROBLEM}",
+        f"BGP:      {session}",
+    ]
+    # /status.json carries the same words (the script shows them as is)
+    words: Any = json.loads(status_json(inputs(sections={"bgp": section})))["bgp"]["words"]
+    assert words["banners"] == [{"level": "warn", "text": session}]
+    assert words["routes"][0]["level"] == "alarm" and words["sessions"][0]["level"] == "warn"
+
+
+def test_bgp_kernel_backend_and_no_bgp() -> None:
+    kernel = {
+        "backend": "kernel", "drain": {"drained": False, "seconds_left": None}, "problem": None,
+        "vip_errors": ["adding 198.18.0.10/32 on lo: Operation not permitted"],
+        "routes": [{"prefix": "198.18.0.10/32", "announced": False,
+                    "reason": "below quorum_up (web 0/1 healthy)", "for_seconds": 1.0}],
+        "speaker": {"backend": "kernel", "table": 100, "protocol": 186, "installed": [],
+                    "errors": 0},
+    }  # fmt: skip
+    page = render_page(build_status(inputs(sections={"bgp": kernel})))
+    assert bgp_head(page) == ("up", "kernel  table 100")
+    assert row_cells(page, "data-bgp-peer") == {} and bgp_banners(page) == []
+    assert row_cells(page, "data-prefix")["198.18.0.10/32"][1] == ("withdrawn", "down")
+    assert "VIP: adding 198.18.0.10/32 on lo: Operation not permitted" in page.decode()
+    # no [bgp]: the director's section reads None; nothing on the page, nothing in the JSON
+    st = build_status(inputs(sections={"bgp": None}))
+    assert "bgp" not in st
+    page = render_page(st)
+    assert 'id="section-bgp"' not in page.decode() and bgp_banners(page) == []
+    assert "bgp" not in json.loads(status_json(inputs(sections={"bgp": None})))
 
 
 async def fetch(port: int, method: str, path: str) -> tuple[int, dict[str, str], bytes]:
