@@ -176,8 +176,20 @@ def bgp_route(route: Mapping[str, object]) -> dict[str, object]:
 
 
 def bgp_banners(bgp: Mapping[str, object]) -> list[dict[str, object]]:
-    """The banners at the top: the director drained, each session not established (warn)."""
+    """The banners at the top: each route withdrawn because its services lack healthy servers
+    (alarm: the router sends none of its flows here), the director drained and each session
+    not established (warn)."""
     out: list[dict[str, object]] = []
+    for route in _list(bgp.get("routes")):
+        words = bgp_route(route)
+        if words["level"] == "alarm":
+            out.append(
+                {
+                    "level": "alarm",
+                    "text": f"route {words['prefix']} WITHDRAWN: {words['reason']} "
+                    f"(for {words['for']}); see the services below",
+                }
+            )
     drain = _mapping(bgp.get("drain"))
     if drain.get("drained"):
         out.append(

@@ -43,7 +43,7 @@ PREFIX = f"{VIP}/32"
 GET = "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"  # noqa: E501
 # the backgrounds of the page's classes (director.status_page.CSS)
 GREEN, AMBER, RED = "rgb(204, 255, 204)", "rgb(255, 255, 221)", "rgb(255, 204, 204)"
-BANNER_AMBER = "rgb(232, 160, 0)"
+BANNER_AMBER, BANNER_RED = "rgb(232, 160, 0)", "rgb(187, 0, 0)"
 
 
 def get(d: Director, path: str) -> str:
@@ -194,15 +194,21 @@ def test_status_page_shows_sessions_routes_drain_and_a_lost_session(
         assert bgp_banners(route_state(d1, "announced")) == [] and ctl_banners(d1) == []
         shown.follows("the route back", ROUTE_ROW, ("announced", GREEN), banners=0)
 
-        # 3. the real server stops: quorum lost, the route withdrawn in red (no banner)
+        # 3. the real server stops: quorum lost, the route withdrawn in red, and a red banner
         d1.server.stop()
         until(router, lambda hops: not hops, within=10)
         html = route_state(d1, "withdrawn")
         state, reason = row_cells(html, "data-prefix")[PREFIX][1:3]
         assert state == ("withdrawn", "down") and reason[0].startswith("quorum lost (web 0/1")
-        shown.follows("quorum lost", ROUTE_ROW, ("withdrawn", RED), banners=0)
+        shown.follows("quorum lost", ROUTE_ROW, ("withdrawn", RED), banners=1)
+        if shown.b is not None:
+            [[text, colour]] = shown.banners()
+            assert text.startswith(f"BGP: route {PREFIX} WITHDRAWN: quorum lost")
+            assert colour == BANNER_RED
+        assert [b["level"] for b in words(d1)["banners"]] == ["alarm"]
         d1.start_server()
         until(router, lambda hops: hops == {d1.address}, within=15)
+        shown.follows("the route back after quorum", ROUTE_ROW, ("announced", GREEN), banners=0)
 
         # 4. BIRD killed: the session is not established (amber) and a banner says so
         bird = subprocess.run(

@@ -541,7 +541,15 @@ def test_bgp_session_down_and_quorum_lost_escape_hostile_words() -> None:
     assert route[1:3] == [("withdrawn", "down"), ("quorum lost (web 0/1 healthy)", "err")]
     assert row_cells(page, "data-prefix")["198.18.0.11/32"][1] == ("announced", "up")
     session = f"session with peer {ROUTER}  DOWN  {EVIL_REASON}"
-    assert bgp_banners(page) == [("banner warn", f"BGP: {session}")]
+    withdrawn = (
+        "route 198.18.0.10/32 WITHDRAWN: quorum lost (web 0/1 healthy) (for 42 s); "
+        "see the services below"
+    )
+    # the route out for lack of healthy servers first (red), then the session (amber)
+    assert bgp_banners(page) == [
+        ("banner", f"BGP: {withdrawn}"),
+        ("banner warn", f"BGP: {session}"),
+    ]
     assert EVIL_PROBLEM in "".join(parsed(page.split(b"<script>")[0]).text)
     assert bgp_head(page) == ("up", "exabgp  pid 4242  restarts 1")  # the speaker runs
     lines = _bgp_lines(st["bgp"])  # type: ignore[arg-type]
@@ -551,11 +559,15 @@ def test_bgp_session_down_and_quorum_lost_escape_hostile_words() -> None:
         "          198.18.0.10/32       withdrawn  quorum lost (web 0/1 healthy)  (for 42 s)",
         "          198.18.0.11/32       announced  healthy (api 1; quorum 1)  (for 5 min)",
         f"          {EVIL_PROBLEM}",
+        f"BGP:      {withdrawn}",
         f"BGP:      {session}",
     ]
     # /status.json carries the same words (the script shows them as is)
     words: Any = json.loads(status_json(inputs(sections={"bgp": section})))["bgp"]["words"]
-    assert words["banners"] == [{"level": "warn", "text": session}]
+    assert words["banners"] == [
+        {"level": "alarm", "text": withdrawn},
+        {"level": "warn", "text": session},
+    ]
     assert words["routes"][0]["level"] == "alarm" and words["sessions"][0]["level"] == "warn"
 
 
@@ -570,7 +582,14 @@ def test_bgp_kernel_backend_and_no_bgp() -> None:
     }  # fmt: skip
     page = render_page(build_status(inputs(sections={"bgp": kernel})))
     assert bgp_head(page) == ("up", "kernel  table 100")
-    assert row_cells(page, "data-bgp-peer") == {} and bgp_banners(page) == []
+    assert row_cells(page, "data-bgp-peer") == {}
+    assert bgp_banners(page) == [
+        (
+            "banner",
+            "BGP: route 198.18.0.10/32 WITHDRAWN: below quorum_up (web 0/1 healthy) (for 1 s); "
+            "see the services below",
+        )
+    ]
     assert row_cells(page, "data-prefix")["198.18.0.10/32"][1] == ("withdrawn", "down")
     assert "VIP: adding 198.18.0.10/32 on lo: Operation not permitted" in page.decode()
     # no [bgp]: the director's section reads None; nothing on the page, nothing in the JSON
