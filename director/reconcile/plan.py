@@ -59,6 +59,8 @@ def plan(desired: Table, observed: Table, owned: Iterable[ServiceKey] = ()) -> l
 def _plan_dests(
     key: ServiceKey, want: dict[DestKey, Dest], have: dict[DestKey, Dest]
 ) -> tuple[list[Op], list[Op]]:
+    if want == have:  # the common case, compared by dict itself: no hashing, no loop here
+        return [], []
     changes: list[Op] = []
     found = 0
     for dkey, dest in want.items():

@@ -3,8 +3,9 @@
 Reconciling is level-triggered. ``sync(desired, full=True)`` dumps the whole kernel table first
 (start-up and the periodic resync that repairs drift, e.g. after ``ipvsadm -C``).
 ``sync(desired)`` plans against the table as last read back, so a one-weight change costs one
-request and a read-back of that one service, not a dump of the whole table. A refused operation
-makes the next sync a full one.
+request and a read-back of that one service, not a dump of the whole table. When most services
+changed (a cold apply), the read-back is one dump of the whole table instead of one per service.
+A refused operation makes the next sync a full one.
 """
 
 from __future__ import annotations
@@ -32,6 +33,15 @@ class SyncResult:
         return not self.failures
 
 
+def full_read_back(touched: int, known: int) -> bool:
+    """Whether reading the whole table back is cheaper than reading the touched services.
+
+    One service costs two requests (its entry, its destinations); the whole table one dump of
+    the services and one request per service. With most services changed (a cold apply, a
+    restore after ``ipvsadm -C``) the whole table wins."""
+    return touched > 16 and 2 * touched >= known + 1
+
+
 class Reconciler:
     """Owns the cached view of the kernel table between syncs. One caller at a time."""
 
@@ -48,13 +58,17 @@ class Reconciler:
         owned = self.owned.load()
         ops = plan(desired, observed, owned)
         failures = self.kernel.execute(ops) if ops else []
-        for key in touched_services(ops):
-            entry = self.kernel.dump_service(key)
-            if entry is None:
-                observed.services.pop(key, None)
-                observed.dests.pop(key, None)
-            else:
-                observed.services[key], observed.dests[key] = entry
+        touched = touched_services(ops)
+        if full_read_back(len(touched), len(observed.services)):
+            observed = self.kernel.dump()
+        else:
+            for key in touched:
+                entry = self.kernel.dump_service(key)
+                if entry is None:
+                    observed.services.pop(key, None)
+                    observed.dests.pop(key, None)
+                else:
+                    observed.services[key], observed.dests[key] = entry
         self.observed = None if failures else observed
         still_there = {k for k in owned if k in observed.services}
         self.owned.save(frozenset(desired.services) | frozenset(still_there))

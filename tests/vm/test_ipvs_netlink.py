@@ -139,3 +139,43 @@ def test_timeouts_round_trip(kernel: NetlinkIPVS) -> None:
     assert kernel.get_timeouts() == Timeouts(901, 121, 301)
     assert "Timeout (tcp tcpfin udp): 901 121 301" in ipvsadm("-L", "--timeout")
     kernel.set_timeouts(Timeouts(tcp=900, tcpfin=120, udp=300))
+
+
+def test_refusals_mid_batch_are_matched_to_their_requests(kernel: NetlinkIPVS) -> None:
+    """Requests go many to a sendmsg; each refusal still names its own request, and every
+    other request of the batch (before and after it) takes effect."""
+    from director.ipvs.ops import AddDest, Op
+    from director.reconcile.owned import MemoryOwnedStore
+    from director.reconcile.reconciler import Reconciler
+    from tests.helpers.tables import web_table
+
+    desired = web_table(400, 3)  # 1,600 requests: several batches
+    ops: list[Op] = plan(desired, Table())
+    missing = ServiceKey.inet(Protocol.TCP, ip("198.18.0.99"), 443)
+    v4 = next(iter(desired.services))
+    refused = {
+        900: (AddDest(missing, d("198.18.1.2", 443)), errno.ESRCH),
+        901: (AddDest(v4, next(iter(desired.dests[v4].values()))), errno.EEXIST),
+        1300: (AddDest(v4, d("2001:db8:1::2", 80)), errno.EINVAL),  # mixed family, not a tunnel
+    }
+    for at, (op, _err) in sorted(refused.items(), reverse=True):
+        ops.insert(at, op)
+    failures = kernel.execute(ops)
+    assert [(f.op, f.errno) for f in failures] == [refused[at] for at in sorted(refused)]
+    assert str(failures[0]) == (
+        "adding destination 198.18.1.2:443 to TCP 198.18.0.99:443: No such process "
+        "(no such service or destination in the kernel)"
+    )
+    assert read_table() == desired
+
+    # Through the reconciler: a refused batch reads back and the next sync repairs.
+    ipvsadm("-C")
+    rec = Reconciler(kernel, MemoryOwnedStore())
+    ipvsadm("-A", "-t", "198.18.0.0:1001", "-s", "rr")  # in the way of one AddService
+    result = rec.sync(desired, full=True)
+    assert [f.errno for f in result.failures] == [errno.EEXIST]
+    assert rec.observed is None
+    result = rec.sync(desired)
+    assert result.full and result.ok
+    assert read_table() == desired
+    assert plan(desired, kernel.dump()) == []
