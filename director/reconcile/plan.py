@@ -41,7 +41,7 @@ def plan(desired: Table, observed: Table, owned: Iterable[ServiceKey] = ()) -> l
             services.append(AddService(want))
             dest_changes.extend(AddDest(key, d) for d in desired.dests_of(key).values())
             continue
-        if have != want:
+        if have is not want and have != want:
             services.append(EditService(want))
         changes, drops = _plan_dests(key, desired.dests_of(key), observed.dests_of(key))
         dest_changes.extend(changes)
@@ -59,7 +59,9 @@ def plan(desired: Table, observed: Table, owned: Iterable[ServiceKey] = ()) -> l
 def _plan_dests(
     key: ServiceKey, want: dict[DestKey, Dest], have: dict[DestKey, Dest]
 ) -> tuple[list[Op], list[Op]]:
-    if want == have:  # the common case, compared by dict itself: no hashing, no loop here
+    # The common case, compared by dict itself: no hashing and no loop in Python, and entries
+    # that are the same objects (see Reconciler.sync) compare by identity, in C.
+    if want == have:
         return [], []
     changes: list[Op] = []
     found = 0

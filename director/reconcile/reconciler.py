@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from director.ipvs.kernel import IPVSKernel
-from director.ipvs.model import Table
+from director.ipvs.model import ServiceKey, Table
 from director.ipvs.ops import Op, OpFailure, touched_services
 from director.reconcile.owned import OwnedStore
 from director.reconcile.plan import plan
@@ -40,6 +40,20 @@ def full_read_back(touched: int, known: int) -> bool:
     the services and one request per service. With most services changed (a cold apply, a
     restore after ``ipvsadm -C``) the whole table wins."""
     return touched > 16 and 2 * touched >= known + 1
+
+
+def _share_entries(observed: Table, desired: Table, keys: set[ServiceKey]) -> None:
+    """Where the read-back equals what was wanted, keep the wanted entries (equal, immutable)
+    in the cached view: the next plan then compares them by identity, in C, so a one-weight
+    change on a large table costs next to nothing for the services it does not touch."""
+    for key in keys:
+        want, have = desired.services.get(key), observed.services.get(key)
+        if want is None or have is None or want != have:
+            continue
+        observed.services[key] = want
+        wanted, read = desired.dests.get(key), observed.dests.get(key)
+        if wanted is not None and read is not None and wanted == read:
+            observed.dests[key] = dict(wanted)
 
 
 class Reconciler:
@@ -69,6 +83,8 @@ class Reconciler:
                     observed.dests.pop(key, None)
                 else:
                     observed.services[key], observed.dests[key] = entry
+        if not failures:
+            _share_entries(observed, desired, touched)
         self.observed = None if failures else observed
         still_there = {k for k in owned if k in observed.services}
         self.owned.save(frozenset(desired.services) | frozenset(still_there))

@@ -106,3 +106,22 @@ def test_remove_owned_leaves_foreign_services(tmp_path: Path) -> None:
     rec.remove_owned()
     assert list(kernel.table.services) == [foreign]
     assert kernel.table.dests[foreign] == {}
+
+
+def test_the_cached_view_shares_the_wanted_entries_but_not_their_dicts() -> None:
+    kernel = MemoryIPVS()
+    rec = Reconciler(kernel, MemoryOwnedStore())
+    desired = web_table(40, 5)
+    assert rec.sync(desired, full=True).ok
+    assert rec.observed is not None
+    key = next(iter(desired.services))
+    dkey = next(iter(desired.dests[key]))
+    assert rec.observed.services[key] is desired.services[key]
+    assert rec.observed.dests[key][dkey] is desired.dests[key][dkey]
+    assert rec.observed.dests[key] is not desired.dests[key]
+    # The caller changing its own table afterwards changes nothing in the cached view.
+    desired.dests[key][dkey] = dataclasses.replace(desired.dests[key][dkey], weight=9)
+    result = rec.sync(desired)
+    assert [type(op).__name__ for op in result.ops] == ["EditDest"]
+    assert kernel.table.dests[key][dkey].weight == 9
+    assert rec.sync(desired).ops == []
