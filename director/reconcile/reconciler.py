@@ -86,8 +86,9 @@ class Reconciler:
         if not failures:
             _share_entries(observed, desired, touched)
         self.observed = None if failures else observed
-        still_there = {k for k in owned if k in observed.services}
-        self.owned.save(frozenset(desired.services) | frozenset(still_there))
+        wanted = frozenset(desired.services)  # set operations reuse the keys' stored hashes
+        still_there = {k for k in owned - wanted if k in observed.services}
+        self.owned.save(wanted | still_there)
         return SyncResult(
             ops=ops,
             failures=failures,
