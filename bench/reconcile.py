@@ -8,8 +8,11 @@ Measures, on the same kernel: a cold apply of SERVICES x DESTS through the daemo
 ``ipvsadm -R`` restoring the same table, and one weight change on that table through the
 incremental path (plan against the cached view, one request, read back one service).
 Each round runs ours and ``ipvsadm -R`` one after the other in the same boot (the machine may be
-shared: compare within a round). Prints medians and every value; exits 0 unless the table read
-back is wrong.
+shared: compare within a round). After ``ipvsadm -C`` the kernel keeps the deleted destinations
+in a trash list for a while and scans it on every destination add (``ip_vs_trash_get_dest``), so
+on a large table every apply after the boot's first is slower, for both tools alike: the first
+round's ratio flatters ours, compare the later rounds. Prints medians and every value; exits 0
+unless the table read back is wrong.
 """
 
 from __future__ import annotations
