@@ -1,11 +1,18 @@
 """Reconcile benchmark, run inside the real-kernel guest (or any host with ip_vs, as root).
 
     .venv/bin/python -m tests.helpers.vm -- .venv/bin/python -m bench.reconcile
+    DIRECTOR_VM_MEMORY=4G .venv/bin/python -m tests.helpers.vm --timeout 3600 -- \
+        .venv/bin/python -m bench.reconcile --services 10000
 
 Measures, on the same kernel: a cold apply of SERVICES x DESTS through the daemon's reconciler,
 ``ipvsadm -R`` restoring the same table, and one weight change on that table through the
 incremental path (plan against the cached view, one request, read back one service).
-Prints figures; exits 0 unless the table read back is wrong.
+Each round runs ours and ``ipvsadm -R`` one after the other in the same boot (the machine may be
+shared: compare within a round). After ``ipvsadm -C`` the kernel keeps the deleted destinations
+in a trash list for a while and scans it on every destination add (``ip_vs_trash_get_dest``), so
+on a large table every apply after the boot's first is slower, for both tools alike: the first
+round's ratio flatters ours, compare the later rounds. Prints medians and every value; exits 0
+unless the table read back is wrong.
 """
 
 from __future__ import annotations
@@ -92,15 +99,21 @@ def main() -> int:
     )
     print(f"cold apply (directord reconciler): {med_cold:.3f} s")
     print(f"ipvsadm -R same table:            {med_restore:.3f} s")
-    print(f"ratio cold/ipvsadm:                {med_cold / med_restore:.2f}x (goal <= 2x)")
-    print(f"one weight change (incremental):   {med_single * 1000:.2f} ms")
-    print(f"ratio single/cold:                 {med_single / med_cold * 100:.3f} % (goal < 2 %)")
+    ratios = [c / r for c, r in zip(cold, restore, strict=True)]
+    print(f"ratio cold/ipvsadm:                {med_cold / med_restore:.2f}x (goal <= 1.0, 0.7)")
+    print(f"ratio per round:                   {fmt(ratios)}")
+    print(f"one weight change (incremental):   {med_single * 1000:.2f} ms (all: {fmt_ms(single)})")
+    print(f"ratio single/cold:                 {med_single / med_cold * 100:.3f} % (goal < 1 %)")
     print(f"same plan+apply on the in-memory kernel: {in_memory:.3f} s")
     return 0
 
 
 def fmt(values: list[float]) -> str:
     return "/".join(f"{v:.2f}" for v in values)
+
+
+def fmt_ms(values: list[float]) -> str:
+    return "/".join(f"{v * 1000:.1f}" for v in values)
 
 
 if __name__ == "__main__":

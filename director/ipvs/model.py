@@ -223,6 +223,12 @@ class Service:
     def __hash__(self) -> int:
         return hash((self.key, self.sched_name, self.flags, self.timeout, self.netmask))
 
+    def __copy__(self) -> Service:
+        return self  # immutable: a copy shares it, and compares by identity (see plan)
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Service:
+        return self
+
     @property
     def persistent(self) -> bool:
         return bool(self.flags & SVC_F_PERSISTENT)
@@ -254,6 +260,12 @@ class Dest:
 
     def __hash__(self) -> int:
         return hash((self.key, self.fwd_method, self.weight, self.u_threshold, self.l_threshold))
+
+    def __copy__(self) -> Dest:
+        return self  # immutable: a copy shares it, and compares by identity (see plan)
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Dest:
+        return self
 
     @property
     def af(self) -> Family:

@@ -55,12 +55,12 @@ def op_request(op: Op) -> tuple[int, bytes]:
         return m.CMD_SET_SERVICE, _svc(wire.service(op.service))
     if isinstance(op, DelService):
         return m.CMD_DEL_SERVICE, _svc(wire.service_key(op.key))
-    key = _svc(wire.service_key(op.service))
+    key = wire.service_key_nest(op.service)
     if isinstance(op, AddDest):
-        return m.CMD_NEW_DEST, key + _dst(wire.dest(op.dest))
+        return m.CMD_NEW_DEST, key + wire.dest_nest(op.dest)
     if isinstance(op, EditDest):
-        return m.CMD_SET_DEST, key + _dst(wire.dest(op.dest))
-    return m.CMD_DEL_DEST, key + _dst(wire.dest_key(op.key))
+        return m.CMD_SET_DEST, key + wire.dest_nest(op.dest)
+    return m.CMD_DEL_DEST, key + _dst(wire.dest_key_bytes(op.key))
 
 
 CMD_ATTR_DAEMON = 3
@@ -105,12 +105,16 @@ def reference_payload(cmd: int, attrs: list[tuple[str, Any]]) -> bytes:
     return bytes(msg.data[20:])
 
 
+_NO_CONNS = DestConns()
+
+
 class NetlinkIPVS:
     """IPVS through a generic-netlink socket. Not thread-safe: one caller at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, sock: GenlSocket | None = None) -> None:
+        """``sock``: an open IPVS family socket (tests); a new one by default."""
         try:
-            self._sock = GenlSocket()
+            self._sock = sock or GenlSocket()
         except NetlinkRequestError as exc:
             raise KernelError("opening the IPVS generic netlink family", exc.errno) from exc
         self.conns: dict[tuple[ServiceKey, DestKey], DestConns] = {}
@@ -120,13 +124,14 @@ class NetlinkIPVS:
 
     def _dests(self, key: ServiceKey) -> dict[DestKey, Dest]:
         dests: dict[DestKey, Dest] = {}
-        for reply in self._sock.dump(m.CMD_GET_DEST, _svc(wire.service_key(key))):
-            raw = wire.attrs(reply).get(wire.CMD_ATTR_DEST)
-            if raw is None:
+        conns = self.conns
+        for reply in self._sock.dump(m.CMD_GET_DEST, wire.service_key_nest(key)):
+            where = wire.find(reply, wire.CMD_ATTR_DEST)
+            if where is None:
                 continue
-            dest, (active, inactive, persistent) = wire.parse_dest(raw, key.family)
+            dest, counts = wire.parse_dest(reply, key.family, *where)
             dests[dest.key] = dest
-            self.conns[(key, dest.key)] = DestConns(active, inactive, persistent)
+            conns[(key, dest.key)] = _NO_CONNS if counts == (0, 0, 0) else DestConns(*counts)
         return dests
 
     def dump(self) -> Table:
@@ -188,7 +193,7 @@ class NetlinkIPVS:
 
     def execute(self, ops: Sequence[Op]) -> list[OpFailure]:
         try:
-            results = self._sock.pipeline(op_request(op) for op in ops)
+            results = self._sock.batch(map(op_request, ops))
         except OSError as exc:
             raise KernelError("sending IPVS changes", exc.errno or errno.EIO) from exc
         return [

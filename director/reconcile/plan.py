@@ -31,6 +31,8 @@ from director.ipvs.ops import (
 )
 from director.reconcile.order import ORDERED_SCHEDULERS, add_in_order, reorder_dests
 
+_NONE: dict[DestKey, Dest] = {}
+
 
 def plan(desired: Table, observed: Table, owned: Iterable[ServiceKey] = ()) -> list[Op]:
     """The operations that make the daemon's part of ``observed`` equal to ``desired``."""
@@ -39,28 +41,41 @@ def plan(desired: Table, observed: Table, owned: Iterable[ServiceKey] = ()) -> l
     dest_removals: list[Op] = []
     removals: list[Op] = []
 
+    # Every lookup below hashes a key in Python (ServiceKey.__hash__): a large table's
+    # unchanged services cost three each and nothing more.
+    have_services, wanted_dests, have_dests = observed.services, desired.dests, observed.dests
     for key, want in desired.services.items():
-        have = observed.services.get(key)
+        have = have_services.get(key)
         ordered = want.sched_name in ORDERED_SCHEDULERS
         if have is None:
             services.append(AddService(want))
+            wanted = wanted_dests.get(key, _NONE)
             if ordered:
-                dest_changes.extend(add_in_order(key, desired.dests_of(key)))
+                dest_changes.extend(add_in_order(key, wanted))
             else:
-                dest_changes.extend(AddDest(key, d) for d in desired.dests_of(key).values())
+                dest_changes.extend(AddDest(key, d) for d in wanted.values())
             continue
-        if have != want:
+        if have is not want and have != want:
             services.append(EditService(want))
-        compare = reorder_dests if ordered else _plan_dests
-        changes, drops = compare(key, desired.dests_of(key), observed.dests_of(key))
+        wanted, present = wanted_dests.get(key, _NONE), have_dests.get(key, _NONE)
+        if ordered:  # mh/sh: the kernel list's order matters, which dict equality ignores
+            changes, drops = reorder_dests(key, wanted, present)
+        else:
+            if wanted == present:  # by dict, in C; shared entries by identity (Reconciler.sync)
+                continue
+            changes, drops = _plan_dests(key, wanted, present)
         dest_changes.extend(changes)
         dest_removals.extend(drops)
 
-    for key in dict.fromkeys(owned):  # once each, in a stable order
-        if key in desired.services or key not in observed.services:
-            continue
-        removals.extend(DelDest(key, dkey) for dkey in observed.dests_of(key))
-        removals.append(DelService(key))
+    # Set difference hashes nothing (sets keep their hashes): usually nothing is left over.
+    if not isinstance(owned, frozenset | set):
+        owned = tuple(owned)  # any iterable, once
+    if frozenset(owned) - frozenset(desired.services):
+        for key in dict.fromkeys(owned):  # once each, in a stable order
+            if key in desired.services or key not in observed.services:
+                continue
+            removals.extend(DelDest(key, dkey) for dkey in observed.dests_of(key))
+            removals.append(DelService(key))
 
     return services + dest_changes + dest_removals + removals
 

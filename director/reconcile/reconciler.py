@@ -3,8 +3,9 @@
 Reconciling is level-triggered. ``sync(desired, full=True)`` dumps the whole kernel table first
 (start-up and the periodic resync that repairs drift, e.g. after ``ipvsadm -C``).
 ``sync(desired)`` plans against the table as last read back, so a one-weight change costs one
-request and a read-back of that one service, not a dump of the whole table. A refused operation
-makes the next sync a full one.
+request and a read-back of that one service, not a dump of the whole table. When most services
+changed (a cold apply), the read-back is one dump of the whole table instead of one per service.
+A refused operation makes the next sync a full one.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import time
 from dataclasses import dataclass, field
 
 from director.ipvs.kernel import IPVSKernel
-from director.ipvs.model import Table
+from director.ipvs.model import ServiceKey, Table
 from director.ipvs.ops import Op, OpFailure, touched_services
+from director.reconcile.order import ORDERED_SCHEDULERS
 from director.reconcile.owned import OwnedStore
 from director.reconcile.plan import plan
 
@@ -30,6 +32,34 @@ class SyncResult:
     @property
     def ok(self) -> bool:
         return not self.failures
+
+
+def full_read_back(touched: int, known: int) -> bool:
+    """Whether reading the whole table back is cheaper than reading the touched services.
+
+    One service costs two requests (its entry, its destinations); the whole table one dump of
+    the services and one request per service. With most services changed (a cold apply, a
+    restore after ``ipvsadm -C``) the whole table wins."""
+    return touched > 16 and 2 * touched >= known + 1
+
+
+def _share_entries(observed: Table, desired: Table, keys: set[ServiceKey]) -> None:
+    """Where the read-back equals what was wanted, keep the wanted entries (equal, immutable)
+    in the cached view: the next plan then compares them by identity, in C, so a one-weight
+    change on a large table costs next to nothing for the services it does not touch."""
+    for key in keys:
+        want, have = desired.services.get(key), observed.services.get(key)
+        if want is None or have is None or want != have:
+            continue
+        observed.services[key] = want
+        wanted, read = desired.dests.get(key), observed.dests.get(key)
+        if wanted is None or read is None or wanted != read:
+            continue
+        # mh/sh: the kernel list's order is part of the state (dict equality ignores it); keep
+        # the order read back, so a list out of order is seen and repaired by the next plan
+        if want.sched_name in ORDERED_SCHEDULERS and list(wanted) != list(read):
+            continue
+        observed.dests[key] = dict(wanted)
 
 
 class Reconciler:
@@ -48,16 +78,23 @@ class Reconciler:
         owned = self.owned.load()
         ops = plan(desired, observed, owned)
         failures = self.kernel.execute(ops) if ops else []
-        for key in touched_services(ops):
-            entry = self.kernel.dump_service(key)
-            if entry is None:
-                observed.services.pop(key, None)
-                observed.dests.pop(key, None)
-            else:
-                observed.services[key], observed.dests[key] = entry
+        touched = touched_services(ops)
+        if full_read_back(len(touched), len(observed.services)):
+            observed = self.kernel.dump()
+        else:
+            for key in touched:
+                entry = self.kernel.dump_service(key)
+                if entry is None:
+                    observed.services.pop(key, None)
+                    observed.dests.pop(key, None)
+                else:
+                    observed.services[key], observed.dests[key] = entry
+        if not failures:
+            _share_entries(observed, desired, touched)
         self.observed = None if failures else observed
-        still_there = {k for k in owned if k in observed.services}
-        self.owned.save(frozenset(desired.services) | frozenset(still_there))
+        wanted = frozenset(desired.services)  # set operations reuse the keys' stored hashes
+        still_there = {k for k in owned - wanted if k in observed.services}
+        self.owned.save(wanted | still_there)
         return SyncResult(
             ops=ops,
             failures=failures,

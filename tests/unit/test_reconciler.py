@@ -106,3 +106,52 @@ def test_remove_owned_leaves_foreign_services(tmp_path: Path) -> None:
     rec.remove_owned()
     assert list(kernel.table.services) == [foreign]
     assert kernel.table.dests[foreign] == {}
+
+
+def test_the_cached_view_shares_the_wanted_entries_but_not_their_dicts() -> None:
+    kernel = MemoryIPVS()
+    rec = Reconciler(kernel, MemoryOwnedStore())
+    desired = web_table(40, 5)
+    assert rec.sync(desired, full=True).ok
+    assert rec.observed is not None
+    key = next(iter(desired.services))
+    dkey = next(iter(desired.dests[key]))
+    assert rec.observed.services[key] is desired.services[key]
+    assert rec.observed.dests[key][dkey] is desired.dests[key][dkey]
+    assert rec.observed.dests[key] is not desired.dests[key]
+    # The caller changing its own table afterwards changes nothing in the cached view.
+    desired.dests[key][dkey] = dataclasses.replace(desired.dests[key][dkey], weight=9)
+    result = rec.sync(desired)
+    assert [type(op).__name__ for op in result.ops] == ["EditDest"]
+    assert kernel.table.dests[key][dkey].weight == 9
+    assert rec.sync(desired).ops == []
+
+
+def test_a_mh_list_out_of_order_is_not_hidden_by_the_cached_view() -> None:
+    """The cached view shares the wanted entries where the read-back equals them; for mh the
+    kernel list's order is part of the state (it builds the Maglev table from it), and dict
+    equality ignores order. A list put out of order by hand and read back after an unrelated
+    weight change must stay out of order in the view, so the next plan restores it."""
+    kernel = MemoryIPVS()
+    rec = Reconciler(kernel, MemoryOwnedStore())
+    desired = web_table(1, 4)
+    key = next(iter(desired.services))
+    desired.services[key] = dataclasses.replace(desired.services[key], sched_name="mh")
+    assert rec.sync(desired, full=True).ok
+    good = list(kernel.dump().dests[key])
+    # someone reorders the kernel's list (ipvsadm -d / -a of the first one)
+    dests = kernel.table.dests[key]
+    first = next(iter(dests))
+    kernel.table.dests[key] = {
+        **{k: v for k, v in dests.items() if k != first},
+        first: dests[first],
+    }
+    assert list(kernel.dump().dests[key]) != good
+    # an unrelated weight change is applied and its service read back, out of order
+    last = good[-1]
+    desired.dests[key][last] = dataclasses.replace(desired.dests[key][last], weight=5)
+    assert [type(op).__name__ for op in rec.sync(desired).ops] == ["EditDest"]
+    # the next plan sees the order and restores it
+    assert rec.sync(desired).ops != []
+    assert list(kernel.dump().dests[key]) == good
+    assert rec.sync(desired).ops == []

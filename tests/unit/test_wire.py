@@ -80,3 +80,43 @@ def test_ipv4_address_fills_the_first_four_of_sixteen_bytes() -> None:
     raw = wire.attrs(wire.service_key(key))[wire.SVC_ADDR]
     assert raw == bytes([198, 18, 0, 7]) + bytes(12)
     assert ServiceKey.mark(5, Family.INET6).family is Family.INET6
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    entry=service_and_dests(),
+    conns=st.tuples(*[st.integers(0, 2**32 - 1)] * 3),
+    counters=st.lists(st.integers(0, 2**63), min_size=5, max_size=5),
+)
+def test_dump_replies_parse_like_pyroute2(
+    entry: tuple[Service, dict[DestKey, Dest]], conns: tuple[int, int, int], counters: list[int]
+) -> None:
+    """A destination as the kernel dumps it (connection counts, STATS and STATS64 nests, tunnel
+    attributes the daemon does not own), encoded by pyroute2: the one-pass parser reads the
+    same entry and counts as the reference parser."""
+    svc, ds = entry
+    names = ["CONNS", "INPKTS", "OUTPKTS", "INBYTES", "OUTBYTES"]
+    stats64 = {"attrs": [(f"IPVS_STATS_ATTR_{n}", v) for n, v in zip(names, counters, strict=True)]}
+    stats32 = {
+        "attrs": [
+            (f"IPVS_STATS_ATTR_{n}", v & 0xFFFFFFFF) for n, v in zip(names, counters, strict=True)
+        ]
+    }
+    for d in ds.values():
+        attrs = [
+            *m.dest_attrs(d)[:5],
+            ("IPVS_DEST_ATTR_TUN_TYPE", 1),
+            ("IPVS_DEST_ATTR_TUN_PORT", 6081),
+            ("IPVS_DEST_ATTR_TUN_FLAGS", 3),
+            *m.dest_attrs(d)[5:],
+            ("IPVS_DEST_ATTR_ACTIVE_CONNS", conns[0]),
+            ("IPVS_DEST_ATTR_INACT_CONNS", conns[1]),
+            ("IPVS_DEST_ATTR_PERSIST_CONNS", conns[2]),
+            ("IPVS_DEST_ATTR_STATS", stats32),
+            ("IPVS_DEST_ATTR_STATS64", stats64),
+        ]
+        reply = reference_payload(m.CMD_GET_DEST, [("IPVS_CMD_ATTR_DEST", {"attrs": attrs})])
+        where = wire.find(reply, wire.CMD_ATTR_DEST)
+        assert where is not None
+        ref = m.parse_dest(decode(reply).get_attr("IPVS_CMD_ATTR_DEST"), svc.key.family)
+        assert wire.parse_dest(reply, svc.key.family, *where) == ref == (d, conns)

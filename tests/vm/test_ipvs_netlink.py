@@ -139,3 +139,47 @@ def test_timeouts_round_trip(kernel: NetlinkIPVS) -> None:
     assert kernel.get_timeouts() == Timeouts(901, 121, 301)
     assert "Timeout (tcp tcpfin udp): 901 121 301" in ipvsadm("-L", "--timeout")
     kernel.set_timeouts(Timeouts(tcp=900, tcpfin=120, udp=300))
+
+
+def test_refusals_mid_batch_are_matched_to_their_requests(kernel: NetlinkIPVS) -> None:
+    """Requests go many to a sendmsg; each refusal still names its own request, and every
+    other request of the batch (before and after it) takes effect."""
+    from director.ipvs.ops import AddDest, Op
+    from director.reconcile.owned import MemoryOwnedStore
+    from director.reconcile.reconciler import Reconciler
+    from tests.helpers.tables import web_table
+
+    desired = web_table(400, 3)  # 1,600 requests: several batches
+    ops: list[Op] = plan(desired, Table())
+    missing = ServiceKey.inet(Protocol.TCP, ip("198.18.0.99"), 443)
+    v4 = next(iter(desired.services))
+    refused = {
+        900: (AddDest(missing, d("198.18.1.2", 443)), errno.ESRCH),
+        901: (AddDest(v4, next(iter(desired.dests[v4].values()))), errno.EEXIST),
+        1300: (AddDest(v4, d("2001:db8:1::2", 80)), errno.EINVAL),  # mixed family, not a tunnel
+    }
+    for at, (op, _err) in sorted(refused.items(), reverse=True):
+        ops.insert(at, op)
+    failures = kernel.execute(ops)
+    assert [(f.op, f.errno) for f in failures] == [refused[at] for at in sorted(refused)]
+    assert str(failures[0]) == (
+        "adding destination 198.18.1.2:443 to TCP 198.18.0.99:443: No such process "
+        "(no such service or destination in the kernel)"
+    )
+    assert read_table() == desired
+
+    # Through the reconciler: a refusal (the cached view is stale: a service was deleted by
+    # hand) reads back, and the next sync, a full one, repairs.
+    rec = Reconciler(kernel, MemoryOwnedStore())
+    assert rec.sync(desired, full=True).ok
+    ipvsadm("-D", "-t", f"{v4.address}:{v4.port}")
+    changed = Table(dict(desired.services), {k: dict(v) for k, v in desired.dests.items()})
+    changed.dests[v4] = {k: Dest(k, x.fwd_method, 5) for k, x in desired.dests[v4].items()}
+    result = rec.sync(changed)
+    assert {f.errno for f in result.failures} == {errno.ESRCH}
+    assert str(result.failures[0]).startswith(f"editing destination 198.19.0.0:80 of {v4}")
+    assert rec.observed is None
+    result = rec.sync(changed)
+    assert result.full and result.ok
+    assert read_table() == changed
+    assert plan(changed, kernel.dump()) == []
