@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import concurrent.futures
 import contextlib
-import itertools
 import os
 import signal
 import statistics
@@ -47,7 +46,7 @@ from bench.checks import SERVER, addresses
 from tests.helpers.netns import Background, Namespace, Topology
 from tests.helpers.servers import NamespaceLoop
 from tests.vrrp_io import keepalived
-from tests.vrrp_io.capture import Capture
+from tests.vrrp_io.capture import Capture, interval_deviations
 from tests.vrrp_io.lab import VIP, ask, has_address, lan, mac_of, responder
 
 D1, D2 = "198.18.0.1", "198.18.0.2"
@@ -250,9 +249,7 @@ def jitter(
         while time.monotonic() < end:
             capture.take()
             time.sleep(0.1)
-        times = [v.at for v in capture.adverts() if str(v.src) == D1 and v.advert is not None]
-        deviations = sorted(abs(b - a - interval) for a, b in itertools.pairwise(times))
-        return deviations, director.output()
+        return interval_deviations(capture.advert_times(D1), interval), director.output()
     finally:
         director.end()
 

@@ -11,22 +11,30 @@ with the config's services programmed and a check verdict for every real server 
   the worker thread pays (the model, the JSON, the HTML), with the sizes;
 - the event loop's lag (a 10 ms timer's lateness, what the checks' timers see) and a 100 ms
   advert-like timer's jitter, for ``--seconds`` idle and ``--seconds`` while a client in the
-  namespace fetches ``/`` and ``/status.json`` back to back.
+  namespace fetches ``/`` and ``/status.json`` back to back;
+- over the same two windows, the real VRRP adverts' jitter: the director also runs a
+  ``[[vrrp_instance]]`` (version 3, ``advert_interval`` 0.1 s, alone on a veth to a peer
+  namespace, so it is master), on the thread of its own the daemon gives it (``SCHED_FIFO``
+  priority 10: the bench runs as root). The peer captures its adverts (``AF_PACKET``, kernel
+  timestamps: ``tests.vrrp_io.capture``, as ``bench.failover``); printed: how far each captured
+  interval is from 100 ms (median, p99, max, and how many intervals). The loop's timers only see
+  the loop; what could delay an advert is the GIL, held by the worker thread that renders.
 
-VRRP itself runs on real-time threads of its own (``director.vrrp_service``); the timers here
-are what the loop's other work (checks, intents) would see. Benches are not pass/fail.
+Benches are not pass/fail.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import statistics
 import sys
 import tempfile
 import time
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +47,13 @@ from director.status import StatusInputs, build_status
 from tests.helpers.director import free_port, world_in
 from tests.helpers.netns import Topology
 from tests.helpers.servers import NamespaceLoop
+from tests.vrrp_io.capture import Capture, interval_deviations
+from tests.vrrp_io.lab import has_address, wait_until
+
+# The VRRP instance: the director's d0 and the peer's eth0 on a veth, clear of the services'
+# addresses (198.18.0-39.x for up to 10,000 services, real servers 198.19.0.x)
+OWN, PEER, VIP, DEV = "198.18.255.1", "198.18.255.2", "198.18.255.100", "d0"
+ADVERT = 0.1  # s, the advert interval
 
 CLIENT = """
 import http.client, json, sys, time
@@ -73,6 +88,11 @@ def config_text(state: Path, services: int, dests: int) -> str:
                 f'  [[virtual_server.real_server]]\n  name = "web-{j}"\n'
                 f'  address = "198.19.0.{j + 1}"\n  port = 80\n  weight = {j % 5 + 1}\n'
             )
+    out.append(
+        f'[[vrrp_instance]]\nname = "VI_1"\ninterface = "{DEV}"\nvrid = 51\npriority = 200\n'
+        f'version = 3\nadvert_interval = {ADVERT}\nvirtual_addresses = ["{VIP}/32"]\n'
+        "garp_count = 1\ngarp_repeat_after = 0\n"
+    )
     return "".join(out)
 
 
@@ -113,6 +133,16 @@ async def lag_while(seconds: float) -> dict[str, list[float]]:
     return lags
 
 
+def window(
+    inside: NamespaceLoop, capture: Capture, seconds: float
+) -> tuple[dict[str, list[float]], list[float]]:
+    """The loop's timers' lateness (``lag_while``) and the captured adverts' deviation from
+    ``ADVERT`` (s), over the same ``seconds``."""
+    capture.clear()
+    lags = inside.run(lag_while(seconds), timeout=seconds + 60)
+    return lags, interval_deviations(capture.advert_times(OWN), ADVERT)
+
+
 def median_ms(fn: Any, runs: int) -> float:
     took = []
     for _ in range(runs):
@@ -139,8 +169,13 @@ def main() -> int:
     path.write_text(config_text(tmp / "state", args.services, args.dests))
     world = world_in(tmp, path, kernel=MemoryIPVS(), metrics=False)
     with Topology() as topo:
-        ns = topo.namespace("d")
-        with NamespaceLoop(ns) as inside:
+        ns, peer = topo.namespace("d"), topo.namespace("peer")
+        topo.veth(ns, DEV, peer, "eth0", a_addr=f"{OWN}/24", b_addr=f"{PEER}/24")
+        with (
+            NamespaceLoop(ns) as inside,
+            NamespaceLoop(peer) as watcher,
+            contextlib.closing(Capture(watcher)) as capture,
+        ):
 
             async def up() -> Director:
                 director = Director(world.loader(path), world, Intents())
@@ -148,6 +183,7 @@ def main() -> int:
                 return director
 
             director = inside.run(up(), timeout=300)
+            wait_until(lambda: has_address(ns, ip_address(VIP), DEV), 10, "VRRP master")
             pairs = [
                 (str(svc.service_key()), str(rs.dest_key(svc)))
                 for svc in director.config.virtual_servers
@@ -175,9 +211,9 @@ def main() -> int:
             port = free_port()
             server = MetricsServer(director.metrics, f"127.0.0.1:{port}", status=source)
             inside.run(server.start())
-            idle = inside.run(lag_while(args.seconds), timeout=args.seconds + 60)
+            idle, idle_adverts = window(inside, capture, args.seconds)
             client = ns.spawn(sys.executable, "-c", CLIENT, str(port), str(args.seconds))
-            busy = inside.run(lag_while(args.seconds), timeout=args.seconds + 60)
+            busy, busy_adverts = window(inside, capture, args.seconds)
             deadline = time.monotonic() + 120
             while client.proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.2)
@@ -201,6 +237,15 @@ def main() -> int:
             f"loop lag {name:8}: 10 ms timer p50 {pct(t10, 0.5) * 1000:.2f} / p99 "
             f"{pct(t10, 0.99) * 1000:.2f} / max {max(t10) * 1000:.2f} ms; 100 ms advert-like "
             f"timer jitter p99 {pct(t100, 0.99) * 1000:.2f} / max {max(t100) * 1000:.2f} ms"
+        )
+    for name, dev in (("idle", idle_adverts), ("fetching", busy_adverts)):
+        if not dev:
+            print(f"VRRP adverts {name:8}: none captured")
+            continue
+        print(
+            f"VRRP adverts {name:8}: {len(dev)} intervals of {ADVERT * 1000:g} ms, deviation "
+            f"median {statistics.median(dev) * 1000:.2f} / p99 {pct(dev, 0.99) * 1000:.2f} / "
+            f"max {max(dev) * 1000:.2f} ms"
         )
     return 0
 

@@ -8,8 +8,10 @@ the interop tests and by ``bench/failover``.
 
 from __future__ import annotations
 
+import itertools
 import socket
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
@@ -111,6 +113,12 @@ def decode_frame(frame: bytes, at: float) -> Event | None:
     return None
 
 
+def interval_deviations(times: Sequence[float], interval: float) -> list[float]:
+    """How far each gap between consecutive ``times`` is from ``interval`` (absolute, s),
+    sorted: an advert jitter. Fewer than two times: none."""
+    return sorted(abs(b - a - interval) for a, b in itertools.pairwise(times))
+
+
 class Capture:
     """Every frame on ``device`` inside the loop's namespace; ``take()`` drains what is queued."""
 
@@ -159,6 +167,10 @@ class Capture:
     def adverts(self) -> list[Vrrp]:
         self.take()
         return [e for e in self.events if isinstance(e, Vrrp)]
+
+    def advert_times(self, src: str) -> list[float]:
+        """When the well-formed adverts from ``src`` were received (kernel timestamps)."""
+        return [v.at for v in self.adverts() if str(v.src) == src and v.advert is not None]
 
     def neighbour_adverts(self) -> list[NeighbourAdvert]:
         self.take()

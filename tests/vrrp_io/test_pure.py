@@ -11,7 +11,12 @@ from ipaddress import IPv4Address, IPv6Address
 import pytest
 from structlog.testing import capture_logs
 
-from tests.vrrp_io.capture import ALL_NODES_MAC, NeighbourAdvert, decode_frame
+from tests.vrrp_io.capture import (
+    ALL_NODES_MAC,
+    NeighbourAdvert,
+    decode_frame,
+    interval_deviations,
+)
 from vrrp import (
     Action,
     AddAddresses,
@@ -161,6 +166,12 @@ def test_unsolicited_neighbour_advert_frame() -> None:
     assert na.flags == NA_ROUTER | NA_OVERRIDE
     pseudo = vip.packed + IPv6Address("ff02::1").packed + struct.pack("!I3xB", 32, 58)
     assert checksum(pseudo + frame[54:]) == 0
+
+
+def test_advert_jitter_is_each_gap_from_the_interval_sorted() -> None:
+    times = [10.0, 10.1, 10.25, 10.3, 10.4]  # gaps 0.1, 0.15 (late), 0.05 (early), 0.1
+    assert interval_deviations(times, 0.1) == pytest.approx([0.0, 0.0, 0.05, 0.05])
+    assert interval_deviations([10.0], 0.1) == [] and interval_deviations([], 0.1) == []
 
 
 def test_rtnetlink_address_request_and_acknowledgement() -> None:
