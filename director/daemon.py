@@ -6,7 +6,9 @@ only put an intent on the director's queue (reload, stop); the director applies 
 
 Before it imports the daemon proper (about a second on a server, tens of seconds in an emulated
 guest), ``main`` removes the VIPs a crashed run left behind (:mod:`director.early`): the imports
-of the rest are inside the functions that need them, on purpose.
+of the rest are inside the functions that need them, on purpose. It first has pyroute2 imported
+lean (:mod:`director.lean`); the daemon then imports what the config needs (no BGP speaker
+without ``[bgp]``; ``tests/app/test_imports.py`` says which modules a start leaves out).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from director import __version__, early, logs
+from director.lean import lean_imports
 
 if TYPE_CHECKING:
     from director.app import World
@@ -233,6 +236,7 @@ def remove_leftovers_first(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    lean_imports()  # before anything imports pyroute2 (director.lean)
     args = parse_args(argv)
     if args.check_config is not None:
         from director.config import check_config

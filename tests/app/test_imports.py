@@ -1,0 +1,139 @@
+"""The daemon imports what its config needs: the real ``directord`` entry point started in a
+namespace (a VRRP instance and an nftables SNAT rule: no ip_vs needed), stopped, and the
+modules it had loaded compared with what that config does not use. Plus :mod:`director.lean`
+on its own."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.netns import Background, Namespace, Topology
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Started through main() as directord does; the modules loaded are written at exit.
+RUN = """
+import atexit, json, sys
+atexit.register(lambda: open(sys.argv[1], "w").write(json.dumps(sorted(sys.modules))))
+from director.daemon import main
+sys.exit(main(["--config", sys.argv[2]]))
+"""
+
+CONFIG = """
+[daemon]
+state_dir = "{state}"
+control_socket = "{state}/control.sock"
+metrics_address = "127.0.0.1:9469"
+log_format = "json"
+
+[[vrrp_instance]]
+name = "VI_1"
+interface = "d0"
+vrid = 51
+priority = 100
+virtual_addresses = ["198.18.0.10/24"]
+
+[[snat]]
+source = "198.18.1.0/24"
+to = "198.18.0.10"
+master_only = true
+"""
+
+# Never in the daemon: a packet library, and what this config does not ask for.
+ABSENT = [
+    "scapy",
+    "exabgp",
+    "director.bgp.exabgp",
+    "director.bgp.exabgp_api",
+    "director.bgp.kernel_routes",
+    "director.bgp.vips",
+    # pyroute2's __init__ did not run (director.lean): none of the modules only it imports
+    "pyroute2.ipdb",
+    "pyroute2.ndb",
+    "pyroute2.conntrack",
+    "pyroute2.iwutil",
+    "pyroute2.plan9",
+    "pyroute2.wiset",
+]
+
+
+def wait_ready(notify: socket.socket, daemon: Background, within: float) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline and daemon.proc.poll() is None:
+        notify.settimeout(0.2)
+        try:
+            if "READY=1" in notify.recv(4096).decode().split("\n"):
+                return
+        except TimeoutError:
+            continue
+    raise AssertionError(f"no READY=1 within {within} s:\n{daemon.output()}")
+
+
+@pytest.mark.netns
+def test_directord_leaves_out_what_the_config_does_not_use(
+    topology: Topology, tmp_path: Path
+) -> None:
+    ns: Namespace = topology.namespace("d")
+    topology.veth(ns, "d0", topology.namespace("peer"), "eth0", a_addr="198.18.0.1/24")
+    config = tmp_path / "director.toml"
+    config.write_text(CONFIG.format(state=tmp_path))
+    modules = tmp_path / "modules.json"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(tmp_path / "notify.sock"))
+        daemon = ns.spawn(
+            "env",
+            "-C",
+            str(ROOT),
+            f"NOTIFY_SOCKET={tmp_path / 'notify.sock'}",
+            sys.executable,
+            "-c",
+            RUN,
+            str(modules),
+            str(config),
+        )
+        try:
+            wait_ready(notify, daemon, 60)
+        finally:
+            daemon.stop(timeout=30)
+    assert daemon.proc.returncode == 0, daemon.output()
+    loaded = set(json.loads(modules.read_text()))
+    # it did start: the daemon proper, its rtnetlink and nftables parts
+    assert {"director.app", "pyroute2.iproute.linux", "director.network.nft"} <= loaded
+    present = sorted(m for m in loaded for a in ABSENT if m == a or m.startswith(a + "."))
+    assert not present
+
+
+def test_a_lean_package_still_gives_what_its_init_defines() -> None:
+    """pyroute2 registered lean: its modules import without its __init__; a name only the
+    __init__ defines still comes, by running it then."""
+    code = """
+import sys
+from director.lean import lean_imports, lean_package
+assert lean_imports() == ["pyroute2"]
+assert not lean_package("pyroute2")  # once only
+from pyroute2.iproute.linux import AsyncIPRoute
+from pyroute2 import config  # a submodule, without the __init__
+assert "pyroute2.ndb" not in sys.modules and "pyroute2.ipdb" not in sys.modules
+import pyroute2
+from pyroute2 import IPRoute  # defined by the __init__ only: it runs now
+assert "pyroute2.ndb" in sys.modules and pyroute2.__version__
+assert IPRoute.__module__ == "pyroute2.iproute.linux" and AsyncIPRoute
+try:
+    pyroute2.no_such_name
+except AttributeError:
+    pass
+else:
+    raise AssertionError("an unknown name did not raise AttributeError")
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
