@@ -26,6 +26,8 @@ from director.daemon import main
 sys.exit(main(["--config", sys.argv[2]]))
 """
 
+SCRAPE = "import urllib.request as u; print(u.urlopen('http://127.0.0.1:9469/metrics').read())"
+
 CONFIG = """
 [daemon]
 state_dir = "{state}"
@@ -61,6 +63,10 @@ ABSENT = [
     "pyroute2.iwutil",
     "pyroute2.plan9",
     "pyroute2.wiset",
+    # aiohttp's client (director.lean): no HTTP check, no [peer]; the metrics server is there
+    "aiohttp.client",
+    "aiohttp.connector",
+    "aiohttp.client_reqrep",
 ]
 
 
@@ -100,23 +106,39 @@ def test_directord_leaves_out_what_the_config_does_not_use(
         )
         try:
             wait_ready(notify, daemon, 60)
+            scrape = ns.run(sys.executable, "-c", SCRAPE)  # the server works on lean aiohttp
+            assert "director_" in scrape.stdout
         finally:
             daemon.stop(timeout=30)
     assert daemon.proc.returncode == 0, daemon.output()
     loaded = set(json.loads(modules.read_text()))
     # it did start: the daemon proper, its rtnetlink and nftables parts
-    assert {"director.app", "pyroute2.iproute.linux", "director.network.nft"} <= loaded
+    assert {
+        "director.app",
+        "pyroute2.iproute.linux",
+        "director.network.nft",
+        "aiohttp.web",
+    } <= loaded
     present = sorted(m for m in loaded for a in ABSENT if m == a or m.startswith(a + "."))
     assert not present
 
 
 def test_a_lean_package_still_gives_what_its_init_defines() -> None:
-    """pyroute2 registered lean: its modules import without its __init__; a name only the
-    __init__ defines still comes, by running it then."""
+    """pyroute2 and aiohttp registered lean: their modules import without their __init__; a
+    name only the __init__ defines still comes, by running it then."""
     code = """
 import sys
-from director.lean import lean_imports, lean_package
-assert lean_imports() == ["pyroute2"]
+from director.lean import lean_imports, lean_package, load_whole
+assert lean_imports() == ["pyroute2", "aiohttp"], sys.modules.get("aiohttp")
+from aiohttp import web  # reads aiohttp.__version__: taken from the __init__'s text
+import aiohttp
+assert "aiohttp.connector" not in sys.modules and aiohttp.__version__
+assert aiohttp.__version__ == __import__("importlib.metadata").metadata.version("aiohttp")
+from aiohttp.client_proto import ResponseHandler
+assert "aiohttp.connector" not in sys.modules
+assert issubclass(aiohttp.ClientOSError, aiohttp.ClientError)  # the __init__ runs now
+assert "aiohttp.connector" in sys.modules and aiohttp.ClientSession
+load_whole("aiohttp")  # once only: nothing more
 assert not lean_package("pyroute2")  # once only
 from pyroute2.iproute.linux import AsyncIPRoute
 from pyroute2 import config  # a submodule, without the __init__
@@ -137,3 +159,27 @@ print("ok")
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+@pytest.mark.parametrize(
+    ("check", "client"),
+    [("tcp", False), ("http", True), ("https", True), ("exchange", True), ("smtp", False)],
+)
+def test_the_http_client_is_loaded_at_start_for_http_checks(check: str, client: bool) -> None:
+    from director.config import parse_config
+    from director.daemon import uses_http_client
+
+    text = f"""
+[[virtual_server]]
+protocol = "tcp"
+address = "198.18.0.10"
+port = 443
+  [[virtual_server.real_server]]
+  address = "198.18.1.11"
+  [[virtual_server.real_server]]
+  address = "198.18.1.12"
+  check = {{ type = "{check}" }}
+"""
+    assert uses_http_client(parse_config(text, "<test>")) is client
+    none = text.replace(f'type = "{check}"', 'type = "none"')
+    assert not uses_http_client(parse_config(none, "<test>"))
