@@ -18,10 +18,25 @@ from tests.helpers.netns import Background, Namespace, Topology
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Started through main() as directord does; the modules loaded are written at exit.
+# Started through main() as directord does; at exit it writes the modules loaded, and whether
+# the cyclic collector was on when the start settled the heap and when the director served.
 RUN = """
-import atexit, json, sys
-atexit.register(lambda: open(sys.argv[1], "w").write(json.dumps(sorted(sys.modules))))
+import atexit, gc, json, sys
+from director import lean
+lean.lean_imports()  # as main() does first, before the daemon's imports below
+import director.app as app
+seen = {}
+settle, serve = app.settle_heap, app.Director.serve
+def settle_heap():
+    seen["collector_at_settle"] = gc.isenabled()
+    settle()
+async def served(self):
+    seen["collector_serving"] = gc.isenabled()
+    await serve(self)
+app.settle_heap, app.Director.serve = settle_heap, served
+atexit.register(
+    lambda: open(sys.argv[1], "w").write(json.dumps({"modules": sorted(sys.modules), **seen}))
+)
 from director.daemon import main
 sys.exit(main(["--config", sys.argv[2]]))
 """
@@ -111,7 +126,10 @@ def test_directord_leaves_out_what_the_config_does_not_use(
         finally:
             daemon.stop(timeout=30)
     assert daemon.proc.returncode == 0, daemon.output()
-    loaded = set(json.loads(modules.read_text()))
+    found = json.loads(modules.read_text())
+    # no cyclic collection through the start (main), on again once ready (run_director)
+    assert (found["collector_at_settle"], found["collector_serving"]) == (False, True)
+    loaded = set(found["modules"])
     # it did start: the daemon proper, its rtnetlink and nftables parts
     assert {
         "director.app",
