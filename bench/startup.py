@@ -58,7 +58,7 @@ MASTER_DOWN = 3 * 1.0 + (256 - 100) / 256  # VRRPv2, 1 s adverts, priority 100
 POLL = 0.005
 # the daemon's imports as directord makes them (lean ones first where the tree has them)
 IMPORTS = (
-    "import director.daemon as d; getattr(d, 'lean', None) and d.lean.lean_imports();"
+    "import gc, director.daemon as d; hasattr(d, 'lean') and (gc.disable(), d.lean.lean_imports());"
     " import director.app"
 )
 
