@@ -36,6 +36,7 @@ from types import ModuleType
 
 # package -> the constants its modules read from it (``NAME = "text"`` in its __init__)
 LEAN: dict[str, tuple[str, ...]] = {"pyroute2": (), "aiohttp": ("__version__",)}
+PACKAGE_NAMES = ("__version__", "__all__")  # dunders a package __init__ defines
 _lock = threading.RLock()
 _whole: dict[str, ModuleType] = {}  # lean packages -> their module, until their __init__ runs
 
@@ -68,7 +69,7 @@ def lean_package(name: str, constants: tuple[str, ...] = ()) -> bool:
                 setattr(module, constant, found[1])
 
         def __getattr__(attr: str) -> object:  # PEP 562: names the module does not have yet
-            if name not in _whole or (attr.startswith("__") and attr != "__all__"):
+            if name not in _whole or (attr.startswith("__") and attr not in PACKAGE_NAMES):
                 raise AttributeError(f"module {name!r} has no attribute {attr!r}")
             if importlib.util.find_spec(f"{name}.{attr}") is not None:
                 # a submodule: ``from pkg import sub`` then imports it

@@ -162,6 +162,12 @@ from pyroute2.iproute.linux import AsyncIPRoute
 from pyroute2 import config  # a submodule, without the __init__
 assert "pyroute2.ndb" not in sys.modules and "pyroute2.ipdb" not in sys.modules
 import pyroute2
+try:
+    pyroute2.__wrapped__  # a dunder the package does not define: no __init__ for it
+except AttributeError:
+    assert "pyroute2.ndb" not in sys.modules
+else:
+    raise AssertionError("pyroute2.__wrapped__ did not raise AttributeError")
 from pyroute2 import IPRoute  # defined by the __init__ only: it runs now
 assert "pyroute2.ndb" in sys.modules and pyroute2.__version__
 assert IPRoute.__module__ == "pyroute2.iproute.linux" and AsyncIPRoute
