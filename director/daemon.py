@@ -6,7 +6,10 @@ only put an intent on the director's queue (reload, stop); the director applies 
 
 Before it imports the daemon proper (about a second on a server, tens of seconds in an emulated
 guest), ``main`` removes the VIPs a crashed run left behind (:mod:`director.early`): the imports
-of the rest are inside the functions that need them, on purpose.
+of the rest are inside the functions that need them, on purpose. It first has pyroute2 and
+aiohttp imported lean (:mod:`director.lean`); the daemon then imports what the config needs (no
+HTTP client without HTTP checks or ``[peer]``, no BGP speaker without ``[bgp]``;
+``tests/app/test_imports.py`` says which modules a start leaves out).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import signal
 import subprocess
 import sys
@@ -22,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from director import __version__, early, logs
+from director import __version__, early, lean, logs
 
 if TYPE_CHECKING:
     from director.app import World
@@ -131,12 +135,27 @@ async def run(args: argparse.Namespace) -> int:
     logs.configure(
         args.log_format or config.daemon.log_format, args.log_level or config.daemon.log_level
     )
+    if uses_http_client(config):  # paid at start rather than on a probe's first failure
+        lean.load_whole("aiohttp")
     notifier = Notifier()
     try:
         return await run_director(config, world_for(config, args, notifier))
     finally:
         notifier.close()
         logs.flush()  # counts of repeated lines still held back
+
+
+HTTP_CLIENT_CHECKS = ("http", "https", "exchange")  # their error paths name aiohttp's exceptions
+
+
+def uses_http_client(config: Config) -> bool:
+    """Whether a real server has a check that uses aiohttp's client side (:mod:`director.lean`)."""
+    return any(
+        check is not None and check.type in HTTP_CLIENT_CHECKS
+        for vs in config.virtual_servers
+        for rs in vs.real_servers
+        for check in (rs.health_check(vs),)
+    )
 
 
 async def run_director(config: Config, world: World) -> int:
@@ -155,6 +174,7 @@ async def run_director(config: Config, world: World) -> int:
     except StartError as exc:
         world.lifecycle.status(f"start failed: {exc}")
         return 1
+    gc.enable()  # ready, the heap settled (see main)
     try:
         await director.serve()
     finally:
@@ -233,6 +253,20 @@ def remove_leftovers_first(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # No cyclic collection while the daemon imports and starts: its objects live for good and
+    # each full collection walks them all (several in a start; 6 % of the import time). The
+    # start ends with one (app.settle_heap), then run_director enables the collector.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _main(argv)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _main(argv: list[str] | None) -> int:
+    lean.lean_imports()  # before anything imports pyroute2 or aiohttp
     args = parse_args(argv)
     if args.check_config is not None:
         from director.config import check_config

@@ -43,7 +43,7 @@ from ipaddress import IPv6Address, ip_address
 from typing import Protocol
 
 import structlog
-from pyroute2 import AsyncIPRoute
+from pyroute2.iproute.linux import AsyncIPRoute
 
 from director.config import Config
 from director.config.vrrp import VrrpInstance, VrrpSyncGroup

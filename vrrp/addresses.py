@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 import structlog
-from pyroute2 import AsyncIPRoute
+from pyroute2.iproute.linux import AsyncIPRoute
 
 from vrrp.packet import REQUIRED_TTL, IPAddress, checksum
 from vrrp.rtnl import AddressSocket, request

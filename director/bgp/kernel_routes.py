@@ -19,7 +19,7 @@ import socket
 from collections.abc import Sequence
 
 import structlog
-from pyroute2 import AsyncIPRoute
+from pyroute2.iproute.linux import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from director.bgp.exabgp_api import Route

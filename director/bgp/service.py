@@ -15,19 +15,19 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
 from director.bgp.decision import RouteHealth, healthy_counts
-from director.bgp.exabgp import ExaBgp
-from director.bgp.exabgp_api import Route
-from director.bgp.kernel_routes import KernelRoutes
-from director.bgp.vips import VipDevice
 from director.config.bgp import Announce, BgpSettings
 from director.config.model import Config
 from director.ipvs.model import DestKey, ServiceKey
 from director.statefile import StateFileError, load_json, set_aside, write_atomic
+
+if TYPE_CHECKING:  # the speakers and the VIP device are imported with a [bgp] table only
+    from director.bgp.exabgp_api import Route
+    from director.bgp.vips import VipDevice
 
 log = structlog.get_logger("director.bgp")
 
@@ -46,6 +46,8 @@ class Speaker(Protocol):
 
 
 def route_of(bgp: BgpSettings, a: Announce) -> Route:
+    from director.bgp.exabgp_api import Route
+
     return Route(a.prefix, bgp.next_hop_for(a.prefix), a.communities, a.med)
 
 
@@ -140,6 +142,8 @@ class BgpService:
         if device is None:
             return
         if self.vips is None:
+            from director.bgp.vips import VipDevice
+
             self.vips = VipDevice(device, self.netns)
         assert self.bgp is not None
         await self.vips.place(a.address for a in self.bgp.announcements)
@@ -228,5 +232,9 @@ def _drain_doc(doc: object) -> tuple[float, float]:
 
 def default_speaker(bgp: BgpSettings, runtime_dir: Path) -> Speaker:
     if bgp.backend == "kernel":
+        from director.bgp.kernel_routes import KernelRoutes
+
         return KernelRoutes(bgp)
+    from director.bgp.exabgp import ExaBgp
+
     return ExaBgp(bgp, runtime_dir)

@@ -13,7 +13,7 @@ import errno
 from collections.abc import Iterable
 
 import structlog
-from pyroute2 import AsyncIPRoute
+from pyroute2.iproute.linux import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from director.config.fields import IPAddress

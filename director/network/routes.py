@@ -21,7 +21,7 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pyroute2 import AsyncIPRoute
+from pyroute2.iproute.linux import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from director.config.model import Config

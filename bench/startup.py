@@ -1,0 +1,349 @@
+"""Start-up: ``directord`` start to READY against keepalived 2.2.7's start to its first advert.
+
+    .venv/bin/python -m bench.startup [--rounds 3] [--baseline DIR] [--timeout 1800]
+
+In one boot of the real-kernel guest (TCG), rounds interleaved, each start in fresh network
+namespaces (an empty IPVS table, no nftables table, no state files: a cold start):
+
+ours
+    ``python -m director.daemon`` with the Exchange example (``docs/examples/exchange.toml``:
+    three fwmark services, five real servers, the nftables marks and SNAT, sysctls) plus one
+    VRRP instance for its VIP (:data:`VRRP_INSTANCE`: VRRPv2, priority 100, 1 s adverts).
+    Timed from just before the process is spawned to ``READY=1`` on its ``NOTIFY_SOCKET``
+    (the table programmed, the rules in, VRRP started, the listeners open), and to its first
+    VRRP advert as captured by a peer namespace (kernel timestamps).
+keepalived
+    ``keepalived --dont-fork`` (VRRP and checker processes) with :data:`KEEPALIVED_CONF`, the
+    same table and VRRP instance as keepalived.conf (``directorctl import keepalived`` of it
+    gives our config back: ``tests/bench/test_startup.py``); keepalived has no fwmark or SNAT
+    rules nor sysctls to set: those are ours only. Timed from just before it is spawned to its
+    first VRRP advert, captured the same way.
+
+Both instances start as backup (keepalived ``state BACKUP``; ours has no other start state)
+and become master after the master-down interval, 3 x 1 s + skew (156/256 s) = 3.61 s:
+RFC 3768 6.4.1. The issue's anchor is keepalived's first advert; the table prints ours to READY
+and ours to our first advert as master against it, and the same figures less the master-down
+interval (the cost of starting proper). Also: the interpreter's own start (``python -c pass``)
+and the daemon's imports (``director.daemon`` and ``director.app``, as directord makes them) in
+the guest,
+to tell what the rest of the start costs. Medians over the rounds. Figures, not a test; needs
+root (the guest is root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.helpers.netns import Background, Namespace, Topology
+from tests.helpers.servers import NamespaceLoop
+from tests.vrrp_io import keepalived
+from tests.vrrp_io.capture import Capture
+from tests.vrrp_io.lab import lan
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "docs" / "examples" / "exchange.toml"
+DIRECTOR = "198.18.0.1"  # d1's address on the lab's LAN (tests.vrrp_io.lab.lan)
+MASTER_DOWN = 3 * 1.0 + (256 - 100) / 256  # VRRPv2, 1 s adverts, priority 100
+POLL = 0.005
+# the daemon's imports as directord makes them (lean ones first where the tree has them)
+IMPORTS = (
+    "import gc, director.daemon as d; hasattr(d, 'lean') and (gc.disable(), d.lean.lean_imports());"
+    " import director.app"
+)
+
+VRRP_INSTANCE = """
+[[vrrp_instance]]                  # the bench's addition: the VIP moves with the VRRP master
+name = "exchange"
+interface = "eth0"
+vrid = 51
+priority = 100
+advert_interval = 1.0
+virtual_addresses = ["198.18.0.10/24"]
+"""
+
+KEEPALIVED_CONF = """\
+global_defs {
+    router_id exchange
+    lvs_timeouts tcp 7200 tcpfin 120 udp 300
+}
+
+vrrp_instance exchange {
+    state BACKUP
+    interface eth0
+    virtual_router_id 51
+    priority 100
+    advert_int 1
+    virtual_ipaddress {
+        198.18.0.10/24 dev eth0
+    }
+}
+
+virtual_server fwmark 80 {
+    lb_algo wlc
+    lb_kind NAT
+    persistence_timeout 600
+    protocol TCP
+    real_server 198.18.1.11 0 {
+        weight 1
+        inhibit_on_failure
+    }
+    real_server 198.18.1.12 0 {
+        weight 1
+        inhibit_on_failure
+    }
+}
+
+virtual_server fwmark 1 {
+    lb_algo rr
+    lb_kind NAT
+    protocol TCP
+    real_server 198.18.1.11 3389 {
+        weight 1
+    }
+}
+
+virtual_server fwmark 2 {
+    lb_algo rr
+    lb_kind NAT
+    protocol TCP
+    real_server 198.18.1.12 3389 {
+        weight 1
+    }
+}
+"""
+
+
+def our_config(state: Path) -> str:
+    """The Exchange example with the bench's state directory and control socket, and its VRRP
+    instance."""
+    text = EXAMPLE.read_text()
+    daemon = f'[daemon]\nstate_dir = "{state}"\ncontrol_socket = "{state}/control.sock"\n'
+    if "[daemon]\n" not in text:
+        raise SystemExit(f"{EXAMPLE}: no [daemon] table to extend")
+    return text.replace("[daemon]\n", daemon, 1) + VRRP_INSTANCE
+
+
+@dataclass(frozen=True)
+class Start:
+    ready: float | None  # s from spawn to READY=1 (ours only)
+    advert: float  # s from spawn to the first advert captured
+
+
+def wait_for(condition: Callable[[], float | None], within: float, what: str) -> float:
+    deadline = time.monotonic() + within
+    while (found := condition()) is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {what} within {within:.0f} s")
+        time.sleep(POLL)
+    return found
+
+
+@contextlib.contextmanager
+def lab() -> Iterator[tuple[Namespace, Capture]]:
+    """A fresh director namespace d1 and a peer capturing its frames."""
+    with Topology() as topo:
+        d1, obs = lan(topo, "d1", "obs")
+        with NamespaceLoop(obs) as inside:
+            capture = Capture(inside)
+            try:
+                yield d1, capture
+            finally:
+                capture.close()
+
+
+def first_advert(capture: Capture) -> float | None:
+    times = capture.advert_times(DIRECTOR)
+    return times[0] if times else None
+
+
+def stopped(job: Background, what: str) -> None:
+    job.stop(timeout=60)
+    if job.proc.returncode not in (0, -15):
+        print(f"  {what} exited {job.proc.returncode}:\n{job.output()[-2000:]}")
+
+
+def start_ours(work: Path, within: float, tree: Path = ROOT) -> Start:
+    state = Path(tempfile.mkdtemp(dir=work, prefix="ours-"))
+    config = state / "director.toml"
+    config.write_text(our_config(state))
+    with lab() as (d1, capture), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(state / "notify.sock"))  # a path: abstract sockets are per namespace
+        capture.clear()
+        started = time.time()
+        job = d1.spawn(
+            "env",
+            "-C",
+            str(tree),  # python -m: the daemon of that tree
+            f"NOTIFY_SOCKET={state / 'notify.sock'}",
+            sys.executable,
+            "-m",
+            "director.daemon",
+            "--config",
+            str(config),
+        )
+        try:
+            ready = wait_ready(notify, job, started, within)
+            advert = wait_for(lambda: first_advert(capture), within, "advert from directord")
+        except TimeoutError:
+            print(job.output()[-4000:])
+            raise
+        finally:
+            stopped(job, "directord")
+    return Start(ready - started, advert - started)
+
+
+def wait_ready(notify: socket.socket, job: Background, started: float, within: float) -> float:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if job.proc.poll() is not None:
+            raise TimeoutError(f"directord exited {job.proc.returncode}:\n{job.output()[-4000:]}")
+        notify.settimeout(0.5)
+        try:
+            message = notify.recv(4096).decode()
+        except TimeoutError:
+            continue
+        if "READY=1" in message.split("\n"):
+            return time.time()
+    raise TimeoutError(f"no READY=1 within {within:.0f} s")
+
+
+def start_keepalived(work: Path, within: float) -> Start:
+    d = Path(tempfile.mkdtemp(dir=work, prefix="keepalived-"))
+    conf = d / "keepalived.conf"
+    conf.write_text(KEEPALIVED_CONF)
+    with lab() as (d1, capture):
+        capture.clear()
+        started = time.time()
+        job = d1.spawn(
+            keepalived.binary(),
+            "--dont-fork",
+            "--log-console",
+            "--log-detail",
+            "--no-syslog",
+            "--use-file",
+            str(conf),
+            "--pid",
+            str(d / "keepalived.pid"),
+            "--vrrp_pid",
+            str(d / "vrrp.pid"),
+            "--checkers_pid",
+            str(d / "checkers.pid"),
+        )
+        try:
+            advert = wait_for(lambda: first_advert(capture), within, "advert from keepalived")
+        except TimeoutError:
+            print(job.output()[-4000:])
+            raise
+        finally:
+            stopped(job, "keepalived")
+    return Start(None, advert - started)
+
+
+def timed(*argv: str, tree: Path = ROOT) -> float:
+    started = time.monotonic()
+    subprocess.run(argv, check=True, cwd=tree)
+    return time.monotonic() - started
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def run_rounds(rounds: int, within: float, baseline: Path | None) -> int:
+    os.chdir(ROOT)
+    ours: list[Start] = []
+    theirs: list[Start] = []
+    bare: list[float] = []
+    imports: list[float] = []
+    base: list[Start] = []
+    base_imports: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="dt-startup-") as tmp:
+        work = Path(tmp)
+        for n in range(rounds):
+            bare.append(timed(sys.executable, "-c", "pass"))
+            imports.append(timed(sys.executable, "-c", IMPORTS))
+            ours.append(start_ours(work, within))
+            theirs.append(start_keepalived(work, within))
+            o, k = ours[-1], theirs[-1]
+            print(
+                f"round {n + 1}: python -c pass {bare[-1]:.2f} s, imports {imports[-1]:.2f} s;"
+                f" directord READY {o.ready:.2f} s, first advert {o.advert:.2f} s;"
+                f" keepalived first advert {k.advert:.2f} s",
+                flush=True,
+            )
+            if baseline is not None:
+                base_imports.append(timed(sys.executable, "-c", IMPORTS, tree=baseline))
+                base.append(start_ours(work, within, baseline))
+                print(
+                    f"  baseline {baseline.name}: imports {base_imports[-1]:.2f} s, READY"
+                    f" {base[-1].ready:.2f} s, first advert {base[-1].advert:.2f} s",
+                    flush=True,
+                )
+    ready = median([s.ready for s in ours if s.ready is not None])
+    ours_advert = median([s.advert for s in ours])
+    ka = median([s.advert for s in theirs])
+    print(f"\nmedian of {rounds} rounds, in the guest (TCG), cold starts in fresh namespaces")
+    print(f"  python -c pass:                       {median(bare):6.2f} s")
+    print(f"  the daemon's imports:                 {median(imports):6.2f} s")
+    print(f"  directord start -> READY=1:           {ready:6.2f} s")
+    print(f"  directord start -> first advert:      {ours_advert:6.2f} s")
+    print(f"  keepalived start -> first advert:     {ka:6.2f} s")
+    print(f"  master-down interval (both):          {MASTER_DOWN:6.2f} s")
+    if base:
+        b_ready = median([s.ready for s in base if s.ready is not None])
+        print(
+            f"  baseline ({baseline}): imports {median(base_imports):.2f} s, READY {b_ready:.2f} s,"
+        )
+        print(f"    first advert {median([s.advert for s in base]):.2f} s")
+    print(f"ratio READY / keepalived's first advert:         {ready / ka:.2f} (goal <= 1.5)")
+    print(f"ratio first advert / keepalived's first advert:  {ours_advert / ka:.2f}")
+    print(
+        "less the master-down interval: ours READY"
+        f" {ready:.2f} s (the interval does not delay it), first advert"
+        f" {ours_advert - MASTER_DOWN:.2f} s, keepalived {ka - MASTER_DOWN:.2f} s: ratio"
+        f" {(ours_advert - MASTER_DOWN) / max(ka - MASTER_DOWN, 1e-3):.1f}"
+    )
+    return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--within", type=float, default=300.0, help="s to wait for READY / an advert")
+    p.add_argument("--timeout", type=float, default=1800.0, help="guest timeout, seconds")
+    p.add_argument(
+        "--baseline",
+        metavar="DIR",
+        type=Path,
+        help="also start the daemon of another checkout (e.g. an older commit's git archive"
+        " unpacked under .vmcache/: the guest sees the project, not the host's /tmp)",
+    )
+    p.add_argument("--in-guest", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    baseline = args.baseline.resolve() if args.baseline else None
+    if args.in_guest:
+        return run_rounds(args.rounds, args.within, baseline)
+    from tests.helpers.vm.guest import run_in_guest
+
+    argv = [sys.executable, "-m", "bench.startup", "--in-guest", "--rounds", str(args.rounds)]
+    argv += ["--within", str(args.within)]
+    if baseline is not None:  # byte-compiled here, as the guest harness does for the project
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(baseline)], check=True)
+        argv += ["--baseline", str(baseline)]
+    result = run_in_guest(argv, timeout=args.timeout, stream=True)
+    return result.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

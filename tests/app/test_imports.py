@@ -1,0 +1,209 @@
+"""The daemon imports what its config needs: the real ``directord`` entry point started in a
+namespace (a VRRP instance and an nftables SNAT rule: no ip_vs needed), stopped, and the
+modules it had loaded compared with what that config does not use. Plus :mod:`director.lean`
+on its own."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.netns import Background, Namespace, Topology
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Started through main() as directord does; at exit it writes the modules loaded, and whether
+# the cyclic collector was on when the start settled the heap and when the director served.
+RUN = """
+import atexit, gc, json, sys
+from director import lean
+lean.lean_imports()  # as main() does first, before the daemon's imports below
+import director.app as app
+seen = {}
+settle, serve = app.settle_heap, app.Director.serve
+def settle_heap():
+    seen["collector_at_settle"] = gc.isenabled()
+    settle()
+async def served(self):
+    seen["collector_serving"] = gc.isenabled()
+    await serve(self)
+app.settle_heap, app.Director.serve = settle_heap, served
+atexit.register(
+    lambda: open(sys.argv[1], "w").write(json.dumps({"modules": sorted(sys.modules), **seen}))
+)
+from director.daemon import main
+sys.exit(main(["--config", sys.argv[2]]))
+"""
+
+SCRAPE = "import urllib.request as u; print(u.urlopen('http://127.0.0.1:9469/metrics').read())"
+
+CONFIG = """
+[daemon]
+state_dir = "{state}"
+control_socket = "{state}/control.sock"
+metrics_address = "127.0.0.1:9469"
+log_format = "json"
+
+[[vrrp_instance]]
+name = "VI_1"
+interface = "d0"
+vrid = 51
+priority = 100
+virtual_addresses = ["198.18.0.10/24"]
+
+[[snat]]
+source = "198.18.1.0/24"
+to = "198.18.0.10"
+master_only = true
+"""
+
+# Never in the daemon: a packet library, and what this config does not ask for.
+ABSENT = [
+    "scapy",
+    "exabgp",
+    "director.bgp.exabgp",
+    "director.bgp.exabgp_api",
+    "director.bgp.kernel_routes",
+    "director.bgp.vips",
+    # pyroute2's __init__ did not run (director.lean): none of the modules only it imports
+    "pyroute2.ipdb",
+    "pyroute2.ndb",
+    "pyroute2.conntrack",
+    "pyroute2.iwutil",
+    "pyroute2.plan9",
+    "pyroute2.wiset",
+    # aiohttp's client (director.lean): no HTTP check, no [peer]; the metrics server is there
+    "aiohttp.client",
+    "aiohttp.connector",
+    "aiohttp.client_reqrep",
+]
+
+
+def wait_ready(notify: socket.socket, daemon: Background, within: float) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline and daemon.proc.poll() is None:
+        notify.settimeout(0.2)
+        try:
+            if "READY=1" in notify.recv(4096).decode().split("\n"):
+                return
+        except TimeoutError:
+            continue
+    raise AssertionError(f"no READY=1 within {within} s:\n{daemon.output()}")
+
+
+@pytest.mark.netns
+def test_directord_leaves_out_what_the_config_does_not_use(
+    topology: Topology, tmp_path: Path
+) -> None:
+    ns: Namespace = topology.namespace("d")
+    topology.veth(ns, "d0", topology.namespace("peer"), "eth0", a_addr="198.18.0.1/24")
+    config = tmp_path / "director.toml"
+    config.write_text(CONFIG.format(state=tmp_path))
+    modules = tmp_path / "modules.json"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(tmp_path / "notify.sock"))
+        daemon = ns.spawn(
+            "env",
+            "-C",
+            str(ROOT),
+            f"NOTIFY_SOCKET={tmp_path / 'notify.sock'}",
+            sys.executable,
+            "-c",
+            RUN,
+            str(modules),
+            str(config),
+        )
+        try:
+            wait_ready(notify, daemon, 60)
+            scrape = ns.run(sys.executable, "-c", SCRAPE)  # the server works on lean aiohttp
+            assert "director_" in scrape.stdout
+        finally:
+            daemon.stop(timeout=30)
+    assert daemon.proc.returncode == 0, daemon.output()
+    found = json.loads(modules.read_text())
+    # no cyclic collection through the start (main), on again once ready (run_director)
+    assert (found["collector_at_settle"], found["collector_serving"]) == (False, True)
+    loaded = set(found["modules"])
+    # it did start: the daemon proper, its rtnetlink and nftables parts
+    assert {
+        "director.app",
+        "pyroute2.iproute.linux",
+        "director.network.nft",
+        "aiohttp.web",
+    } <= loaded
+    present = sorted(m for m in loaded for a in ABSENT if m == a or m.startswith(a + "."))
+    assert not present
+
+
+def test_a_lean_package_still_gives_what_its_init_defines() -> None:
+    """pyroute2 and aiohttp registered lean: their modules import without their __init__; a
+    name only the __init__ defines still comes, by running it then."""
+    code = """
+import sys
+from director.lean import lean_imports, lean_package, load_whole
+assert lean_imports() == ["pyroute2", "aiohttp"], sys.modules.get("aiohttp")
+from aiohttp import web  # reads aiohttp.__version__: taken from the __init__'s text
+import aiohttp
+assert "aiohttp.connector" not in sys.modules and aiohttp.__version__
+assert aiohttp.__version__ == __import__("importlib.metadata").metadata.version("aiohttp")
+from aiohttp.client_proto import ResponseHandler
+assert "aiohttp.connector" not in sys.modules
+assert issubclass(aiohttp.ClientOSError, aiohttp.ClientError)  # the __init__ runs now
+assert "aiohttp.connector" in sys.modules and aiohttp.ClientSession
+load_whole("aiohttp")  # once only: nothing more
+assert not lean_package("pyroute2")  # once only
+from pyroute2.iproute.linux import AsyncIPRoute
+from pyroute2 import config  # a submodule, without the __init__
+assert "pyroute2.ndb" not in sys.modules and "pyroute2.ipdb" not in sys.modules
+import pyroute2
+try:
+    pyroute2.__wrapped__  # a dunder the package does not define: no __init__ for it
+except AttributeError:
+    assert "pyroute2.ndb" not in sys.modules
+else:
+    raise AssertionError("pyroute2.__wrapped__ did not raise AttributeError")
+from pyroute2 import IPRoute  # defined by the __init__ only: it runs now
+assert "pyroute2.ndb" in sys.modules and pyroute2.__version__
+assert IPRoute.__module__ == "pyroute2.iproute.linux" and AsyncIPRoute
+try:
+    pyroute2.no_such_name
+except AttributeError:
+    pass
+else:
+    raise AssertionError("an unknown name did not raise AttributeError")
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+@pytest.mark.parametrize(
+    ("check", "client"),
+    [("tcp", False), ("http", True), ("https", True), ("exchange", True), ("smtp", False)],
+)
+def test_the_http_client_is_loaded_at_start_for_http_checks(check: str, client: bool) -> None:
+    from director.config import parse_config
+    from director.daemon import uses_http_client
+
+    text = f"""
+[[virtual_server]]
+protocol = "tcp"
+address = "198.18.0.10"
+port = 443
+  [[virtual_server.real_server]]
+  address = "198.18.1.11"
+  [[virtual_server.real_server]]
+  address = "198.18.1.12"
+  check = {{ type = "{check}" }}
+"""
+    assert uses_http_client(parse_config(text, "<test>")) is client
+    none = text.replace(f'type = "{check}"', 'type = "none"')
+    assert not uses_http_client(parse_config(none, "<test>"))
