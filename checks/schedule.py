@@ -37,7 +37,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from checks.model import Check, CheckId, CheckState, HealthChanged, ProbeResult, StartProbe
+from checks.model import (
+    Check,
+    CheckId,
+    CheckState,
+    HealthChanged,
+    ProbeOutcome,
+    ProbeResult,
+    StartProbe,
+)
 from checks.policy import Phase, Policy
 
 S = TypeVar("S")
@@ -192,6 +200,14 @@ class Scheduler(Generic[S]):
     def health(self) -> dict[CheckId, bool]:
         """Up or down by check id (with ``(ServiceKey, DestKey)`` ids: the ``Health`` map)."""
         return {cid: entry.policy.up for cid, entry in self._entries.items()}
+
+    def rows(self) -> list[tuple[CheckId, S, bool, Phase, int, ProbeOutcome | None]]:
+        """Per check: id, spec, up, phase, transitions and last outcome, as references taken
+        now (cheap on a large table; a summary is built from them elsewhere)."""
+        return [
+            (cid, e.check.spec, e.policy.up, e.policy.phase, e.policy.transitions, e.policy.last)
+            for cid, e in self._entries.items()
+        ]
 
     # -- events in, actions out --------------------------------------------------------------
 
