@@ -4,15 +4,19 @@ the loop for a scrape or a status is a consistent snapshot."""
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from ipaddress import ip_address
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, generate_latest
 
 from director.ipvs.model import Dest, DestKey, Protocol, Service, ServiceKey
 from director.ipvs.stats import Counters, DestStats, StatsSnapshot
 from director.metrics import Metrics, SnapshotCollector, Sources
+
+T = TypeVar("T")
 
 
 def _table(rng: random.Random, services: int) -> StatsSnapshot:
@@ -52,6 +56,10 @@ def _checks(rng: random.Random, n: int) -> list[dict[str, object]]:
     ]
 
 
+def _same(value: T) -> T:
+    return value
+
+
 def _reference(sources: Sources, registry: CollectorRegistry) -> bytes:
     ref = CollectorRegistry()
     ref.register(SnapshotCollector(sources))
@@ -68,8 +76,12 @@ def test_fast_text_is_prometheus_clients_text() -> None:
             for c in checks
             if rng.random() < 0.5
         }
-        sources = Sources(stats=lambda s=snap: s, checks=lambda c=checks: c,
-                          health_changed_at=changed, role=lambda: "master")  # fmt: skip
+        sources = Sources(
+            stats=functools.partial(_same, snap),
+            checks=functools.partial(_same, checks),
+            health_changed_at=changed,
+            role=lambda: "master",
+        )
         metrics = Metrics(sources)
         metrics.probed("tcp", "198.19.0.1:80", True, 0.002)
         assert metrics.render() == _reference(sources, metrics.registry), seed

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import random
-from typing import cast
+from typing import Any, cast
 
 from checks.model import ProbeResult
 from director.config import parse_config
@@ -17,7 +17,7 @@ from director.status import build_status, encode_status
 from tests.unit.test_status_page import inputs
 
 
-def _variants() -> list[dict[str, object]]:
+def _variants() -> list[dict[str, Any]]:
     return [
         {},
         {"sections": {"peer_check": None, "process": {"pid": 1, "rss_bytes": 5}}},
