@@ -19,7 +19,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, TypeVar, cast
 
 import structlog
 
@@ -42,6 +42,7 @@ CheckId = tuple[ServiceKey, DestKey]
 # The scheduling settings a resolved config check hands to the scheduler, named alike in both.
 _PARAM_FIELDS = tuple(f.name for f in dataclasses.fields(CheckParams))
 log = structlog.get_logger("director.checks")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,10 @@ def build_checks(config: Config) -> list[Check[ProbeJob]]:
     one no longer exists: validation checked it when the file was read)."""
     out: list[Check[ProbeJob]] = []
     users: dict[str, RunAs] = {}
+    # Equal jobs and params are one object: 10,000 services checking the same real server the
+    # same way share its (frozen) description. Each check keeps its own id, policy, timing and
+    # verdict; only what to probe and how is shared, never a result.
+    shared: dict[object, Any] = {}
     for vs in config.virtual_servers:
         key = vs.service_key()
         for rs in vs.real_servers:
@@ -139,6 +144,7 @@ def build_checks(config: Config) -> list[Check[ProbeJob]]:
                 kind=resolved.type,
             )
             params = CheckParams(**{name: getattr(resolved, name) for name in _PARAM_FIELDS})
+            job, params = _shared(shared, job), _shared(shared, params)
             out.append(Check(id=(key, rs.dest_key(vs)), spec=job, params=params))
     return out
 
@@ -172,6 +178,14 @@ def summarize(rows: list[CheckRow]) -> list[dict[str, object]]:
             }
         )
     return out
+
+
+def _shared(seen: dict[object, Any], value: T) -> T:
+    """The first equal value seen (``value`` itself when it is new or cannot be hashed)."""
+    try:
+        return cast(T, seen.setdefault(value, value))
+    except TypeError:
+        return value
 
 
 class HealthChecks:
