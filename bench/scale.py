@@ -122,9 +122,9 @@ def main() -> int:
     p.add_argument("--ready-within", type=float, default=900.0)
     p.add_argument(
         "--profile",
-        choices=("mem", "cpu"),
+        choices=("mem", "cpu", "gc"),
         help="run the daemon under bench.scale_profile: tracemalloc (mem) or cProfile of the "
-        "loop thread (cpu), written to /tmp/dt-scale-profile.*",
+        "loop thread (cpu) or the collector's pauses (gc), written to /tmp/dt-scale-profile.*",
     )
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="dt-scale-") as tmp, Topology() as topo:
@@ -198,7 +198,7 @@ def main() -> int:
         rss0, cpu0 = proc_figures(pid)
         time.sleep(args.rest)
         rss, cpu1 = proc_figures(pid)
-        if args.profile == "mem":
+        if args.profile in ("mem", "gc"):
             os.kill(pid, signal.SIGUSR1)
             time.sleep(5)
         pool.shutdown()

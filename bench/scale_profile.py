@@ -2,16 +2,20 @@
 
 ``DT_PROFILE=mem``: tracemalloc from start; on SIGUSR1 the largest live allocations by line and
 by traceback go to ``$DT_PROFILE_OUT.mem``. ``DT_PROFILE=cpu``: cProfile of the event loop's
-thread, written to ``$DT_PROFILE_OUT.prof`` when the daemon stops.
+thread, written to ``$DT_PROFILE_OUT.prof`` when the daemon stops. ``DT_PROFILE=gc``: the
+cyclic collector's pauses by generation (count, total, longest) to ``$DT_PROFILE_OUT.gc`` on
+SIGUSR1.
 """
 
 from __future__ import annotations
 
 import asyncio
 import cProfile
+import gc
 import os
 import signal
 import sys
+import time
 import tracemalloc
 from pathlib import Path
 from types import FrameType
@@ -22,7 +26,31 @@ MODE = os.environ.get("DT_PROFILE", "")
 OUT = os.environ.get("DT_PROFILE_OUT", "/tmp/dt-scale-profile")
 
 
+GC: dict[int, list[float]] = {}  # generation -> [collections, total s, longest s]
+_gc_started = 0.0
+
+
+def _gc_timer(phase: str, info: dict[str, int]) -> None:
+    global _gc_started
+    if phase == "start":
+        _gc_started = time.perf_counter()
+        return
+    took = time.perf_counter() - _gc_started
+    row = GC.setdefault(info["generation"], [0, 0.0, 0.0])
+    row[0] += 1
+    row[1] += took
+    row[2] = max(row[2], took)
+
+
 def dump(signum: int = 0, frame: FrameType | None = None) -> None:
+    if MODE == "gc":
+        with open(OUT + ".gc", "w") as f:
+            for generation, (n, total, longest) in sorted(GC.items()):
+                f.write(
+                    f"generation {generation}: {n:.0f} collections, {total:.2f} s in all, "
+                    f"longest {longest * 1000:.0f} ms\n"
+                )
+        return
     if MODE != "mem":
         return
     snap = tracemalloc.take_snapshot()
@@ -52,5 +80,7 @@ async def main() -> int:
 if __name__ == "__main__":
     if MODE == "mem":
         tracemalloc.start(int(os.environ.get("DT_FRAMES", "4")))
+    if MODE == "gc":
+        gc.callbacks.append(_gc_timer)
     signal.signal(signal.SIGUSR1, dump)
     sys.exit(asyncio.run(main()))

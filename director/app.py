@@ -47,6 +47,7 @@ from director.control.server import ControlServer
 from director.engine import Engine
 from director.events import Events
 from director.health import HealthChecks, ProbeJob, summarize
+from director.heap import run_paused
 from director.http import MetricsServer
 from director.intents import (
     Drain,
@@ -726,10 +727,10 @@ class Director:
 
     async def status_reply(self) -> Encoded:
         """:meth:`status` as the control socket's JSON: taken on the loop, built and encoded in
-        a worker thread that hands the GIL back after each service, so a 100,000-server status
-        does not stall the loop."""
+        a worker thread that hands the GIL back after each service, with the cyclic collector
+        paused (:mod:`director.heap`), so a 100,000-server status does not stall the loop."""
         inputs = self.status_inputs()
-        return Encoded(await asyncio.to_thread(encode_status, inputs, _yield_gil))
+        return Encoded(await asyncio.to_thread(run_paused, encode_status, inputs, _yield_gil))
 
 
 def _yield_gil() -> None:

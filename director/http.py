@@ -21,6 +21,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from director.config.model import listen_address
+from director.heap import run_paused
 from director.listener import Listener
 from director.metrics import Metrics
 from director.status import StatusInputs, build_status, encode_status
@@ -122,7 +123,9 @@ class MetricsServer:
 
     async def _handle(self, request: web.Request) -> web.Response:
         # Values are taken on the loop; the (slow, pure) text rendering runs in a thread.
-        body = await asyncio.to_thread(self.metrics.render, self.metrics.frozen_sources(), _yield)
+        body = await asyncio.to_thread(
+            run_paused, self.metrics.render, self.metrics.frozen_sources(), _yield
+        )
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _rendered(self, kind: str, render: Callable[[StatusInputs], bytes]) -> bytes:
@@ -141,7 +144,7 @@ class MetricsServer:
 
             async def render_now() -> bytes:
                 try:
-                    body = await asyncio.to_thread(render, inputs)
+                    body = await asyncio.to_thread(run_paused, render, inputs)
                     self._cache[kind] = (loop.time(), body)
                     return body
                 finally:

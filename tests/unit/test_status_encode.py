@@ -84,6 +84,7 @@ port = 80
   type = "{kind}"
   rise = 2
   fall = 2
+  attempts = {attempts}
   [[virtual_server.real_server]]
   address = "198.18.1.1"
   [[virtual_server.real_server]]
@@ -93,12 +94,14 @@ port = 80
 
 
 def test_summary_from_taken_rows_is_the_snapshots_summary() -> None:
-    text = "".join(CHECKED.format(i=i, kind=("tcp", "http")[i % 2]) for i in range(1, 9))
+    text = "".join(
+        CHECKED.format(i=i, kind=("tcp", "http")[i % 2], attempts=1 + i % 3) for i in range(1, 9)
+    )
     checks = HealthChecks(lambda changes: None, rng=random.Random(1))
     checks.scheduler.add(build_checks(parse_config(text)), 0.0)
     rng = random.Random(2)
     now = 0.0
-    for _ in range(40):  # probe results of every kind: ups, downs, errors, in between
+    for n in range(40):  # probe results of every kind: ups, downs, errors, in between
         now += 1.0
         for start in checks.scheduler.due(now):
             ok_ = rng.random() < 0.6
@@ -112,6 +115,11 @@ def test_summary_from_taken_rows_is_the_snapshots_summary() -> None:
             checks.scheduler.probe_done(start, ProbeResult(False, 0.5, "timeout"), now)
         # what was taken does not change when the checks do
         assert json.dumps(summarize(taken)) == before
+        if n == 20:  # a reload that changes some checks, and state carried to others
+            changed = parse_config(text.replace('"tcp"\n  rise', '"tcp"\n  interval = 2\n  rise'))
+            checks.scheduler.replace(build_checks(changed), now)
+            checks.scheduler.restore(checks.scheduler.snapshot().checks, now)
+            assert checks.summary() == _reference_summary(checks)
     final = checks.summary()
     assert {c["last_ok"] for c in final} >= {False} and {c["phase"] for c in final} != {"up"}
     assert any(c["transitions"] for c in final)

@@ -1,0 +1,50 @@
+"""The cyclic garbage collector kept out of the large renderings' way.
+
+A status or a scrape of a 100,000-server table allocates millions of short-lived objects in a
+worker thread. Each allocation counts towards the collector's thresholds, and a full collection
+triggered by them walks every object made since :func:`director.app.settle_heap` froze the heap
+(the checks' last outcomes, the last two IPVS readings: hundreds of thousands) while holding the
+GIL: 0.2-0.7 s during which the event loop cannot run (``bench.scale --profile gc``). The
+renderings build trees without reference cycles that reference counting frees, so while one
+runs the collector is paused; it runs again as usual when the last one ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import threading
+from collections.abc import Callable, Iterator
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_renderings = 0
+_was_enabled = True
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No automatic cyclic collection while any caller is inside (nested and threads alike);
+    the collector's previous state is restored when the last one leaves."""
+    global _renderings, _was_enabled
+    with _lock:
+        if _renderings == 0:
+            _was_enabled = gc.isenabled()
+            gc.disable()
+        _renderings += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _renderings -= 1
+            if _renderings == 0 and _was_enabled:
+                gc.enable()
+
+
+def run_paused(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """``function(*args, **kwargs)`` with the collector paused (for ``asyncio.to_thread``)."""
+    with collector_paused():
+        return function(*args, **kwargs)
