@@ -47,7 +47,7 @@ from director.control.server import ControlServer
 from director.engine import Engine
 from director.events import Events
 from director.health import HealthChecks, ProbeJob, summarize
-from director.heap import run_paused
+from director.heap import run_paused, trim
 from director.http import MetricsServer
 from director.intents import (
     Drain,
@@ -747,6 +747,7 @@ def settle_heap() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
+    trim()  # what reading and applying the config freed goes back to the system
 
 
 def file_sha256(path: Path) -> str | None:

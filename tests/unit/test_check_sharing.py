@@ -48,3 +48,18 @@ def test_equal_checks_share_their_description_not_their_verdict() -> None:
     verdicts = dict(health.scheduler.health())
     assert verdicts[failed] is False
     assert all(up for cid, up in verdicts.items() if cid != failed)
+
+
+def test_equal_real_servers_are_one_model_given_fields_alike() -> None:
+    text = "".join(SERVICE.format(i=i, timeout=3) for i in range(3))
+    text += SERVICE.format(i=9, timeout=3).replace(
+        'address = "198.19.0.1"\n', 'address = "198.19.0.1"\n  weight = 1\n'
+    )
+    vss = parse_config(text).virtual_servers
+    assert vss[0].real_servers[0] is vss[2].real_servers[0]
+    assert vss[0].real_servers[1] is vss[1].real_servers[1]
+    # weight = 1 given is the default's value but a field given: its own model
+    assert vss[3].real_servers[0] == vss[0].real_servers[0]
+    assert vss[3].real_servers[0] is not vss[0].real_servers[0]
+    assert "weight" in vss[3].real_servers[0].model_fields_set
+    assert "weight" not in vss[0].real_servers[0].model_fields_set
