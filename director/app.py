@@ -226,6 +226,7 @@ class Director:
             status_path=world.state_dir / "status.json",
             maintenance=self.maintenance,
             checks_summary=self.checks.summary,
+            checks_taken=lambda: functools.partial(summarize, self.checks.taken()),
             on_synced=self.metrics.synced,
             agent_effects=self.agents.effects,
             agents_summary=self.agents.summary,

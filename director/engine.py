@@ -76,6 +76,7 @@ class Engine:
         status_path: Path | None = None,
         maintenance: Maintenance | None = None,
         checks_summary: Callable[[], list[dict[str, object]]] = list,
+        checks_taken: Callable[[], Callable[[], list[dict[str, object]]]] | None = None,
         on_synced: Callable[[str, SyncResult | None], None] | None = None,
         agent_effects: Callable[[], Agents] = dict,
         agents_summary: Callable[[], list[dict[str, object]]] = list,
@@ -94,6 +95,9 @@ class Engine:
         # (service, destination) -> up, from the health checks; absent means up.
         self.health: dict[tuple[ServiceKey, DestKey], bool] = {}
         self.checks_summary = checks_summary  # status.json shows the checks
+        # or, cheaper on the loop: how to take them now and build the summary in the thread
+        # that writes status.json (HealthChecks.taken + summarize)
+        self.checks_taken = checks_taken
         # Drains from directorctl; the last counters read (metrics and status never wait on it).
         self.maintenance = maintenance or Maintenance()
         self.stats: StatsSnapshot | None = None
@@ -266,10 +270,20 @@ class Engine:
         atomically in a worker thread (a slow disk never holds the event loop)."""
         if self._status_file is None:
             return
-        self.status.checks = self.checks_summary()
         self.status.agents = self.agents_summary()
-        body = json.dumps(self.status.__dict__, separators=(",", ":"), default=str)
-        self._status_file.put(body.encode())
+        if self.checks_taken is None:
+            self.status.checks = self.checks_summary()
+            body = json.dumps(self.status.__dict__, separators=(",", ":"), default=str)
+            self._status_file.put(body.encode())
+            return
+        build, head = self.checks_taken(), dict(self.status.__dict__)
+        status = self.status
+
+        def encode() -> bytes:  # in the writer's thread
+            head["checks"] = status.checks = build()  # one reference, replaced whole
+            return json.dumps(head, separators=(",", ":"), default=str).encode()
+
+        self._status_file.put(encode)
 
     async def flush_status(self) -> None:
         if self._status_file is not None:

@@ -5,15 +5,21 @@ pre-encoded result is the same line, and the checks' summary built from what is 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
+import threading
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, cast
 
 from checks.model import ProbeResult
 from director.config import parse_config
 from director.control.protocol import Encoded, ok
 from director.health import CheckId, HealthChecks, build_checks, summarize
+from director.statefile import LatestWriter
 from director.status import build_status, encode_status
+from tests.unit.test_engine import setup
 from tests.unit.test_status_page import inputs
 
 
@@ -123,3 +129,49 @@ def test_summary_from_taken_rows_is_the_snapshots_summary() -> None:
     final = checks.summary()
     assert {c["last_ok"] for c in final} >= {False} and {c["phase"] for c in final} != {"up"}
     assert any(c["transitions"] for c in final)
+
+
+def test_latest_writer_makes_a_callables_content_off_the_loop(tmp_path: Path) -> None:
+    async def main() -> tuple[int, int]:
+        loop_thread = threading.get_ident()
+        made_in: list[int] = []
+
+        def make() -> bytes:
+            made_in.append(threading.get_ident())
+            return b'{"checks":[]}'
+
+        writer = LatestWriter(tmp_path / "status.json", lambda exc: None)
+        writer.put(b"old")
+        writer.put(make)  # replaces the bytes not yet written
+        await writer.flush()
+        return loop_thread, made_in[0]
+
+    loop_thread, made_in = asyncio.run(main())
+    assert made_in != loop_thread
+    assert (tmp_path / "status.json").read_bytes() == b'{"checks":[]}'
+
+
+def test_engine_builds_the_checks_of_status_json_in_the_writers_thread(tmp_path: Path) -> None:
+    engine, _, _ = setup(tmp_path)
+    built_in: list[int] = []
+    summary = [{"service": "TCP 198.18.0.20:80", "destination": "198.18.1.21:80", "up": True}]
+
+    def take() -> Callable[[], list[dict[str, object]]]:
+        def build() -> list[dict[str, object]]:
+            built_in.append(threading.get_ident())
+            return [dict(row) for row in summary]
+
+        return build
+
+    engine.checks_taken = take
+
+    async def scenario() -> int:
+        await engine.start()
+        await engine.flush_status()
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(scenario())
+    assert built_in and loop_thread not in built_in
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["checks"] == summary and status["last_sync"]["destinations"] == 2
+    assert engine.status.checks == summary  # what directorctl status shows as "checks"
