@@ -412,8 +412,7 @@ def _share_real_servers(virtual_servers: tuple[VirtualServer, ...]) -> None:
     for vs in virtual_servers:
         try:
             shared = tuple(
-                seen.setdefault((frozenset(rs.model_fields_set), rs), rs)
-                for rs in vs.real_servers
+                seen.setdefault((frozenset(rs.model_fields_set), rs), rs) for rs in vs.real_servers
             )
         except TypeError:  # a field that cannot be hashed: this service keeps its own
             continue
