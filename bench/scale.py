@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -118,6 +120,12 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--rest", type=float, default=30.0)
     p.add_argument("--ready-within", type=float, default=900.0)
+    p.add_argument(
+        "--profile",
+        choices=("mem", "cpu", "gc"),
+        help="run the daemon under bench.scale_profile: tracemalloc (mem) or cProfile of the "
+        "loop thread (cpu) or the collector's pauses (gc), written to /tmp/dt-scale-profile.*",
+    )
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="dt-scale-") as tmp, Topology() as topo:
         ns = topo.namespace("d")
@@ -133,7 +141,11 @@ def main() -> int:
         state.mkdir()
         config.write_text(render(args.services, args.dests, args.interval, state, sock))
         started = time.monotonic()
-        director = ns.spawn(*director_proc.argv(config, state, nofile=16384))
+        module = "bench.scale_profile" if args.profile else director_proc.__name__
+        director = ns.spawn(
+            "env", f"DT_PROFILE={args.profile or ''}", "DT_PROFILE_OUT=/tmp/dt-scale-profile",
+            *director_proc.argv(config, state, nofile=16384, module=module),
+        )  # fmt: skip
         pid = daemon_pid(director.proc.pid)
         total: int = args.services * args.dests
         pool = ThreadPoolExecutor(2, initializer=enter_namespace, initargs=(ns.name,))
@@ -186,6 +198,9 @@ def main() -> int:
         rss0, cpu0 = proc_figures(pid)
         time.sleep(args.rest)
         rss, cpu1 = proc_figures(pid)
+        if args.profile in ("mem", "gc"):
+            os.kill(pid, signal.SIGUSR1)
+            time.sleep(5)
         pool.shutdown()
         checks_per_s = total / args.interval
         print(

@@ -37,7 +37,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from checks.model import Check, CheckId, CheckState, HealthChanged, ProbeResult, StartProbe
+from checks.model import (
+    Check,
+    CheckId,
+    CheckState,
+    HealthChanged,
+    ProbeOutcome,
+    ProbeResult,
+    StartProbe,
+)
 from checks.policy import Phase, Policy
 
 S = TypeVar("S")
@@ -108,6 +116,15 @@ class _Entry(Generic[S]):
         self.lag = LagStats()
 
 
+# id, spec, up, phase, transitions, last outcome: one check as a summary shows it
+Row = tuple[CheckId, S, bool, Phase, int, ProbeOutcome | None]
+
+
+def _row(e: _Entry[S]) -> Row[S]:
+    policy = e.policy
+    return (e.check.id, e.check.spec, policy.up, policy.phase, policy.transitions, policy.last)
+
+
 class Scheduler(Generic[S]):
     def __init__(
         self, rng: random.Random, *, max_in_flight: int = 256, timeout_grace: float = 1.0
@@ -118,6 +135,9 @@ class Scheduler(Generic[S]):
         self.max_in_flight = max_in_flight
         self.timeout_grace = timeout_grace
         self._entries: dict[CheckId, _Entry[S]] = {}
+        # Per check, what a summary shows (rows()), kept as each result comes in: taking it for
+        # a status or a scrape of a 100,000-check table is one list copy on the loop.
+        self._rows: dict[CheckId, Row[S]] = {}
         self._timers: list[tuple[float, int, _Entry[S]]] = []  # attempts not yet due
         self._ready: deque[_Entry[S]] = deque()  # due, waiting for a slot
         self._live: dict[int, _Entry[S]] = {}  # probe_id -> entry whose result counts
@@ -147,6 +167,7 @@ class Scheduler(Generic[S]):
         """Stop checking; a probe in flight keeps its slot until it ends, its result ignored."""
         for check_id in check_ids:
             entry = self._entries.pop(check_id, None)
+            self._rows.pop(check_id, None)
             if entry is not None:
                 self._drop(entry)
 
@@ -185,6 +206,7 @@ class Scheduler(Generic[S]):
                 continue
             was_up = entry.policy.up
             entry.policy = Policy(check_id, entry.check.params, old.state)
+            self._rows[check_id] = _row(entry)
             if entry.policy.up != was_up:
                 changes.append(HealthChanged(check_id, entry.policy.up, now, "restored"))
         return changes
@@ -192,6 +214,12 @@ class Scheduler(Generic[S]):
     def health(self) -> dict[CheckId, bool]:
         """Up or down by check id (with ``(ServiceKey, DestKey)`` ids: the ``Health`` map)."""
         return {cid: entry.policy.up for cid, entry in self._entries.items()}
+
+    def rows(self) -> list[Row[S]]:
+        """Per check: id, spec, up, phase, transitions and last outcome, as they are now
+        (immutable tuples kept up to date as results come in: cheap to take on a large table;
+        a summary is built from them elsewhere). In the order the checks were added."""
+        return list(self._rows.values())
 
     # -- events in, actions out --------------------------------------------------------------
 
@@ -299,6 +327,7 @@ class Scheduler(Generic[S]):
         first = now + self.rng.random() * check.params.interval
         entry = _Entry(check, Policy(check.id, check.params), first)
         self._entries[check.id] = entry
+        self._rows[check.id] = _row(entry)
         self._arm(entry, first)
         return entry
 
@@ -349,11 +378,13 @@ class Scheduler(Generic[S]):
         policy = entry.policy
         policy.record_probe(result, now, entry.attempt)
         if not result.ok and entry.attempt < params.attempts:
+            self._rows[entry.check.id] = _row(entry)
             entry.attempt += 1
             self._arm(entry, now + params.retry_delay)
             return []
         self.rounds += 1
         change = policy.record_round(result.ok, now)
+        self._rows[entry.check.id] = _row(entry)
         self._next_round(entry, now)
         return [] if change is None else [change]
 

@@ -12,7 +12,6 @@ daemon's descriptors.
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -22,9 +21,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from director.config.model import listen_address
+from director.heap import run_paused
 from director.listener import Listener
 from director.metrics import Metrics
-from director.status import StatusInputs, build_status
+from director.status import StatusInputs, build_status, encode_status
 from director.status_page import CSP, render_page
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -123,7 +123,9 @@ class MetricsServer:
 
     async def _handle(self, request: web.Request) -> web.Response:
         # Values are taken on the loop; the (slow, pure) text rendering runs in a thread.
-        body = await asyncio.to_thread(self.metrics.render, self.metrics.frozen_sources())
+        body = await asyncio.to_thread(
+            run_paused, self.metrics.render, self.metrics.frozen_sources(), _yield
+        )
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _rendered(self, kind: str, render: Callable[[StatusInputs], bytes]) -> bytes:
@@ -142,7 +144,7 @@ class MetricsServer:
 
             async def render_now() -> bytes:
                 try:
-                    body = await asyncio.to_thread(render, inputs)
+                    body = await asyncio.to_thread(run_paused, render, inputs)
                     self._cache[kind] = (loop.time(), body)
                     return body
                 finally:
@@ -278,20 +280,8 @@ def _yield() -> None:
 
 
 def status_json(inputs: StatusInputs) -> bytes:
-    """``/status.json``: the status model as JSON (worker thread). Encoded and then freed a
-    service at a time, so no single C call (the encoder, a deallocation of the whole tree)
-    holds the GIL for the whole document."""
-    st = build_status(inputs, _yield)
-    services = st.pop("services", [])
-    head = json.dumps(st, separators=(",", ":"), default=str)
-    parts = []
-    if isinstance(services, list):
-        services.reverse()
-        while services:
-            parts.append(json.dumps(services.pop(), separators=(",", ":"), default=str))
-            _yield()
-    comma = "," if head != "{}" else ""
-    return f'{head[:-1]}{comma}"services":[{",".join(parts)}]}}'.encode()
+    """``/status.json``: the status model as JSON (worker thread), a service at a time."""
+    return encode_status(inputs, _yield, services_last=True).encode()
 
 
 def status_html(inputs: StatusInputs) -> bytes:

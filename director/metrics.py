@@ -13,7 +13,7 @@ address and protocol, port 0 and its mark).
 
 from __future__ import annotations
 
-import threading
+import functools
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 
 from director.ipvs.model import ServiceKey
 from director.ipvs.stats import Counters, StatsSnapshot
+from director.metrics_text import checks_text, ipvs_text
 from director.reconcile.reconciler import SyncResult
 
 SERVICE_LABELS = ["local_address", "local_port", "proto", "local_mark"]
@@ -81,8 +82,15 @@ class Sources:
     # The peer config check: digest, generation, peers (director.peer.service summary()).
     peers: Callable[[], dict[str, object]] = dict
     bgp: Callable[[], dict[str, object] | None] = lambda: None  # BgpService.summary()
+    # How to take the checks on the loop cheaply: returns how to build ``checks()`` later (in
+    # the worker thread that renders); None: ``checks()`` is called on the loop.
+    take_checks: Callable[[], Callable[[], list[dict[str, object]]]] | None = None
     # (service, destination) as the checks name them -> wall time of the last health change
     health_changed_at: dict[tuple[str, str], float] = field(default_factory=dict)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _bgp(bgp: dict[str, Any] | None) -> Iterator[Metric]:
@@ -120,17 +128,21 @@ def _bgp(bgp: dict[str, Any] | None) -> Iterator[Metric]:
 class SnapshotCollector(Collector):
     """Builds the snapshot-based families at each scrape (the IPVS ones only if ``ipvs``)."""
 
-    def __init__(self, sources: Sources, *, ipvs: bool = True, rest: bool = True) -> None:
+    def __init__(
+        self, sources: Sources, *, ipvs: bool = True, rest: bool = True, checks: bool = True
+    ) -> None:
         self.sources = sources
         self.ipvs = ipvs
         self.rest = rest
+        self.checks = checks
 
     def collect(self) -> Iterator[Metric]:
         if self.ipvs:
             yield from self._ipvs(self.sources.stats())
         if not self.rest:
             return
-        yield from self._checks(self.sources.checks())
+        if self.checks:
+            yield from self._checks(self.sources.checks())
         yield from self._vrrp(self.sources.vrrp())
         yield from agent_families(self.sources.agents())
         role = self.sources.role()
@@ -355,8 +367,6 @@ class Metrics:
         # Event metrics; the snapshot families are added per scrape (see render).
         self.registry = CollectorRegistry()
         r = self.registry
-        self._ipvs_lock = threading.Lock()
-        self._ipvs_cache: tuple[StatsSnapshot | None, bytes] = (None, b"")
         self.sync_seconds = Histogram(
             "director_reconcile_duration_seconds",
             "Time to plan, apply and read back one IPVS sync",
@@ -498,14 +508,25 @@ class Metrics:
     def frozen_sources(self) -> Sources:
         """The sources' current values, read now (on the event loop) for a render elsewhere."""
         s = self.sources
-        stats, checks, vrrp, role, drains = s.stats(), s.checks(), s.vrrp(), s.role(), s.drains()
+        stats, vrrp, role, drains = s.stats(), s.vrrp(), s.role(), s.drains()
+        checks: Callable[[], list[dict[str, object]]]
+        if s.take_checks is not None:
+            checks = functools.cache(s.take_checks())  # built once, where it is rendered
+        else:
+            taken = s.checks()
+
+            def checks_taken() -> list[dict[str, object]]:
+                return taken
+
+            checks = checks_taken
+
         agents = s.agents()
         peers = s.peers()
         bgp = s.bgp()
         return Sources(
             bgp=lambda: bgp,
             stats=lambda: stats,
-            checks=lambda: checks,
+            checks=checks,
             vrrp=lambda: vrrp,
             role=lambda: role,
             drains=lambda: drains,
@@ -514,22 +535,16 @@ class Metrics:
             health_changed_at=dict(s.health_changed_at),
         )
 
-    def _ipvs_text(self, sources: Sources) -> bytes:
-        """The IPVS families, rendered once per kernel reading: on a 10,000-destination table
-        that is ~90,000 series and seconds of prometheus_client's time."""
-        snap = sources.stats()
-        with self._ipvs_lock:
-            if snap is not None and self._ipvs_cache[0] is snap:
-                return self._ipvs_cache[1]
-            registry = CollectorRegistry()
-            registry.register(SnapshotCollector(sources, rest=False))
-            text = generate_latest(registry)
-            self._ipvs_cache = (snap, text)
-            return text
-
-    def render(self, sources: Sources | None = None) -> bytes:
-        """The whole exposition: IPVS (cached per reading), the other snapshots, the events."""
+    def render(self, sources: Sources | None = None, pause: Callable[[], None] = _nothing) -> bytes:
+        """The whole exposition: the IPVS and check families (:mod:`director.metrics_text`,
+        the large ones, with ``pause`` every few thousand series), the other snapshots, the
+        events. Nothing is kept between scrapes."""
         sources = sources or self.sources
         rest = CollectorRegistry()
-        rest.register(SnapshotCollector(sources, ipvs=False))
-        return self._ipvs_text(sources) + generate_latest(rest) + generate_latest(self.registry)
+        rest.register(SnapshotCollector(sources, ipvs=False, checks=False))
+        text = ipvs_text(sources.stats(), service_labels, pause)
+        text += checks_text(sources.checks(), sources.health_changed_at, pause)
+        body = "".join(text).encode()
+        del text
+        pause()
+        return body + generate_latest(rest) + generate_latest(self.registry)

@@ -97,6 +97,10 @@ def set_aside(path: Path, now: float | None = None) -> Path | None:
     return target
 
 
+def _write_made(path: Path, data: bytes | Callable[[], bytes]) -> None:
+    write_atomic(path, data() if callable(data) else data)
+
+
 class LatestWriter:
     """Writes a file that changes often (``status.json``) off the event loop, latest first.
 
@@ -109,10 +113,12 @@ class LatestWriter:
         self.path = path
         self.on_error = on_error
         self.writes = 0
-        self._pending: bytes | None = None
+        self._pending: bytes | Callable[[], bytes] | None = None
         self._task: asyncio.Task[None] | None = None
 
-    def put(self, data: bytes) -> None:
+    def put(self, data: bytes | Callable[[], bytes]) -> None:
+        """The new content, or how to make it (then made in the worker thread, at the write:
+        a large ``status.json`` is encoded off the event loop)."""
         self._pending = data
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
@@ -121,7 +127,7 @@ class LatestWriter:
         while self._pending is not None:
             data, self._pending = self._pending, None
             try:
-                await asyncio.to_thread(write_atomic, self.path, data)
+                await asyncio.to_thread(_write_made, self.path, data)
             except OSError as exc:
                 self.on_error(exc)
             self.writes += 1

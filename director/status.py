@@ -21,6 +21,7 @@ the status as ``agent.text`` / ``agent.level``, ``peer_check.head`` / ``peer_che
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,8 @@ from director.ipvs.model import DestKey, ServiceKey
 from director.ipvs.stats import DestStats, StatsSnapshot
 from director.maintenance import dest_id
 from director.status_words import agent_level, agent_words, bgp_words, peer_head, peer_lines
+
+_SEP = {False: (", ", ": "), True: (",", ":")}  # json.dumps' default separators, compact
 
 STALE_AFTER = 3  # stats intervals without a fresh reading of the kernel's table: stale
 EVENTS_SHOWN = 50
@@ -61,7 +64,9 @@ class StatusInputs:
     config_sha256: str | None
     engine_status: dict[str, Any]
     stats: StatsPair
-    checks: list[dict[str, object]]
+    # the checks' summary (HealthChecks.summary), or how to build it from what was taken on
+    # the loop (HealthChecks.taken): then it is built where the status is built
+    checks: list[dict[str, object]] | Callable[[], list[dict[str, object]]]
     health_since: Mapping[tuple[str, str], float]
     overrides: Mapping[tuple[ServiceKey, DestKey], str]
     removed_why: Mapping[str, str]
@@ -84,7 +89,8 @@ def build_status(i: StatusInputs, pause: Callable[[], None] = _nothing) -> dict[
     extra section. ``pause`` is called after each service: in a worker thread, the HTTP
     listener passes ``time.sleep(0)``, which hands the GIL to the event loop at once rather
     than after the interpreter's switch interval."""
-    by_check = {(str(c.get("service")), str(c.get("destination"))): c for c in i.checks}
+    checks = i.checks() if callable(i.checks) else i.checks
+    by_check = {(str(c.get("service")), str(c.get("destination"))): c for c in checks}
     stats, previous = i.stats.current, i.stats.previous
     services: list[dict[str, object]] = []
     for vs in i.config.virtual_servers:
@@ -169,6 +175,41 @@ def build_status(i: StatusInputs, pause: Callable[[], None] = _nothing) -> dict[
         },
         **sections,
     }
+
+
+def encode_status(
+    i: StatusInputs, pause: Callable[[], None] = _nothing, *, services_last: bool = False
+) -> str:
+    """The status as JSON text (worker thread): built, encoded and then freed a service at a
+    time, with ``pause`` between them, so no single C call (the encoder, a deallocation of the
+    whole tree) holds the GIL for the whole document. The text of ``json.dumps(build_status(i),
+    default=str)`` (``directorctl status``); ``services_last``: compact, with the services after
+    the other keys (``/status.json``)."""
+    st = build_status(i, pause)
+    order = list(st)
+    at = order.index("services")
+    services = st.pop("services")
+    parts = []
+    if isinstance(services, list):
+        services.reverse()
+        while services:
+            parts.append(json.dumps(services.pop(), default=str, separators=_SEP[services_last]))
+            pause()
+    item, key = _SEP[services_last]
+    listed = f"[{item.join(parts)}]"
+    if services_last:
+        head = json.dumps(st, separators=(item, key), default=str)
+        comma = item if head != "{}" else ""
+        return f'{head[:-1]}{comma}"services"{key}{listed}}}'
+    # the services where build_status put them
+    before = {k: st[k] for k in order[:at]}
+    after = {k: st[k] for k in order[at + 1 :]}
+    head = json.dumps(before, default=str)[:-1] if before else "{"
+    tail = json.dumps(after, default=str)[1:] if after else "}"
+    return (
+        f'{head}{item if before else ""}"services"{key}{listed}'
+        f"{item if after else ''}{tail if after else '}'}"
+    )
 
 
 def stale_reasons(now: float, stats_at: float | None, interval: float) -> list[str]:

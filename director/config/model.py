@@ -403,6 +403,23 @@ def _partial_findings(
     return [((), kind)] if kind else []
 
 
+def _share_real_servers(virtual_servers: tuple[VirtualServer, ...]) -> None:
+    """Equal real servers (same fields, same fields given) become one frozen object: 10,000
+    services over the same pool hold 10 real-server models, not 100,000 (~800 bytes each).
+    Nothing is keyed by a real server's identity; a real server's meaning within its service
+    comes from the service (``rs.dest_key(vs)``, ``rs.health_check(vs)``)."""
+    seen: dict[tuple[frozenset[str], RealServer], RealServer] = {}
+    for vs in virtual_servers:
+        try:
+            shared = tuple(
+                seen.setdefault((frozenset(rs.model_fields_set), rs), rs) for rs in vs.real_servers
+            )
+        except TypeError:  # a field that cannot be hashed: this service keeps its own
+            continue
+        if any(a is not b for a, b in zip(shared, vs.real_servers, strict=True)):
+            object.__setattr__(vs, "real_servers", shared)  # frozen: equal values, one object
+
+
 class Config(_Model):
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     kernel: KernelSettings = Field(default_factory=KernelSettings)
@@ -438,6 +455,7 @@ class Config(_Model):
             )
         if findings:
             raise_findings("Config", findings)
+        _share_real_servers(self.virtual_servers)
         return self
 
     def count(self) -> tuple[int, int]:

@@ -8,6 +8,7 @@ The status itself is built by :func:`director.status.build_status`, the one mode
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -39,12 +40,16 @@ def _text(args: dict[str, Any], name: str, required: bool = True) -> str | None:
 Ask = Callable[[Intent], Awaitable[object]]
 
 
-def handlers(status: Callable[[], dict[str, object]], ask: Ask) -> dict[str, Handler]:
-    """The control commands: ``status`` reads (it never waits behind a reload); the others are
-    intents, applied one at a time by the application object, each awaited for its result."""
+def handlers(
+    status: Callable[[], dict[str, object] | Awaitable[object]], ask: Ask
+) -> dict[str, Handler]:
+    """The control commands: ``status`` reads (it never waits behind a reload; it may be a
+    coroutine, e.g. one building the status in a worker thread); the others are intents,
+    applied one at a time by the application object, each awaited for its result."""
 
     async def do_status(args: dict[str, Any]) -> object:
-        return status()
+        result = status()
+        return await result if inspect.isawaitable(result) else result
 
     async def drain(args: dict[str, Any]) -> object:
         server = _text(args, "server")

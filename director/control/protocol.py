@@ -39,7 +39,14 @@ def decode_request(line: bytes) -> tuple[str, dict[str, Any]]:
     return name, request
 
 
+class Encoded(str):
+    """A result already encoded as JSON text (e.g. the status, encoded in a worker thread):
+    :func:`ok` puts it into the reply as is."""
+
+
 def ok(result: object) -> bytes:
+    if isinstance(result, Encoded):
+        return b'{"ok": true, "result": ' + result.encode() + b"}\n"
     return json.dumps({"ok": True, "result": result}, default=str).encode() + b"\n"
 
 

@@ -135,7 +135,13 @@ class PeerCheck:
         form = await asyncio.to_thread(canonical_form, config, key if settings else None)
         config_digest = await asyncio.to_thread(digest, form)
         generation = await self._generation(config_digest)
-        answers = await asyncio.to_thread(_answers, form, config_digest, generation)
+        if settings is None:
+            # No peer asks for the form: keep only the digest (a 100,000-server form and its
+            # encoding are ~150 MB that nothing would read).
+            form = {}
+            answers = (encode({"digest": config_digest, "generation": generation}), b"", "")
+        else:
+            answers = await asyncio.to_thread(_answers, form, config_digest, generation)
         before = self.snapshot
         self.snapshot = Snapshot(settings, key, form, config_digest, generation, *answers)
         if before is None or before.digest != config_digest:

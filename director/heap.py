@@ -1,0 +1,86 @@
+"""The cyclic garbage collector kept out of the large renderings' way.
+
+A status or a scrape of a 100,000-server table allocates millions of short-lived objects in a
+worker thread. Each allocation counts towards the collector's thresholds, and a full collection
+triggered by them walks every object made since :func:`director.app.settle_heap` froze the heap
+(the checks' last outcomes, the last two IPVS readings: hundreds of thousands) while holding the
+GIL: 0.2-0.7 s during which the event loop cannot run (``bench.scale --profile gc``). The
+renderings build trees without reference cycles that reference counting frees, so while one
+runs the collector is paused; it runs again as usual when the last one ends. The interpreter's
+switch interval is also shortened meanwhile: the event loop's thread gives up the GIL at each
+system call, and with the default 5 ms it could wait that long to get it back from the rendering
+thread after every one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import gc
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_renderings = 0
+_was_enabled = True
+_interval = 0.005
+RENDER_SWITCH_INTERVAL = 0.0005  # s: how long the loop may wait for the GIL while one renders
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No automatic cyclic collection while any caller is inside (nested and threads alike);
+    the collector's previous state is restored when the last one leaves."""
+    global _renderings, _was_enabled, _interval
+    with _lock:
+        if _renderings == 0:
+            _was_enabled = gc.isenabled()
+            gc.disable()
+            _interval = sys.getswitchinterval()
+            sys.setswitchinterval(min(_interval, RENDER_SWITCH_INTERVAL))
+        _renderings += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _renderings -= 1
+            if _renderings == 0:
+                sys.setswitchinterval(_interval)
+                if _was_enabled:
+                    gc.enable()
+
+
+def run_paused(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """``function(*args, **kwargs)`` with the collector paused (for ``asyncio.to_thread``);
+    then the C allocator gives back what the rendering freed (:func:`trim`)."""
+    try:
+        with collector_paused():
+            return function(*args, **kwargs)
+    finally:
+        trim()
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        function: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+    return function
+
+
+_trim = _malloc_trim()
+
+
+def trim() -> None:
+    """Return the C heap's free pages to the system (glibc's ``malloc_trim``): a rendering of
+    a large table frees hundreds of MB of strings and lists that glibc would otherwise keep,
+    and the daemon's resident size would stay at its highest point."""
+    if _trim is not None:
+        _trim(0)
