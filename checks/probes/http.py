@@ -62,6 +62,7 @@ T = TypeVar("T")
 BODY_LIMIT = 64 * 1024
 INLINE_MATCH = 4096  # characters of body a body_regex searches on the loop; more: in a thread
 READ_SIZE = 16384  # one recv; a status-only probe stops once the head is in
+MSG_PEEK = socket.MSG_PEEK
 HEAD_LIMIT = 8192  # bytes read looking for the end of the head
 MAX_LINE, MAX_HEADERS = 8190, 128  # aiohttp's limits for llhttp
 # The head a status-only probe judges by itself: an HTTP/1.x final status, then well-formed
@@ -399,9 +400,27 @@ class _StatusProbe(FastProbe):
     plan: HttpPlan
     reader: _Reader | None
     task: asyncio.Task[int] | None
+    LINGER_AT_CONNECT = False  # the hot path peeks: its close resets (see FastProbe.rst)
 
     def read(self, now: float) -> None:
-        sock, buffer = self.sock, self.buffer
+        sock = self.sock
+        if not self.rst:
+            # The first bytes: peeked at, not read. A plain head, judged here, is the common
+            # case: the socket closes with those bytes unread, which resets the connection
+            # without a setsockopt of the linger. Anything else is read as below (with the
+            # linger set: same bytes, same verdicts).
+            try:
+                data = sock.recv(READ_SIZE, MSG_PEEK)  # (an OSError: nothing was read)
+            except (BlockingIOError, InterruptedError):
+                return
+            if b"\r\n\r\n" in data or b"\n\n" in data or len(data) >= HEAD_LIMIT:
+                match = _plain_head(data)
+                if match is not None:
+                    self.rst = True
+                    self._judge(int(match[1]), now)
+                    return
+            self.linger()
+        buffer = self.buffer
         eof, error = False, None
         while True:
             try:
