@@ -308,16 +308,19 @@ def _plain_head(head: bytes) -> re.Match[bytes] | None:
     sets them (a line of at most 8190 bytes, at most 128 headers, at most one Content-Length,
     a number, and not next to a Transfer-Encoding)."""
     match = _PLAIN_HEAD.match(head)
-    if match is None or match.end() > MAX_LINE:
+    if match is None:
         return None
-    lines = head[: match.end()]
-    if lines.count(b"\n") > MAX_HEADERS + 2:
+    end = match.end()
+    if end > MAX_LINE:
         return None
-    lengths = _CONTENT_LENGTH.findall(lines)
+    # (a head of fewer bytes than that cannot have more lines: no count on the hot path)
+    if end > MAX_HEADERS + 2 and head.count(b"\n", 0, end) > MAX_HEADERS + 2:
+        return None
+    lengths = _CONTENT_LENGTH.findall(head, 0, end)
     if lengths and (
         len(lengths) > 1
         or not lengths[0].strip(b" \t").isdigit()
-        or b"\ntransfer-encoding:" in lines.lower()
+        or b"\ntransfer-encoding:" in head[:end].lower()
     ):
         return None  # llhttp refuses: two Content-Lengths, not a number, or with chunking
     return match
