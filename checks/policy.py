@@ -157,11 +157,10 @@ class Policy:
 
     def good_while_up(self, latency: float, now: float, attempt: int = 1) -> None:
         """``record_probe`` of a good result without a weight or an error, then
-        ``record_round(True)``,
-        for a check that is up (the hot path: thousands a second). Such a round changes no
-        verdict (:data:`TRANSITIONS` has no rule for up and good), so nothing is allocated:
-        the result is kept as fields until ``last`` is read. Same state as the two calls
-        (``tests/checks_core/test_fast_verdicts.py`` proves it)."""
+        ``record_round(True)``, for a check that is up (the hot path: thousands a second).
+        Such a round changes no verdict (:data:`TRANSITIONS` has no rule for up and good), so
+        nothing is allocated: the result is kept as fields until ``last`` is read. Same state
+        as the two calls (``tests/checks_core/test_fast_verdicts.py`` proves it)."""
         if not self.up:
             raise ValueError("good_while_up on a check that is down")
         self._fresh = True
