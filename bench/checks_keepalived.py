@@ -1,7 +1,7 @@
 """Health checks side by side with keepalived 2.2.7, in the real-kernel guest.
 
     .venv/bin/python -m bench.checks_keepalived [--servers 50] [--seconds 30] [--trials 5]
-        [--parts cpu,detect] [--baseline DIR] [--host]
+        [--parts cpu,detect] [--runs 1] [--python PATH] [--baseline DIR] [--host]
 
 keepalived exits when the kernel has no IPVS, so by default the whole comparison runs in the
 QEMU guest (same emulation, same single vCPU for both). Under TCG, though, the guest runs
@@ -17,7 +17,11 @@ cpu
     connect_timeout 1, retry 0, delay_loop 1) and by our checker (the daemon's scheduler, runner
     and probe dispatch, in its own process). CPU is utime+stime from /proc/<pid>/stat of the checker
     processes (keepalived's parent and its checker child); checks are counted server side, from
-    nginx's access log (by User-Agent). Prints CPU per check for each and the ratio.
+    nginx's access log (by User-Agent). Prints CPU per check for each and the ratio; with
+    ``--runs N``, N such runs one after the other (each with a fresh farm, keepalived and
+    checker), the ratio of each and their median. Our checker runs under this interpreter, or
+    ``--python`` (e.g. /usr/bin/python3, the one the Debian package uses, in a venv that has
+    the runtime dependencies).
 detect
     One real server checked by both at once: keepalived (HTTP_GET and TCP_CHECK) and ours
     (http, and tcp with send/expect), all with a 1 s interval, 1 s timeout, fall 1 / retry 0.
@@ -167,9 +171,15 @@ def count_requests(log: Path) -> dict[str, int]:
 
 class Lab:
     def __init__(
-        self, topo: Topology, servers: list[str], directory: Path, preload: Path | None = None
+        self,
+        topo: Topology,
+        servers: list[str],
+        directory: Path,
+        preload: Path | None = None,
+        python: str = sys.executable,
     ) -> None:
         self.topo = topo
+        self.python = python  # our checker's interpreter
         self.preload = preload  # a shim for keepalived on a kernel without IPVS (--host)
         self.dir = directory
         self.servers = servers
@@ -230,7 +240,7 @@ class Lab:
         """Our checker process; from another checkout of the project if ``root`` is given."""
         targets = self.dir / "targets"
         targets.write_text("\n".join(self.servers))
-        argv = (sys.executable, "-m", "bench.checks_keepalived", "ours", str(targets), kinds)
+        argv = (self.python, "-m", "bench.checks_keepalived", "ours", str(targets), kinds)
         if root is None:
             return self.checker.spawn(*argv)
         return self.checker.spawn("sh", "-c", 'cd "$0" && exec "$@"', root, *argv)
@@ -276,7 +286,7 @@ def measure(
 
 def part_cpu(
     lab: Lab, seconds: float, root: str | None = None, label: str = "", slices: int = 1
-) -> None:
+) -> float | None:
     """Both checkers at once, over the same farm and window: the same emulation and the same
     load on the host (under TCG, guest CPU time stretches when the host is busy)."""
     n = len(lab.servers)
@@ -316,7 +326,7 @@ def part_cpu(
     )
     print(
         f"\n== CPU per HTTP check: {n} real servers, 1 s interval, both checkers at once for"
-        f" {seconds:g} s, {where}{label}"
+        f" {seconds:g} s, {where}{label}; ours under {lab.python}"
     )
     names = {KEEPALIVED_UA: "keepalived 2.2.7 HTTP_GET", OUR_UA: "directord http"}
     one_cpu = "a CPU" if lab.preload else "the vCPU"
@@ -332,6 +342,7 @@ def part_cpu(
     k, o = figures[KEEPALIVED_UA], figures[OUR_UA]
     kp, op = k["cpu"] / max(k["checks"], 1), o["cpu"] / max(o["checks"], 1)
     print(f"ratio ours / keepalived: {op / kp:.2f}" if kp else "keepalived: no CPU measured")
+    return op / kp if kp else None
 
 
 # --- part 2: time to notice a stopped or frozen server -------------------------------------
@@ -503,11 +514,21 @@ def run_parts(args: argparse.Namespace) -> int:
         preload = build_shim(Path(tmp)) if args.host else None
 
         def lab(topo: Topology, servers: int, name: str) -> Lab:
-            return Lab(topo, addresses(servers), Path(tmp) / name, preload)
+            return Lab(topo, addresses(servers), Path(tmp) / name, preload, args.python)
 
         if "cpu" in args.parts:
-            with Topology() as topo:
-                part_cpu(lab(topo, args.servers, "cpu"), args.seconds, slices=args.slices)
+            ratios = []
+            for run in range(args.runs):
+                with Topology() as topo:
+                    label = f" (run {run + 1} of {args.runs})" if args.runs > 1 else ""
+                    farm = lab(topo, args.servers, f"cpu-{run}")
+                    ratio = part_cpu(farm, args.seconds, label=label, slices=args.slices)
+                if ratio is not None:
+                    ratios.append(ratio)
+            if args.runs > 1:
+                by_run = ", ".join(f"{r:.2f}" for r in ratios)
+                median = f"{statistics.median(ratios):.2f}" if ratios else "-"
+                print(f"\n== ratio ours / keepalived by run: {by_run}; median {median}")
             if args.baseline:
                 with Topology() as topo:
                     ours_from = f"; ours from {args.baseline}"
@@ -530,6 +551,12 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--parts", default="cpu,detect")
     p.add_argument("--slices", type=int, default=1, help="cpu: also print the window in N slices")
+    p.add_argument("--runs", type=int, default=1, help="cpu: N runs, the ratio of each, the median")
+    p.add_argument(
+        "--python",
+        default=sys.executable,
+        help="cpu, detect: the interpreter our checker runs under (default: this one)",
+    )
     p.add_argument(
         "--baseline",
         metavar="DIR",
@@ -552,7 +579,7 @@ def main() -> int:
     argv = [sys.executable, "-m", "bench.checks_keepalived", "--in-guest"]
     argv += ["--servers", str(args.servers), "--seconds", str(args.seconds)]
     argv += ["--trials", str(args.trials), "--seed", str(args.seed), "--parts", args.parts]
-    argv += ["--slices", str(args.slices)]
+    argv += ["--slices", str(args.slices), "--runs", str(args.runs), "--python", args.python]
     if args.baseline:
         argv += ["--baseline", str(Path(args.baseline).resolve())]
     result = run_in_guest(argv, timeout=args.timeout, stream=True)

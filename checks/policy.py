@@ -95,11 +95,15 @@ class Policy:
     """The health state of one check and the rules that change it."""
 
     __slots__ = (
+        "_fresh",
+        "_fresh_at",
+        "_fresh_attempt",
+        "_fresh_latency",
+        "_last",
         "bad_streak",
         "check_id",
         "good_since",
         "good_streak",
-        "last",
         "last_change",
         "params",
         "reentry_armed",
@@ -116,7 +120,12 @@ class Policy:
         self.up = state.up
         self.good_streak = state.good_streak
         self.bad_streak = state.bad_streak
-        self.last = state.last
+        self._last = state.last
+        # The last probe when it was a good one recorded by good_while_up: its fields, made
+        # into a ProbeOutcome only when someone reads ``last`` (status, metrics: rarely).
+        self._fresh = False
+        self._fresh_latency = self._fresh_at = 0.0
+        self._fresh_attempt = 1
         self.last_change = state.last_change
         self.transitions = state.transitions
         self.weight = state.weight
@@ -129,11 +138,37 @@ class Policy:
         changes nothing here."""
         if result.local is not None:
             return
-        self.last = ProbeOutcome(
+        self._fresh = False
+        self._last = ProbeOutcome(
             result.ok, result.latency, result.error, result.weight, now, attempt
         )
         if result.ok and result.weight is not None:
             self.weight = result.weight
+
+    @property
+    def last(self) -> ProbeOutcome | None:
+        """The last attempt's result (a local failure is none)."""
+        if self._fresh:
+            self._fresh = False
+            self._last = ProbeOutcome(
+                True, self._fresh_latency, None, None, self._fresh_at, self._fresh_attempt
+            )
+        return self._last
+
+    def good_while_up(self, latency: float, now: float, attempt: int = 1) -> None:
+        """``record_probe`` of a good result without a weight or an error, then
+        ``record_round(True)``, for a check that is up (the hot path: thousands a second).
+        Such a round changes no verdict (:data:`TRANSITIONS` has no rule for up and good), so
+        nothing is allocated: the result is kept as fields until ``last`` is read. Same state
+        as the two calls (``tests/checks_core/test_fast_verdicts.py`` proves it)."""
+        if not self.up:
+            raise ValueError("good_while_up on a check that is down")
+        self._fresh = True
+        self._fresh_latency, self._fresh_at, self._fresh_attempt = latency, now, attempt
+        if self.good_streak == 0:
+            self.good_since = now
+        self.good_streak += 1
+        self.bad_streak = 0
 
     def record_round(self, good: bool, now: float) -> HealthChanged | None:
         """Count one round; return the change if this round flips the state."""

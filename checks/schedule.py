@@ -142,7 +142,9 @@ class Scheduler(Generic[S]):
         self._ready: deque[_Entry[S]] = deque()  # due, waiting for a slot
         self._live: dict[int, _Entry[S]] = {}  # probe_id -> entry whose result counts
         self._orphans: dict[int, StartProbe[S]] = {}  # in flight, result ignored
-        self._deadlines: list[tuple[float, int]] = []  # (backstop, probe_id)
+        # Probes in flight by timeout, in start order: their backstops (start + timeout +
+        # grace) come in that order too, so a deque per timeout value needs no heap.
+        self._deadlines: dict[float, deque[StartProbe[S]]] = {}
         self._seq = itertools.count()
         self._probe_ids = itertools.count(1)
         self.lag = LagStats()
@@ -257,30 +259,43 @@ class Scheduler(Generic[S]):
     def expire(self, now: float) -> list[HealthChanged]:
         """Fail probes still without a result ``timeout_grace`` after their timeout."""
         changes: list[HealthChanged] = []
-        deadlines = self._deadlines
-        while deadlines and deadlines[0][0] <= now:
-            probe_id = heapq.heappop(deadlines)[1]
-            entry = self._live.pop(probe_id, None)
-            if entry is None or entry.probe is None:
-                continue
-            start = entry.probe
-            self._orphans[probe_id] = start
-            self.expired += 1
-            error = f"no result within {start.timeout:g}s"
-            changes += self._finish(entry, ProbeResult(False, now - start.started, error), now)
+        grace, live = self.timeout_grace, self._live
+        for queue in list(self._deadlines.values()):
+            while queue:
+                start = queue[0]
+                if start.probe_id not in live:
+                    queue.popleft()  # it ended
+                    continue
+                if start.started + start.timeout + grace > now:
+                    break
+                queue.popleft()
+                entry = live.pop(start.probe_id)
+                if entry.probe is not start:
+                    continue
+                self._orphans[start.probe_id] = start
+                self.expired += 1
+                error = f"no result within {start.timeout:g}s"
+                result = ProbeResult(False, now - start.started, error)
+                changes += self._finish(entry, result, now)
         return changes
 
     def next_deadline(self) -> float | None:
         """When :meth:`due` or :meth:`expire` next has work; may be in the past."""
-        deadlines, timers, ready = self._deadlines, self._timers, self._ready
-        while deadlines and deadlines[0][1] not in self._live:
-            heapq.heappop(deadlines)
+        timers, ready, live = self._timers, self._ready, self._live
+        best: float | None = None
+        for queue in self._deadlines.values():
+            while queue and queue[0].probe_id not in live:
+                queue.popleft()
+            if queue:
+                start = queue[0]
+                backstop = start.started + start.timeout + self.timeout_grace
+                if best is None or backstop < best:
+                    best = backstop
         while timers and timers[0][2].removed:
             heapq.heappop(timers)
         while ready and ready[0].removed:
             ready.popleft()
-        best = deadlines[0][0] if deadlines else None
-        if len(self._live) + len(self._orphans) < self.max_in_flight:
+        if len(live) + len(self._orphans) < self.max_in_flight:
             if ready:
                 start_at: float | None = ready[0].next_at
             else:
@@ -356,12 +371,17 @@ class Scheduler(Generic[S]):
         )
         entry.probe = start
         self._live[start.probe_id] = entry
-        heapq.heappush(
-            self._deadlines, (now + check.params.timeout + self.timeout_grace, start.probe_id)
-        )
+        queue = self._deadlines.get(start.timeout)
+        if queue is None:
+            queue = self._deadlines[start.timeout] = deque()
+        queue.append(start)
         lag = now - entry.next_at
-        entry.lag.add(lag)
-        self.lag.add(lag)
+        for stats in (entry.lag, self.lag):  # LagStats.add, inline (per probe)
+            stats.count += 1
+            stats.total += lag
+            stats.last = lag
+            if lag > stats.max:
+                stats.max = lag
         return start
 
     def _finish(self, entry: _Entry[S], result: ProbeResult, now: float) -> list[HealthChanged]:
@@ -376,6 +396,13 @@ class Scheduler(Generic[S]):
             self._next_round(entry, now)
             return []
         policy = entry.policy
+        if result.ok and policy.up and result.weight is None and result.error is None:
+            # The common case: a good round of a server that is up. No verdict can change;
+            # the policy records it in place (no result or event objects).
+            policy.good_while_up(result.latency, now, entry.attempt)
+            self.rounds += 1
+            self._next_round(entry, now)
+            return []
         policy.record_probe(result, now, entry.attempt)
         if not result.ok and entry.attempt < params.attempts:
             self._rows[entry.check.id] = _row(entry)

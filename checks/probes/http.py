@@ -62,6 +62,7 @@ T = TypeVar("T")
 BODY_LIMIT = 64 * 1024
 INLINE_MATCH = 4096  # characters of body a body_regex searches on the loop; more: in a thread
 READ_SIZE = 16384  # one recv; a status-only probe stops once the head is in
+MSG_PEEK = socket.MSG_PEEK
 HEAD_LIMIT = 8192  # bytes read looking for the end of the head
 MAX_LINE, MAX_HEADERS = 8190, 128  # aiohttp's limits for llhttp
 # The head a status-only probe judges by itself: an HTTP/1.x final status, then well-formed
@@ -307,16 +308,19 @@ def _plain_head(head: bytes) -> re.Match[bytes] | None:
     sets them (a line of at most 8190 bytes, at most 128 headers, at most one Content-Length,
     a number, and not next to a Transfer-Encoding)."""
     match = _PLAIN_HEAD.match(head)
-    if match is None or match.end() > MAX_LINE:
+    if match is None:
         return None
-    lines = head[: match.end()]
-    if lines.count(b"\n") > MAX_HEADERS + 2:
+    end = match.end()
+    if end > MAX_LINE:
         return None
-    lengths = _CONTENT_LENGTH.findall(lines)
+    # (a head of fewer bytes than that cannot have more lines: no count on the hot path)
+    if end > MAX_HEADERS + 2 and head.count(b"\n", 0, end) > MAX_HEADERS + 2:
+        return None
+    lengths = _CONTENT_LENGTH.findall(head, 0, end)
     if lengths and (
         len(lengths) > 1
         or not lengths[0].strip(b" \t").isdigit()
-        or b"\ntransfer-encoding:" in lines.lower()
+        or b"\ntransfer-encoding:" in head[:end].lower()
     ):
         return None  # llhttp refuses: two Content-Lengths, not a number, or with chunking
     return match
@@ -399,9 +403,27 @@ class _StatusProbe(FastProbe):
     plan: HttpPlan
     reader: _Reader | None
     task: asyncio.Task[int] | None
+    LINGER_AT_CONNECT = False  # the hot path peeks: its close resets (see FastProbe.rst)
 
     def read(self, now: float) -> None:
-        sock, buffer = self.sock, self.buffer
+        sock = self.sock
+        if not self.rst:
+            # The first bytes: peeked at, not read. A plain head, judged here, is the common
+            # case: the socket closes with those bytes unread, which resets the connection
+            # without a setsockopt of the linger. Anything else is read as below (with the
+            # linger set: same bytes, same verdicts).
+            try:
+                data = sock.recv(READ_SIZE, MSG_PEEK)  # (an OSError: nothing was read)
+            except (BlockingIOError, InterruptedError):
+                return
+            if b"\r\n\r\n" in data or b"\n\n" in data or len(data) >= HEAD_LIMIT:
+                match = _plain_head(data)
+                if match is not None:
+                    self.rst = True
+                    self._judge(int(match[1]), now)
+                    return
+            self.linger()
+        buffer = self.buffer
         eof, error = False, None
         while True:
             try:

@@ -14,7 +14,10 @@ call to ``done(tag, result)``:
   until a sweep passes it;
 - a near server has often completed the handshake when ``connect()`` returns: the first bytes
   go out at once, so a probe typically costs two loop wakes (start, reply);
-- the socket is closed with a reset (``LINGER_RST``): no TIME_WAIT left behind.
+- the socket is closed with a reset (``LINGER_RST``): no TIME_WAIT left behind. A probe
+  whose verdict comes from bytes it only peeked at (the HTTP status probe) needs no
+  ``setsockopt`` for that: Linux resets a connection closed with unread data (``tcp_close``);
+  it sets the linger only on the paths that read (``FastProbe.rst``).
 
 A probe never raises out of a callback: any failure is a verdict, worded like the coroutine
 probes' (``connect to 198.18.1.11:80: connection refused``, ``timed out after 1 s waiting for
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import _socket
 import asyncio
+import contextlib
 import errno
 import math
 import os
@@ -37,7 +41,7 @@ import socket
 import struct
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import structlog
 
@@ -95,7 +99,14 @@ class FastProbe:
     """One probe in flight: a socket and a state machine. Here: connect, send the plan's first
     bytes (at once if the handshake is already complete), then wait for a reply. Subclasses
     implement ``sent`` (all of the first bytes are out), ``read`` (the socket is readable in
-    state READING) and ``doing`` (for error messages)."""
+    state READING) and ``doing`` (for error messages).
+
+    ``rst`` says that closing the socket resets the connection (linger 0 is set, or unread
+    bytes are in its receive queue); if not, the linger is set just before the close. A
+    subclass that leaves bytes unread on its hot path sets ``LINGER_AT_CONNECT`` False and
+    ``rst`` itself when it does."""
+
+    LINGER_AT_CONNECT: ClassVar[bool] = True
 
     __slots__ = (
         "began",
@@ -109,6 +120,7 @@ class FastProbe:
         "pending",
         "plan",
         "poller",
+        "rst",
         "sock",
         "state",
         "tag",
@@ -139,6 +151,7 @@ class FastProbe:
         self.cleanup: Callable[[], None] | None = None  # more to close than the socket
         self.connected = False
         self.finished = False
+        self.rst = False
 
     # -- subclasses ----------------------------------------------------------------------------
 
@@ -199,7 +212,9 @@ class FastProbe:
         None when it is still being made (the probe is then watched for it)."""
         sock = self.sock = _socket.socket(family, STREAM)
         self.fd = sock.fileno()
-        sock.setsockopt(SOL_SOCKET, SO_LINGER, LINGER_RST)
+        if self.LINGER_AT_CONNECT:
+            sock.setsockopt(SOL_SOCKET, SO_LINGER, LINGER_RST)
+            self.rst = True
         error = sock.connect_ex(sockaddr)
         if error == errno.EINPROGRESS:
             try:
@@ -241,6 +256,8 @@ class FastProbe:
             if sock is not None:
                 self.sock = None
                 self.poller._probes.pop(self.fd, None)
+                if not self.rst:
+                    self.linger()
                 sock.close()
         done, tag = self.done, self.tag
         if done is not None:
@@ -292,9 +309,17 @@ class FastProbe:
             cleanup()
         sock = self.sock
         if sock is not None:
+            if not self.rst:
+                self.linger()
             self.sock = None
             self.poller._probes.pop(self.fd, None)
             sock.close()
+
+    def linger(self) -> None:
+        """From now on, closing the socket resets the connection (linger on, 0 s)."""
+        self.rst = True
+        with contextlib.suppress(OSError):  # a socket that failed: its close sends nothing
+            self.sock.setsockopt(SOL_SOCKET, SO_LINGER, LINGER_RST)
 
     def _finish(self, result: ProbeResult) -> None:
         if self.finished:

@@ -114,6 +114,56 @@ def test_probes_close_with_a_reset_and_leave_no_time_wait(lab: Lab) -> None:
     assert after == before == 0
 
 
+SPLIT_PORT = 9012  # answers 200 with its head in two pieces, then keeps the connection open
+SILENT_PORT = 9013  # accepts, reads, never answers
+
+
+async def _split_head(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nServer: slow")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"\r\nContent-Length: 3\r\n\r\nok\n")
+        await writer.drain()
+        while await reader.read(1024):
+            pass
+    writer.close()
+
+
+async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(OSError):
+        while await reader.read(1024):
+            pass
+    writer.close()
+
+
+def test_http_probes_that_read_also_close_with_a_reset(lab: Lab) -> None:
+    """The status probe's hot path only peeks at a head that came whole (its close resets: the
+    bytes are unread); a head in pieces is read, and a server that never answers times out:
+    those close with the linger set, so they leave no TIME_WAIT either. Verdicts as ever."""
+
+    async def scenario(port: int, wait: float) -> tuple[list[ProbeResult], int, int]:
+        before = time_wait_sockets(port)
+        poller = Poller(asyncio.get_running_loop())
+        plan = dispatch.plan(target(APP, port), http.HttpSpec(), wait)
+        assert plan is not None
+        results = [await poller.run(plan) for _ in range(5)]
+        poller.close()
+        await asyncio.sleep(0.1)  # any FIN exchange would be over
+        return results, before, time_wait_sockets(port)
+
+    with serving(lab, SPLIT_PORT, _split_head):
+        results, before, after = lab.prober.run(scenario(SPLIT_PORT, WAIT))
+    assert [r.error for r in results] == [None] * 5
+    assert after == before == 0
+    with serving(lab, SILENT_PORT, _silent):
+        results, before, after = lab.prober.run(scenario(SILENT_PORT, SHORT))
+    assert [r.ok for r in results] == [False] * 5
+    assert all(r.error is not None and r.error.startswith("timed out") for r in results)
+    assert after == before == 0
+
+
 def test_fallback_to_llhttp_times_out_and_closes(lab: Lab, interim_server: None) -> None:
     """A reply that is not a plain status line goes to aiohttp's parser (a task); the poller's
     timeout still ends it, with the same error, and closes the socket and the task."""
