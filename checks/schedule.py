@@ -400,6 +400,9 @@ class Scheduler(Generic[S]):
             # The common case: a good round of a server that is up. No verdict can change;
             # the policy records it in place (no result or event objects).
             policy.good_while_up(result.latency, now, entry.attempt)
+            # The summary row shows this probe's latency: it is rebuilt here too (one small
+            # tuple and outcome, ~0.6 us), so a status or scrape takes rows without a pass.
+            self._rows[entry.check.id] = _row(entry)
             self.rounds += 1
             self._next_round(entry, now)
             return []
