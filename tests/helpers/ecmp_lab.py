@@ -255,7 +255,7 @@ def flows(client: Namespace, count: int) -> Iterator[Flows]:
 @dataclass(frozen=True)
 class Survival:
     event: str
-    flows: int  # working just before the event
+    flows: int  # open just before the event
     kept: int  # with an echo after the route changed (+ one exchange interval)
     reset: int  # closed during the event (RST or EOF)
     withdrawn: float  # seconds from the event to the next hop leaving the router's route
@@ -275,9 +275,9 @@ def survival(
 ) -> Survival:
     """Act on director ``d``, time its withdrawal at the router, then wait (at most ``within``
     seconds) until every flow working before has exchanged a line after the route changed."""
-    now, before = f.status()
-    alive = sum(1 for last, closed in before if not closed and last > now - 3)
-    _, closed_before = f.working(0)
+    _, before = f.status()
+    alive = sum(1 for _, closed in before if not closed)
+    closed_before = len(before) - alive
     start = time.monotonic()
     act()
     withdrawn = lab.until(lambda hops: d.address not in hops, within=within)
@@ -299,22 +299,24 @@ def wait_for(
         time.sleep(0.5)
 
 
-EVENTS = ("drain", "cut", "kill")
+EVENTS = ("drain", "unhealthy", "cut", "kill")
 
 
 def events(lab: Lab, f: Flows, names: tuple[str, ...], *, hold_time: int) -> list[Survival]:
-    """In this order, those named: ``drain-director`` on d3 (then ``enable-director``), d2's
-    link silently cut (no FIN, no Cease: the router's hold timer; then restored), SIGKILL of
-    d1's ``directord`` (last: not restarted). After each restore, once the router has every
-    next hop again, the flows it moved back are counted as a "... back" line."""
+    """In this order, those named: ``drain-director`` on d3 (then ``enable-director``);
+    d3's services unhealthy (its checks of every real server fail through a ``prohibit`` route
+    to each in its namespace: quorum lost; then the routes removed); d2's link silently cut (no
+    FIN, no Cease: the router's hold timer; then restored); SIGKILL of d1's ``directord`` (last:
+    not restarted). After each restore, once the router has every next hop again, the flows it
+    moved back are counted too."""
     d1, d2, d3 = lab.directors[:3]
     within = hold_time * 3 + 30.0
     results = []
 
     def back(event: str, act: Callable[[], object]) -> Survival:
-        now, before = f.status()
-        alive = sum(1 for last, closed in before if not closed and last > now - 3)
-        _, closed_before = f.working(0)
+        _, before = f.status()
+        alive = sum(1 for _, closed in before if not closed)
+        closed_before = len(before) - alive
         start = time.monotonic()
         act()
         returned = lab.until(lambda hops: hops == lab.everyone, within=180)
@@ -325,6 +327,15 @@ def events(lab: Lab, f: Flows, names: tuple[str, ...], *, hold_time: int) -> lis
         act = partial(request, d3.control, "drain-director", {"timeout": 600})
         results.append(survival(lab, f, d3, "drain-director d3", act, within=within))
         results.append(back("enable-director d3", partial(request, d3.control, "enable-director")))
+    if "unhealthy" in names:
+
+        def routes(op: str) -> None:
+            for address in REAL_SERVERS:
+                d3.ns.ip("route", op, "prohibit", f"{address}/32")
+
+        act = partial(routes, "add")
+        results.append(survival(lab, f, d3, "checks of d3 failing", act, within=within))
+        results.append(back("checks of d3 passing", partial(routes, "del")))
     if "cut" in names:
         act = partial(d2.ns.ip, "link", "set", "eth0", "down")
         results.append(survival(lab, f, d2, "silent link cut d2", act, within=within))
