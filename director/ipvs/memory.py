@@ -2,9 +2,10 @@
 
 The rules follow ``net/netfilter/ipvs/ip_vs_ctl.c``: a service must exist before its
 destinations (ESRCH), duplicates are EEXIST, a missing destination is ENOENT, an unknown scheduler
-is ENOENT, thresholds out of order are ERANGE, an IPv6 persistence prefix outside 1..128 and a
-mixed-family destination that is not a tunnel are EINVAL. Dumps list a service's destinations
-newest first, as the kernel's list does (``list_add_rcu`` puts a new one at the head).
+is ENOENT, thresholds out of order are ERANGE, an IPv6 persistence prefix outside 1..128, a
+mixed-family destination that is not a tunnel and a GUE tunnel without a port are EINVAL. Dumps
+list a service's destinations newest first, as the kernel's list does (``list_add_rcu`` puts a
+new one at the head).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from director.ipvs.model import (
     Service,
     ServiceKey,
     Table,
+    TunnelType,
 )
 from director.ipvs.ops import (
     AddDest,
@@ -135,6 +137,8 @@ class MemoryIPVS:
             return errno.ERANGE
         if dest.af is not key.family and dest.fwd_method is not Forwarding.TUNNEL:
             return errno.EINVAL
+        if dest.tun_type == TunnelType.GUE and not dest.tun_port:
+            return errno.EINVAL  # ip_vs_add_dest / ip_vs_edit_dest: "tunnel port is zero"
         return 0
 
     def _apply(self, op: Op) -> int:
