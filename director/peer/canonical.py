@@ -203,7 +203,7 @@ TABLES: tuple[Table, ...] = (
     ),
     Table(
         "sync_daemon",
-        shared=("sync_id", "instance"),
+        shared=("sync_id", "instance", "mode"),
         local=("interface",),
         why_local="the interface is the machine's own",
     ),
@@ -309,6 +309,7 @@ def canonical_form(config: Config, key: bytes | None = None) -> Form:
         form["sync_daemon"] = {
             "sync_id": config.sync_daemon.sync_id,
             "instance": config.sync_daemon.instance,
+            "mode": config.sync_daemon.mode,
         }
     fwmarks: list[tuple[str, Form]] = []
     for rule in config.fwmarks:
