@@ -252,3 +252,19 @@ def test_the_reference_example_is_valid_and_means_what_it_says() -> None:
     example = section.split("```\n", 2)[1]  # untagged: the snippets tagged toml form one file
     got = {k: d.tunnel_label for k, d in dests(example).items()}
     assert got == {rs_key(11): "gue:6080 csum", rs_key(12): "gre"}
+
+
+def test_the_shared_config_digest_compares_the_tunnel_in_force_not_where_it_is_written() -> None:
+    from director.peer.canonical import canonical_form, digest
+
+    def digest_of(text: str) -> str:
+        return digest(canonical_form(parse_config(text), None))
+
+    at_service = service(
+        'forwarding = "tun"', 'tunnel_type = "gue"', "tunnel_port = 6080", servers=rs(11)
+    )
+    at_server = service(
+        'forwarding = "tun"', servers=rs(11, 'tunnel_type = "gue"', "tunnel_port = 6080")
+    )
+    assert digest_of(at_service) == digest_of(at_server)
+    assert digest_of(at_service) != digest_of(at_service.replace("6080", "6081"))
