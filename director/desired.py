@@ -96,9 +96,12 @@ def compile_dests(
             weight=weight,
             u_threshold=upper,
             l_threshold=lower,
+            **rs.tunnel_fields(vs),
         )
     sorry = vs.sorry_server
     if sorry is not None and not available:
         skey = sorry.dest_key(vs)
-        dests[skey] = Dest(key=skey, fwd_method=sorry.fwd(vs), weight=sorry.weight)
+        dests[skey] = Dest(
+            key=skey, fwd_method=sorry.fwd(vs), weight=sorry.weight, **sorry.tunnel_fields(vs)
+        )
     return dests

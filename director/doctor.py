@@ -237,16 +237,8 @@ def _active_active(config: Config, host: Host) -> Iterable[Finding]:
                 "real server, so a flow the router moves to another director is reset",
                 f'scheduler = "mh" with scheduler_flags = ["mh-port"] in {vs.display_name}',
             )
-        elif vs.on_failure == "quiesce":
-            bad += 1
-            yield Finding(
-                "warn",
-                "active-active",
-                f"{vs.display_name} quiesces failed servers: the kernel keeps a quiesced "
-                "server's hash slots but gives none to one added with weight 0, so directors "
-                "that saw the failure at different times build different tables",
-                f'on_failure = "remove" in {vs.display_name}',
-            )
+        # (on_failure = "quiesce" is fine: a weight-0 mh destination holds no slots on any
+        # director, see director.reconcile.order)
         if vs.protocol == "sctp" and host.sysctl("net.ipv4.vs.sloppy_sctp") != "1":
             bad += 1
             yield Finding(

@@ -2,7 +2,10 @@
 
 ``[sync_daemon]`` says on which interface and with which sync id; the role says which daemon:
 master -> the master daemon only (it sends this director's connections), backup -> the backup
-daemon only (it receives the master's), fault -> none. :func:`wanted` and :func:`plan` are pure;
+daemon only (it receives the master's), fault -> none. With ``mode = "both"`` (active-active
+directors, each carrying traffic) every director runs both, whatever its role: the kernel runs
+a master and a backup thread at once, sends its own connections and takes its peers'.
+:func:`wanted` and :func:`plan` are pure;
 :class:`SyncDaemonFollower` reads what runs, stops what is wrong, then starts what is missing,
 in a worker thread (the kernel calls block while the kernel threads start and stop).
 
@@ -25,11 +28,17 @@ log = structlog.get_logger("director")
 
 
 def wanted(settings: SyncDaemonConfig | None, role: Role) -> frozenset[SyncDaemon]:
-    """The sync daemons this role needs."""
-    if settings is None or role is Role.FAULT:
+    """The sync daemons this role needs (``mode = "both"``: both, whatever the role)."""
+    if settings is None:
         return frozenset()
-    state = SyncState.MASTER if role is Role.MASTER else SyncState.BACKUP
-    return frozenset({SyncDaemon(state, settings.interface, settings.sync_id)})
+    states: tuple[SyncState, ...]
+    if settings.mode == "both":
+        states = (SyncState.MASTER, SyncState.BACKUP)
+    elif role is Role.FAULT:
+        return frozenset()
+    else:
+        states = (SyncState.MASTER if role is Role.MASTER else SyncState.BACKUP,)
+    return frozenset(SyncDaemon(s, settings.interface, settings.sync_id) for s in states)
 
 
 @dataclass(frozen=True)

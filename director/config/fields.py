@@ -179,6 +179,7 @@ def sysctl_value(value: object) -> int | str:
 
 
 Port = Annotated[int, _int_in(0, 65535, "a port")]
+TunnelPort = Annotated[int, _int_in(1, 65535, "a UDP port")]
 Weight = Annotated[int, _int_in(0, 65535)]
 SorryWeight = Annotated[int, _int_in(1, 65535)]
 Fwmark = Annotated[int, _int_in(1, 2**32 - 1, "an fwmark")]

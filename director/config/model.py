@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, NamedTuple, Self
 
 from pydantic import (
     BaseModel,
@@ -47,6 +47,7 @@ from director.config.fields import (
     SocketPath,
     SorryWeight,
     Threshold,
+    TunnelPort,
     Weight,
     detail,
     error_details,
@@ -69,16 +70,22 @@ from director.ipvs.model import (
     SCHED_FLAGS,
     SVC_F_ONEPACKET,
     SVC_F_PERSISTENT,
+    TUN_F_CSUM,
+    TUN_F_NOCSUM,
+    TUN_F_REMCSUM,
     DestKey,
     Family,
     Forwarding,
     Protocol,
     ServiceKey,
+    TunnelType,
 )
 
 ProtocolName = Literal["tcp", "udp", "sctp"]
 FamilyName = Literal["ipv4", "ipv6"]
 ForwardingName = Literal["nat", "dr", "tun"]
+TunnelTypeName = Literal["ipip", "gue", "gre"]
+TunnelChecksumName = Literal["none", "csum", "remcsum"]
 SchedulerName = Literal[
     "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh"
 ]
@@ -89,6 +96,17 @@ FORWARDING: dict[str, Forwarding] = {
     "dr": Forwarding.DR,
     "tun": Forwarding.TUNNEL,
 }
+TUNNEL_TYPES: dict[str, TunnelType] = {
+    "ipip": TunnelType.IPIP,
+    "gue": TunnelType.GUE,
+    "gre": TunnelType.GRE,
+}
+TUNNEL_CHECKSUMS: dict[str, int] = {
+    "none": TUN_F_NOCSUM,
+    "csum": TUN_F_CSUM,
+    "remcsum": TUN_F_REMCSUM,
+}
+TUNNEL_KEYS = ("tunnel_type", "tunnel_port", "tunnel_checksum")
 # [kernel] keys that are sysctls, in the order they are applied.
 NAMED_SYSCTLS: tuple[tuple[str, str], ...] = (
     ("ip_forward", "net.ipv4.ip_forward"),
@@ -228,14 +246,52 @@ class KernelSettings(_Model):
         return self.tcp_timeout, self.tcpfin_timeout, self.udp_timeout
 
 
+class Tunnel(NamedTuple):
+    """(type, port, checksum) in config words, as a server gets them (see ``_Server.tunnel``)."""
+
+    type: str
+    port: int | None
+    checksum: str
+
+
 class _Server(_Model):
     address: Address
     port: Port | None = None
     forwarding: ForwardingName | None = None
+    # the encapsulation of forwarding = "tun" (see tunnel())
+    tunnel_type: TunnelTypeName | None = None
+    tunnel_port: TunnelPort | None = None
+    tunnel_checksum: TunnelChecksumName | None = None
+
+    @property
+    def sets_tunnel(self) -> bool:
+        return any(getattr(self, key) is not None for key in TUNNEL_KEYS)
 
     def fwd(self, vs: VirtualServer) -> Forwarding:
         """The forwarding method: the server's own, else the service's."""
         return FORWARDING[self.forwarding or vs.forwarding]
+
+    def tunnel(self, vs: VirtualServer) -> Tunnel:
+        """The encapsulation in words. A server that sets ``tunnel_type`` takes none of the
+        service's tunnel keys; otherwise each key it leaves out is the service's."""
+        if self.tunnel_type is not None:
+            return Tunnel(self.tunnel_type, self.tunnel_port, self.tunnel_checksum or "none")
+        return Tunnel(
+            vs.tunnel_type or "ipip",
+            self.tunnel_port if self.tunnel_port is not None else vs.tunnel_port,
+            self.tunnel_checksum or vs.tunnel_checksum or "none",
+        )
+
+    def tunnel_fields(self, vs: VirtualServer) -> dict[str, int]:
+        """``Dest``'s tun_type, tun_port, tun_flags; empty (all 0) when not a tunnel."""
+        if self.fwd(vs) is not Forwarding.TUNNEL:
+            return {}
+        kind, port, checksum = self.tunnel(vs)
+        return {
+            "tun_type": TUNNEL_TYPES[kind],
+            "tun_port": port or 0,
+            "tun_flags": TUNNEL_CHECKSUMS[checksum],
+        }
 
     def dest_key(self, vs: VirtualServer) -> DestKey:
         """The kernel key. dr/tun cannot change the port, so they use the service's."""
@@ -284,6 +340,10 @@ class VirtualServer(_Model):
     persistence_netmask: Netmask | None = None
     one_packet: Bool = False
     forwarding: ForwardingName = "nat"
+    # defaults for the real servers with forwarding = "tun" (see _Server.tunnel())
+    tunnel_type: TunnelTypeName | None = None
+    tunnel_port: TunnelPort | None = None
+    tunnel_checksum: TunnelChecksumName | None = None
     on_failure: Literal["remove", "quiesce"] = "remove"
     sorry_server: SorryServer | None = None
     check: CheckConfig | None = None
@@ -308,6 +368,10 @@ class VirtualServer(_Model):
         if findings:
             raise_findings("VirtualServer", findings, data)
         return vs
+
+    @property
+    def sets_tunnel(self) -> bool:
+        return any(getattr(self, key) is not None for key in TUNNEL_KEYS)
 
     @property
     def display_name(self) -> str:

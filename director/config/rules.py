@@ -71,6 +71,7 @@ def virtual_server_problems(vs: VirtualServer) -> list[Finding]:
         )
     findings += _check_problems(vs)
     findings += _agent_problems(vs)
+    findings += tunnel_problems(vs)
     for i, rs in enumerate(vs.real_servers):
         if rs.lower_threshold > rs.upper_threshold:
             why = " (the kernel refuses any lower threshold when upper is 0)"
@@ -81,6 +82,100 @@ def virtual_server_problems(vs: VirtualServer) -> list[Finding]:
                     f"found {rs.lower_threshold}{why if rs.upper_threshold == 0 else ''}",
                 )
             )
+    return findings
+
+
+PORT = ("tunnel_port",)
+# What each tunnel type can carry (ip_vs_xmit.c: flags are read for GUE, CSUM for GRE too).
+_CHECKSUMS = {"ipip": ("none",), "gre": ("none", "csum"), "gue": ("none", "csum", "remcsum")}
+
+
+def tunnel_problems(vs: VirtualServer) -> list[Finding]:
+    """The tunnel keys: only with ``forwarding = "tun"``; a GUE port for GUE and nothing else;
+    a checksum option the tunnel type has. The service's keys are checked where they are
+    written, a server's where it writes its own."""
+    findings: list[Finding] = []
+    if vs.sets_tunnel:
+        if vs.forwarding != "tun":
+            findings += _not_a_tunnel(vs, (), vs.forwarding)
+        else:
+            kind = vs.tunnel_type or "ipip"
+            problems = _tunnel_value_problems(kind, vs.tunnel_port, vs.tunnel_checksum, ())
+            everyone = [*vs.real_servers, *([vs.sorry_server] if vs.sorry_server else [])]
+            inheriting = [
+                s for s in everyone if s.fwd(vs) is Forwarding.TUNNEL and s.tunnel_type is None
+            ]
+            if vs.real_servers and all(s.tunnel_port is not None for s in inheriting):
+                # GUE with a port per real server: nothing takes the service's
+                problems = [p for p in problems if vs.tunnel_port is not None or p[0] != PORT]
+            findings += problems
+    servers: list[tuple[Loc, RealServer | SorryServer]] = [
+        (("real_server", i), rs) for i, rs in enumerate(vs.real_servers)
+    ]
+    if vs.sorry_server is not None:
+        servers.append((("sorry_server",), vs.sorry_server))
+    for at, server in servers:
+        if not server.sets_tunnel:
+            continue
+        fwd = server.fwd(vs)
+        if fwd is not Forwarding.TUNNEL:
+            findings += _not_a_tunnel(server, at, fwd.label)
+            continue
+        tunnel = server.tunnel(vs)
+        # report only what the server's own keys make wrong (the service's are checked above)
+        own = [
+            (loc, message)
+            for loc, message in _tunnel_value_problems(*tunnel, at)
+            if getattr(server, str(loc[-1])) is not None or server.tunnel_type is not None
+        ]
+        findings += own
+    return findings
+
+
+def _not_a_tunnel(
+    where: VirtualServer | RealServer | SorryServer, at: Loc, fwd: str
+) -> list[Finding]:
+    return [
+        (
+            (*at, key),
+            f'{key} is for forwarding = "tun": expected no {key} with forwarding = "{fwd}", '
+            f"found {show(getattr(where, key))}",
+        )
+        for key in ("tunnel_type", "tunnel_port", "tunnel_checksum")
+        if getattr(where, key) is not None
+    ]
+
+
+def _tunnel_value_problems(
+    kind: str, port: int | None, checksum: str | None, at: Loc
+) -> list[Finding]:
+    findings: list[Finding] = []
+    if kind == "gue" and port is None:
+        findings.append(
+            (
+                (*at, "tunnel_port"),
+                "expected tunnel_port (the UDP port the real servers take GUE on, e.g. 6080) "
+                'with tunnel_type = "gue", found none',
+            )
+        )
+    if kind != "gue" and port is not None:
+        findings.append(
+            (
+                (*at, "tunnel_port"),
+                f"tunnel_port is the UDP port of GUE: expected no tunnel_port with tunnel_type = "
+                f'"{kind}", found {port}',
+            )
+        )
+    allowed = _CHECKSUMS[kind]
+    if checksum is not None and checksum not in allowed:
+        choices = " or ".join(f'"{c}"' for c in allowed)
+        findings.append(
+            (
+                (*at, "tunnel_checksum"),
+                f'expected {choices} with tunnel_type = "{kind}" (remcsum is GUE only, ipip '
+                f'has no checksum), found "{checksum}"',
+            )
+        )
     return findings
 
 

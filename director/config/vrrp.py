@@ -286,6 +286,24 @@ class SyncDaemon(_Model):
     interface: Interface
     sync_id: SyncId = 0
     instance: Name | None = None
+    # "role": the master daemon on the master, the backup daemon on the backup (VRRP pairs);
+    # "both": both daemons on every director whatever its role (active-active over BGP)
+    mode: Literal["role", "both"] = "role"
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> Self:
+        if self.mode == "both" and self.instance is not None:
+            raise_findings(
+                "SyncDaemon",
+                [
+                    (
+                        ("instance",),
+                        'with mode = "both" no role drives the sync daemons: expected no '
+                        f"instance, found {show(self.instance)}",
+                    )
+                ],
+            )
+        return self
 
 
 # -- rules ------------------------------------------------------------------------------------

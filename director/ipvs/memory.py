@@ -2,9 +2,10 @@
 
 The rules follow ``net/netfilter/ipvs/ip_vs_ctl.c``: a service must exist before its
 destinations (ESRCH), duplicates are EEXIST, a missing destination is ENOENT, an unknown scheduler
-is ENOENT, thresholds out of order are ERANGE, an IPv6 persistence prefix outside 1..128 and a
-mixed-family destination that is not a tunnel are EINVAL. Dumps list a service's destinations
-newest first, as the kernel's list does (``list_add_rcu`` puts a new one at the head).
+is ENOENT, thresholds out of order are ERANGE, an IPv6 persistence prefix outside 1..128, a
+mixed-family destination that is not a tunnel and a GUE tunnel without a port are EINVAL. Dumps
+list a service's destinations newest first, as the kernel's list does (``list_add_rcu`` puts a
+new one at the head).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from director.ipvs.model import (
     Service,
     ServiceKey,
     Table,
+    TunnelType,
 )
 from director.ipvs.ops import (
     AddDest,
@@ -49,8 +51,24 @@ class MemoryIPVS:
         self.full_dumps = 0
         # Connection counts a test sets by hand (a real kernel counts its connections).
         self.conns: dict[tuple[ServiceKey, DestKey], DestConns] = {}
+        # Each destination's last non-zero weight, as __ip_vs_update_dest keeps it: set on every
+        # add (a restore from the trash too), and on an edit to a weight above 0.
+        self.last_weight: dict[tuple[ServiceKey, DestKey], int] = {}
 
     # -- reads --------------------------------------------------------------------------------
+
+    def maglev_input(self, key: ServiceKey) -> tuple[tuple[DestKey, int], ...]:
+        """What the kernel's ``mh`` table of ``key`` is a function of: the destinations with
+        a last weight above 0, in list order (head first), with that weight.
+
+        ``ip_vs_mh_permutate`` gives a destination with last weight 0 no turns and
+        ``ip_vs_mh_populate`` skips it; each other one's offset and skip are hashes of its
+        address and port under fixed keys, its turns its last weight over the gcd of them all
+        (shifted), and the slots go round by round in list order. Two directors with the same
+        input have the same table."""
+        listed = _kernel_order(self.table.dests_of(key))
+        weights = ((k, self.last_weight.get((key, k), 0)) for k in listed)
+        return tuple((k, w) for k, w in weights if w > 0)
 
     def dump(self) -> Table:
         self.full_dumps += 1
@@ -135,6 +153,8 @@ class MemoryIPVS:
             return errno.ERANGE
         if dest.af is not key.family and dest.fwd_method is not Forwarding.TUNNEL:
             return errno.EINVAL
+        if dest.tun_type == TunnelType.GUE and not dest.tun_port:
+            return errno.EINVAL  # ip_vs_add_dest / ip_vs_edit_dest: "tunnel port is zero"
         return 0
 
     def _apply(self, op: Op) -> int:
@@ -169,6 +189,7 @@ class MemoryIPVS:
             err = self._check_dest(op.service, op.dest)
             if not err:
                 table[op.dest.key] = op.dest
+                self.last_weight[(op.service, op.dest.key)] = op.dest.weight
             return err
         if isinstance(op, EditDest):
             if op.dest.key not in table:
@@ -176,6 +197,8 @@ class MemoryIPVS:
             err = self._check_dest(op.service, op.dest)
             if not err:
                 table[op.dest.key] = op.dest
+                if op.dest.weight:
+                    self.last_weight[(op.service, op.dest.key)] = op.dest.weight
             return err
         if op.key not in table:
             return errno.ENOENT

@@ -26,6 +26,7 @@ from director.ipvs.model import (
     Protocol,
     Service,
     ServiceKey,
+    TunnelType,
 )
 
 GENL_NAME = "IPVS"
@@ -126,6 +127,8 @@ class ipvs_dest(nla):
         ("IPVS_DEST_ATTR_ADDR_FAMILY", "uint16"),
         ("IPVS_DEST_ATTR_STATS64", "stats64"),
         ("IPVS_DEST_ATTR_TUN_TYPE", "uint8"),
+        # nla_get_be16 in the kernel; pyroute2 0.9.7's ipvs module says "uint16" (host order),
+        # which sends port 6080 as 0xC0 0x17 and the kernel tunnels to port 49175.
         ("IPVS_DEST_ATTR_TUN_PORT", "be16"),
         ("IPVS_DEST_ATTR_TUN_FLAGS", "uint16"),
     )
@@ -216,8 +219,9 @@ def dest_key_attrs(key: DestKey) -> list[tuple[str, Any]]:
 
 
 def dest_attrs(dest: Dest) -> list[tuple[str, Any]]:
-    """Every field, always: a SET without fwd_method would turn NAT into direct routing."""
-    return [
+    """Every field, always: a SET without fwd_method would turn NAT into direct routing (and
+    one without the tunnel attributes would turn GUE into IP-in-IP)."""
+    attrs: list[tuple[str, Any]] = [
         ("IPVS_DEST_ATTR_ADDR", addr_bytes(dest.key.address)),
         ("IPVS_DEST_ATTR_PORT", dest.key.port),
         ("IPVS_DEST_ATTR_ADDR_FAMILY", int(dest.af)),
@@ -226,6 +230,13 @@ def dest_attrs(dest: Dest) -> list[tuple[str, Any]]:
         ("IPVS_DEST_ATTR_U_THRESH", dest.u_threshold),
         ("IPVS_DEST_ATTR_L_THRESH", dest.l_threshold),
     ]
+    if dest.fwd_method is Forwarding.TUNNEL:
+        attrs += [
+            ("IPVS_DEST_ATTR_TUN_TYPE", int(dest.tun_type)),
+            ("IPVS_DEST_ATTR_TUN_PORT", dest.tun_port),
+            ("IPVS_DEST_ATTR_TUN_FLAGS", dest.tun_flags),
+        ]
+    return attrs
 
 
 # -- attributes -> model ------------------------------------------------------------------------
@@ -269,6 +280,10 @@ def parse_service(attr: Any) -> Service:
     )
 
 
+def _tunnel_type(value: int) -> int:
+    return TunnelType(value) if value in TunnelType._value2member_map_ else value
+
+
 def parse_dest(attr: Any, service_family: Family) -> tuple[Dest, tuple[int, int, int]]:
     """A dumped destination and its (active, inactive, persistent) connection counts."""
     af = attr.get_attr("IPVS_DEST_ATTR_ADDR_FAMILY") or int(service_family)
@@ -281,6 +296,9 @@ def parse_dest(attr: Any, service_family: Family) -> tuple[Dest, tuple[int, int,
         weight=attr.get_attr("IPVS_DEST_ATTR_WEIGHT"),
         u_threshold=attr.get_attr("IPVS_DEST_ATTR_U_THRESH") or 0,
         l_threshold=attr.get_attr("IPVS_DEST_ATTR_L_THRESH") or 0,
+        tun_type=_tunnel_type(attr.get_attr("IPVS_DEST_ATTR_TUN_TYPE") or 0),
+        tun_port=attr.get_attr("IPVS_DEST_ATTR_TUN_PORT") or 0,
+        tun_flags=attr.get_attr("IPVS_DEST_ATTR_TUN_FLAGS") or 0,
     )
     conns = (
         attr.get_attr("IPVS_DEST_ATTR_ACTIVE_CONNS") or 0,

@@ -58,6 +58,27 @@ class Forwarding(enum.IntEnum):
         return {Forwarding.NAT: "nat", Forwarding.TUNNEL: "tun", Forwarding.DR: "dr"}[self]
 
 
+class TunnelType(enum.IntEnum):
+    """Encapsulation of a tunnel destination (``IPVS_DEST_ATTR_TUN_TYPE``, u8).
+
+    The kernel reads the attribute from Linux 5.2 (GUE) and 5.3 (GRE); an older kernel ignores
+    it and tunnels in IP-in-IP."""
+
+    IPIP = 0  # IP_VS_CONN_F_TUNNEL_TYPE_IPIP
+    GUE = 1  # IP_VS_CONN_F_TUNNEL_TYPE_GUE: UDP to tun_port, a GUE header, then the packet
+    GRE = 2  # IP_VS_CONN_F_TUNNEL_TYPE_GRE
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+# Tunnel encapsulation flags (IPVS_DEST_ATTR_TUN_FLAGS, u16; Linux 5.3).
+TUN_F_NOCSUM = 0  # IP_VS_TUNNEL_ENCAP_FLAG_NOCSUM
+TUN_F_CSUM = 1 << 0  # IP_VS_TUNNEL_ENCAP_FLAG_CSUM: GUE's UDP checksum, GRE's checksum
+TUN_F_REMCSUM = 1 << 1  # IP_VS_TUNNEL_ENCAP_FLAG_REMCSUM: GUE remote checksum offload
+
+
 # Service flags (include/uapi/linux/ip_vs.h).
 SVC_F_PERSISTENT = 0x0001
 SVC_F_HASHED = 0x0002  # kernel-internal, reported on dump, never sent
@@ -236,13 +257,21 @@ class Service:
 
 @dataclass(frozen=True)
 class Dest:
-    """A destination (real server) of a service, with every field the daemon owns."""
+    """A destination (real server) of a service, with every field the daemon owns.
+
+    ``tun_type``, ``tun_port`` and ``tun_flags`` are the encapsulation of a
+    :attr:`Forwarding.TUNNEL` destination (:class:`TunnelType`, the UDP port of GUE, ``TUN_F_*``);
+    0 for any other forwarding method (what the kernel stores when they are not sent).
+    """
 
     key: DestKey
     fwd_method: Forwarding = Forwarding.NAT
     weight: int = 1
     u_threshold: int = 0
     l_threshold: int = 0
+    tun_type: int = TunnelType.IPIP  # an int: a newer kernel may dump a type not named here
+    tun_port: int = 0
+    tun_flags: int = 0
 
     def __eq__(self, other: object) -> bool:
         # Written out: the planner compares every destination of every service on a reload.
@@ -256,10 +285,28 @@ class Dest:
             and self.fwd_method == other.fwd_method
             and self.u_threshold == other.u_threshold
             and self.l_threshold == other.l_threshold
+            and self.tun_type == other.tun_type
+            and self.tun_port == other.tun_port
+            and self.tun_flags == other.tun_flags
         )
 
     def __hash__(self) -> int:
         return hash((self.key, self.fwd_method, self.weight, self.u_threshold, self.l_threshold))
+
+    @property
+    def tunnel_label(self) -> str:
+        """The encapsulation as text (``gue:6080 csum``); empty when not a tunnel."""
+        if self.fwd_method is not Forwarding.TUNNEL:
+            return ""
+        known = self.tun_type in TunnelType._value2member_map_
+        text = TunnelType(self.tun_type).label if known else f"type {self.tun_type}"
+        if self.tun_port:
+            text += f":{self.tun_port}"
+        if self.tun_flags & TUN_F_REMCSUM:
+            text += " remcsum"
+        elif self.tun_flags & TUN_F_CSUM:
+            text += " csum"
+        return text
 
     def __copy__(self) -> Dest:
         return self  # immutable: a copy shares it, and compares by identity (see plan)

@@ -22,6 +22,7 @@ from director.ipvs.model import (
     Protocol,
     Service,
     ServiceKey,
+    TunnelType,
 )
 
 _NLA = struct.Struct("=HH")
@@ -39,6 +40,9 @@ SVC_AF, SVC_PROTOCOL, SVC_ADDR, SVC_PORT, SVC_FWMARK = 1, 2, 3, 4, 5
 SVC_SCHED_NAME, SVC_FLAGS, SVC_TIMEOUT, SVC_NETMASK, SVC_PE_NAME = 6, 7, 8, 9, 11
 DEST_ADDR, DEST_PORT, DEST_FWD, DEST_WEIGHT, DEST_U_THRESH, DEST_L_THRESH = 1, 2, 3, 4, 5, 6
 DEST_ACTIVE, DEST_INACT, DEST_PERSIST, DEST_ADDR_FAMILY = 7, 8, 9, 11
+# Linux 5.2 (TUN_TYPE, TUN_PORT) and 5.3 (TUN_FLAGS). TUN_PORT is big-endian on the wire: the
+# kernel reads it with nla_get_be16 (pyroute2 0.9.7 declares it a host-order uint16).
+DEST_TUN_TYPE, DEST_TUN_PORT, DEST_TUN_FLAGS = 13, 14, 15
 
 
 def _attr(kind: int, payload: bytes) -> bytes:
@@ -91,12 +95,25 @@ def dest_key(key: DestKey) -> bytes:
 
 
 def dest(d: Dest) -> bytes:
-    return (
+    out = (
         dest_key(d.key)
         + _attr(DEST_FWD, _U32.pack(d.fwd_method))
         + _attr(DEST_WEIGHT, _U32.pack(d.weight))
         + _attr(DEST_U_THRESH, _U32.pack(d.u_threshold))
         + _attr(DEST_L_THRESH, _U32.pack(d.l_threshold))
+    )
+    if d.fwd_method is Forwarding.TUNNEL:
+        out += tunnel(d)
+    return out
+
+
+def tunnel(d: Dest) -> bytes:
+    """TUN_TYPE (u8), TUN_PORT (be16), TUN_FLAGS (u16): sent for every tunnel destination,
+    so that a SET replaces the whole encapsulation (absent, the kernel stores 0)."""
+    return (
+        _attr(DEST_TUN_TYPE, bytes([d.tun_type]))
+        + _attr(DEST_TUN_PORT, _BE16.pack(d.tun_port))
+        + _attr(DEST_TUN_FLAGS, _U16.pack(d.tun_flags))
     )
 
 
@@ -107,6 +124,9 @@ _DEST_KEY = struct.Struct("=HH16sHHHxxHHHxx")
 # The CMD_ATTR_DEST nest header and FWD_METHOD, WEIGHT, U_THRESH, L_THRESH (u32 each).
 _DEST_HEAD = _NLA.pack(4 + _DEST_KEY.size + 32, CMD_ATTR_DEST)
 _DEST_FIELDS = struct.Struct("=HHIHHIHHIHHI")
+# A tunnel destination's nest adds TUN_TYPE (u8 + 3 pad), TUN_PORT (be16 + pad), TUN_FLAGS.
+_DEST_TUN = struct.Struct("=HHBxxxHHHxxHHHxx")
+_DEST_HEAD_TUN = _NLA.pack(4 + _DEST_KEY.size + 32 + _DEST_TUN.size, CMD_ATTR_DEST)
 _CACHE_MAX = 1_000_000
 _dest_keys: dict[DestKey, bytes] = {}
 _service_keys: dict[ServiceKey, bytes] = {}
@@ -138,6 +158,8 @@ def dest_key_bytes(key: DestKey) -> bytes:
 
 def dest_nest(d: Dest) -> bytes:
     """``nested(CMD_ATTR_DEST, dest(d))``, the same bytes at a fraction of the cost."""
+    if d.fwd_method is Forwarding.TUNNEL:
+        return _tunnel_dest_nest(d)
     return (
         _DEST_HEAD
         + dest_key_bytes(d.key)
@@ -154,6 +176,38 @@ def dest_nest(d: Dest) -> bytes:
             8,
             DEST_L_THRESH,
             d.l_threshold,
+        )
+    )
+
+
+def _tunnel_dest_nest(d: Dest) -> bytes:
+    return (
+        _DEST_HEAD_TUN
+        + dest_key_bytes(d.key)
+        + _DEST_FIELDS.pack(
+            8,
+            DEST_FWD,
+            d.fwd_method,
+            8,
+            DEST_WEIGHT,
+            d.weight,
+            8,
+            DEST_U_THRESH,
+            d.u_threshold,
+            8,
+            DEST_L_THRESH,
+            d.l_threshold,
+        )
+        + _DEST_TUN.pack(
+            5,
+            DEST_TUN_TYPE,
+            d.tun_type,
+            6,
+            DEST_TUN_PORT,
+            _swap16(d.tun_port),
+            6,
+            DEST_TUN_FLAGS,
+            d.tun_flags,
         )
     )
 
@@ -246,6 +300,7 @@ def parse_dest(
     One pass, no intermediate dict: a read-back decodes this for every destination."""
     values = [0] * 10  # by attribute number: FWD 3 .. PERSIST 9
     addr = port = af = b""
+    tun_type = tun_port = tun_flags = 0
     offset, end = start, len(raw) if end is None else end
     unpack = _NLA.unpack_from
     while offset + 4 <= end:
@@ -261,6 +316,12 @@ def parse_dest(
             port = raw[offset + 4 : offset + 6]
         elif kind == DEST_ADDR_FAMILY:
             af = raw[offset + 4 : offset + 6]
+        elif kind == DEST_TUN_TYPE:
+            tun_type = raw[offset + 4]
+        elif kind == DEST_TUN_PORT:
+            tun_port = _BE16.unpack_from(raw, offset + 4)[0]
+        elif kind == DEST_TUN_FLAGS:
+            tun_flags = _U16.unpack_from(raw, offset + 4)[0]
         offset += (size + 3) & ~3
     seen = (af, addr, port)
     key = _parsed_dest_keys.get(seen)
@@ -277,8 +338,17 @@ def parse_dest(
         values[DEST_WEIGHT],
         values[DEST_U_THRESH],
         values[DEST_L_THRESH],
+        *_tunnel_fields(tun_type, tun_port, tun_flags),
     )
     return d, (values[DEST_ACTIVE], values[DEST_INACT], values[DEST_PERSIST])
+
+
+def _tunnel_fields(tun_type: int, tun_port: int, tun_flags: int) -> tuple[int, int, int]:
+    """The tunnel fields as the model holds them: known types as :class:`TunnelType`."""
+    return _TUNNEL_TYPES.get(tun_type, tun_type), tun_port, tun_flags
+
+
+_TUNNEL_TYPES: dict[int, int] = {int(t): t for t in TunnelType}
 
 
 def find(raw: bytes, kind: int) -> tuple[int, int] | None:

@@ -39,6 +39,7 @@ from director.config.bgp import BgpSettings
 from director.config.checks import ResolvedCheck
 from director.config.model import Config, RealServer, SorryServer, VirtualServer
 from director.config.vrrp import VirtualAddress
+from director.ipvs.model import Forwarding
 
 FORMAT = 1  # the canonical form's own version: a director with another format differs in it
 SECRET_PREFIX = "hmac-sha256:"
@@ -110,6 +111,9 @@ TABLES: tuple[Table, ...] = (
             "persistence_netmask",
             "one_packet",
             "forwarding",
+            "tunnel_type",
+            "tunnel_port",
+            "tunnel_checksum",
             "on_failure",
             "sorry_server",
             "check",
@@ -125,6 +129,9 @@ TABLES: tuple[Table, ...] = (
             "address",
             "port",
             "forwarding",
+            "tunnel_type",
+            "tunnel_port",
+            "tunnel_checksum",
             "weight",
             "upper_threshold",
             "lower_threshold",
@@ -134,7 +141,17 @@ TABLES: tuple[Table, ...] = (
         local=(),
     ),
     Table(
-        "virtual_server.sorry_server", shared=("address", "port", "forwarding", "weight"), local=()
+        "virtual_server.sorry_server",
+        shared=(
+            "address",
+            "port",
+            "forwarding",
+            "tunnel_type",
+            "tunnel_port",
+            "tunnel_checksum",
+            "weight",
+        ),
+        local=(),
     ),
     Table("check", shared=_CHECK_KEYS, local=(), secret=("password",)),
     # The feedback agent a real server gets (the service's table merged with its own): both
@@ -186,7 +203,7 @@ TABLES: tuple[Table, ...] = (
     ),
     Table(
         "sync_daemon",
-        shared=("sync_id", "instance"),
+        shared=("sync_id", "instance", "mode"),
         local=("interface",),
         why_local="the interface is the machine's own",
     ),
@@ -292,6 +309,7 @@ def canonical_form(config: Config, key: bytes | None = None) -> Form:
         form["sync_daemon"] = {
             "sync_id": config.sync_daemon.sync_id,
             "instance": config.sync_daemon.instance,
+            "mode": config.sync_daemon.mode,
         }
     fwmarks: list[tuple[str, Form]] = []
     for rule in config.fwmarks:
@@ -380,14 +398,24 @@ def _sorry(sorry: SorryServer, vs: VirtualServer) -> Form:
     return {
         "address": str(sorry.dest_key(vs)),
         "forwarding": sorry.fwd(vs).label,
+        **_tunnel(sorry, vs),
         "weight": sorry.weight,
     }
+
+
+def _tunnel(server: RealServer | SorryServer, vs: VirtualServer) -> Form:
+    """The encapsulation in force (the server's keys or its service's), only for a tunnel."""
+    if server.fwd(vs) is not Forwarding.TUNNEL:
+        return {}
+    kind, port, checksum = server.tunnel(vs)
+    return {"tunnel_type": kind, "tunnel_port": port, "tunnel_checksum": checksum}
 
 
 def _real_server(rs: RealServer, vs: VirtualServer, secrets: Secrets) -> Form:
     out: Form = {
         "name": rs.name,
         "forwarding": rs.fwd(vs).label,
+        **_tunnel(rs, vs),
         "weight": rs.weight,
         "upper_threshold": rs.upper_threshold,
         "lower_threshold": rs.lower_threshold,

@@ -25,9 +25,17 @@ bytes, port (:func:`canonical_key`) - independent of config order and reload his
   connections; only the scheduling of new connections during those few netlink requests sees
   an intermediate table.
 
-(What the list order cannot fix: a destination *added* with weight 0 has last weight 0 and no
-slots, while one set to 0 after it had weight keeps its slots. ``on_failure = "remove"`` is the
-setting that gives identical tables on every director; see docs/active-active.md.)
+Weight 0 and ``mh`` (``ip_vs_mh_permutate``): a destination's slots come from its
+``last_weight``, which ``__ip_vs_update_dest`` sets on every add and on every edit to a weight
+above 0 - so one *added* with weight 0 has no slots, while one *set* to 0 after it had weight
+keeps its slots (and a flow that hashes there finds no server unless ``mh-fallback``). Two
+directors whose histories differ (one drained a server, the other started during the drain)
+would build different tables. So for ``mh`` a weight-0 destination never holds slots: one
+whose weight goes to 0 is deleted and added again with weight 0 (restored from the trash with
+its connections, last weight 0). A destination with last weight 0 has no effect on the table,
+wherever it is in the list, so weight-0 destinations are left out of the canonical order and
+put back in it when their weight rises. ``sh`` deals its buckets by the current weight, where a
+weight-0 destination still gets one: every destination stays in the canonical order.
 """
 
 from __future__ import annotations
@@ -40,6 +48,8 @@ from director.ipvs.ops import AddDest, DelDest, EditDest, Op
 
 # Schedulers whose lookup table depends on the order of the destination list.
 ORDERED_SCHEDULERS = frozenset({"mh", "sh"})
+# Schedulers that build it from each destination's last non-zero weight (see above).
+LAST_WEIGHT_SCHEDULERS = frozenset({"mh"})
 K = TypeVar("K", bound=Hashable)
 
 
@@ -74,13 +84,23 @@ def kept_tail(want: Sequence[K], have: Sequence[K]) -> int:
 
 
 def reorder_dests(
-    service: ServiceKey, want: Mapping[DestKey, Dest], have: Mapping[DestKey, Dest]
+    service: ServiceKey,
+    want: Mapping[DestKey, Dest],
+    have: Mapping[DestKey, Dest],
+    sched_name: str = "sh",
 ) -> tuple[list[Op], list[Op]]:
     """(changes, removals) that make ``have`` (kernel list order) equal to ``want`` in canonical
     order: unwanted destinations go (removals), the kept tail is edited where it differs, the rest
-    is (re-)added before it, last key first. Empty when the list is already canonical."""
-    order = sorted(want, key=canonical_key)
-    listed = [k for k in have if k in want]
+    is (re-)added before it, last key first. Empty when the list is already canonical.
+
+    For ``mh`` (:data:`LAST_WEIGHT_SCHEDULERS`) weight-0 destinations are outside the order:
+    added anywhere with weight 0, and one that has weight in the kernel is deleted and added
+    again with weight 0, so that it holds no slots whatever the history."""
+    zero: set[DestKey] = set()
+    if sched_name in LAST_WEIGHT_SCHEDULERS:
+        zero = {k for k, d in want.items() if d.weight == 0}
+    order = sorted((k for k in want if k not in zero), key=canonical_key)
+    listed = [k for k in have if k in want and k not in zero]
     j = kept_tail(order, listed)
     changes: list[Op] = []
     for k in reversed(order[:j]):
@@ -89,6 +109,14 @@ def reorder_dests(
         changes.append(AddDest(service, want[k]))
     for k in order[j:]:
         if have[k] != want[k]:
+            changes.append(EditDest(service, want[k]))
+    for k in sorted(zero, key=canonical_key):
+        current = have.get(k)
+        if current is None:
+            changes.append(AddDest(service, want[k]))
+        elif current.weight:  # its last weight would keep its slots: re-add it at 0
+            changes += [DelDest(service, k), AddDest(service, want[k])]
+        elif current != want[k]:
             changes.append(EditDest(service, want[k]))
     removals: list[Op] = [DelDest(service, k) for k in have if k not in want]
     return changes, removals

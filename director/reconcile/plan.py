@@ -59,7 +59,7 @@ def plan(desired: Table, observed: Table, owned: Iterable[ServiceKey] = ()) -> l
             services.append(EditService(want))
         wanted, present = wanted_dests.get(key, _NONE), have_dests.get(key, _NONE)
         if ordered:  # mh/sh: the kernel list's order matters, which dict equality ignores
-            changes, drops = reorder_dests(key, wanted, present)
+            changes, drops = reorder_dests(key, wanted, present, want.sched_name)
         else:
             if wanted == present:  # by dict, in C; shared entries by identity (Reconciler.sync)
                 continue

@@ -57,6 +57,8 @@ def _share_entries(observed: Table, desired: Table, keys: set[ServiceKey]) -> No
             continue
         # mh/sh: the kernel list's order is part of the state (dict equality ignores it); keep
         # the order read back, so a list out of order is seen and repaired by the next plan
+        # (for mh a weight-0 destination may sit anywhere, but where it sits matters once its
+        # weight rises, so the view keeps the order read back for it too)
         if want.sched_name in ORDERED_SCHEDULERS and list(wanted) != list(read):
             continue
         observed.dests[key] = dict(wanted)

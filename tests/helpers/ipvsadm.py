@@ -10,6 +10,9 @@ from director.ipvs.model import (
     SCHED_FLAGS,
     SVC_F_ONEPACKET,
     SVC_F_PERSISTENT,
+    TUN_F_CSUM,
+    TUN_F_NOCSUM,
+    TUN_F_REMCSUM,
     Dest,
     DestKey,
     Family,
@@ -19,6 +22,7 @@ from director.ipvs.model import (
     Service,
     ServiceKey,
     Table,
+    TunnelType,
 )
 
 FORWARD = {"Masq": Forwarding.NAT, "Route": Forwarding.DR, "Tunnel": Forwarding.TUNNEL}
@@ -69,11 +73,13 @@ def _prefix(mask: str) -> int:
     return bin(int(ipaddress.IPv4Address(mask))).count("1")
 
 
-def parse(text: str, thresholds_text: str | None = None) -> Table:
-    """``ipvsadm -Ln`` output (and optionally ``ipvsadm -Ln --thresholds``) as a Table."""
+def parse(text: str, thresholds_text: str | None = None, tunnels_text: str | None = None) -> Table:
+    """``ipvsadm -Ln`` output (and optionally ``ipvsadm -Ln --thresholds`` and ``ipvsadm -Ln
+    --tun-info``) as a Table."""
     table = Table()
     current: ServiceKey | None = None
     thresholds = _thresholds(thresholds_text) if thresholds_text else {}
+    tunnels = tunnel_info(tunnels_text) if tunnels_text else {}
     for line in text.splitlines():
         if line.startswith(("IP Virtual Server", "Prot ", "  -> RemoteAddress")):
             continue
@@ -82,7 +88,10 @@ def parse(text: str, thresholds_text: str | None = None) -> Table:
             addr, forward, weight, *_ = line[5:].split()
             address, port = _hostport(addr)
             upper, lower = thresholds.get((current, DestKey(address, port)), (0, 0))
-            dest = Dest(DestKey(address, port), FORWARD[forward], int(weight), upper, lower)
+            tunnel = tunnels.get((current, DestKey(address, port)), (0, 0, 0))
+            dest = Dest(
+                DestKey(address, port), FORWARD[forward], int(weight), upper, lower, *tunnel
+            )
             table.dests[current][dest.key] = dest
         elif line.strip():
             svc = _service(line)
@@ -108,6 +117,35 @@ def _thresholds(text: str) -> dict[tuple[ServiceKey, DestKey], tuple[int, int]]:
     return out
 
 
+TUNNEL_TYPES = {"ipip": TunnelType.IPIP, "gue": TunnelType.GUE, "gre": TunnelType.GRE}
+# How ipvsadm 1.31 prints the checksum flags in TunnelInfo (its tunflags table).
+TUNNEL_FLAGS = {"-c": TUN_F_NOCSUM, "+c": TUN_F_CSUM, "r+c": TUN_F_REMCSUM}
+
+
+def tunnel_info(text: str) -> dict[tuple[ServiceKey, DestKey], tuple[int, int, int]]:
+    """``ipvsadm -Ln --tun-info`` (ipvsadm 1.31): each tunnel destination's (type, port, flags)
+    from its TunnelInfo column, ``ipip``, ``gue:6080:-c``, ``gre:+c`` (``-c`` no checksum,
+    ``+c`` checksum, ``r+c`` remote checksum); ``n/a`` for the other forwarding methods."""
+    out: dict[tuple[ServiceKey, DestKey], tuple[int, int, int]] = {}
+    current: ServiceKey | None = None
+    for line in text.splitlines():
+        if line.startswith(("IP Virtual Server", "Prot ", "  -> RemoteAddress")) or not line:
+            continue
+        if line.startswith("  -> "):
+            assert current is not None
+            addr, _forward, info, *_ = line[5:].split()
+            if info == "n/a":
+                continue
+            kind, *rest = info.split(":")
+            port = next((int(w) for w in rest if w.isdigit()), 0)
+            flags = next((TUNNEL_FLAGS[w] for w in rest if w in TUNNEL_FLAGS), 0)
+            address, dport = _hostport(addr)
+            out[(current, DestKey(address, dport))] = (TUNNEL_TYPES[kind], port, flags)
+        else:
+            current = _service(line).key
+    return out
+
+
 def persistent_conns(text: str) -> dict[DestKey, int]:
     """``ipvsadm -Ln --persistent-conn`` output: each destination's persistence templates."""
     out: dict[DestKey, int] = {}
@@ -125,7 +163,10 @@ def read_table(netns: str | None = None) -> Table:
     thr = subprocess.run(
         [*prefix, "ipvsadm", "-Ln", "--thresholds"], check=True, capture_output=True, text=True
     )
-    return parse(plain.stdout, thr.stdout)
+    tun = subprocess.run(
+        [*prefix, "ipvsadm", "-Ln", "--tun-info"], check=True, capture_output=True, text=True
+    )
+    return parse(plain.stdout, thr.stdout, tun.stdout)
 
 
 def ipvsadm(*args: str, netns: str | None = None) -> str:

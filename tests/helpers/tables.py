@@ -9,6 +9,9 @@ from hypothesis import strategies as st
 from director.ipvs.model import (
     SVC_F_ONEPACKET,
     SVC_F_PERSISTENT,
+    TUN_F_CSUM,
+    TUN_F_NOCSUM,
+    TUN_F_REMCSUM,
     Dest,
     DestKey,
     Family,
@@ -18,6 +21,7 @@ from director.ipvs.model import (
     Service,
     ServiceKey,
     Table,
+    TunnelType,
 )
 
 V4 = [ipaddress.IPv4Address(f"198.18.0.{i}") for i in range(1, 4)]
@@ -62,14 +66,29 @@ def dests(draw: st.DrawFn, key: ServiceKey) -> dict[DestKey, Dest]:
     for address in addresses:
         dkey = DestKey.of(address, draw(st.sampled_from([0, 80, 8080])))
         upper = draw(st.integers(0, 100))
+        fwd = draw(st.sampled_from(list(Forwarding)))
         out[dkey] = Dest(
             key=dkey,
-            fwd_method=draw(st.sampled_from(list(Forwarding))),
+            fwd_method=fwd,
             weight=draw(st.integers(0, 100)),
             u_threshold=upper,
             l_threshold=draw(st.integers(0, upper)),
+            **(draw(tunnels()) if fwd is Forwarding.TUNNEL else {}),
         )
     return out
+
+
+@st.composite
+def tunnels(draw: st.DrawFn) -> dict[str, int]:
+    """Tunnel fields the kernel accepts: a GUE destination needs a port (asymmetric bytes
+    such as 6080 = 0x17C0 catch a byte-order mistake; 1 and 65535 the edges)."""
+    tun_type = draw(st.sampled_from(list(TunnelType)))
+    ports = st.sampled_from([1, 6080, 6081, 65535]) | st.integers(1, 65535)
+    return {
+        "tun_type": tun_type,
+        "tun_port": draw(ports) if tun_type is TunnelType.GUE else 0,
+        "tun_flags": draw(st.sampled_from([TUN_F_NOCSUM, TUN_F_CSUM, TUN_F_REMCSUM])),
+    }
 
 
 @st.composite

@@ -252,6 +252,7 @@ SHARED_EDITS: list[tuple[tuple[str | int, ...], object]] = [
     (("network", "rp_filter"), "keep"),
     (("sync_daemon", "sync_id"), 8),
     (("sync_daemon", "instance"), "VI_2"),
+    (("sync_daemon", "mode"), "both"),
     (("vrrp_instance", 0, "name"), "VI_9"),
     (("vrrp_instance", 0, "vrid"), 61),
     (("vrrp_instance", 1, "version"), 2),
@@ -289,6 +290,15 @@ SHARED_EDITS: list[tuple[tuple[str | int, ...], object]] = [
     (("virtual_server", 1, "one_packet"), False),
     (("virtual_server", 1, "forwarding"), "tun"),
     (("virtual_server", 0, "on_failure"), "quiesce"),
+    (("virtual_server", 1, "tunnel_type"), "gre"),
+    (("virtual_server", 1, "tunnel_port"), 6080),
+    (("virtual_server", 1, "tunnel_checksum"), "csum"),
+    (("virtual_server", 1, "real_server", 0, "tunnel_type"), "gre"),
+    (("virtual_server", 1, "real_server", 0, "tunnel_port"), 6080),
+    (("virtual_server", 1, "real_server", 0, "tunnel_checksum"), "csum"),
+    (("virtual_server", 0, "sorry_server", "tunnel_type"), "gre"),
+    (("virtual_server", 0, "sorry_server", "tunnel_port"), 6080),
+    (("virtual_server", 0, "sorry_server", "tunnel_checksum"), "csum"),
     (("virtual_server", 0, "sorry_server", "address"), "198.18.1.98"),
     (("virtual_server", 0, "sorry_server", "port"), 8080),
     (("virtual_server", 0, "sorry_server", "forwarding"), "dr"),
@@ -481,6 +491,44 @@ FIXUPS: dict[tuple[str | int, ...], list[tuple[tuple[str | int, ...], object]]] 
         (("virtual_server", 0, "sorry_server", "port"), 443)
     ],
     ("fwmark", 0, "mark"): [(("policy_route", 0, "fwmark"), 81)],
+    # both daemons whatever the role: no instance drives them
+    ("sync_daemon", "mode"): [(("sync_daemon", "instance"), None)],
+    # the tunnel keys are for forwarding = "tun" (and a port for GUE only)
+    ("virtual_server", 1, "tunnel_type"): [(("virtual_server", 1, "forwarding"), "tun")],
+    ("virtual_server", 1, "tunnel_port"): [
+        (("virtual_server", 1, "forwarding"), "tun"),
+        (("virtual_server", 1, "tunnel_type"), "gue"),
+    ],
+    ("virtual_server", 1, "tunnel_checksum"): [
+        (("virtual_server", 1, "forwarding"), "tun"),
+        (("virtual_server", 1, "tunnel_type"), "gre"),
+    ],
+    ("virtual_server", 1, "real_server", 0, "tunnel_type"): [
+        (("virtual_server", 1, "forwarding"), "tun")
+    ],
+    ("virtual_server", 1, "real_server", 0, "tunnel_port"): [
+        (("virtual_server", 1, "forwarding"), "tun"),
+        (("virtual_server", 1, "real_server", 0, "tunnel_type"), "gue"),
+    ],
+    ("virtual_server", 1, "real_server", 0, "tunnel_checksum"): [
+        (("virtual_server", 1, "forwarding"), "tun"),
+        (("virtual_server", 1, "tunnel_type"), "gue"),
+        (("virtual_server", 1, "tunnel_port"), 6080),
+    ],
+    ("virtual_server", 0, "sorry_server", "tunnel_type"): [
+        (("virtual_server", 0, "sorry_server", "forwarding"), "tun"),
+        (("virtual_server", 0, "sorry_server", "port"), 443),
+    ],
+    ("virtual_server", 0, "sorry_server", "tunnel_port"): [
+        (("virtual_server", 0, "sorry_server", "forwarding"), "tun"),
+        (("virtual_server", 0, "sorry_server", "port"), 443),
+        (("virtual_server", 0, "sorry_server", "tunnel_type"), "gue"),
+    ],
+    ("virtual_server", 0, "sorry_server", "tunnel_checksum"): [
+        (("virtual_server", 0, "sorry_server", "forwarding"), "tun"),
+        (("virtual_server", 0, "sorry_server", "port"), 443),
+        (("virtual_server", 0, "sorry_server", "tunnel_type"), "gre"),
+    ],
     # the kernel backend speaks to no neighbour itself (BIRD/FRR do)
     ("bgp", "backend"): [(("bgp", "neighbor"), [])],
     # an announcement names services on its own address

@@ -154,3 +154,52 @@ async def test_apply_repairs_a_daemon_stopped_by_hand() -> None:
     k.stop_sync_daemon(SyncState.MASTER)  # ipvsadm --stop-daemon master
     await follower.apply()  # the daemon's periodic resync
     assert k.sync_daemons() == [MASTER]
+
+
+BOTH = Settings(interface="eth1", sync_id=7, mode="both")
+
+
+def test_mode_both_wants_both_daemons_whatever_the_role() -> None:
+    for role in Role:
+        assert wanted(BOTH, role) == {MASTER, BACKUP}, role
+
+
+@pytest.mark.asyncio
+async def test_follower_in_mode_both_and_switching_modes_on_reload() -> None:
+    k = MemoryIPVS()
+    follower = SyncDaemonFollower(k, BOTH)
+    await follower(Role.MASTER)
+    assert k.sync_daemons() == [MASTER, BACKUP]
+    requests = k.requests
+    await follower(Role.FAULT)  # the role does not matter: nothing to do
+    assert k.requests == requests + 1
+    assert k.sync_daemons() == [MASTER, BACKUP]
+    # a reload back to mode = "role": the backup of a director in fault goes too
+    await follower.update(SETTINGS)
+    assert k.sync_daemons() == []
+    await follower(Role.BACKUP)
+    assert k.sync_daemons() == [BACKUP]
+    await follower.update(BOTH)  # and to "both" again: the master daemon joins it
+    assert k.sync_daemons() == [MASTER, BACKUP]
+    await follower.stop()
+    assert k.sync_daemons() == []
+
+
+def test_mode_both_has_no_instance() -> None:
+    from director.config import ConfigError, parse_config
+
+    text = (
+        '[[vrrp_instance]]\nname = "VI_1"\ninterface = "eth0"\nvrid = 1\npriority = 100\n'
+        'virtual_addresses = ["198.18.0.10/24"]\n'
+        '[sync_daemon]\ninterface = "eth1"\nmode = "both"\ninstance = "VI_1"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "t.toml")
+    [problem] = info.value.problems
+    assert problem.location == "sync_daemon.instance"
+    assert 'with mode = "both" no role drives the sync daemons' in problem.message
+    assert 'found "VI_1"' in problem.message
+    with pytest.raises(ConfigError) as info:
+        parse_config('[sync_daemon]\ninterface = "eth1"\nmode = "active"\n', "t.toml")
+    assert info.value.problems[0].location == "sync_daemon.mode"
+    parse_config('[sync_daemon]\ninterface = "eth1"\nmode = "both"\n')

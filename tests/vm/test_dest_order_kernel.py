@@ -85,3 +85,32 @@ def test_the_planner_keeps_the_canonical_order_in_the_kernel(kernel: NetlinkIPVS
     assert kernel.execute(plan(desired(ADDRESSES[1:]), kernel.dump(), [KEY])) == []
     assert kernel.execute(plan(desired(ADDRESSES), kernel.dump(), [KEY])) == []
     assert listed(kernel) == canonical
+
+
+def test_a_drained_mh_destination_is_added_again_at_weight_0_and_back_in_order(
+    kernel: NetlinkIPVS,
+) -> None:
+    """The planner's drain of an mh destination on the real kernel: deleted and added again
+    at weight 0 (its last weight then 0: no slots, as on a director that added it at 0), the
+    others untouched and in order; its weight back: the list canonical again."""
+
+    def desired(weights: dict[str, int]) -> Table:
+        dests = {dest(a).key: Dest(dest(a).key, Forwarding.DR, w) for a, w in weights.items()}
+        return Table({KEY: Service(KEY, "mh")}, {KEY: dests})
+
+    full = dict.fromkeys(ADDRESSES, 5)
+    canonical = [
+        str(k.address) for k in sorted((dest(x).key for x in ADDRESSES), key=canonical_key)
+    ]
+    assert kernel.execute(plan(desired(full), kernel.dump(), [KEY])) == []
+    assert listed(kernel) == canonical
+    drained = dict(full, **{canonical[2]: 0})
+    ops = plan(desired(drained), kernel.dump(), [KEY])
+    assert [type(op).__name__ for op in ops] == ["DelDest", "AddDest"]
+    assert kernel.execute(ops) == []
+    assert listed(kernel) == [canonical[2], *canonical[:2], *canonical[3:]]
+    assert kernel.dump().dests_of(KEY)[dest(canonical[2]).key].weight == 0
+    assert plan(desired(drained), kernel.dump(), [KEY]) == []  # settled
+    assert kernel.execute(plan(desired(full), kernel.dump(), [KEY])) == []
+    assert listed(kernel) == canonical
+    assert plan(desired(full), kernel.dump(), [KEY]) == []

@@ -15,6 +15,8 @@ from director.ipvs.model import (
     SVC_F_PERSISTENT,
     SVC_F_SCHED1,
     SVC_F_SCHED2,
+    TUN_F_CSUM,
+    TUN_F_REMCSUM,
     Dest,
     DestKey,
     Family,
@@ -23,10 +25,11 @@ from director.ipvs.model import (
     Service,
     ServiceKey,
     Table,
+    TunnelType,
 )
 from director.ipvs.netlink import NetlinkIPVS
 from director.reconcile.plan import plan
-from tests.helpers.ipvsadm import ipvsadm, read_table
+from tests.helpers.ipvsadm import ipvsadm, read_table, tunnel_info
 
 pytestmark = pytest.mark.vm
 
@@ -63,6 +66,17 @@ def every_field() -> Table:
         d("198.18.1.11", 8080, Forwarding.NAT, 3, 100, 10),
         d("198.18.1.12", 80, Forwarding.DR, 0),
         d("198.18.1.13", 80, Forwarding.TUNNEL, 65535),
+        Dest(DestKey(ip("198.18.1.14"), 80), Forwarding.TUNNEL, 2, 0, 0, TunnelType.GUE, 6080),
+        Dest(
+            DestKey(ip("198.18.1.15"), 80),
+            Forwarding.TUNNEL,
+            2,
+            0,
+            0,
+            TunnelType.GRE,
+            0,
+            TUN_F_CSUM,
+        ),
     )
     udp = ServiceKey.inet(Protocol.UDP, ip("198.18.0.10"), 53)
     add(
@@ -91,7 +105,7 @@ def test_every_field_is_programmed_and_read_back(kernel: NetlinkIPVS) -> None:
     desired = every_field()
     assert kernel.execute(plan(desired, kernel.dump())) == []
     assert kernel.dump() == desired
-    assert read_table() == desired
+    assert read_table() == desired, ipvsadm("-Ln", "--tun-info")
     assert plan(desired, kernel.dump()) == []
 
 
@@ -183,3 +197,50 @@ def test_refusals_mid_batch_are_matched_to_their_requests(kernel: NetlinkIPVS) -
     assert result.full and result.ok
     assert read_table() == changed
     assert plan(changed, kernel.dump()) == []
+
+
+def test_gue_tunnel_port_reaches_the_kernel_big_endian(kernel: NetlinkIPVS) -> None:
+    """A GUE destination on port 6080 (0x17C0: byte-swapped it would be 49175), from a config
+    file through desired state and plan: the kernel holds 6080 (ipvsadm --tun-info, an
+    independent reader, and our own dump), a GRE one with its checksum flag too, and a reload
+    of the unchanged config plans nothing; a changed port is one edit."""
+    from director.config import parse_config
+    from director.desired import compile_table
+
+    text = """
+[[virtual_server]]
+protocol = "tcp"
+address = "198.18.0.10"
+port = 80
+scheduler = "mh"
+forwarding = "tun"
+tunnel_type = "gue"
+tunnel_port = 6080
+tunnel_checksum = "remcsum"
+  [[virtual_server.real_server]]
+  address = "198.18.1.11"
+  [[virtual_server.real_server]]
+  address = "198.18.1.12"
+  tunnel_type = "gre"
+  tunnel_checksum = "csum"
+"""
+    desired = compile_table(parse_config(text))
+    assert kernel.execute(plan(desired, kernel.dump())) == []
+    assert kernel.dump() == desired
+    tcp = ServiceKey.inet(Protocol.TCP, ip("198.18.0.10"), 80)
+    gue = kernel.dump().dests[tcp][DestKey.of(ip("198.18.1.11"), 80)]
+    assert (gue.tun_type, gue.tun_port, gue.tun_flags) == (TunnelType.GUE, 6080, TUN_F_REMCSUM)
+    listing = ipvsadm("-Ln", "--tun-info")
+    lines = {line.split()[1]: line for line in listing.splitlines() if "->" in line}
+    assert lines["198.18.1.11:80"].split()[3] == "gue:6080:r+c", listing  # not 49175
+    assert lines["198.18.1.12:80"].split()[3] == "gre:+c", listing
+    seen = tunnel_info(listing)
+    assert seen[(tcp, gue.key)] == (TunnelType.GUE, 6080, TUN_F_REMCSUM)
+    assert seen[(tcp, DestKey.of(ip("198.18.1.12"), 80))] == (TunnelType.GRE, 0, TUN_F_CSUM)
+    assert plan(compile_table(parse_config(text)), kernel.dump()) == []  # a reload: nothing
+
+    moved = compile_table(parse_config(text.replace("6080", "6081")))
+    ops = plan(moved, kernel.dump())
+    assert len(ops) == 1 and kernel.execute(ops) == []
+    assert kernel.dump() == moved
+    assert "6081" in ipvsadm("-Ln", "--tun-info")
