@@ -158,10 +158,9 @@ def dest_key_bytes(key: DestKey) -> bytes:
 
 def dest_nest(d: Dest) -> bytes:
     """``nested(CMD_ATTR_DEST, dest(d))``, the same bytes at a fraction of the cost."""
-    if d.fwd_method is Forwarding.TUNNEL:
-        return _tunnel_dest_nest(d)
-    return (
-        _DEST_HEAD
+    tunnel = d.fwd_method is Forwarding.TUNNEL
+    out = (
+        (_DEST_HEAD_TUN if tunnel else _DEST_HEAD)
         + dest_key_bytes(d.key)
         + _DEST_FIELDS.pack(
             8,
@@ -178,37 +177,18 @@ def dest_nest(d: Dest) -> bytes:
             d.l_threshold,
         )
     )
-
-
-def _tunnel_dest_nest(d: Dest) -> bytes:
-    return (
-        _DEST_HEAD_TUN
-        + dest_key_bytes(d.key)
-        + _DEST_FIELDS.pack(
-            8,
-            DEST_FWD,
-            d.fwd_method,
-            8,
-            DEST_WEIGHT,
-            d.weight,
-            8,
-            DEST_U_THRESH,
-            d.u_threshold,
-            8,
-            DEST_L_THRESH,
-            d.l_threshold,
-        )
-        + _DEST_TUN.pack(
-            5,
-            DEST_TUN_TYPE,
-            d.tun_type,
-            6,
-            DEST_TUN_PORT,
-            _swap16(d.tun_port),
-            6,
-            DEST_TUN_FLAGS,
-            d.tun_flags,
-        )
+    if not tunnel:
+        return out
+    return out + _DEST_TUN.pack(
+        5,
+        DEST_TUN_TYPE,
+        d.tun_type,
+        6,
+        DEST_TUN_PORT,
+        _swap16(d.tun_port),
+        6,
+        DEST_TUN_FLAGS,
+        d.tun_flags,
     )
 
 
