@@ -95,10 +95,6 @@ class Policy:
     """The health state of one check and the rules that change it."""
 
     __slots__ = (
-        "_fresh",
-        "_fresh_at",
-        "_fresh_attempt",
-        "_fresh_latency",
         "_last",
         "bad_streak",
         "check_id",
@@ -121,11 +117,6 @@ class Policy:
         self.good_streak = state.good_streak
         self.bad_streak = state.bad_streak
         self._last = state.last
-        # The last probe when it was a good one recorded by good_while_up: its fields, made
-        # into a ProbeOutcome only when someone reads ``last`` (status, metrics: rarely).
-        self._fresh = False
-        self._fresh_latency = self._fresh_at = 0.0
-        self._fresh_attempt = 1
         self.last_change = state.last_change
         self.transitions = state.transitions
         self.weight = state.weight
@@ -138,7 +129,6 @@ class Policy:
         changes nothing here."""
         if result.local is not None:
             return
-        self._fresh = False
         self._last = ProbeOutcome(
             result.ok, result.latency, result.error, result.weight, now, attempt
         )
@@ -148,23 +138,18 @@ class Policy:
     @property
     def last(self) -> ProbeOutcome | None:
         """The last attempt's result (a local failure is none)."""
-        if self._fresh:
-            self._fresh = False
-            self._last = ProbeOutcome(
-                True, self._fresh_latency, None, None, self._fresh_at, self._fresh_attempt
-            )
         return self._last
 
     def good_while_up(self, latency: float, now: float, attempt: int = 1) -> None:
         """``record_probe`` of a good result without a weight or an error, then
         ``record_round(True)``, for a check that is up (the hot path: thousands a second).
         Such a round changes no verdict (:data:`TRANSITIONS` has no rule for up and good), so
-        nothing is allocated: the result is kept as fields until ``last`` is read. Same state
-        as the two calls (``tests/checks_core/test_fast_verdicts.py`` proves it)."""
+        no rule is looked up and no event is made; only the outcome is kept (the scheduler's
+        summary row shows its latency). Same state as the two calls
+        (``tests/checks_core/test_fast_verdicts.py`` proves it)."""
         if not self.up:
             raise ValueError("good_while_up on a check that is down")
-        self._fresh = True
-        self._fresh_latency, self._fresh_at, self._fresh_attempt = latency, now, attempt
+        self._last = ProbeOutcome(True, latency, None, None, now, attempt)
         if self.good_streak == 0:
             self.good_since = now
         self.good_streak += 1

@@ -398,10 +398,10 @@ class Scheduler(Generic[S]):
         policy = entry.policy
         if result.ok and policy.up and result.weight is None and result.error is None:
             # The common case: a good round of a server that is up. No verdict can change;
-            # the policy records it in place (no result or event objects).
+            # the policy records it in place (no rule lookup, no event object).
             policy.good_while_up(result.latency, now, entry.attempt)
-            # The summary row shows this probe's latency: it is rebuilt here too (one small
-            # tuple and outcome, ~0.6 us), so a status or scrape takes rows without a pass.
+            # The summary row shows this probe's latency: rebuilt here too (one small tuple),
+            # so a status or scrape takes the rows without a pass over the checks.
             self._rows[entry.check.id] = _row(entry)
             self.rounds += 1
             self._next_round(entry, now)
