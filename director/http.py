@@ -32,7 +32,6 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from director.config.model import listen_address
 from director.heap import run_paused
@@ -420,6 +419,8 @@ class MetricsServer(HttpServer):
         body = await asyncio.to_thread(
             run_paused, self.metrics.render, self.metrics.frozen_sources(), _yield
         )
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST  # loaded by render
+
         return Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _rendered(self, kind: str, render: Callable[[StatusInputs], bytes]) -> bytes:

@@ -1,6 +1,6 @@
 """Import the parts of a dependency the daemon uses, not the whole package.
 
-Two packages' ``__init__`` import far more than the daemon uses:
+Three packages' ``__init__`` import far more than the daemon uses:
 
 - pyroute2's imports every one of its modules (IPDB, NDB, conntrack, devlink, ethtool, nl80211,
   plan9, ipset, WireGuard...): about 60 of the 160 modules it loads, while the daemon uses its
@@ -8,8 +8,14 @@ Two packages' ``__init__`` import far more than the daemon uses:
   ``from pyroute2.iproute.linux import AsyncIPRoute``);
 - aiohttp's imports its whole HTTP client: the session, the connector (which builds two TLS
   contexts, reading the system's CA bundle, as it is imported) and the request machinery, while
-  the metrics server uses ``aiohttp.web`` and the HTTP(S) probes aiohttp's response protocol and
-  parser only (:mod:`checks.probes.http`).
+  the HTTP(S) probes use aiohttp's response protocol and parser only
+  (:mod:`checks.probes.http`); the metrics and status server is the daemon's own
+  (:mod:`director.http`), so a config without HTTP checks or ``[peer_check]`` peers loads none
+  of aiohttp;
+- prometheus_client's imports its exposition module, and with it an HTTP server, a WSGI
+  server, urllib's client, email and gzip, while the daemon needs the metric classes and their
+  registry until the first scrape (:mod:`director.metrics` renders with
+  ``prometheus_client.exposition`` then).
 
 :func:`lean_package` registers such a package without running its ``__init__``: its submodules
 import as usual (the package's ``__path__`` is set), and a name only the ``__init__`` defines
@@ -35,7 +41,11 @@ from pathlib import Path
 from types import ModuleType
 
 # package -> the constants its modules read from it (``NAME = "text"`` in its __init__)
-LEAN: dict[str, tuple[str, ...]] = {"pyroute2": (), "aiohttp": ("__version__",)}
+LEAN: dict[str, tuple[str, ...]] = {
+    "pyroute2": (),
+    "aiohttp": ("__version__",),
+    "prometheus_client": (),
+}
 PACKAGE_NAMES = ("__version__", "__all__")  # dunders a package __init__ defines
 _lock = threading.RLock()
 _whole: dict[str, ModuleType] = {}  # lean packages -> their module, until their __init__ runs

@@ -18,8 +18,9 @@ from tests.helpers.netns import Background, Namespace, Topology
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Started through main() as directord does; at exit it writes the modules loaded, and whether
-# the cyclic collector was on when the start settled the heap and when the director served.
+# Started through main() as directord does; at exit it writes the modules loaded by then and by
+# the end of the start, and whether the cyclic collector was on when the start settled the heap
+# and when the director served.
 RUN = """
 import atexit, gc, json, sys
 from director import lean
@@ -29,6 +30,7 @@ seen = {}
 settle, serve = app.settle_heap, app.Director.serve
 def settle_heap():
     seen["collector_at_settle"] = gc.isenabled()
+    seen["modules_at_ready"] = sorted(sys.modules)  # the end of the start, after READY=1
     settle()
 async def served(self):
     seen["collector_serving"] = gc.isenabled()
@@ -94,7 +96,13 @@ ABSENT = [
     "checks.probes.script",
     "checks.regex",
     "re2",
+    # prometheus_client's exposition (an HTTP server, urllib, email...): the first scrape's
+    "prometheus_client.exposition",
+    "http.server",
+    "wsgiref",
 ]
+# Not even later (at exit, after a scrape): a packet library, BGP, aiohttp.
+NEVER = ["scapy", "exabgp", "director.bgp.exabgp", "director.bgp.kernel_routes", "aiohttp."]
 
 
 def wait_ready(notify: socket.socket, daemon: Background, within: float) -> None:
@@ -141,16 +149,23 @@ def test_directord_leaves_out_what_the_config_does_not_use(
     found = json.loads(modules.read_text())
     # no cyclic collection through the start (main), on again once ready (run_director)
     assert (found["collector_at_settle"], found["collector_serving"]) == (False, True)
-    loaded = set(found["modules"])
+    at_ready = set(found["modules_at_ready"])
     # it did start: the daemon proper, its rtnetlink and nftables parts
-    assert {"director.app", "pyroute2.iproute.linux", "director.network.nft"} <= loaded
-    present = sorted(
+    assert {"director.app", "pyroute2.iproute.linux", "director.network.nft"} <= at_ready
+    assert not among(at_ready, ABSENT)
+    loaded = set(found["modules"])
+    assert "prometheus_client.exposition" in loaded  # the scrape's, after the start
+    assert not among(loaded, NEVER)
+
+
+def among(modules: set[str], names: list[str]) -> list[str]:
+    """The modules that are one of names or in one of them ("pkg." : any module in pkg)."""
+    return sorted(
         m
-        for m in loaded
-        for a in ABSENT
+        for m in modules
+        for a in names
         if (m.startswith(a) if a.endswith(".") else (m == a or m.startswith(a + ".")))
     )
-    assert not present
 
 
 def test_a_lean_package_still_gives_what_its_init_defines() -> None:
@@ -159,7 +174,11 @@ def test_a_lean_package_still_gives_what_its_init_defines() -> None:
     code = """
 import sys
 from director.lean import lean_imports, lean_package, load_whole
-assert lean_imports() == ["pyroute2", "aiohttp"], sys.modules.get("aiohttp")
+assert lean_imports() == ["pyroute2", "aiohttp", "prometheus_client"], sys.modules.get("aiohttp")
+from prometheus_client.metrics import Counter  # the metric classes, without the exposition
+assert "prometheus_client.exposition" not in sys.modules
+from prometheus_client import generate_latest  # defined by the __init__ only: it runs now
+assert "prometheus_client.exposition" in sys.modules and Counter and generate_latest
 from aiohttp import web  # reads aiohttp.__version__: taken from the __init__'s text
 import aiohttp
 assert "aiohttp.connector" not in sys.modules and aiohttp.__version__
