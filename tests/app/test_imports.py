@@ -23,14 +23,17 @@ ROOT = Path(__file__).resolve().parents[2]
 # and when the director served.
 RUN = """
 import atexit, gc, json, sys
-from director import lean
-lean.lean_imports()  # as main() does first, before the daemon's imports below
+import dataclasses
+from director import codecache, lean
+codecache.install()  # as main() does first, before the daemon's imports below
+lean.lean_imports()
 import director.app as app
 seen = {}
 settle, serve = app.settle_heap, app.Director.serve
 def settle_heap():
     seen["collector_at_settle"] = gc.isenabled()
     seen["modules_at_ready"] = sorted(sys.modules)  # the end of the start, after READY=1
+    seen["dataclass_code"] = dataclasses._create_fn.__module__
     settle()
 async def served(self):
     seen["collector_serving"] = gc.isenabled()
@@ -149,6 +152,7 @@ def test_directord_leaves_out_what_the_config_does_not_use(
     found = json.loads(modules.read_text())
     # no cyclic collection through the start (main), on again once ready (run_director)
     assert (found["collector_at_settle"], found["collector_serving"]) == (False, True)
+    assert found["dataclass_code"] == "director.codecache"  # from the cache when it has it
     at_ready = set(found["modules_at_ready"])
     # it did start: the daemon proper, its rtnetlink and nftables parts
     assert {"director.app", "pyroute2.iproute.linux", "director.network.nft"} <= at_ready
