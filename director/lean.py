@@ -105,6 +105,34 @@ def load_whole(name: str) -> None:
             module.__spec__.loader.exec_module(module)
 
 
+PYDANTIC_PLUGIN_LOADER = "pydantic.plugin._loader"
+
+
+def no_pydantic_plugins() -> bool:
+    """Have pydantic find no plugins without looking for them; False if its plugin loader was
+    imported already.
+
+    As pydantic builds a model's validator it asks its plugin loader for plugins: that module
+    imports ``importlib.metadata`` (and with it email, zipfile, csv...) and reads the entry
+    points of every installed distribution, a twentieth of the daemon's imports. The daemon
+    uses no pydantic plugin and its package installs none (``debian/constraints.txt``), so
+    the loader is registered as one that has none (the answer pydantic itself gives with
+    ``PYDANTIC_DISABLE_PLUGINS=__all__``, which still imports the loader)."""
+    with _lock:
+        if PYDANTIC_PLUGIN_LOADER in sys.modules:
+            return False
+        module = ModuleType(PYDANTIC_PLUGIN_LOADER, no_pydantic_plugins.__doc__)
+
+        def get_plugins() -> tuple[()]:
+            return ()
+
+        module.get_plugins = get_plugins  # type: ignore[attr-defined]
+        sys.modules[PYDANTIC_PLUGIN_LOADER] = module
+        return True
+
+
 def lean_imports() -> list[str]:
-    """:func:`lean_package` for each of :data:`LEAN`; the packages it registered."""
+    """:func:`lean_package` for each of :data:`LEAN` (the packages it registered), and
+    :func:`no_pydantic_plugins`."""
+    no_pydantic_plugins()
     return [name for name, constants in LEAN.items() if lean_package(name, constants)]
