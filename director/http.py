@@ -19,7 +19,9 @@ It is exposed to the network, so it is strict and bounded:
   the connection is closed;
 - only the routes' methods are served (GET routes answer HEAD too): another method is 405 with
   ``Allow``, another path 404; requests on one connection are answered one at a time, in order
-  (keep-alive as HTTP/1.1 and 1.0 ask; ``Connection: close`` honoured).
+  (keep-alive as HTTP/1.1 and 1.0 ask; ``Connection: close`` honoured); the next one is read
+  only once the client has taken the answer (the transport's write buffer drained below its
+  high-water mark), so a client that pipelines requests and reads nothing holds one answer.
 """
 
 from __future__ import annotations
@@ -197,6 +199,7 @@ class _HttpConnection(asyncio.Protocol):
         self._answering = False
         self._done = False  # no more requests on this connection
         self._eof = False  # the client sent all it will
+        self._writing_paused = False  # the client is not reading our answers fast enough
         self._remote: str | None = None
 
     # -- the listener's view --------------------------------------------------------------------
@@ -235,6 +238,15 @@ class _HttpConnection(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         self._eof = True
         return self._answering  # half-closed: the request in progress is still answered
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if not self._answering and not self._done and self.transport is not None:
+            self.transport.resume_reading()
+            self._next()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._done = True
@@ -296,6 +308,8 @@ class _HttpConnection(asyncio.Protocol):
         if close:
             self._done = True
             self.transport.close()
+            return
+        if self._writing_paused:  # no next request until the client took this answer
             return
         self.transport.resume_reading()
         if self._buffer:

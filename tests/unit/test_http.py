@@ -16,6 +16,7 @@ from director.http import MAX_HEAD, HttpServer, Request, Response, Routes
 from tests.helpers.director import free_port
 
 pytestmark = pytest.mark.asyncio
+BIG = 1 << 20
 
 
 class Echo(HttpServer):
@@ -28,10 +29,17 @@ class Echo(HttpServer):
 
     def routes(self) -> Routes:
         return {
+            "/big": {"GET": self.big},
             "/hello": {"GET": self.hello},
             "/echo": {"POST": self.echo},
             "/boom": {"GET": self.boom},
         }
+
+    answered_big = 0
+
+    async def big(self, request: Request) -> Response:
+        self.answered_big += 1
+        return Response(200, b"x" * BIG)
 
     async def hello(self, request: Request) -> Response:
         return Response(200, b"hello", {"Content-Type": "text/plain", "X-Path": request.path})
@@ -177,3 +185,23 @@ async def test_a_request_sent_a_byte_at_a_time_is_closed_when_idle() -> None:
         assert server.listener is not None and server.listener.stats.closed_idle == 1
     finally:
         await server.stop()
+
+
+async def test_a_client_that_pipelines_and_does_not_read_holds_one_answer(server: Echo) -> None:
+    """The next request is read only once the client took the answer before: a client that
+    sends 50 requests for a megabyte each and reads nothing does not have 50 MB buffered."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.bound_port)
+    try:
+        writer.write(
+            b"GET /big HTTP/1.1\r\n\r\n" * 49 + b"GET /big HTTP/1.1\r\nConnection: close\r\n\r\n"
+        )
+        await writer.drain()
+        await asyncio.sleep(1.0)
+        held = server.answered_big
+        assert 1 <= held <= 16  # what the sockets' buffers took (a few MB), then it waits
+        async with asyncio.timeout(30):
+            raw = await reader.read(-1)  # reading, the client gets every answer
+        assert statuses(raw) == [200] * 50 and server.answered_big == 50
+        assert len(raw) > 50 * BIG
+    finally:
+        writer.close()
