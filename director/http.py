@@ -300,9 +300,17 @@ class _HttpConnection(asyncio.Protocol):
                 log.exception("http_request_failed", path=request.path, listener=self.server.label)
                 response = Response.text(500, "internal error")
         close = not keep_alive or self._done or self._eof
+        head_only = request.method == "HEAD"
+        try:
+            data = encode_response(response, head_only=head_only, close=close)
+        except (UnicodeEncodeError, ValueError):  # a header a handler got wrong: still answered
+            log.exception("http_response_invalid", path=request.path, listener=self.server.label)
+            close = True
+            data = encode_response(
+                Response.text(500, "internal error"), head_only=False, close=True
+            )
         if not self.transport.is_closing():
-            head_only = request.method == "HEAD"
-            self.transport.write(encode_response(response, head_only=head_only, close=close))
+            self.transport.write(data)
         self._answering = False
         self.server._touched(self)
         if close:

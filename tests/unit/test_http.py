@@ -33,6 +33,7 @@ class Echo(HttpServer):
             "/hello": {"GET": self.hello},
             "/echo": {"POST": self.echo},
             "/boom": {"GET": self.boom},
+            "/bad-header": {"GET": self.bad_header},
         }
 
     answered_big = 0
@@ -47,6 +48,9 @@ class Echo(HttpServer):
     async def echo(self, request: Request) -> Response:
         nonce = request.headers.get("x-NONCE", "-")  # any case
         return Response(200, request.body, {"X-Nonce": nonce})
+
+    async def bad_header(self, request: Request) -> Response:
+        return Response(200, b"", {"X-Name": "caf\u00e9 \u2603"})  # not Latin-1
 
     async def boom(self, request: Request) -> Response:
         raise RuntimeError("handler failed")
@@ -159,6 +163,9 @@ async def test_a_failing_handler_is_a_500_and_the_server_keeps_serving(server: E
         b"GET /boom HTTP/1.1\r\n\r\nGET /hello HTTP/1.1\r\nConnection: close\r\n\r\n",
     )
     assert statuses(raw) == [500, 200]
+    # an answer that cannot be written is a 500 too, and the connection is closed after it
+    raw = await exchange(server.bound_port, b"GET /bad-header HTTP/1.1\r\n\r\n" * 2)
+    assert statuses(raw) == [500] and b"Connection: close" in raw
 
 
 async def test_a_request_sent_a_byte_at_a_time_is_closed_when_idle() -> None:
