@@ -7,9 +7,10 @@ only put an intent on the director's queue (reload, stop); the director applies 
 Before it imports the daemon proper (about a second on a server, tens of seconds in an emulated
 guest), ``main`` removes the VIPs a crashed run left behind (:mod:`director.early`): the imports
 of the rest are inside the functions that need them, on purpose. It first has pyroute2 and
-aiohttp imported lean (:mod:`director.lean`); the daemon then imports what the config needs (no
-HTTP client without HTTP checks or ``[peer]``, no BGP speaker without ``[bgp]``;
-``tests/app/test_imports.py`` says which modules a start leaves out).
+aiohttp imported lean (:mod:`director.lean`) and the code of the methods of its dataclasses taken
+from a cache (:mod:`director.codecache`); the daemon then imports what the config needs (no
+HTTP client without HTTP checks or ``[peer]``, no probe without a check, no BGP speaker without
+``[bgp]``; ``tests/app/test_imports.py`` says which modules a start leaves out).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from director import __version__, early, lean, logs
+from director import __version__, codecache, early, lean, logs
 
 if TYPE_CHECKING:
     from director.app import World
@@ -175,6 +176,9 @@ async def run_director(config: Config, world: World) -> int:
         world.lifecycle.status(f"start failed: {exc}")
         return 1
     gc.enable()  # ready, the heap settled (see main)
+    # what the start compiled that the cache did not have (the first start of a tree): kept for
+    # the next start, if the package's directory can be written (codecache)
+    await asyncio.to_thread(codecache.save)
     try:
         await director.serve()
     finally:
@@ -266,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    lean.lean_imports()  # before anything imports pyroute2 or aiohttp
+    codecache.install()  # before the daemon's dataclasses are created
+    lean.lean_imports()  # before anything imports pyroute2, aiohttp or prometheus_client
     args = parse_args(argv)
     if args.check_config is not None:
         from director.config import check_config

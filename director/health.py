@@ -19,7 +19,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import structlog
 
@@ -28,15 +28,17 @@ from checks.identity import RunAs
 from checks.local import LocalFaults
 from checks.model import Check, CheckParams, HealthChanged, ProbeOutcome, ProbeResult, StartProbe
 from checks.policy import Phase
-from checks.probes import dispatch, exchange, http, rdp, script, smtp, tcp
-from checks.probes.poller import FastProbe
 from checks.probes.result import Target
-from checks.regex import Regex
 from checks.runner import Done, Runner
 from checks.schedule import Scheduler
 from director.config import Config
 from director.config.checks import ResolvedCheck
 from director.ipvs.model import DestKey, ServiceKey
+
+if TYPE_CHECKING:  # the probes are imported when a check needs them (_probes)
+    from checks.probes import dispatch, http
+    from checks.probes.poller import FastProbe
+    from checks.regex import Regex
 
 CheckId = tuple[ServiceKey, DestKey]
 # The scheduling settings a resolved config check hands to the scheduler, named alike in both.
@@ -59,13 +61,20 @@ class ProbeJob:
     label: str = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        from checks.probes import dispatch
+
         object.__setattr__(self, "plan", dispatch.plan(self.target, self.spec, self.timeout))
         object.__setattr__(self, "label", f"{self.target.address}:{self.target.port}")
 
 
 def probe_spec(check: ResolvedCheck, user: RunAs | None = None) -> dispatch.Spec:
     """The probe settings of a resolved config check (``user``: who a script runs as). A
-    regex RE2 cannot take raises :class:`checks.regex.RegexError` (validation refuses them)."""
+    regex RE2 cannot take raises :class:`checks.regex.RegexError` (validation refuses them).
+    The probe modules are imported here, by the first check that needs one: a config without
+    checks starts without them (and without aiohttp's client parts and RE2)."""
+    from checks.probes import exchange, http, rdp, script, smtp, tcp
+    from checks.regex import Regex
+
     tls = check.type == "https"
     if check.type == "tcp":
         expect: bytes | Regex[bytes] | None = None
@@ -203,7 +212,7 @@ class HealthChecks:
         self.scheduler: Scheduler[ProbeJob] = Scheduler(
             rng or random.Random(), max_in_flight=max_in_flight
         )
-        self._http = http.HttpProber()
+        self._http_prober: http.HttpProber | None = None  # made by the first probe (_http)
         self._local = local_faults if local_faults is not None else LocalFaults()
         self.runner = Runner(
             self.scheduler, self._probe, on_change, fast=self._start, local_faults=self._local
@@ -213,7 +222,19 @@ class HealthChecks:
         # failures); pass it here (the attribute stays for callers that set it).
         self.on_probe = on_probe
 
+    @property
+    def _http(self) -> http.HttpProber:
+        """The HTTP(S) probes' client and the fast probes' poller, made when a probe first needs
+        it (a config without checks imports no probe module)."""
+        if self._http_prober is None:
+            from checks.probes import http
+
+            self._http_prober = http.HttpProber()
+        return self._http_prober
+
     async def _probe(self, job: ProbeJob) -> ProbeResult:
+        from checks.probes import dispatch
+
         result = await dispatch.run(job.target, job.spec, job.timeout, self._http)
         if self.on_probe is not None:
             self.on_probe(job, result)
@@ -312,4 +333,5 @@ class HealthChecks:
     async def stop(self) -> None:
         if self._started:
             await self.runner.stop()
-        await self._http.close()
+        if self._http_prober is not None:
+            await self._http_prober.close()

@@ -1,24 +1,39 @@
 """The daemon's HTTP listener (``[daemon] metrics_address``): ``GET /metrics`` for Prometheus,
 and the read-only status page: ``GET /`` (HTML) and ``GET /status.json`` (its data).
 
-aiohttp on the daemon's event loop; the values are taken on the loop and the (slow, pure)
-rendering - metrics text, the status model, JSON, HTML - runs in a worker thread, so a scrape or
-a page never stalls VRRP or the checks. Only GET (and HEAD) is served: any other method is 405.
-The listening socket is the daemon's own (:class:`director.listener.Listener`): at most
-``max_connections`` clients at once, idle ones closed, so a local process cannot take the
-daemon's descriptors.
+A small HTTP/1.1 server of its own on the daemon's event loop (:class:`HttpServer`): it serves a
+few fixed paths to a handful of local clients, and importing a web framework for that took a
+sixth of the daemon's start in an emulated guest (``bench/startup.py``). The values are taken
+on the loop and the (slow, pure) rendering - metrics text, the status model, JSON, HTML - runs
+in a worker thread, so a scrape or a page never stalls VRRP or the checks.
+
+It is exposed to the network, so it is strict and bounded:
+
+- the listening socket is the daemon's own (:class:`director.listener.Listener`): at most
+  ``max_connections`` clients at once, idle ones closed (no request in progress for ``idle``
+  seconds, a request sent a byte at a time included), so a local process cannot take the
+  daemon's descriptors;
+- a request's line and headers are at most :data:`MAX_HEAD` bytes and :data:`MAX_HEADERS`
+  fields, its body at most ``max_body`` bytes (given by ``Content-Length``; no chunked bodies):
+  more is refused (431, 413, 501) and the connection closed; a malformed request is a 400 and
+  the connection is closed;
+- only the routes' methods are served (GET routes answer HEAD too): another method is 405 with
+  ``Allow``, another path 404; requests on one connection are answered one at a time, in order
+  (keep-alive as HTTP/1.1 and 1.0 ask; ``Connection: close`` honoured); the next one is read
+  only once the client has taken the answer (the transport's write buffer drained below its
+  high-water mark), so a client that pipelines requests and reads nothing holds one answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 
 import structlog
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from director.config.model import listen_address
 from director.heap import run_paused
@@ -26,8 +41,6 @@ from director.listener import Listener
 from director.metrics import Metrics
 from director.status import StatusInputs, build_status, encode_status
 from director.status_page import CSP, render_page
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 StatusSource = Callable[[], StatusInputs]
 
@@ -37,19 +50,162 @@ log = structlog.get_logger("director")
 MAX_CONNECTIONS = 16
 STATUS_MAX_AGE = 1.0  # seconds a rendered status is served again (the page polls every 2 s)
 IDLE = 10.0  # seconds a connection may stay open without a request in progress
+MAX_HEAD = 16384  # bytes of a request line and its headers
+MAX_HEADERS = 64  # header fields of one request
+MAX_BODY = 0  # bytes of a request body the metrics server takes (its routes are GET only)
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (/[\x21-\x7e]*) HTTP/1\.([01])")
+_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Content Too Large",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
+}
 
 
-class _Connection:
-    """One accepted HTTP connection handed to aiohttp; busy while a request is handled."""
+class Headers(Mapping[str, str]):
+    """A request's header fields, looked up case-insensitively (the first of repeated ones)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, fields: list[tuple[str, str]]) -> None:
+        self._fields: dict[str, str] = {}
+        for name, value in fields:
+            self._fields.setdefault(name.lower(), value)
+
+    def __getitem__(self, name: str) -> str:
+        return self._fields[name.lower()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._fields
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str  # without the query string
+    headers: Headers
+    body: bytes = b""
+    remote: str | None = None
+
+    @property
+    def content_length(self) -> int | None:
+        value = self.headers.get("Content-Length")
+        return int(value) if value is not None else None
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int = 200
+    body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def text(cls, status: int, text: str) -> Response:
+        return cls(status, text.encode(), {"Content-Type": "text/plain; charset=utf-8"})
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+Routes = dict[str, dict[str, Handler]]  # path -> method -> handler
+
+
+class _Refused(Exception):
+    """A request the server answers itself, then closes the connection."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
+
+
+@dataclass(frozen=True)
+class _Head:
+    method: str
+    path: str
+    keep_alive: bool
+    headers: Headers
+    length: int  # of the body that follows
+
+
+def parse_head(head: bytes, max_body: int) -> _Head:
+    """A request's line and header fields (without the blank line); :class:`_Refused` if it is
+    malformed or asks for more than this server takes."""
+    lines = head.split(b"\r\n")
+    line = _REQUEST_LINE.fullmatch(lines[0])
+    if line is None:
+        version = re.fullmatch(rb"\S+ \S+ (HTTP/\d\.\d)", lines[0])
+        if version is not None and version[1] not in (b"HTTP/1.0", b"HTTP/1.1"):
+            raise _Refused(505, "HTTP/1.0 and HTTP/1.1 only")
+        raise _Refused(400, "malformed request line")
+    if len(lines) - 1 > MAX_HEADERS:
+        raise _Refused(431, f"more than {MAX_HEADERS} header fields")
+    fields: list[tuple[str, str]] = []
+    for raw in lines[1:]:
+        name, colon, value = raw.partition(b":")
+        if not colon or _TOKEN.fullmatch(name) is None:  # obs-fold and spaces before ":" too
+            raise _Refused(400, "malformed header field")
+        value = value.strip(b" \t")
+        if _VALUE.fullmatch(value) is None:
+            raise _Refused(400, "malformed header field")
+        fields.append((name.decode("ascii"), value.decode("latin-1")))
+    headers = Headers(fields)
+    if any(name.lower() == "transfer-encoding" for name, _ in fields):
+        raise _Refused(501, "no chunked or encoded request bodies")
+    lengths = {value for name, value in fields if name.lower() == "content-length"}
+    if len(lengths) > 1 or not all(v.isdigit() and v.isascii() for v in lengths):
+        raise _Refused(400, "malformed Content-Length")
+    length = int(lengths.pop()) if lengths else 0
+    if length > max_body:
+        raise _Refused(413, "request too large")
+    tokens = {t.strip().lower() for t in headers.get("Connection", "").split(",")}
+    keep_alive = "close" not in tokens if line[3] == b"1" else "keep-alive" in tokens
+    target = line[2].decode("ascii")
+    return _Head(line[1].decode("ascii"), target.partition("?")[0], keep_alive, headers, length)
+
+
+def encode_response(response: Response, *, head_only: bool, close: bool) -> bytes:
+    reason = REASONS.get(response.status, "")
+    out = [f"HTTP/1.1 {response.status} {reason}"]
+    out += [f"{name}: {value}" for name, value in response.headers.items()]
+    out.append(f"Content-Length: {len(response.body)}")
+    if close:
+        out.append("Connection: close")
+    head = ("\r\n".join(out) + "\r\n\r\n").encode("latin-1")
+    return head if head_only else head + response.body
+
+
+class _HttpConnection(asyncio.Protocol):
+    """One accepted connection: requests read, answered by the server's routes one at a time.
+    Busy (for the listener's idle timer) while a request is being answered."""
+
+    def __init__(self, server: HttpServer, sock: socket.socket) -> None:
+        self.server = server
         self.sock = sock
-        self.transport: asyncio.BaseTransport | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.in_flight = 0
+        self.transport: asyncio.Transport | None = None
+        self.task: asyncio.Task[None] | None = None  # connecting, then answering a request
+        self._buffer = bytearray()
+        self._answering = False
+        self._done = False  # no more requests on this connection
+        self._eof = False  # the client sent all it will
+        self._writing_paused = False  # the client is not reading our answers fast enough
+        self._remote: str | None = None
+
+    # -- the listener's view --------------------------------------------------------------------
 
     def busy(self) -> bool:
-        return self.in_flight > 0
+        return self._answering
 
     def closed(self) -> bool:
         if self.transport is not None:
@@ -64,41 +220,198 @@ class _Connection:
                 self.task.cancel()
             self.sock.close()
 
-
-class _Tracked(asyncio.Protocol):
-    """aiohttp's request handler, wrapped so the listener hears at once when a connection
-    ends (a slot comes free without waiting for the next sweep)."""
-
-    def __init__(self, inner: asyncio.Protocol, lost: Callable[[], None]) -> None:
-        self.inner = inner
-        self.lost = lost
+    # -- asyncio.Protocol -----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.inner.connection_made(transport)
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self._remote = str(peer[0]) if isinstance(peer, tuple) and peer else None
 
     def data_received(self, data: bytes) -> None:
-        self.inner.data_received(data)
+        if self._done:
+            return
+        self._buffer += data
+        if not self._answering:
+            self._next()
 
     def eof_received(self) -> bool | None:
-        return self.inner.eof_received()
+        self._eof = True
+        return self._answering  # half-closed: the request in progress is still answered
 
     def pause_writing(self) -> None:
-        self.inner.pause_writing()
+        self._writing_paused = True
 
     def resume_writing(self) -> None:
-        self.inner.resume_writing()
+        self._writing_paused = False
+        if not self._answering and not self._done and self.transport is not None:
+            self.transport.resume_reading()
+            self._next()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._done = True
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        self.server._lost()
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def _next(self) -> None:
+        """Answer the next whole request in the buffer, if there is one."""
+        assert self.transport is not None
+        end = self._buffer.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
+        if end < 0:
+            if len(self._buffer) > MAX_HEAD:
+                self._refuse(_Refused(431, "request head too large"))
+            return
         try:
-            self.inner.connection_lost(exc)
-        finally:
-            self.lost()
+            head = parse_head(bytes(self._buffer[:end]), self.server.max_body)
+        except _Refused as refused:
+            self._refuse(refused)
+            return
+        if len(self._buffer) < end + 4 + head.length:
+            return  # the body is still coming
+        body = bytes(self._buffer[end + 4 : end + 4 + head.length])
+        del self._buffer[: end + 4 + head.length]
+        self._answering = True
+        self.transport.pause_reading()
+        request = Request(head.method, head.path, head.headers, body, self._remote)
+        self.task = asyncio.get_running_loop().create_task(self._answer(request, head.keep_alive))
+
+    async def _answer(self, request: Request, keep_alive: bool) -> None:
+        assert self.transport is not None
+        methods = self.server.router.get(request.path)
+        handler = None
+        if methods is not None:
+            handler = methods.get(request.method)
+            if handler is None and request.method == "HEAD":
+                handler = methods.get("GET")
+        if methods is None:
+            response = Response.text(404, "not found")
+        elif handler is None:
+            allow = ", ".join(sorted({*methods, *(["HEAD"] if "GET" in methods else [])}))
+            response = Response(405, b"method not allowed", {"Allow": allow})
+        else:
+            try:
+                response = await handler(request)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("http_request_failed", path=request.path, listener=self.server.label)
+                response = Response.text(500, "internal error")
+        close = not keep_alive or self._done or self._eof
+        head_only = request.method == "HEAD"
+        try:
+            data = encode_response(response, head_only=head_only, close=close)
+        except (UnicodeEncodeError, ValueError):  # a header a handler got wrong: still answered
+            log.exception("http_response_invalid", path=request.path, listener=self.server.label)
+            close = True
+            data = encode_response(
+                Response.text(500, "internal error"), head_only=False, close=True
+            )
+        if not self.transport.is_closing():
+            self.transport.write(data)
+        self._answering = False
+        self.server._touched(self)
+        if close:
+            self._done = True
+            self.transport.close()
+            return
+        if self._writing_paused:  # no next request until the client took this answer
+            return
+        self.transport.resume_reading()
+        if self._buffer:
+            self._next()
+
+    def _refuse(self, refused: _Refused) -> None:
+        assert self.transport is not None
+        self._done = True
+        self._buffer.clear()
+        response = Response.text(refused.status, refused.text)
+        self.transport.write(encode_response(response, head_only=False, close=True))
+        self.transport.close()
 
 
-class MetricsServer:
-    """``GET /metrics`` on ``address`` ("HOST:PORT"), on the daemon's event loop, with at most
-    ``max_connections`` clients at once and idle ones closed (:class:`Listener`); with
-    ``status`` (how to take the status' inputs on the loop), the status page too."""
+class HttpServer:
+    """Serves :meth:`routes` on ``address`` ("HOST:PORT"), on the daemon's event loop, with at
+    most ``max_connections`` clients at once and idle ones closed (:class:`Listener`)."""
+
+    what = "http"  # the listening event: <what>_listening
+    label = "http"  # the listener's name in its own log lines
+    max_body = MAX_BODY
+
+    def __init__(
+        self, address: str, *, max_connections: int = MAX_CONNECTIONS, idle: float = IDLE
+    ) -> None:
+        self.host, self.port = listen_address(address)
+        self.max_connections = max_connections
+        self.idle = idle
+        self.listener: Listener | None = None
+        self.router: Routes = {}
+
+    def routes(self) -> Routes:
+        """What is served: path -> method -> handler."""
+        return {}
+
+    async def start(self) -> None:
+        self.router = self.routes()
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+            sock.listen(128)
+        except BaseException:
+            sock.close()
+            raise
+        self.listener = Listener(
+            self.label, sock, self._accepted, limit=self.max_connections, idle=self.idle
+        )
+        self.listener.start()
+        log.info(
+            f"{self.what}_listening",
+            address=f"{self.host}:{self.bound_port}",
+            max_connections=self.max_connections,
+        )
+
+    def _accepted(self, sock: socket.socket) -> _HttpConnection:
+        conn = _HttpConnection(self, sock)
+        conn.task = asyncio.get_running_loop().create_task(self._connect(conn))
+        return conn
+
+    async def _connect(self, conn: _HttpConnection) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.connect_accepted_socket(lambda: conn, conn.sock)
+        except OSError:
+            conn.sock.close()
+
+    def _touched(self, conn: _HttpConnection) -> None:
+        if self.listener is not None:
+            self.listener.touched(conn)
+
+    def _lost(self) -> None:
+        if self.listener is not None:
+            self.listener.wake()
+
+    @property
+    def bound_port(self) -> int:
+        """The port actually bound (differs from the configured one when that was 0)."""
+        if self.listener is None:
+            return self.port
+        return int(self.listener.sock.getsockname()[1])
+
+    async def stop(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+
+
+class MetricsServer(HttpServer):
+    """``GET /metrics``; with ``status`` (how to take the status' inputs on the loop), the
+    status page too."""
+
+    what = "metrics"
 
     def __init__(
         self,
@@ -109,24 +422,28 @@ class MetricsServer:
         max_connections: int = MAX_CONNECTIONS,
         idle: float = IDLE,
     ) -> None:
+        super().__init__(address, max_connections=max_connections, idle=idle)
         self.metrics = metrics
         self.status = status
         self._cache: dict[str, tuple[float, bytes]] = {}
         self._rendering: dict[str, asyncio.Task[bytes]] = {}
         self._taken: tuple[float, StatusInputs] | None = None
-        self.host, self.port = listen_address(address)
-        self.max_connections = max_connections
-        self.idle = idle
-        self.listener: Listener | None = None
-        self._runner: web.AppRunner | None = None
-        self._by_transport: dict[asyncio.BaseTransport, _Connection] = {}
 
-    async def _handle(self, request: web.Request) -> web.Response:
+    def routes(self) -> Routes:
+        routes: Routes = {"/metrics": {"GET": self._handle}}
+        if self.status is not None:
+            routes["/"] = {"GET": self._page}
+            routes["/status.json"] = {"GET": self._status_json}
+        return routes
+
+    async def _handle(self, request: Request) -> Response:
         # Values are taken on the loop; the (slow, pure) text rendering runs in a thread.
         body = await asyncio.to_thread(
             run_paused, self.metrics.render, self.metrics.frozen_sources(), _yield
         )
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST  # loaded by render
+
+        return Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _rendered(self, kind: str, render: Callable[[StatusInputs], bytes]) -> bytes:
         """The body of ``/status.json`` or ``/``: taken on the loop (cheap), rendered in a worker
@@ -151,8 +468,8 @@ class MetricsServer:
                     del self._rendering[kind]
 
             running = self._rendering[kind] = loop.create_task(render_now())
-            # A waiting request gets a failure as a 500 (logged by aiohttp); retrieved here too,
-            # so asyncio does not warn when every waiting request went away.
+            # A waiting request gets a failure as a 500 (logged); retrieved here too, so
+            # asyncio does not warn when every waiting request went away.
             running.add_done_callback(lambda t: t.cancelled() or t.exception())
         return await asyncio.shield(running)
 
@@ -164,11 +481,11 @@ class MetricsServer:
             self._taken = (now, self.status())
         return self._taken[1]
 
-    async def _status_json(self, request: web.Request) -> web.Response:
+    async def _status_json(self, request: Request) -> Response:
         body = await self._rendered("json", status_json)
-        return web.Response(body=body, headers={**NO_STORE, "Content-Type": "application/json"})
+        return Response(body=body, headers={**NO_STORE, "Content-Type": "application/json"})
 
-    async def _page(self, request: web.Request) -> web.Response:
+    async def _page(self, request: Request) -> Response:
         body = await self._rendered("html", status_html)
         headers = {
             **NO_STORE,
@@ -176,100 +493,7 @@ class MetricsServer:
             "Content-Security-Policy": CSP,
             "X-Frame-Options": "DENY",
         }
-        return web.Response(body=body, headers=headers)
-
-    @web.middleware
-    async def _track(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        conn = self._by_transport.get(request.transport) if request.transport else None
-        if conn is None:
-            return await handler(request)
-        conn.in_flight += 1
-        try:
-            return await handler(request)
-        finally:
-            conn.in_flight -= 1
-            if self.listener is not None:
-                self.listener.touched(conn)
-
-    what = "metrics"  # the listening event: metrics_listening
-    label = "http"  # the listener's name in its own log lines
-
-    def routes(self, app: web.Application) -> None:
-        """What is served; a subclass serves other paths on the same capped listener."""
-        app.router.add_get("/metrics", self._handle)
-        if self.status is not None:
-            app.router.add_get("/", self._page)
-            app.router.add_get("/status.json", self._status_json)
-
-    async def start(self) -> None:
-        app = web.Application(middlewares=[self._track])
-        self.routes(app)
-        self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=self.idle)
-        await self._runner.setup()
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self.port))
-            sock.listen(128)
-        except BaseException:
-            sock.close()
-            await self._runner.cleanup()
-            self._runner = None
-            raise
-        self.listener = Listener(
-            self.label, sock, self._accepted, limit=self.max_connections, idle=self.idle
-        )
-        self.listener.start()
-        log.info(
-            f"{self.what}_listening",
-            address=f"{self.host}:{self.bound_port}",
-            max_connections=self.max_connections,
-        )
-
-    def _accepted(self, sock: socket.socket) -> _Connection:
-        assert self._runner is not None
-        for transport in [t for t in self._by_transport if t.is_closing()]:
-            del self._by_transport[transport]  # never more than the listener's limit left
-        conn = _Connection(sock)
-        conn.task = asyncio.get_running_loop().create_task(self._connect(conn))
-        return conn
-
-    async def _connect(self, conn: _Connection) -> None:
-        assert self._runner is not None and self._runner.server is not None
-        loop = asyncio.get_running_loop()
-        server = self._runner.server
-
-        def protocol() -> _Tracked:
-            return _Tracked(server(), self._lost)
-
-        try:
-            transport, _ = await loop.connect_accepted_socket(protocol, conn.sock)
-        except OSError:
-            conn.sock.close()
-            return
-        conn.transport = transport
-        self._by_transport[transport] = conn
-
-    def _lost(self) -> None:
-        if self.listener is not None:
-            self.listener.wake()
-
-    @property
-    def bound_port(self) -> int:
-        """The port actually bound (differs from the configured one when that was 0)."""
-        if self.listener is None:
-            return self.port
-        return int(self.listener.sock.getsockname()[1])
-
-    async def stop(self) -> None:
-        if self.listener is not None:
-            self.listener.close()
-            self.listener = None
-        self._by_transport.clear()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        return Response(body=body, headers=headers)
 
 
 NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}

@@ -1,6 +1,6 @@
 """Import the parts of a dependency the daemon uses, not the whole package.
 
-Two packages' ``__init__`` import far more than the daemon uses:
+Three packages' ``__init__`` import far more than the daemon uses:
 
 - pyroute2's imports every one of its modules (IPDB, NDB, conntrack, devlink, ethtool, nl80211,
   plan9, ipset, WireGuard...): about 60 of the 160 modules it loads, while the daemon uses its
@@ -8,8 +8,14 @@ Two packages' ``__init__`` import far more than the daemon uses:
   ``from pyroute2.iproute.linux import AsyncIPRoute``);
 - aiohttp's imports its whole HTTP client: the session, the connector (which builds two TLS
   contexts, reading the system's CA bundle, as it is imported) and the request machinery, while
-  the metrics server uses ``aiohttp.web`` and the HTTP(S) probes aiohttp's response protocol and
-  parser only (:mod:`checks.probes.http`).
+  the HTTP(S) probes use aiohttp's response protocol and parser only
+  (:mod:`checks.probes.http`); the metrics and status server is the daemon's own
+  (:mod:`director.http`), so a config without HTTP checks or ``[peer_check]`` peers loads none
+  of aiohttp;
+- prometheus_client's imports its exposition module, and with it an HTTP server, a WSGI
+  server, urllib's client, email and gzip, while the daemon needs the metric classes and their
+  registry until the first scrape (:mod:`director.metrics` renders with
+  ``prometheus_client.exposition`` then).
 
 :func:`lean_package` registers such a package without running its ``__init__``: its submodules
 import as usual (the package's ``__path__`` is set), and a name only the ``__init__`` defines
@@ -35,7 +41,11 @@ from pathlib import Path
 from types import ModuleType
 
 # package -> the constants its modules read from it (``NAME = "text"`` in its __init__)
-LEAN: dict[str, tuple[str, ...]] = {"pyroute2": (), "aiohttp": ("__version__",)}
+LEAN: dict[str, tuple[str, ...]] = {
+    "pyroute2": (),
+    "aiohttp": ("__version__",),
+    "prometheus_client": (),
+}
 PACKAGE_NAMES = ("__version__", "__all__")  # dunders a package __init__ defines
 _lock = threading.RLock()
 _whole: dict[str, ModuleType] = {}  # lean packages -> their module, until their __init__ runs
@@ -95,6 +105,34 @@ def load_whole(name: str) -> None:
             module.__spec__.loader.exec_module(module)
 
 
+PYDANTIC_PLUGIN_LOADER = "pydantic.plugin._loader"
+
+
+def no_pydantic_plugins() -> bool:
+    """Have pydantic find no plugins without looking for them; False if its plugin loader was
+    imported already.
+
+    As pydantic builds a model's validator it asks its plugin loader for plugins: that module
+    imports ``importlib.metadata`` (and with it email, zipfile, csv...) and reads the entry
+    points of every installed distribution, a twentieth of the daemon's imports. The daemon
+    uses no pydantic plugin and its package installs none (``debian/constraints.txt``), so
+    the loader is registered as one that has none (the answer pydantic itself gives with
+    ``PYDANTIC_DISABLE_PLUGINS=__all__``, which still imports the loader)."""
+    with _lock:
+        if PYDANTIC_PLUGIN_LOADER in sys.modules:
+            return False
+        module = ModuleType(PYDANTIC_PLUGIN_LOADER, no_pydantic_plugins.__doc__)
+
+        def get_plugins() -> tuple[()]:
+            return ()
+
+        module.get_plugins = get_plugins  # type: ignore[attr-defined]
+        sys.modules[PYDANTIC_PLUGIN_LOADER] = module
+        return True
+
+
 def lean_imports() -> list[str]:
-    """:func:`lean_package` for each of :data:`LEAN`; the packages it registered."""
+    """:func:`lean_package` for each of :data:`LEAN` (the packages it registered), and
+    :func:`no_pydantic_plugins`."""
+    no_pydantic_plugins()
     return [name for name, constants in LEAN.items() if lean_package(name, constants)]

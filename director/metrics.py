@@ -19,15 +19,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+# By module path: the package's __init__ also imports its exposition module (an HTTP server,
+# urllib, email, gzip...), which only a scrape needs (director.lean; generate_latest below).
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client.metrics import Counter, Gauge, Histogram
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from director.ipvs.model import ServiceKey
 from director.ipvs.stats import Counters, StatsSnapshot
@@ -547,4 +543,6 @@ class Metrics:
         body = "".join(text).encode()
         del text
         pause()
+        from prometheus_client.exposition import generate_latest
+
         return body + generate_latest(rest) + generate_latest(self.registry)

@@ -62,7 +62,7 @@ Send = Annotated[str, PlainValidator(_send)]
 class AgentConfig(BaseModel):
     """One agent table. All keys optional so a real server's table can override a few."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     enabled: Bool | None = None
     port: AgentPort | None = None
@@ -85,7 +85,7 @@ class AgentConfig(BaseModel):
 class ResolvedAgent(BaseModel):
     """A complete agent for one real server, every default filled in."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     port: int
     address: str  # the real server's when not given

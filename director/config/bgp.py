@@ -150,7 +150,7 @@ RouterId = Annotated[ipaddress.IPv4Address, PlainValidator(_router_id)]
 
 class _Model(BaseModel):
     model_config = ConfigDict(
-        frozen=True, extra="forbid", validate_by_alias=True, validate_by_name=True
+        defer_build=True, frozen=True, extra="forbid", validate_by_alias=True, validate_by_name=True
     )
 
 

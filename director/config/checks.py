@@ -15,7 +15,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, PlainValidator, model_validator
 
-from checks import identity, regex
+from checks import identity
 from director.config.fields import Bool, Name, Port, Seconds, fail, raise_findings, show
 
 CheckType = Literal["tcp", "http", "https", "rdp", "exchange", "smtp", "script", "none"]
@@ -67,7 +67,10 @@ def _statuses(value: object) -> tuple[tuple[int, int], ...]:
 
 def regex_problem(pattern: str, *, raw: bool = False) -> str | None:
     """Why ``pattern`` is no regular expression a check can use (RE2, linear time), or None;
-    ``raw``: matched against bytes (a tcp ``expect``)."""
+    ``raw``: matched against bytes (a tcp ``expect``). RE2 is imported by the first pattern
+    (a config without one loads without it)."""
+    from checks import regex
+
     why = regex.problem(pattern.encode()) if raw else regex.problem(pattern)
     if why is None:
         return None
@@ -160,7 +163,7 @@ _APPLIES: dict[str, frozenset[str]] = {
 class CheckConfig(BaseModel):
     """One check table. All keys are optional so a real server's table can override a few."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     type: CheckType | None = None
     port: Port | None = None
@@ -210,7 +213,7 @@ class CheckConfig(BaseModel):
 class ResolvedCheck(BaseModel):
     """A complete check for one real server, every default filled in."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     type: CheckType
     port: int

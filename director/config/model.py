@@ -129,7 +129,7 @@ _probes = PlainValidator(_probes_check)
 class _Model(BaseModel):
     # The loader validates by alias only (TOML keys); Python code may also use field names.
     model_config = ConfigDict(
-        frozen=True, extra="forbid", validate_by_alias=True, validate_by_name=True
+        defer_build=True, frozen=True, extra="forbid", validate_by_alias=True, validate_by_name=True
     )
 
 

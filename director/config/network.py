@@ -113,7 +113,7 @@ TableName = Annotated[str, PlainValidator(_table_name)]
 
 class _Model(BaseModel):
     model_config = ConfigDict(
-        frozen=True, extra="forbid", validate_by_alias=True, validate_by_name=True
+        defer_build=True, frozen=True, extra="forbid", validate_by_alias=True, validate_by_name=True
     )
 
 

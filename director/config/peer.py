@@ -113,7 +113,7 @@ PeerSeconds = Annotated[float, PlainValidator(_seconds)]
 class PeerCheckSettings(BaseModel):
     """``[peer_check]``: where this director answers its peers, whom it asks, with which key."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     listen_address: Endpoint
     peers: tuple[Endpoint, ...]

@@ -19,7 +19,6 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-from multidict import CIMultiDict
 
 from director.peer import auth
 from director.peer.canonical import decode_lines
@@ -91,6 +90,8 @@ class PeerClient:
                 )
             if reply.status != 200:
                 return Failed(Verdict.UNREACHABLE, f"HTTP {reply.status} from the peer")
+            from multidict import CIMultiDict  # aiohttp's, loaded with its client by now
+
             verify = functools.partial(
                 auth.verify_response,
                 self.key,

@@ -25,12 +25,11 @@ from typing import Any
 
 import aiohttp
 import structlog
-from aiohttp import web
 
 from director.config import Config
 from director.config.peer import PeerCheckSettings, read_key
 from director.control.protocol import Handler, RequestError
-from director.http import MetricsServer
+from director.http import HttpServer, Request, Response, Routes
 from director.metrics import Metrics
 from director.peer import auth
 from director.peer.canonical import (
@@ -84,20 +83,23 @@ def _validate_generation(document: object) -> tuple[str, int]:
     return found_digest, generation
 
 
-class PeerServer(MetricsServer):
+class PeerServer(HttpServer):
     """The endpoint the peers ask (``[peer_check] listen_address``): the daemon's capped HTTP
     listener, serving the peer paths only."""
 
     what = "peer_check"
     label = "peer_check"
+    max_body = MAX_QUESTION  # a larger question is a 413 (request too large)
 
     def __init__(self, check: PeerCheck, address: str) -> None:
-        super().__init__(check.metrics, address, max_connections=PEER_CONNECTIONS)
+        super().__init__(address, max_connections=PEER_CONNECTIONS)
         self.check = check
 
-    def routes(self, app: web.Application) -> None:
-        app.router.add_post(DIGEST_PATH, self.check.answer)
-        app.router.add_post(CANONICAL_PATH, self.check.answer)
+    def routes(self) -> Routes:
+        return {
+            DIGEST_PATH: {"POST": self.check.answer},
+            CANONICAL_PATH: {"POST": self.check.answer},
+        }
 
 
 class PeerCheck:
@@ -224,14 +226,14 @@ class PeerCheck:
 
     # -- answering the peers --------------------------------------------------------------------
 
-    async def answer(self, request: web.Request) -> web.Response:
+    async def answer(self, request: Request) -> Response:
         snap = self.snapshot
         if snap is None or snap.key is None:
-            return web.Response(status=503, text="not ready")
+            return Response.text(503, "not ready")
         key = auth.auth_key(snap.key)
-        if request.content_length is not None and request.content_length > MAX_QUESTION:
-            return web.Response(status=413, text="request too large")
-        body = await request.content.read(MAX_QUESTION + 1)
+        if len(request.body) > MAX_QUESTION:  # PeerServer refuses them before: never here
+            return Response.text(413, "request too large")
+        body = request.body
         now = self.clock()
         refusal = auth.verify_request(
             key, request.method, request.path, body, request.headers, now, self._guard
@@ -240,7 +242,7 @@ class PeerCheck:
             self.metrics.peer_refused(refusal.reason)
             log.warning("peer_request_refused", reason=refusal.reason, remote=request.remote,
                         path=request.path)  # fmt: skip
-            return web.Response(status=refusal.status, text=refusal.text)
+            return Response.text(refusal.status, refusal.text)
         self._heard(body)
         nonce = request.headers[auth.NONCE]
         if request.path == DIGEST_PATH:
@@ -249,7 +251,7 @@ class PeerCheck:
         else:
             payload = snap.canonical_body
             headers = auth.sign_response(key, nonce, 200, payload, now, snap.canonical_hash)
-        return web.Response(body=payload, headers={**headers, "Content-Type": "application/json"})
+        return Response(200, payload, {**headers, "Content-Type": "application/json"})
 
     def _heard(self, body: bytes) -> None:
         """An authenticated peer told us its digest: ask it back at once when that is news."""

@@ -18,17 +18,22 @@ from tests.helpers.netns import Background, Namespace, Topology
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Started through main() as directord does; at exit it writes the modules loaded, and whether
-# the cyclic collector was on when the start settled the heap and when the director served.
+# Started through main() as directord does; at exit it writes the modules loaded by then and by
+# the end of the start, and whether the cyclic collector was on when the start settled the heap
+# and when the director served.
 RUN = """
 import atexit, gc, json, sys
-from director import lean
-lean.lean_imports()  # as main() does first, before the daemon's imports below
+import dataclasses
+from director import codecache, lean
+codecache.install()  # as main() does first, before the daemon's imports below
+lean.lean_imports()
 import director.app as app
 seen = {}
 settle, serve = app.settle_heap, app.Director.serve
 def settle_heap():
     seen["collector_at_settle"] = gc.isenabled()
+    seen["modules_at_ready"] = sorted(sys.modules)  # the end of the start, after READY=1
+    seen["dataclass_code"] = dataclasses._create_fn.__module__
     settle()
 async def served(self):
     seen["collector_serving"] = gc.isenabled()
@@ -78,11 +83,33 @@ ABSENT = [
     "pyroute2.iwutil",
     "pyroute2.plan9",
     "pyroute2.wiset",
-    # aiohttp's client (director.lean): no HTTP check, no [peer]; the metrics server is there
-    "aiohttp.client",
-    "aiohttp.connector",
-    "aiohttp.client_reqrep",
+    # no aiohttp module at all: its client is for HTTP checks and [peer] only (director.lean),
+    # and the metrics server is the daemon's own (director.http)
+    "aiohttp.",
+    "yarl",
+    "multidict",
+    # no check in this config: no probe module (director.health imports them for the first
+    # check that needs one), no RE2 (director.config.checks: for the first pattern)
+    "checks.probes.dispatch",
+    "checks.probes.http",
+    "checks.probes.tcp",
+    "checks.probes.exchange",
+    "checks.probes.smtp",
+    "checks.probes.rdp",
+    "checks.probes.script",
+    "checks.regex",
+    "re2",
+    # prometheus_client's exposition (an HTTP server, urllib, email...): the first scrape's
+    "prometheus_client.exposition",
+    "http.server",
+    "wsgiref",
+    # pydantic's plugin search (director.lean.no_pydantic_plugins) and what it imports
+    "importlib.metadata",
+    "email",
+    "zipfile",
 ]
+# Not even later (at exit, after a scrape): a packet library, BGP, aiohttp.
+NEVER = ["scapy", "exabgp", "director.bgp.exabgp", "director.bgp.kernel_routes", "aiohttp."]
 
 
 def wait_ready(notify: socket.socket, daemon: Background, within: float) -> None:
@@ -121,7 +148,7 @@ def test_directord_leaves_out_what_the_config_does_not_use(
         )
         try:
             wait_ready(notify, daemon, 60)
-            scrape = ns.run(sys.executable, "-c", SCRAPE)  # the server works on lean aiohttp
+            scrape = ns.run(sys.executable, "-c", SCRAPE)  # the daemon's own HTTP server
             assert "director_" in scrape.stdout
         finally:
             daemon.stop(timeout=30)
@@ -129,16 +156,24 @@ def test_directord_leaves_out_what_the_config_does_not_use(
     found = json.loads(modules.read_text())
     # no cyclic collection through the start (main), on again once ready (run_director)
     assert (found["collector_at_settle"], found["collector_serving"]) == (False, True)
-    loaded = set(found["modules"])
+    assert found["dataclass_code"] == "director.codecache"  # from the cache when it has it
+    at_ready = set(found["modules_at_ready"])
     # it did start: the daemon proper, its rtnetlink and nftables parts
-    assert {
-        "director.app",
-        "pyroute2.iproute.linux",
-        "director.network.nft",
-        "aiohttp.web",
-    } <= loaded
-    present = sorted(m for m in loaded for a in ABSENT if m == a or m.startswith(a + "."))
-    assert not present
+    assert {"director.app", "pyroute2.iproute.linux", "director.network.nft"} <= at_ready
+    assert not among(at_ready, ABSENT)
+    loaded = set(found["modules"])
+    assert "prometheus_client.exposition" in loaded  # the scrape's, after the start
+    assert not among(loaded, NEVER)
+
+
+def among(modules: set[str], names: list[str]) -> list[str]:
+    """The modules that are one of names or in one of them ("pkg." : any module in pkg)."""
+    return sorted(
+        m
+        for m in modules
+        for a in names
+        if (m.startswith(a) if a.endswith(".") else (m == a or m.startswith(a + ".")))
+    )
 
 
 def test_a_lean_package_still_gives_what_its_init_defines() -> None:
@@ -147,7 +182,15 @@ def test_a_lean_package_still_gives_what_its_init_defines() -> None:
     code = """
 import sys
 from director.lean import lean_imports, lean_package, load_whole
-assert lean_imports() == ["pyroute2", "aiohttp"], sys.modules.get("aiohttp")
+assert lean_imports() == ["pyroute2", "aiohttp", "prometheus_client"], sys.modules.get("aiohttp")
+import pydantic
+class Model(pydantic.BaseModel):  # validated without a plugin search
+    x: int
+assert Model(x=1).x == 1 and "importlib.metadata" not in sys.modules
+from prometheus_client.metrics import Counter  # the metric classes, without the exposition
+assert "prometheus_client.exposition" not in sys.modules
+from prometheus_client import generate_latest  # defined by the __init__ only: it runs now
+assert "prometheus_client.exposition" in sys.modules and Counter and generate_latest
 from aiohttp import web  # reads aiohttp.__version__: taken from the __init__'s text
 import aiohttp
 assert "aiohttp.connector" not in sys.modules and aiohttp.__version__
