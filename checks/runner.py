@@ -184,7 +184,9 @@ class Runner(Generic[S]):
             when = max(when, math.ceil(when / self._tick) * self._tick)  # (float rounding)
         timer = self._timer
         if timer is not None:
-            if when is not None and timer.when() == when:
+            if when is not None and timer.when() <= when:
+                # Kept: a timer at or before the deadline wakes no later than needed, and
+                # one that fires early finds nothing due and re-arms (no handle per result).
                 return
             timer.cancel()
             self._timer = None
