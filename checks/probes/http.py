@@ -67,8 +67,9 @@ HEAD_LIMIT = 8192  # bytes read looking for the end of the head
 MAX_LINE, MAX_HEADERS = 8190, 128  # aiohttp's limits for llhttp
 # Replies judged by the fast probe, remembered by their bytes (Poller.known: a farm's servers
 # answer alike, and within one second their Date headers match too): the same peeked bytes
-# get the status read from them before, without matching the head again. At most this many.
-KNOWN_HEADS = 64
+# get the status read from them before, without matching the head again. At most this many,
+# of at most KNOWN_BYTES each (a head with a short body; longer replies are not remembered).
+KNOWN_HEADS, KNOWN_BYTES = 64, 2048
 # The head a status-only probe judges by itself: an HTTP/1.x final status, then well-formed
 # header lines (token ":" value, no control characters). Anything else goes to llhttp.
 _PLAIN_HEAD = re.compile(
@@ -334,17 +335,20 @@ def _peeked_status(data: bytes, known: dict[bytes, int], limit: int = KNOWN_HEAD
     """The status of the plain head (:func:`_plain_head`) that ``data``, the first bytes of a
     reply, starts with; None if they hold no whole head yet, or not a plain one (the probe then
     reads on, and may hand the reply to llhttp). ``known`` maps the bytes of replies judged
-    before to their status (at most ``limit``): the same bytes again are not matched
-    again (``tests/checks_core/test_fast_verdicts.py`` holds it to the reference)."""
+    before to their status (at most ``limit`` replies of at most :data:`KNOWN_BYTES`): the
+    same bytes again are not matched again (``tests/checks_core/test_fast_verdicts.py`` holds
+    it to the reference)."""
     code = known.get(data)
     if code is not None:
         return code
     if b"\r\n\r\n" in data or b"\n\n" in data or len(data) >= HEAD_LIMIT:
         match = _plain_head(data)
         if match is not None:
-            if len(known) >= limit:
-                known.clear()
-            code = known[data] = int(match[1])
+            code = int(match[1])
+            if len(data) <= KNOWN_BYTES:
+                if len(known) >= limit:
+                    known.clear()
+                known[data] = code
             return code
     return None
 

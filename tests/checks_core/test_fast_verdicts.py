@@ -370,7 +370,9 @@ def test_replies_known_by_their_bytes_get_the_reference_status(
         data = parts[pick % len(parts)]
         assert http._peeked_status(data, known, bound) == peeked_reference(data), data
         assert len(known) <= bound
-        assert all(peeked_reference(k) == v for k, v in known.items())
+        assert all(
+            peeked_reference(k) == v and len(k) <= http.KNOWN_BYTES for k, v in known.items()
+        )
 
 
 def test_a_reply_judged_before_is_not_matched_again(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -391,3 +393,6 @@ def test_a_reply_judged_before_is_not_matched_again(monkeypatch: pytest.MonkeyPa
     assert http._peeked_status(nginx.replace(b"200 OK", b"503 No"), known) == 503
     assert http._peeked_status(nginx, known) == 200
     assert matched == [nginx, nginx.replace(b"200 OK", b"503 No")]
+    long = nginx + b"a" * http.KNOWN_BYTES  # a long body: judged, not remembered
+    assert http._peeked_status(long, known) == http._peeked_status(long, known) == 200
+    assert matched[2:] == [long, long] and long not in known
