@@ -20,8 +20,10 @@ cpu
     nginx's access log (by User-Agent). Prints CPU per check for each and the ratio; with
     ``--runs N``, N such runs one after the other (each with a fresh farm, keepalived and
     checker), the ratio of each and their median. Our checker runs under this interpreter, or
-    ``--python`` (e.g. /usr/bin/python3, the one the Debian package uses, in a venv that has
-    the runtime dependencies).
+    ``--python PATH``; ``--python debian``: Debian's /usr/bin/python3, the interpreter the
+    package runs, in a venv with the package's pinned runtime dependencies
+    (debian/constraints.txt), made on first use under .vmcache/ (needs python3-venv and the
+    package index; remade when the pins change).
 detect
     One real server checked by both at once: keepalived (HTTP_GET and TCP_CHECK) and ours
     (http, and tcp with send/expect), all with a 1 s interval, 1 s timeout, fall 1 / retry 0.
@@ -41,6 +43,7 @@ import ipaddress
 import os
 import random
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -498,6 +501,23 @@ def run_ours(targets_file: str, kinds: str) -> int:
 
 
 SHIM = Path(__file__).with_name("keepalived_noipvs.c")
+ROOT = Path(__file__).resolve().parents[1]
+DEBIAN_PYTHON = "/usr/bin/python3"  # what the Debian package's venv uses (scripts/build-deb)
+
+
+def debian_python() -> str:
+    """``--python debian``: Debian's python3 in a venv with the package's pinned runtime
+    dependencies, made once under .vmcache/ (and again when debian/constraints.txt changes)."""
+    venv = ROOT / ".vmcache" / "bench-debian-venv"
+    python, stamp = venv / "bin" / "python", venv / "constraints.txt"
+    pins = (ROOT / "debian" / "constraints.txt").read_text()
+    if not python.exists() or not stamp.exists() or stamp.read_text() != pins:
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([DEBIAN_PYTHON, "-m", "venv", str(venv)], check=True)
+        pip = [str(python), "-m", "pip", "-q", "--disable-pip-version-check", "install"]
+        subprocess.run([*pip, "-r", str(ROOT / "debian" / "constraints.txt")], check=True)
+        stamp.write_text(pins)
+    return str(python)
 
 
 def build_shim(directory: Path) -> Path:
@@ -555,7 +575,8 @@ def main() -> int:
     p.add_argument(
         "--python",
         default=sys.executable,
-        help="cpu, detect: the interpreter our checker runs under (default: this one)",
+        help="cpu, detect: the interpreter our checker runs under (default: this one);"
+        " 'debian': Debian's /usr/bin/python3 in a venv with the package's pinned dependencies",
     )
     p.add_argument(
         "--baseline",
@@ -572,6 +593,8 @@ def main() -> int:
     )
     p.add_argument("--in-guest", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.python == "debian":
+        args.python = debian_python()
     if args.in_guest or args.host:
         return run_parts(args)
     from tests.helpers.vm.guest import run_in_guest

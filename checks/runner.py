@@ -87,6 +87,7 @@ class Runner(Generic[S]):
         self.local_faults = local_faults if local_faults is not None else LocalFaults()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf  # when the timer fires (inf: not armed)
         self._tasks: set[asyncio.Task[None]] = set()
         self._deadlines: dict[int, asyncio.TimerHandle] = {}  # probe_id -> its timeout
         self._timed_out: dict[int, asyncio.Task[None]] = {}  # probe_id -> task it cancelled
@@ -107,7 +108,7 @@ class Runner(Generic[S]):
         self._stopped = True
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
+            self._timer, self._timer_at = None, math.inf
         for deadline in self._deadlines.values():
             deadline.cancel()
         self._deadlines.clear()
@@ -152,7 +153,7 @@ class Runner(Generic[S]):
         return loop.time()
 
     def _pump(self) -> None:
-        self._timer = None
+        self._timer, self._timer_at = None, math.inf
         if self._stopped or self._loop is None:
             return
         try:
@@ -184,12 +185,15 @@ class Runner(Generic[S]):
             when = max(when, math.ceil(when / self._tick) * self._tick)  # (float rounding)
         timer = self._timer
         if timer is not None:
-            if when is not None and timer.when() == when:
+            if when is not None and self._timer_at <= when:
+                # Kept: a timer at or before the deadline wakes no later than needed, and
+                # one that fires early finds nothing due and re-arms (no handle per result).
                 return
             timer.cancel()
-            self._timer = None
+            self._timer, self._timer_at = None, math.inf
         if when is not None:
             self._timer = self._loop.call_at(when, self._pump)
+            self._timer_at = when
 
     def _start_fast(self, fast: FastStart[S], start: StartProbe[S]) -> bool:
         """Start ``start`` the fast way if its spec has one; False if not."""

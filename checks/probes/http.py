@@ -65,6 +65,11 @@ READ_SIZE = 16384  # one recv; a status-only probe stops once the head is in
 MSG_PEEK = socket.MSG_PEEK
 HEAD_LIMIT = 8192  # bytes read looking for the end of the head
 MAX_LINE, MAX_HEADERS = 8190, 128  # aiohttp's limits for llhttp
+# Replies judged by the fast probe, remembered by their bytes (Poller.known: a farm's servers
+# answer alike, and within one second their Date headers match too): the same peeked bytes
+# get the status read from them before, without matching the head again. At most this many,
+# of at most KNOWN_BYTES each (a head with a short body; longer replies are not remembered).
+KNOWN_HEADS, KNOWN_BYTES = 64, 2048
 # The head a status-only probe judges by itself: an HTTP/1.x final status, then well-formed
 # header lines (token ":" value, no control characters). Anything else goes to llhttp.
 _PLAIN_HEAD = re.compile(
@@ -326,6 +331,28 @@ def _plain_head(head: bytes) -> re.Match[bytes] | None:
     return match
 
 
+def _peeked_status(data: bytes, known: dict[bytes, int], limit: int = KNOWN_HEADS) -> int | None:
+    """The status of the plain head (:func:`_plain_head`) that ``data``, the first bytes of a
+    reply, starts with; None if they hold no whole head yet, or not a plain one (the probe then
+    reads on, and may hand the reply to llhttp). ``known`` maps the bytes of replies judged
+    before to their status (at most ``limit`` replies of at most :data:`KNOWN_BYTES`): the
+    same bytes again are not matched again (``tests/checks_core/test_fast_verdicts.py`` holds
+    it to the reference)."""
+    code = known.get(data)
+    if code is not None:
+        return code
+    if b"\r\n\r\n" in data or b"\n\n" in data or len(data) >= HEAD_LIMIT:
+        match = _plain_head(data)
+        if match is not None:
+            code = int(match[1])
+            if len(data) <= KNOWN_BYTES:
+                if len(known) >= limit:
+                    known.clear()
+                known[data] = code
+            return code
+    return None
+
+
 async def _final(handler: ResponseHandler) -> tuple[RawResponseMessage, StreamReader]:
     """The final response, past any interim 1xx (as aiohttp's ClientResponse does)."""
     while True:
@@ -416,12 +443,11 @@ class _StatusProbe(FastProbe):
                 data = sock.recv(READ_SIZE, MSG_PEEK)  # (an OSError: nothing was read)
             except (BlockingIOError, InterruptedError):
                 return
-            if b"\r\n\r\n" in data or b"\n\n" in data or len(data) >= HEAD_LIMIT:
-                match = _plain_head(data)
-                if match is not None:
-                    self.rst = True
-                    self._judge(int(match[1]), now)
-                    return
+            code = _peeked_status(data, self.poller.known)
+            if code is not None:
+                self.rst = True
+                self._judge(code, now)
+                return
             self.linger()
         buffer = self.buffer
         eof, error = False, None

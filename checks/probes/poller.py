@@ -353,6 +353,9 @@ class Poller:
         self._timer_at = math.inf
         self.closed = False
         self.wakes = 0  # epoll wakes handled (for benchmarks)
+        # Verdict memo of the probe classes, by reply bytes (the HTTP status probe: the
+        # status of a plain head it judged, see checks.probes.http.KNOWN_HEADS).
+        self.known: dict[bytes, int] = {}
         loop.add_reader(self._epoll.fileno(), self._ready)
 
     # -- probes --------------------------------------------------------------------------------

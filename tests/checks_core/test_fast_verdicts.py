@@ -337,3 +337,62 @@ def test_the_fast_judgement_reads_no_further_than_the_head(
     assert fast(reply) == (204, reply[:-2])
     assert llhttp(loop, reply[:-2]) == 204
     assert llhttp(loop, reply) == "HttpProcessingError"
+
+
+# -- replies judged before, by their bytes (Poller.known) ------------------------------------
+
+
+def peeked_reference(data: bytes) -> int | None:
+    """What the fast probe's first look at ``data`` decides without a memo: the status of a
+    plain head once a head's end (or the head limit) is in, else None."""
+    if b"\r\n\r\n" in data or b"\n\n" in data or len(data) >= http.HEAD_LIMIT:
+        judged = fast(data)
+        return None if judged is None else judged[0]
+    return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.one_of(replies(), st.sampled_from(VALID)), min_size=1, max_size=6),
+    st.lists(st.integers(0, 1000), min_size=1, max_size=60),
+    st.integers(1, 8),
+)
+def test_replies_known_by_their_bytes_get_the_reference_status(
+    pool: list[bytes], picks: list[int], bound: int
+) -> None:
+    """Peeked bytes seen in any order, with repeats, prefixes and a memo small enough to be
+    cleared: each gets exactly the status (or None) the fast probe decides without a memo; a
+    memo that kept a status for other bytes, or for a head not plain, fails here."""
+    parts = [part for reply in pool for part in decision_points(reply)]
+    parts += [reply[: len(reply) // 2] for reply in pool]  # a head not yet whole
+    known: dict[bytes, int] = {}
+    for pick in picks:
+        data = parts[pick % len(parts)]
+        assert http._peeked_status(data, known, bound) == peeked_reference(data), data
+        assert len(known) <= bound
+        assert all(
+            peeked_reference(k) == v and len(k) <= http.KNOWN_BYTES for k, v in known.items()
+        )
+
+
+def test_a_reply_judged_before_is_not_matched_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The memo is used: the second time the same bytes come, no head is matched (a memo that
+    is never read would pass the differential test above)."""
+    nginx = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Sat, 05 Dec 2026 18:30:00 GMT\r\n\r\nok\n"
+    matched: list[bytes] = []
+    plain_head = http._plain_head
+
+    def counted(head: bytes) -> object:
+        matched.append(head)
+        return plain_head(head)
+
+    monkeypatch.setattr(http, "_plain_head", counted)
+    known: dict[bytes, int] = {}
+    assert http._peeked_status(nginx, known) == 200
+    assert http._peeked_status(nginx, known) == 200
+    assert http._peeked_status(nginx.replace(b"200 OK", b"503 No"), known) == 503
+    assert http._peeked_status(nginx, known) == 200
+    assert matched == [nginx, nginx.replace(b"200 OK", b"503 No")]
+    long = nginx + b"a" * http.KNOWN_BYTES  # a long body: judged, not remembered
+    assert http._peeked_status(long, known) == http._peeked_status(long, known) == 200
+    assert matched[2:] == [long, long] and long not in known

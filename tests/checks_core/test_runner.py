@@ -136,3 +136,45 @@ async def test_runner_fast_path_inline_results_and_stop() -> None:
     assert [r.cancelled for r in in_flight] == [True]
     assert runner.probes_running == 0
     assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+@pytest.mark.asyncio
+async def test_a_kept_timer_is_never_late() -> None:
+    """The runner keeps its timer when it fires no later than the next deadline (instead of
+    replacing it per result): a check added while the timer waits for a later one, and a
+    check left after a reload from a fast one to a slow one, both start on time."""
+    loop = asyncio.get_running_loop()
+
+    def fast(spec: str, done: Done[str], start: StartProbe[str]) -> FakeFast:
+        running = FakeFast()
+
+        def finish() -> None:
+            running.finished = True
+            done(start, OK)
+
+        loop.call_later(0.001, finish)
+        return running
+
+    sched = Scheduler[str](random.Random(3), max_in_flight=64)
+    runner = Runner(sched, fast_unused, lambda changes: None, fast=fast)
+    runner.start()
+    slow = CheckParams(interval=0.4, timeout=1)
+    runner.add([Check("slow", "x", slow)])
+    await asyncio.sleep(0.45)  # the timer now waits for the slow check's next round
+    runner.add([Check(i, "x", CheckParams(interval=0.05, timeout=1)) for i in range(20)])
+    await asyncio.sleep(0.3)
+    snap = sched.snapshot()
+    lags = [snap.checks[i].lag for i in range(20)]
+    assert all(lag.count >= 4 for lag in lags)
+    assert max(lag.max for lag in lags) < 0.1  # the tick (10 ms) and a busy machine; late: 0.3
+
+    runner.replace([Check("other", "x", CheckParams(interval=0.15, timeout=1))])
+    await asyncio.sleep(0.8)
+    lag = sched.snapshot().checks["other"].lag
+    assert lag.count >= 4
+    assert lag.max < 0.1
+    await runner.stop()
+
+
+async def fast_unused(spec: str) -> ProbeResult:
+    raise AssertionError("every probe here has a fast path")
