@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import importlib
 import signal
 import subprocess
 import sys
@@ -108,7 +109,6 @@ class Systemd:
 def world_for(config: Config, args: argparse.Namespace, notifier: Notifier) -> World:
     """The production world: netlink, the state directory, nft, rtnetlink, systemd."""
     from director.app import World, files_budget
-    from director.config import load_config
     from director.ipvs.ondemand import OnDemandIPVS
     from director.limits import raise_nofile
     from director.reconcile.owned import FileOwnedStore
@@ -118,7 +118,7 @@ def world_for(config: Config, args: argparse.Namespace, notifier: Notifier) -> W
     return World(
         config_path=args.config,
         state_dir=state_dir,
-        loader=load_config,
+        loader=load_prepared,
         kernel=OnDemandIPVS(open_kernel),
         sync_kernel=OnDemandIPVS(open_kernel),
         owned=FileOwnedStore(state_dir),
@@ -136,14 +136,43 @@ async def run(args: argparse.Namespace) -> int:
     logs.configure(
         args.log_format or config.daemon.log_format, args.log_level or config.daemon.log_level
     )
-    if uses_http_client(config):  # paid at start rather than on a probe's first failure
-        lean.load_whole("aiohttp")
+    prepare_imports(config)
     notifier = Notifier()
     try:
         return await run_director(config, world_for(config, args, notifier))
     finally:
         notifier.close()
         logs.flush()  # counts of repeated lines still held back
+
+
+PROBE_MODULES = tuple(  # what health.probe_spec imports at a config's first check
+    f"checks.probes.{name}"
+    for name in ("dispatch", "exchange", "http", "rdp", "script", "smtp", "tcp")
+)
+
+
+def load_prepared(path: Path) -> Config:
+    """The config at ``path`` (:func:`director.config.load_config`), with the modules its
+    checks need imported (:func:`prepare_imports`). A reload runs this in a worker thread, so
+    the reload that brings the first check of a kind pays its imports there, not on the loop."""
+    from director.config import load_config
+
+    config = load_config(path)
+    prepare_imports(config)
+    return config
+
+
+def prepare_imports(config: Config) -> None:
+    """Import what ``config``'s checks will need: the probe modules when it has a check, and
+    aiohttp whole when one uses its client (its error paths name aiohttp's exceptions: paid
+    here rather than on the loop at a probe's first failure). Nothing when it has no check."""
+    if any(
+        rs.health_check(vs) is not None for vs in config.virtual_servers for rs in vs.real_servers
+    ):
+        for probe in PROBE_MODULES:
+            importlib.import_module(probe)
+    if uses_http_client(config):
+        lean.load_whole("aiohttp")
 
 
 HTTP_CLIENT_CHECKS = ("http", "https", "exchange")  # their error paths name aiohttp's exceptions

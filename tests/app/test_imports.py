@@ -250,3 +250,40 @@ port = 443
     assert uses_http_client(parse_config(text, "<test>")) is client
     none = text.replace(f'type = "{check}"', 'type = "none"')
     assert not uses_http_client(parse_config(none, "<test>"))
+
+
+@pytest.mark.parametrize(
+    ("check", "probes", "client"),
+    [("none", False, False), ("tcp", True, False), ("smtp", True, False), ("http", True, True)],
+)
+def test_a_reload_loads_what_its_checks_need_in_the_loader(
+    tmp_path: Path, check: str, probes: bool, client: bool
+) -> None:
+    """The reload's loader (run in a worker thread) imports the probe modules, and aiohttp whole
+    for an HTTP check, so a reload that brings a config its first check does not import them on
+    the loop; a config without checks imports neither."""
+    config = tmp_path / "director.toml"
+    config.write_text(f"""
+[[virtual_server]]
+protocol = "tcp"
+address = "198.18.0.10"
+port = 80
+  [[virtual_server.real_server]]
+  address = "198.18.1.11"
+  check = {{ type = "{check}" }}
+""")
+    code = f"""
+import sys
+from director import lean
+lean.lean_imports()
+from director.daemon import load_prepared
+before = {{m for m in sys.modules if m.startswith(("checks.probes", "aiohttp."))}}
+load_prepared({str(config)!r})
+print(sorted(before), "checks.probes.tcp" in sys.modules, "checks.probes.http" in sys.modules,
+      "aiohttp.client" in sys.modules)  # aiohttp's __init__ ran (lean: only its parts)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]", str(probes), str(probes), str(client)], done.stdout

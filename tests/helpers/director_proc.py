@@ -17,7 +17,7 @@ from pathlib import Path
 from director import logs
 from director.app import World
 from director.config import load_config
-from director.daemon import Systemd, run_director
+from director.daemon import Systemd, load_prepared, run_director
 from director.ipvs.memory import MemoryIPVS
 from director.ipvs.ondemand import OnDemandIPVS
 from director.reconcile.owned import FileOwnedStore
@@ -56,7 +56,7 @@ async def main(config_path: Path, state_dir: Path) -> int:
     world = World(
         config_path=config_path,
         state_dir=state_dir,
-        loader=load_config,
+        loader=load_prepared,  # as directord: the checks' imports in the reload's thread
         kernel=OnDemandIPVS(lambda load: kernel),
         sync_kernel=OnDemandIPVS(lambda load: kernel),
         owned=FileOwnedStore(state_dir),
