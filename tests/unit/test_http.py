@@ -5,6 +5,7 @@ client that sends too much, too slowly or not HTTP at all. Real sockets on 127.0
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 import time
 from collections.abc import AsyncIterator
@@ -212,3 +213,88 @@ async def test_a_client_that_pipelines_and_does_not_read_holds_one_answer(server
         assert len(raw) > 50 * BIG
     finally:
         writer.close()
+
+
+SEEDS = [
+    b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"HEAD /hello?x=1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    b"POST /echo HTTP/1.1\r\nX-Nonce: n\r\nContent-Length: 5\r\n\r\nabcde",
+    b"GET /nothing HTTP/1.1\r\nConnection: close\r\n\r\n",
+    b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n0\r\n\r\n",
+]
+TOKENS = [b"\r\n", b"\n", b"\r", b" ", b":", b"\x00", b"\xff", b"HTTP/1.1", b"Content-Length: ",
+          b"99999999999999999999", b"-1", b"\r\n\r\n", b"Transfer-Encoding: chunked\r\n", b"%00",
+          b"Connection: close\r\n", b"GET /hello HTTP/1.1\r\n\r\n", b"\t", b"/../"]  # fmt: skip
+ANSWER = re.compile(rb"HTTP/1\.1 (\d{3}) [A-Za-z ]+\r\n((?:[!-9;-~]+: [^\r\n]*\r\n)*)\r\n")
+
+
+def mutate(rng: random.Random) -> bytes:
+    """A seed request (or several, pipelined) with a few bytes flipped, inserted, cut or
+    replaced by a token an attacker would try."""
+    data = bytearray(b"".join(rng.choice(SEEDS) for _ in range(rng.randint(1, 3))))
+    for _ in range(rng.randint(1, 6)):
+        at = rng.randrange(len(data) + 1)
+        action = rng.randrange(4)
+        if action == 0 and at < len(data):
+            data[at] = rng.randrange(256)
+        elif action == 1:
+            data[at:at] = rng.choice(TOKENS)
+        elif action == 2:
+            del data[at : at + rng.randint(1, 8)]
+        else:
+            data[at:at] = rng.choice(TOKENS) * rng.randint(1, 3000)
+    return bytes(data)
+
+
+def answers(raw: bytes, heads: bool) -> list[int]:
+    """The status codes of a connection's answers, checking that each is well formed and its
+    body as long as its Content-Length says (or none, an answer to HEAD when ``heads``: the
+    requests had one); AssertionError on anything else."""
+    codes = []
+    while raw:
+        head = ANSWER.match(raw)
+        assert head is not None, raw[:300]
+        fields = dict(line.split(b": ", 1) for line in head[2].split(b"\r\n") if line)
+        length = int(fields[b"Content-Length"])
+        rest = raw[head.end() :]
+        if heads and (not rest or rest.startswith(b"HTTP/1.1 ")):
+            length = 0
+        assert len(raw) >= head.end() + length, raw[:300]
+        codes.append(int(head[1]))
+        raw = raw[head.end() + length :]
+    return codes
+
+
+async def test_mutated_requests_get_well_formed_answers_and_leave_the_server_serving(
+    server: Echo,
+) -> None:
+    """An adversary on the wire: 400 mutated (pipelined) requests, each on its own connection
+    that the client half-closes. Every answer is well formed (a known status, a Content-Length
+    its body matches), nothing but 200/404/405 and the refusals, a refusal ends the connection,
+    and the server answers a clean request after each."""
+    rng = random.Random(1805)
+    seen: set[int] = set()
+    for case in range(400):
+        data = mutate(rng)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.bound_port)
+        try:
+            writer.write(data)
+            writer.write_eof()
+            async with asyncio.timeout(5):
+                raw = await reader.read(-1)
+        except ConnectionResetError:
+            raw = b""  # closed with unread bytes: a refusal's close may reset
+        finally:
+            writer.close()
+        codes = answers(raw, b"HEAD" in data)
+        seen.update(codes)
+        assert set(codes) <= {200, 404, 405, 400, 413, 431, 501, 505}, (case, data[:200], codes)
+        assert all(code in (200, 404, 405) for code in codes[:-1]), (case, data[:200], codes)
+        if case % 20 == 0:
+            clean = await exchange(
+                server.bound_port, b"GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n"
+            )
+            assert statuses(clean) == [200]
+    assert {200, 400} <= seen, seen  # the mutations did reach both the routes and the refusals
+    clean = await exchange(server.bound_port, b"GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert statuses(clean) == [200]
