@@ -171,6 +171,8 @@ def main() -> int:
                 return 1
             time.sleep(2)
         ready = time.monotonic() - started
+        if args.profile == "gc":
+            os.kill(pid, signal.SIGUSR2)  # the collector's pauses and stalls from now on
 
         def stalled(big: Any) -> tuple[float, int, float]:
             """Run ``big`` and, 20 ms in, a one-line request; (big's time, size, stall)."""

@@ -35,7 +35,7 @@ from director.ipvs.ops import (
     Op,
     OpFailure,
 )
-from director.ipvs.stats import Counters, DestStats, StatsSnapshot
+from director.ipvs.stats import Counters, DestReadings, StatsSnapshot
 
 
 class MemoryIPVS:
@@ -90,10 +90,9 @@ class MemoryIPVS:
         snap = StatsSnapshot(at=now)
         for key, svc in self.table.services.items():
             snap.services[key] = (svc, Counters())
-            snap.dests[key] = {
-                dkey: DestStats(d, *_conns(self.conns.get((key, dkey), DestConns())))
-                for dkey, d in self.table.dests_of(key).items()
-            }
+            readings = snap.dests[key] = DestReadings()
+            for dkey, d in self.table.dests_of(key).items():
+                readings.add(d, *_conns(self.conns.get((key, dkey), DestConns())))
         return snap
 
     def get_timeouts(self) -> Timeouts:

@@ -33,7 +33,7 @@ from director.ipvs.stats import (
     DEST_STATS64,
     SVC_STATS,
     SVC_STATS64,
-    DestStats,
+    DestReadings,
     StatsSnapshot,
     counters_of,
 )
@@ -118,6 +118,7 @@ class NetlinkIPVS:
         except NetlinkRequestError as exc:
             raise KernelError("opening the IPVS generic netlink family", exc.errno) from exc
         self.conns: dict[tuple[ServiceKey, DestKey], DestConns] = {}
+        self._last_stats: StatsSnapshot | None = None  # whose unchanged entries the next reuses
 
     def close(self) -> None:
         self._sock.close()
@@ -152,6 +153,7 @@ class NetlinkIPVS:
     def read_stats(self, now: float) -> StatsSnapshot:
         """The whole table with counters and connection counts (for metrics and status)."""
         snap = StatsSnapshot(at=now)
+        last = self._last_stats.dests if self._last_stats is not None else {}
         try:
             for reply in self._sock.dump(m.CMD_GET_SERVICE, b""):
                 raw = wire.attrs(reply).get(wire.CMD_ATTR_SERVICE)
@@ -160,16 +162,20 @@ class NetlinkIPVS:
                 svc = wire.parse_service(raw)
                 snap.services[svc.key] = (svc, counters_of(raw, SVC_STATS, SVC_STATS64))
             for key in snap.services:
-                dests = snap.dests[key] = {}
+                dests = snap.dests[key] = DestReadings()
+                before = last.get(key)
                 for reply in self._sock.dump(m.CMD_GET_DEST, _svc(wire.service_key(key))):
                     raw = wire.attrs(reply).get(wire.CMD_ATTR_DEST)
                     if raw is None:
                         continue
                     dest, (active, inactive, persistent) = wire.parse_dest(raw, key.family)
                     counters = counters_of(raw, DEST_STATS, DEST_STATS64)
-                    dests[dest.key] = DestStats(dest, active, inactive, persistent, counters)
+                    if isinstance(before, DestReadings):
+                        dest = before.reuse(dest)  # an unchanged table: no new entries kept
+                    dests.add(dest, active, inactive, persistent, counters)
         except NetlinkRequestError as exc:
             raise KernelError("reading IPVS counters", exc.errno) from exc
+        self._last_stats = snap
         return snap
 
     def dump_service(self, key: ServiceKey) -> tuple[Service, dict[DestKey, Dest]] | None:
