@@ -14,13 +14,14 @@ thread after every one.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import ctypes.util
 import gc
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import ParamSpec, TypeVar
 
 P = ParamSpec("P")
@@ -62,6 +63,25 @@ def run_paused(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T
     try:
         with collector_paused():
             return function(*args, **kwargs)
+    finally:
+        trim()
+
+
+async def streamed(chunks: Iterator[bytes]) -> AsyncGenerator[bytes, None]:
+    """``chunks`` advanced in a worker thread, one at a time, with the collector paused as in
+    :func:`run_paused` from the first to the last (then :func:`trim`): a large body is sent as
+    it is rendered, and the sender's ``await`` of each write (its transport's backpressure)
+    holds the rendering back. Independent of the HTTP server that sends them. If the caller
+    stops early (the client went away), the chunk being made is finished and dropped."""
+    end = object()
+    try:
+        with collector_paused():
+            while True:
+                chunk = await asyncio.to_thread(next, chunks, end)
+                if chunk is end:
+                    return
+                assert isinstance(chunk, bytes)
+                yield chunk
     finally:
         trim()
 

@@ -12,6 +12,7 @@ daemon's descriptors.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -21,7 +22,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from director.config.model import listen_address
-from director.heap import run_paused
+from director.heap import run_paused, streamed
 from director.listener import Listener
 from director.metrics import Metrics
 from director.status import StatusInputs, build_status, encode_status
@@ -121,12 +122,21 @@ class MetricsServer:
         self._runner: web.AppRunner | None = None
         self._by_transport: dict[asyncio.BaseTransport, _Connection] = {}
 
-    async def _handle(self, request: web.Request) -> web.Response:
-        # Values are taken on the loop; the (slow, pure) text rendering runs in a thread.
-        body = await asyncio.to_thread(
-            run_paused, self.metrics.render, self.metrics.frozen_sources(), _yield
-        )
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        # Values are taken on the loop; the (slow, pure) text rendering runs in a thread, and
+        # is sent a chunk at a time as it is made (chunked transfer encoding).
+        chunks = self.metrics.chunks(self.metrics.frozen_sources(), _yield)
+        headers = {"Content-Type": CONTENT_TYPE_LATEST}
+        if request.method == "HEAD":
+            body = await asyncio.to_thread(run_paused, b"".join, chunks)
+            return web.Response(body=body, headers=headers)
+        response = web.StreamResponse(headers=headers)
+        await response.prepare(request)
+        async with contextlib.aclosing(streamed(chunks)) as stream:  # a reset ends it now
+            async for chunk in stream:
+                await response.write(chunk)
+        await response.write_eof()
+        return response
 
     async def _rendered(self, kind: str, render: Callable[[StatusInputs], bytes]) -> bytes:
         """The body of ``/status.json`` or ``/``: taken on the loop (cheap), rendered in a worker
