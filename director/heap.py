@@ -67,6 +67,15 @@ def run_paused(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T
         trim()
 
 
+def run_beside_loop(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """``function(*args, **kwargs)`` as :func:`run_paused` but without the trim: for work
+    done often in a worker thread (a reading of the IPVS counters every ``stats_interval``),
+    so the event loop's thread does not wait the default 5 ms switch interval for the GIL
+    after each of its system calls while it runs."""
+    with collector_paused():
+        return function(*args, **kwargs)
+
+
 async def streamed(chunks: Iterator[bytes]) -> AsyncGenerator[bytes, None]:
     """``chunks`` advanced in a worker thread, one at a time, with the collector paused as in
     :func:`run_paused` from the first to the last (then :func:`trim`): a large body is sent as

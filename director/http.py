@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -22,9 +23,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from director.config.model import listen_address
-from director.heap import run_paused, streamed
 from director.listener import Listener
 from director.metrics import Metrics
+from director.offload import forked, forked_bytes
 from director.status import StatusInputs, build_status, encode_status
 from director.status_page import CSP, render_page
 
@@ -125,14 +126,15 @@ class MetricsServer:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         # Values are taken on the loop; the (slow, pure) text rendering runs in a thread, and
         # is sent a chunk at a time as it is made (chunked transfer encoding).
-        chunks = self.metrics.chunks(self.metrics.frozen_sources(), _yield)
+        sources = self.metrics.frozen_sources()
         headers = {"Content-Type": CONTENT_TYPE_LATEST}
         if request.method == "HEAD":
-            body = await asyncio.to_thread(run_paused, b"".join, chunks)
+            body = await forked_bytes(functools.partial(self.metrics.render, sources))
             return web.Response(body=body, headers=headers)
         response = web.StreamResponse(headers=headers)
         await response.prepare(request)
-        async with contextlib.aclosing(streamed(chunks)) as stream:  # a reset ends it now
+        chunks = forked(functools.partial(self.metrics.chunks, sources))
+        async with contextlib.aclosing(chunks) as stream:  # a reset ends it now
             async for chunk in stream:
                 await response.write(chunk)
         await response.write_eof()
@@ -154,7 +156,7 @@ class MetricsServer:
 
             async def render_now() -> bytes:
                 try:
-                    body = await asyncio.to_thread(run_paused, render, inputs)
+                    body = await forked_bytes(functools.partial(render, inputs))
                     self._cache[kind] = (loop.time(), body)
                     return body
                 finally:
