@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from director.ipvs import messages as m
@@ -108,6 +108,10 @@ def reference_payload(cmd: int, attrs: list[tuple[str, Any]]) -> bytes:
 _NO_CONNS = DestConns()
 
 
+def _nothing() -> None:
+    pass
+
+
 class NetlinkIPVS:
     """IPVS through a generic-netlink socket. Not thread-safe: one caller at a time."""
 
@@ -150,8 +154,9 @@ class NetlinkIPVS:
         except NetlinkRequestError as exc:
             raise KernelError("reading the IPVS table", exc.errno) from exc
 
-    def read_stats(self, now: float) -> StatsSnapshot:
-        """The whole table with counters and connection counts (for metrics and status)."""
+    def read_stats(self, now: float, pause: Callable[[], None] = _nothing) -> StatsSnapshot:
+        """The whole table with counters and connection counts (for metrics and status);
+        ``pause`` is called after each service (:class:`director.heap.Pacer`)."""
         snap = StatsSnapshot(at=now)
         last = self._last_stats.dests if self._last_stats is not None else {}
         try:
@@ -162,6 +167,7 @@ class NetlinkIPVS:
                 svc = wire.parse_service(raw)
                 snap.services[svc.key] = (svc, counters_of(raw, SVC_STATS, SVC_STATS64))
             for key in snap.services:
+                pause()
                 dests = snap.dests[key] = DestReadings()
                 before = last.get(key)
                 for reply in self._sock.dump(m.CMD_GET_DEST, _svc(wire.service_key(key))):

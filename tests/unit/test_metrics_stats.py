@@ -5,7 +5,9 @@ from __future__ import annotations
 import gc
 import ipaddress
 import struct
+import time
 
+from director.heap import Pacer
 from director.ipvs import wire
 from director.ipvs.kernel import DestConns
 from director.ipvs.memory import MemoryIPVS
@@ -130,3 +132,29 @@ def test_a_reading_leaves_few_objects_to_the_cyclic_collector() -> None:
     assert sum(len(d) for d in snap.dests.values()) == 1000
     assert added < 30, f"{added} tracked objects for 2 services of 500 destinations"
     assert snap.dest(key, _dest(7).key) == DestStats(_dest(7), 2, 5, 1)
+
+
+def test_a_reading_pauses_after_each_service() -> None:
+    kernel = MemoryIPVS()
+    keys = [
+        ServiceKey.inet(Protocol.TCP, ipaddress.IPv4Address("198.18.0.10"), 80 + s)
+        for s in range(3)
+    ]
+    assert not kernel.execute([AddService(Service(k)) for k in keys])
+    paused: list[int] = []
+    snap = kernel.read_stats(1.0, lambda: paused.append(1))
+    assert len(paused) == 3 and len(snap.services) == 3
+
+
+def test_the_pacer_rests_between_slices_of_work() -> None:
+    """Busy work paced 5 ms on / 10 ms off takes about three times as long, in rests the
+    event loop's thread has the GIL to itself."""
+    pace = Pacer(work=0.005, rest=0.010)
+    slept = []
+    started = time.perf_counter()
+    while time.perf_counter() - started < 0.3:
+        before = time.perf_counter()
+        pace()
+        if time.perf_counter() - before >= 0.009:
+            slept.append(1)
+    assert 15 <= len(slept) <= 25  # 0.3 s as 5 ms slices and 10 ms rests: ~20 rests

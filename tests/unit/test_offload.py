@@ -119,3 +119,16 @@ async def test_without_fork_it_renders_in_a_thread(monkeypatch: pytest.MonkeyPat
 
     assert await forked_bytes(make) == b"body"
     assert pids == [os.getpid()]
+
+
+@pytest.mark.asyncio
+async def test_renderings_leave_no_descriptor_or_process() -> None:
+    before = len(os.listdir("/proc/self/fd"))
+    pids = []
+    for n in range(20):
+        body = await forked_bytes(lambda n=n: f"{os.getpid()} {n}".encode())  # type: ignore[misc]
+        pid, got = body.split()
+        assert got == str(n).encode()
+        pids.append(int(pid))
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert all(gone(pid) for pid in pids)
