@@ -34,7 +34,6 @@ from director.heap import streamed
 
 MAX_FD = 1 << 20  # above any descriptor (RLIMIT_NOFILE's hard limit is at most nr_open)
 PIPE_SIZE = 1 << 20  # bytes the child may write ahead of the reader
-CHILD_NICE = 10  # the rendering child's niceness, added to the daemon's
 CHILD_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -56,9 +55,6 @@ def _child(make: Callable[[], Iterator[bytes]], fd: int) -> None:
             signal.set_wakeup_fd(-1)
         for signum in CHILD_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
-        # Background work: on a busy machine the loop's thread (probes, VRRP) gets a CPU first.
-        with contextlib.suppress(OSError):
-            os.nice(CHILD_NICE)
         gc.disable()  # short-lived: what the rendering makes is freed by the exit
         for chunk in make():
             view = memoryview(chunk)

@@ -132,9 +132,3 @@ async def test_renderings_leave_no_descriptor_or_process() -> None:
         pids.append(int(pid))
     assert len(os.listdir("/proc/self/fd")) == before
     assert all(gone(pid) for pid in pids)
-
-
-@pytest.mark.asyncio
-async def test_the_child_renders_at_a_lower_priority() -> None:
-    body = await forked_bytes(lambda: str(os.nice(0)).encode())
-    assert int(body) == os.nice(0) + director.offload.CHILD_NICE or int(body) == 19
