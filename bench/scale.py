@@ -102,6 +102,25 @@ def proc_figures(pid: int) -> tuple[float, float]:
     return rss, (int(fields[11]) + int(fields[12])) / 100  # utime, stime (ticks of 1/100 s)
 
 
+def children_private_mb(pid: int) -> float:
+    """The private memory (copied-on-write or new) of ``pid``'s children, in MB: a rendering
+    child's own cost (its resident size counts the pages it shares with the daemon)."""
+    total = 0
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0.0
+    for child in children:
+        try:
+            text = Path(f"/proc/{child}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                total += int(line.split()[1])
+    return total / 1024
+
+
 def daemon_pid(launcher: int) -> int:
     """The python process under prlimit/env/ip netns exec (the deepest child)."""
     pid = launcher
@@ -171,6 +190,10 @@ def main() -> int:
                 return 1
             time.sleep(2)
         ready = time.monotonic() - started
+        if args.profile == "gc":
+            os.kill(pid, signal.SIGUSR2)  # the collector's pauses and stalls from now on
+
+        child_mb = [0.0]
 
         def stalled(big: Any) -> tuple[float, int, float]:
             """Run ``big`` and, 20 ms in, a one-line request; (big's time, size, stall)."""
@@ -183,7 +206,9 @@ def main() -> int:
             thread.start()
             time.sleep(0.02)
             stall, _ = pool.submit(http_get, "/nothing").result()
-            thread.join()
+            while thread.is_alive():
+                child_mb[0] = max(child_mb[0], children_private_mb(pid))
+                thread.join(0.05)
             return box["big"][0], box["big"][1], stall
 
         def timed_status() -> tuple[float, int]:
@@ -216,6 +241,7 @@ def main() -> int:
                 f"{'/'.join(f'{r[2] * 1000:.0f}' for r in rows)} ms"
             )
         print(f"RSS: {rss:.0f} MB (before the rest {rss0:.0f} MB; goal < 300 MB)")
+        print(f"a rendering child's private memory: {child_mb[0]:.0f} MB at most")
         print(
             f"CPU at rest: {(cpu1 - cpu0) / args.rest * 100:.1f} % of one CPU over {args.rest:g} s"
             f" ({(cpu1 - cpu0) / args.rest / checks_per_s * 1e6:.0f} us per check)"

@@ -15,6 +15,7 @@ import gc
 import os
 import signal
 import sys
+import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -42,6 +43,20 @@ def _gc_timer(phase: str, info: dict[str, int]) -> None:
     row[2] = max(row[2], took)
 
 
+def census() -> str:
+    """What a full collection walks now: the tracked objects of each generation (the frozen
+    ones are not walked), and the most common types of the oldest."""
+    counts = [len(gc.get_objects(generation)) for generation in range(3)]
+    types: dict[str, int] = {}
+    for obj in gc.get_objects(2):
+        name = type(obj).__qualname__
+        types[name] = types.get(name, 0) + 1
+    top = sorted(types.items(), key=lambda kv: -kv[1])[:25]
+    lines = [f"tracked by generation {counts}, frozen {gc.get_freeze_count()}\n"]
+    lines += [f"{n:9d} {name}\n" for name, n in top]
+    return "".join(lines)
+
+
 def dump(signum: int = 0, frame: FrameType | None = None) -> None:
     if MODE == "gc":
         with open(OUT + ".gc", "w") as f:
@@ -50,6 +65,10 @@ def dump(signum: int = 0, frame: FrameType | None = None) -> None:
                     f"generation {generation}: {n:.0f} collections, {total:.2f} s in all, "
                     f"longest {longest * 1000:.0f} ms\n"
                 )
+            f.write(census())
+            f.write("stalls (samples every 10 ms while the loop missed its 5 ms heartbeat):\n")
+            for where, (n, longest) in sorted(STALLS.items(), key=lambda kv: -kv[1][0])[:40]:
+                f.write(f"{n:5.0f} {longest * 1000:6.0f} ms {where}\n")
         return
     if MODE != "mem":
         return
@@ -65,7 +84,56 @@ def dump(signum: int = 0, frame: FrameType | None = None) -> None:
             f.write("\n".join(st.traceback.format()) + "\n")
 
 
+STALLS: dict[str, list[float]] = {}  # where the loop's thread was -> [samples, longest s]
+STALL_AFTER = 0.05  # s without a heartbeat of the loop: a stall
+_beat = [0.0]
+_beat_task: list[asyncio.Task[None]] = []
+
+
+def _where(frame: FrameType | None) -> str:
+    lines: list[str] = []
+    while frame is not None and len(lines) < 6:
+        code = frame.f_code
+        lines.append(f"{Path(code.co_filename).name}:{frame.f_lineno} {code.co_name}")
+        frame = frame.f_back
+    return " < ".join(lines)
+
+
+def _watch(loop_thread: int) -> None:
+    """Samples every thread while the loop misses its heartbeat (gc mode)."""
+    while True:
+        time.sleep(0.01)
+        late = time.perf_counter() - _beat[0]
+        if late < STALL_AFTER:
+            continue
+        frames = sys._current_frames()
+        for ident, frame in frames.items():
+            if ident == threading.get_ident():
+                continue
+            who = "loop" if ident == loop_thread else "other"
+            row = STALLS.setdefault(f"{who}: {_where(frame)}", [0, 0.0])
+            row[0] += 1
+            row[1] = max(row[1], late)
+
+
+def restart(signum: int = 0, frame: FrameType | None = None) -> None:
+    """From now on (bench.scale sends SIGUSR2 once every server is up): the start's
+    collections and stalls are forgotten."""
+    GC.clear()
+    STALLS.clear()
+
+
+async def _heartbeat() -> None:
+    while True:
+        _beat[0] = time.perf_counter()
+        await asyncio.sleep(0.005)
+
+
 async def main() -> int:
+    if MODE == "gc":
+        _beat[0] = time.perf_counter()
+        _beat_task.append(asyncio.get_running_loop().create_task(_heartbeat()))
+        threading.Thread(target=_watch, args=(threading.get_ident(),), daemon=True).start()
     profile = cProfile.Profile() if MODE == "cpu" else None
     if profile is not None:
         profile.enable()
@@ -83,4 +151,5 @@ if __name__ == "__main__":
     if MODE == "gc":
         gc.callbacks.append(_gc_timer)
     signal.signal(signal.SIGUSR1, dump)
+    signal.signal(signal.SIGUSR2, restart)
     sys.exit(asyncio.run(main()))

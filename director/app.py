@@ -47,7 +47,7 @@ from director.control.server import ControlServer
 from director.engine import Engine
 from director.events import Events
 from director.health import HealthChecks, ProbeJob, summarize
-from director.heap import run_paused, trim
+from director.heap import trim
 from director.http import MetricsServer
 from director.intents import (
     Drain,
@@ -73,6 +73,7 @@ from director.network import NetworkRules, NftError, RouteError
 from director.network.nft import Nft
 from director.network.routes import PolicyRoutes
 from director.notify import HookRunner
+from director.offload import forked_bytes
 from director.peer.service import PeerCheck, control_handlers, load_key, peer_connections
 from director.reconcile.owned import OwnedStore
 from director.role import Role, RoleBroadcast
@@ -728,10 +729,15 @@ class Director:
 
     async def status_reply(self) -> Encoded:
         """:meth:`status` as the control socket's JSON: taken on the loop, built and encoded in
-        a worker thread that hands the GIL back after each service, with the cyclic collector
-        paused (:mod:`director.heap`), so a 100,000-server status does not stall the loop."""
+        a child process (:mod:`director.offload`), so a 100,000-server status neither stalls
+        the loop nor grows the daemon's heap."""
         inputs = self.status_inputs()
-        return Encoded(await asyncio.to_thread(run_paused, encode_status, inputs, _yield_gil))
+        text = await forked_bytes(functools.partial(_status_text, inputs))
+        return Encoded(text.decode())
+
+
+def _status_text(inputs: StatusInputs) -> bytes:
+    return encode_status(inputs, _yield_gil).encode()
 
 
 def _yield_gil() -> None:

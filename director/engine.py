@@ -22,7 +22,7 @@ import structlog
 from checks.model import HealthChanged
 from director.config import Config
 from director.desired import Agents, compile_table
-from director.heap import run_paused
+from director.heap import Pacer, run_beside_loop, run_paused
 from director.ipvs.kernel import IPVSKernel, KernelError, Timeouts
 from director.ipvs.model import DestKey, ServiceKey
 from director.ipvs.stats import StatsSnapshot
@@ -153,7 +153,9 @@ class Engine:
         if read is None:
             return None
         async with self._lock:
-            snapshot: StatsSnapshot = await asyncio.to_thread(read, time.time())
+            snapshot: StatsSnapshot = await asyncio.to_thread(
+                run_beside_loop, read, time.time(), Pacer()
+            )
         self.stats = snapshot
         done = self.maintenance.settle(self.config, snapshot, time.time())
         if done:
@@ -161,7 +163,7 @@ class Engine:
             self.maintenance.save()
             await self._sync(full=False, reason="maintenance")
             async with self._lock:
-                self.stats = await asyncio.to_thread(read, time.time())
+                self.stats = await asyncio.to_thread(run_beside_loop, read, time.time(), Pacer())
         return self.stats
 
     async def drain(self, server: str, service: str | None, remove_after: float | None) -> Drain:

@@ -27,18 +27,20 @@ It is exposed to the network, so it is strict and bounded:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import re
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import structlog
 
 from director.config.model import listen_address
-from director.heap import run_paused
 from director.listener import Listener
 from director.metrics import Metrics
+from director.offload import forked, forked_bytes
 from director.status import StatusInputs, build_status, encode_status
 from director.status_page import CSP, render_page
 
@@ -111,6 +113,9 @@ class Response:
     status: int = 200
     body: bytes = b""
     headers: Mapping[str, str] = field(default_factory=dict)
+    # a body sent as it is made, instead of ``body``: chunked to an HTTP/1.1 client, to the
+    # connection's close to an HTTP/1.0 one (a GET's; a HEAD is answered with ``body``)
+    chunks: Callable[[], AsyncGenerator[bytes, None]] | None = None
 
     @classmethod
     def text(cls, status: int, text: str) -> Response:
@@ -137,6 +142,7 @@ class _Head:
     keep_alive: bool
     headers: Headers
     length: int  # of the body that follows
+    http11: bool = True  # HTTP/1.1 (else 1.0: no chunked answers)
 
 
 def parse_head(head: bytes, max_body: int) -> _Head:
@@ -172,18 +178,27 @@ def parse_head(head: bytes, max_body: int) -> _Head:
     tokens = {t.strip().lower() for t in headers.get("Connection", "").split(",")}
     keep_alive = "close" not in tokens if line[3] == b"1" else "keep-alive" in tokens
     target = line[2].decode("ascii")
-    return _Head(line[1].decode("ascii"), target.partition("?")[0], keep_alive, headers, length)
+    path = target.partition("?")[0]
+    return _Head(line[1].decode("ascii"), path, keep_alive, headers, length, line[3] == b"1")
 
 
-def encode_response(response: Response, *, head_only: bool, close: bool) -> bytes:
+def encode_response(
+    response: Response, *, head_only: bool, close: bool, chunked: bool = False
+) -> bytes:
+    """The answer's head and body; with ``chunked``, its head only, for a body sent as
+    :meth:`Response.chunks` makes it (``Transfer-Encoding: chunked``; without ``close`` too, the
+    body ends at the connection's close)."""
     reason = REASONS.get(response.status, "")
     out = [f"HTTP/1.1 {response.status} {reason}"]
     out += [f"{name}: {value}" for name, value in response.headers.items()]
-    out.append(f"Content-Length: {len(response.body)}")
+    if chunked:
+        out.append("Transfer-Encoding: chunked")
+    elif response.chunks is None or head_only:
+        out.append(f"Content-Length: {len(response.body)}")
     if close:
         out.append("Connection: close")
     head = ("\r\n".join(out) + "\r\n\r\n").encode("latin-1")
-    return head if head_only else head + response.body
+    return head if head_only or response.chunks is not None else head + response.body
 
 
 class _HttpConnection(asyncio.Protocol):
@@ -200,6 +215,7 @@ class _HttpConnection(asyncio.Protocol):
         self._done = False  # no more requests on this connection
         self._eof = False  # the client sent all it will
         self._writing_paused = False  # the client is not reading our answers fast enough
+        self._drained: asyncio.Future[None] | None = None  # a streamed answer waits for it
         self._remote: str | None = None
 
     # -- the listener's view --------------------------------------------------------------------
@@ -244,6 +260,8 @@ class _HttpConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
         if not self._answering and not self._done and self.transport is not None:
             self.transport.resume_reading()
             self._next()
@@ -276,9 +294,10 @@ class _HttpConnection(asyncio.Protocol):
         self._answering = True
         self.transport.pause_reading()
         request = Request(head.method, head.path, head.headers, body, self._remote)
-        self.task = asyncio.get_running_loop().create_task(self._answer(request, head.keep_alive))
+        answer = self._answer(request, head.keep_alive, head.http11)
+        self.task = asyncio.get_running_loop().create_task(answer)
 
-    async def _answer(self, request: Request, keep_alive: bool) -> None:
+    async def _answer(self, request: Request, keep_alive: bool, http11: bool = True) -> None:
         assert self.transport is not None
         methods = self.server.router.get(request.path)
         handler = None
@@ -301,8 +320,13 @@ class _HttpConnection(asyncio.Protocol):
                 response = Response.text(500, "internal error")
         close = not keep_alive or self._done or self._eof
         head_only = request.method == "HEAD"
+        streamed = response.chunks is not None and not head_only
+        if streamed and not http11:
+            close = True  # an HTTP/1.0 client: the body ends at the close
         try:
-            data = encode_response(response, head_only=head_only, close=close)
+            data = encode_response(
+                response, head_only=head_only, close=close, chunked=streamed and http11
+            )
         except (UnicodeEncodeError, ValueError):  # a header a handler got wrong: still answered
             log.exception("http_response_invalid", path=request.path, listener=self.server.label)
             close = True
@@ -311,6 +335,9 @@ class _HttpConnection(asyncio.Protocol):
             )
         if not self.transport.is_closing():
             self.transport.write(data)
+            if streamed and not await self._stream(response, request, chunked=http11):
+                close = True  # cut short: the client sees an unfinished body, not a whole one
+                self.transport.abort()
         self._answering = False
         self.server._touched(self)
         if close:
@@ -322,6 +349,41 @@ class _HttpConnection(asyncio.Protocol):
         self.transport.resume_reading()
         if self._buffer:
             self._next()
+
+    async def _stream(self, response: Response, request: Request, *, chunked: bool) -> bool:
+        """Send :attr:`Response.chunks` as they are made, each once the client took the ones
+        before (the transport's buffer below its high-water mark); False if the body could not
+        be sent whole: its maker failed, or the client took nothing for ``idle`` seconds (a
+        client that stops reading holds no rendering)."""
+        assert self.transport is not None and response.chunks is not None
+        loop = asyncio.get_running_loop()
+        try:
+            async with contextlib.aclosing(response.chunks()) as chunks:
+                async for chunk in chunks:
+                    if self.transport.is_closing():
+                        return False
+                    if not chunk:
+                        continue
+                    if chunked:
+                        self.transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+                    else:
+                        self.transport.write(chunk)
+                    while self._writing_paused and not self.transport.is_closing():
+                        self._drained = loop.create_future()
+                        try:
+                            async with asyncio.timeout(self.server.idle):
+                                await self._drained
+                        except TimeoutError:
+                            log.warning("http_client_stalled", path=request.path)
+                            return False
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("http_stream_failed", path=request.path, listener=self.server.label)
+            return False
+        if chunked and not self.transport.is_closing():
+            self.transport.write(b"0\r\n\r\n")
+        return not self.transport.is_closing()
 
     def _refuse(self, refused: _Refused) -> None:
         assert self.transport is not None
@@ -437,13 +499,18 @@ class MetricsServer(HttpServer):
         return routes
 
     async def _handle(self, request: Request) -> Response:
-        # Values are taken on the loop; the (slow, pure) text rendering runs in a thread.
-        body = await asyncio.to_thread(
-            run_paused, self.metrics.render, self.metrics.frozen_sources(), _yield
-        )
-        from prometheus_client.exposition import CONTENT_TYPE_LATEST  # loaded by render
+        # Values are taken on the loop; the (slow, pure) text is rendered in a child process
+        # (director.offload) and sent a chunk at a time as it is made (chunked encoding).
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-        return Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        sources = self.metrics.frozen_sources()
+        headers = {"Content-Type": CONTENT_TYPE_LATEST}
+        if request.method == "HEAD":  # its Content-Length: the whole text's
+            body = await forked_bytes(functools.partial(self.metrics.render, sources))
+            return Response(body=body, headers=headers)
+        return Response(
+            headers=headers, chunks=lambda: forked(functools.partial(self.metrics.chunks, sources))
+        )
 
     async def _rendered(self, kind: str, render: Callable[[StatusInputs], bytes]) -> bytes:
         """The body of ``/status.json`` or ``/``: taken on the loop (cheap), rendered in a worker
@@ -461,7 +528,7 @@ class MetricsServer(HttpServer):
 
             async def render_now() -> bytes:
                 try:
-                    body = await asyncio.to_thread(run_paused, render, inputs)
+                    body = await forked_bytes(functools.partial(render, inputs))
                     self._cache[kind] = (loop.time(), body)
                     return body
                 finally:

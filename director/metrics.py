@@ -50,6 +50,7 @@ _COUNTERS = (
     ("incoming_bytes", "inbytes", "Bytes received from clients"),
     ("outgoing_bytes", "outbytes", "Bytes sent to clients"),
 )
+CHUNK = 1 << 20  # characters of exposition text per chunk of a scrape (Metrics.chunks)
 # Probe latencies from a LAN server answering at once to a check timing out.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -344,6 +345,11 @@ def agent_families(agents: list[dict[str, object]]) -> Iterator[Metric]:
     yield from (configured, effective, state, errors)
 
 
+def _large_families(sources: Sources, pause: Callable[[], None]) -> Iterator[str]:
+    yield from ipvs_text(sources.stats(), service_labels, pause)
+    yield from checks_text(sources.checks(), sources.health_changed_at, pause)  # built now
+
+
 def _num(value: object) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
@@ -532,17 +538,34 @@ class Metrics:
         )
 
     def render(self, sources: Sources | None = None, pause: Callable[[], None] = _nothing) -> bytes:
-        """The whole exposition: the IPVS and check families (:mod:`director.metrics_text`,
-        the large ones, with ``pause`` every few thousand series), the other snapshots, the
-        events. Nothing is kept between scrapes."""
+        """The whole exposition at once (:meth:`chunks` joined)."""
+        return b"".join(self.chunks(sources, pause))
+
+    def chunks(
+        self, sources: Sources | None = None, pause: Callable[[], None] = _nothing
+    ) -> Iterator[bytes]:
+        """The whole exposition, :data:`CHUNK` characters or so at a time: the IPVS and check
+        families (:mod:`director.metrics_text`, the large ones, with ``pause`` every few
+        thousand series), the other snapshots, the events. Nothing is kept between scrapes,
+        and at most a chunk of text at a time: a 10,000 x 10 table's 185 MB exposition is
+        sent as it is written (as a list of lines, then one string, then bytes, it peaked at
+        three times that and left the daemon's resident size there)."""
         sources = sources or self.sources
         rest = CollectorRegistry()
         rest.register(SnapshotCollector(sources, ipvs=False, checks=False))
-        text = ipvs_text(sources.stats(), service_labels, pause)
-        text += checks_text(sources.checks(), sources.health_changed_at, pause)
-        body = "".join(text).encode()
-        del text
+        pieces: list[str] = []
+        size = 0
+        for piece in _large_families(sources, pause):
+            pieces.append(piece)
+            size += len(piece)
+            if size >= CHUNK:
+                yield "".join(pieces).encode()
+                pieces.clear()
+                size = 0
+        if pieces:
+            yield "".join(pieces).encode()
+        del pieces
         pause()
         from prometheus_client.exposition import generate_latest
 
-        return body + generate_latest(rest) + generate_latest(self.registry)
+        yield generate_latest(rest) + generate_latest(self.registry)

@@ -12,7 +12,7 @@ the GIL back to the event loop.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import utils
 
@@ -76,18 +76,17 @@ class _Values:
 
 
 def _families(
-    out: list[str],
     heads: Iterable[tuple[str, str, str]],
     rows: list[tuple[str, tuple[float, ...]]],
     pause: Callable[[], None],
-) -> None:
+) -> Iterator[str]:
     """One family per head; row ``(labels, values)`` gives each family ``values[i]``."""
     value = _Values()
     for i, (name, text, kind) in enumerate(heads):
-        out.append(_head(name, text, kind))
+        yield _head(name, text, kind)
         sample = f"{name}{{"
         for n, (labels, values) in enumerate(rows, 1):
-            out.append(f"{sample}{labels}}} {value(values[i])}\n")
+            yield f"{sample}{labels}}} {value(values[i])}\n"
             if not n % PAUSE_EVERY:
                 pause()
 
@@ -100,20 +99,18 @@ def ipvs_text(
     snap: StatsSnapshot | None,
     labels_of: Callable[[ServiceKey], list[str]],
     pause: Callable[[], None] = _nothing,
-) -> list[str]:
-    """The IPVS families (``SnapshotCollector._ipvs``): ``labels_of(service key)`` gives
-    ``[local_address, local_port, proto, local_mark]``."""
+) -> Iterator[str]:
+    """The IPVS families (``SnapshotCollector._ipvs``) a piece at a time: ``labels_of(service
+    key)`` gives ``[local_address, local_port, proto, local_mark]``."""
     if snap is None:
-        return []
+        return
     value = _Values()
-    out = [
-        _head(
-            "director_ipvs_stats_timestamp_seconds",
-            "When the IPVS counters below were read from the kernel",
-            "gauge",
-        ),
-        f"director_ipvs_stats_timestamp_seconds {value(snap.at)}\n",
-    ]
+    yield _head(
+        "director_ipvs_stats_timestamp_seconds",
+        "When the IPVS counters below were read from the kernel",
+        "gauge",
+    )
+    yield f"director_ipvs_stats_timestamp_seconds {value(snap.at)}\n"
     services: list[tuple[str, tuple[float, ...]]] = []
     backends: list[tuple[str, tuple[float, ...]]] = []
     for n, (key, (_, counters)) in enumerate(snap.services.items(), 1):
@@ -139,8 +136,7 @@ def ipvs_text(
             )
         if not n % 200:
             pause()
-    _families(
-        out,
+    yield from _families(
         (
             (f"director_ipvs_service_{name}_total", f"{text}, per virtual service", "counter")
             for name, _, text in COUNTERS
@@ -153,16 +149,15 @@ def ipvs_text(
         for name, _, text in COUNTERS
     ]
     heads += [(f"director_ipvs_backend_{name}", text, "gauge") for name, text, _ in BACKEND_GAUGES]
-    _families(out, heads, backends, pause)
-    return out
+    yield from _families(heads, backends, pause)
 
 
 def checks_text(
     checks: list[dict[str, object]],
     changed_at: Mapping[tuple[str, str], float],
     pause: Callable[[], None] = _nothing,
-) -> list[str]:
-    """The check families (``SnapshotCollector._checks``)."""
+) -> Iterator[str]:
+    """The check families (``SnapshotCollector._checks``) a piece at a time."""
     rows: list[tuple[str, tuple[float, ...]]] = []
     for n, c in enumerate(checks, 1):
         service, dest = str(c.get("service")), str(c.get("destination"))
@@ -183,9 +178,7 @@ def checks_text(
         )
         if not n % PAUSE_EVERY:
             pause()
-    out: list[str] = []
-    _families(
-        out,
+    yield from _families(
         (
             ("director_check_up", "1 when the check passes", "gauge"),
             (
@@ -198,4 +191,3 @@ def checks_text(
         rows,
         pause,
     )
-    return out

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import errno
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from director.ipvs.kernel import DestConns, KernelError, SyncDaemon, SyncState, Timeouts, explain
 from director.ipvs.model import (
@@ -35,7 +35,11 @@ from director.ipvs.ops import (
     Op,
     OpFailure,
 )
-from director.ipvs.stats import Counters, DestStats, StatsSnapshot
+from director.ipvs.stats import Counters, DestReadings, StatsSnapshot
+
+
+def _nothing() -> None:
+    pass
 
 
 class MemoryIPVS:
@@ -85,15 +89,16 @@ class MemoryIPVS:
             return None
         return svc, _kernel_order(self.table.dests_of(key))
 
-    def read_stats(self, now: float) -> StatsSnapshot:
-        """The table with :attr:`conns` as connection counts and zero traffic counters."""
+    def read_stats(self, now: float, pause: Callable[[], None] = _nothing) -> StatsSnapshot:
+        """The table with :attr:`conns` as connection counts and zero traffic counters;
+        ``pause`` is called after each service (:class:`director.heap.Pacer`)."""
         snap = StatsSnapshot(at=now)
         for key, svc in self.table.services.items():
+            pause()
             snap.services[key] = (svc, Counters())
-            snap.dests[key] = {
-                dkey: DestStats(d, *_conns(self.conns.get((key, dkey), DestConns())))
-                for dkey, d in self.table.dests_of(key).items()
-            }
+            readings = snap.dests[key] = DestReadings()
+            for dkey, d in self.table.dests_of(key).items():
+                readings.add(d, *_conns(self.conns.get((key, dkey), DestConns())))
         return snap
 
     def get_timeouts(self) -> Timeouts:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from director.ipvs import messages as m
@@ -33,7 +33,7 @@ from director.ipvs.stats import (
     DEST_STATS64,
     SVC_STATS,
     SVC_STATS64,
-    DestStats,
+    DestReadings,
     StatsSnapshot,
     counters_of,
 )
@@ -108,6 +108,10 @@ def reference_payload(cmd: int, attrs: list[tuple[str, Any]]) -> bytes:
 _NO_CONNS = DestConns()
 
 
+def _nothing() -> None:
+    pass
+
+
 class NetlinkIPVS:
     """IPVS through a generic-netlink socket. Not thread-safe: one caller at a time."""
 
@@ -118,6 +122,7 @@ class NetlinkIPVS:
         except NetlinkRequestError as exc:
             raise KernelError("opening the IPVS generic netlink family", exc.errno) from exc
         self.conns: dict[tuple[ServiceKey, DestKey], DestConns] = {}
+        self._last_stats: StatsSnapshot | None = None  # whose unchanged entries the next reuses
 
     def close(self) -> None:
         self._sock.close()
@@ -149,9 +154,11 @@ class NetlinkIPVS:
         except NetlinkRequestError as exc:
             raise KernelError("reading the IPVS table", exc.errno) from exc
 
-    def read_stats(self, now: float) -> StatsSnapshot:
-        """The whole table with counters and connection counts (for metrics and status)."""
+    def read_stats(self, now: float, pause: Callable[[], None] = _nothing) -> StatsSnapshot:
+        """The whole table with counters and connection counts (for metrics and status);
+        ``pause`` is called after each service (:class:`director.heap.Pacer`)."""
         snap = StatsSnapshot(at=now)
+        last = self._last_stats.dests if self._last_stats is not None else {}
         try:
             for reply in self._sock.dump(m.CMD_GET_SERVICE, b""):
                 raw = wire.attrs(reply).get(wire.CMD_ATTR_SERVICE)
@@ -160,16 +167,21 @@ class NetlinkIPVS:
                 svc = wire.parse_service(raw)
                 snap.services[svc.key] = (svc, counters_of(raw, SVC_STATS, SVC_STATS64))
             for key in snap.services:
-                dests = snap.dests[key] = {}
+                pause()
+                dests = snap.dests[key] = DestReadings()
+                before = last.get(key)
                 for reply in self._sock.dump(m.CMD_GET_DEST, _svc(wire.service_key(key))):
                     raw = wire.attrs(reply).get(wire.CMD_ATTR_DEST)
                     if raw is None:
                         continue
                     dest, (active, inactive, persistent) = wire.parse_dest(raw, key.family)
                     counters = counters_of(raw, DEST_STATS, DEST_STATS64)
-                    dests[dest.key] = DestStats(dest, active, inactive, persistent, counters)
+                    if isinstance(before, DestReadings):
+                        dest = before.reuse(dest)  # an unchanged table: no new entries kept
+                    dests.add(dest, active, inactive, persistent, counters)
         except NetlinkRequestError as exc:
             raise KernelError("reading IPVS counters", exc.errno) from exc
+        self._last_stats = snap
         return snap
 
     def dump_service(self, key: ServiceKey) -> tuple[Service, dict[DestKey, Dest]] | None:

@@ -26,6 +26,10 @@ from director.ipvs.stats import StatsSnapshot
 Opener = Callable[[bool], IPVSKernel]
 
 
+def _nothing() -> None:
+    pass
+
+
 class OnDemandIPVS:
     """An :class:`IPVSKernel` that opens the real one with ``opener`` when asked to."""
 
@@ -102,7 +106,7 @@ class OnDemandIPVS:
             raise self._absent(f"stopping the {state} sync daemon")
         self._kernel.stop_sync_daemon(state)
 
-    def read_stats(self, now: float) -> StatsSnapshot:
+    def read_stats(self, now: float, pause: Callable[[], None] = _nothing) -> StatsSnapshot:
         """Counters from the kernel (an empty reading without ip_vs)."""
-        read: Callable[[float], StatsSnapshot] | None = getattr(self._kernel, "read_stats", None)
-        return read(now) if read is not None else StatsSnapshot(at=now)
+        read: Callable[..., StatsSnapshot] | None = getattr(self._kernel, "read_stats", None)
+        return read(now, pause) if read is not None else StatsSnapshot(at=now)

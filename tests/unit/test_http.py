@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import pytest
 import pytest_asyncio
@@ -35,7 +36,27 @@ class Echo(HttpServer):
             "/echo": {"POST": self.echo},
             "/boom": {"GET": self.boom},
             "/bad-header": {"GET": self.bad_header},
+            "/stream": {"GET": self.stream},
         }
+
+    streams_closed = 0
+
+    async def stream(self, request: Request) -> Response:
+        """10 chunks of 100 KB (b"0"..., b"1"...); ?fail: the maker fails after the third."""
+        fail = request.headers.get("x-fail") == "1"
+        count = int(request.headers.get("x-chunks", "10"))
+
+        async def chunks() -> AsyncGenerator[bytes, None]:
+            try:
+                for i in range(count):
+                    if fail and i == 3:
+                        raise RuntimeError("rendering failed")
+                    yield str(i % 10).encode() * 100_000
+                    await asyncio.sleep(0)
+            finally:
+                self.streams_closed += 1
+
+        return Response(headers={"Content-Type": "text/plain"}, chunks=chunks)
 
     answered_big = 0
 
@@ -298,3 +319,67 @@ async def test_mutated_requests_get_well_formed_answers_and_leave_the_server_ser
     assert {200, 400} <= seen, seen  # the mutations did reach both the routes and the refusals
     clean = await exchange(server.bound_port, b"GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n")
     assert statuses(clean) == [200]
+
+
+STREAMED = b"".join(str(i).encode() * 100_000 for i in range(10))
+
+
+def dechunk(body: bytes) -> tuple[bytes, bool]:
+    """A chunked body's data, and whether it ended with its last (empty) chunk."""
+    data = bytearray()
+    while body:
+        size_line, _, body = body.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            return bytes(data), body.startswith(b"\r\n")  # (an answer after it may follow)
+        data += body[:size]
+        assert body[size : size + 2] == b"\r\n"
+        body = body[size + 2 :]
+    return bytes(data), False
+
+
+async def test_a_streamed_answer_is_chunked_to_1_1_and_ends_at_the_close_for_1_0(
+    server: Echo,
+) -> None:
+    raw = await exchange(server.bound_port, b"GET /stream HTTP/1.1\r\n\r\nGET /hello HTTP/1.1\r\n"
+                         b"Connection: close\r\n\r\n")  # fmt: skip
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding: chunked" in head and b"Content-Length" not in head
+    body, whole = dechunk(rest)
+    assert whole and body == STREAMED
+    assert statuses(raw) == [200, 200] and raw.endswith(b"hello")  # the connection went on
+    raw = await exchange(
+        server.bound_port, b"GET /stream HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+    )
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding" not in head and b"Connection: close" in head
+    assert rest == STREAMED
+    raw = await exchange(server.bound_port, b"HEAD /stream HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert statuses(raw) == [200] and raw.endswith(b"\r\n\r\n")  # no body for a HEAD
+    assert server.streams_closed == 2
+
+
+async def test_a_stream_that_fails_or_a_client_that_stops_reading_cuts_the_connection() -> None:
+    server = Echo(idle=0.5)
+    await server.start()
+    try:
+        raw = await exchange(server.bound_port, b"GET /stream HTTP/1.1\r\nX-Fail: 1\r\n\r\n"
+                             b"GET /hello HTTP/1.1\r\n\r\n")  # fmt: skip
+        body, whole = dechunk(raw.partition(b"\r\n\r\n")[2])
+        assert not whole and body == STREAMED[:300_000]  # cut: never taken as a whole body
+        assert statuses(raw) == [200] and server.streams_closed == 1
+        # a client that asks and reads nothing: cut once it took nothing for `idle` seconds
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.bound_port))
+        sock.sendall(b"GET /stream HTTP/1.1\r\nX-Chunks: 1000\r\n\r\n")  # 100 MB
+        started = time.monotonic()
+        async with asyncio.timeout(10):
+            while server.streams_closed < 2:  # noqa: ASYNC110 - the server's count
+                await asyncio.sleep(0.05)
+        assert 0.4 < time.monotonic() - started < 5
+        sock.close()
+        raw = await exchange(server.bound_port, b"GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n")
+        assert statuses(raw) == [200]
+    finally:
+        await server.stop()

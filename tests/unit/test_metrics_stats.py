@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import struct
+import time
 
+from director.heap import Pacer
 from director.ipvs import wire
 from director.ipvs.kernel import DestConns
 from director.ipvs.memory import MemoryIPVS
 from director.ipvs.model import Dest, DestKey, Family, Protocol, Service, ServiceKey
 from director.ipvs.ops import AddDest, AddService
-from director.ipvs.stats import DEST_STATS, DEST_STATS64, Counters, counters_of
+from director.ipvs.stats import (
+    DEST_STATS,
+    DEST_STATS64,
+    Counters,
+    DestReadings,
+    DestStats,
+    counters_of,
+)
 
 
 def nla(kind: int, payload: bytes) -> bytes:
@@ -60,3 +70,91 @@ def test_memory_kernel_reading_has_the_table_and_the_given_connections() -> None
     assert (got.dest, got.active, got.inactive, got.persistent) == (dest, 2, 5, 1)
     assert snap.dest(key, DestKey.of(ipaddress.IPv4Address("198.18.1.12"), 80)) is None
     assert key.family is Family.INET
+
+
+def _dest(n: int, weight: int = 1) -> Dest:
+    return Dest(
+        DestKey.of(ipaddress.IPv4Address(f"198.18.{n // 250}.{n % 250 + 1}"), 80), weight=weight
+    )
+
+
+def test_dest_readings_read_as_a_dict_of_dest_stats() -> None:
+    readings = DestReadings()
+    big = Counters(2**64 - 1, 2**63, 3, 4, 5)  # u64 counters keep every bit
+    readings.add(_dest(1), 1, 2, 3, big)
+    readings.add(_dest(2, weight=0))
+    readings.add(_dest(1, weight=7), 4, 5, 6)  # read twice: the last one
+    want = {
+        _dest(1).key: DestStats(_dest(1, weight=7), 4, 5, 6),
+        _dest(2).key: DestStats(_dest(2, weight=0)),
+    }
+    assert dict(readings) == want
+    assert readings == want
+    assert list(readings) == [_dest(1).key, _dest(2).key]  # in reading order
+    assert len(readings) == 2 and _dest(2).key in readings and _dest(3).key not in readings
+    assert readings.get(_dest(3).key) is None
+    readings.add(_dest(3), 0, 0, 0, big)
+    assert readings[_dest(3).key].counters == big
+
+
+def test_dest_readings_reuse_an_unchanged_entry() -> None:
+    readings = DestReadings()
+    readings.add(_dest(1, weight=3))
+    old = readings.entry(_dest(1).key)
+    assert old is not None
+    assert readings.reuse(_dest(1, weight=3)) is old
+    changed = _dest(1, weight=4)
+    assert readings.reuse(changed) is changed
+    new = _dest(2)
+    assert readings.reuse(new) is new
+
+
+def test_a_reading_leaves_few_objects_to_the_cyclic_collector() -> None:
+    """A full collection walks every tracked object: a reading of 1,000 destinations adds a
+    few, not one or two per destination (0.3-0.9 s pauses at 100,000, bench.scale)."""
+    kernel = MemoryIPVS()
+    ops: list[AddService | AddDest] = []
+    for s in range(2):
+        key = ServiceKey.inet(Protocol.TCP, ipaddress.IPv4Address("198.18.0.10"), 80 + s)
+        ops.append(AddService(Service(key)))
+        ops += [AddDest(key, _dest(n)) for n in range(500)]
+    assert not kernel.execute(ops)
+    kernel.conns[(key, _dest(7).key)] = DestConns(2, 5, 1)
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        before = len(gc.get_objects())
+        snap = kernel.read_stats(1.0)
+        added = len(gc.get_objects()) - before
+    finally:
+        if was:
+            gc.enable()
+    assert sum(len(d) for d in snap.dests.values()) == 1000
+    assert added < 30, f"{added} tracked objects for 2 services of 500 destinations"
+    assert snap.dest(key, _dest(7).key) == DestStats(_dest(7), 2, 5, 1)
+
+
+def test_a_reading_pauses_after_each_service() -> None:
+    kernel = MemoryIPVS()
+    keys = [
+        ServiceKey.inet(Protocol.TCP, ipaddress.IPv4Address("198.18.0.10"), 80 + s)
+        for s in range(3)
+    ]
+    assert not kernel.execute([AddService(Service(k)) for k in keys])
+    paused: list[int] = []
+    snap = kernel.read_stats(1.0, lambda: paused.append(1))
+    assert len(paused) == 3 and len(snap.services) == 3
+
+
+def test_the_pacer_rests_between_slices_of_work() -> None:
+    """Busy work paced 5 ms on / 10 ms off takes about three times as long, in rests the
+    event loop's thread has the GIL to itself."""
+    pace = Pacer(work=0.005, rest=0.010)
+    slept = []
+    started = time.perf_counter()
+    while time.perf_counter() - started < 0.3:
+        before = time.perf_counter()
+        pace()
+        if time.perf_counter() - before >= 0.009:
+            slept.append(1)
+    assert 15 <= len(slept) <= 25  # 0.3 s as 5 ms slices and 10 ms rests: ~20 rests

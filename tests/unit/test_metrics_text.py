@@ -10,8 +10,10 @@ import random
 from ipaddress import ip_address
 from typing import TypeVar
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+import director.metrics
 from director.ipvs.model import Dest, DestKey, Protocol, Service, ServiceKey
 from director.ipvs.stats import Counters, DestStats, StatsSnapshot
 from director.metrics import Metrics, SnapshotCollector, Sources
@@ -85,6 +87,23 @@ def test_fast_text_is_prometheus_clients_text() -> None:
         metrics = Metrics(sources)
         metrics.probed("tcp", "198.19.0.1:80", True, 0.002)
         assert metrics.render() == _reference(sources, metrics.registry), seed
+
+
+def test_streamed_text_is_prometheus_clients_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chunks a scrape is sent in (small ones here), joined: the same bytes."""
+    monkeypatch.setattr(director.metrics, "CHUNK", 300)
+    for seed in range(10):
+        rng = random.Random(seed)
+        snap = _table(rng, rng.randrange(1, 40))
+        checks = _checks(rng, rng.randrange(1, 30))
+        sources = Sources(
+            stats=functools.partial(_same, snap), checks=functools.partial(_same, checks)
+        )
+        metrics = Metrics(sources)
+        chunks = list(metrics.chunks())
+        assert len(chunks) > 3, seed
+        assert all(len(chunk) < 300 + 400 for chunk in chunks[:-1]), seed
+        assert b"".join(chunks) == _reference(sources, metrics.registry), seed
 
 
 def test_frozen_sources_take_the_checks_once_when_rendered() -> None:

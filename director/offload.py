@@ -1,0 +1,149 @@
+"""Large renderings (a status, a scrape) made in a forked child process, read back from a pipe.
+
+A 100,000-server status or scrape is seconds of pure Python. In a worker thread it shares the
+GIL with the event loop's thread, which gives the GIL up at every system call of its probes
+(socket, connect, send, close: ~40,000 a second at 10,000 checks/s) and then waits for it again
+behind the rendering thread, up to the switch interval each time: the loop fell seconds behind
+during each rendering (``bench.scale --profile gc`` samples where it waits). A child made by
+``fork()`` has the taken snapshot as it is, copy-on-write, and its own interpreter lock, so the
+loop pays for the ``fork()`` (milliseconds) and for reading the result from a pipe, a chunk at
+a time, as the sender can take it (the pipe's capacity is the backpressure). The child's
+garbage never reaches the daemon's heap either: its resident size does not grow by a
+rendering's peak.
+
+The child closes every descriptor but its pipe's at once (a probe's socket closed by the daemon
+must not stay open in it), runs only the pure rendering and the writes to its pipe, then
+``os._exit``: no event loop, no logging, no locks another thread of the daemon might have held
+at the ``fork()`` (the C allocator's are made safe by glibc's fork handlers). Without
+``fork()`` (or when it fails: out of memory or processes) the rendering runs in a worker
+thread as before (:func:`director.heap.streamed`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import gc
+import os
+import signal
+import warnings
+from collections.abc import AsyncGenerator, Callable, Iterator
+
+from director.heap import streamed
+
+MAX_FD = 1 << 20  # above any descriptor (RLIMIT_NOFILE's hard limit is at most nr_open)
+PIPE_SIZE = 1 << 20  # bytes the child may write ahead of the reader
+CHILD_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class RenderFailed(Exception):
+    """The child process that rendered ended without writing the whole body."""
+
+
+def _child(make: Callable[[], Iterator[bytes]], fd: int) -> None:
+    """In the child: write each chunk to ``fd``; exit 0 when all were written."""
+    code = 1
+    try:
+        # The child holds a copy of every descriptor of the daemon: a socket the daemon closes
+        # (a probe's, a client's) would stay open, its port taken and its peer waiting, until
+        # the rendering ends. Only the pipe (and the standard streams) are kept.
+        os.closerange(3, fd)
+        os.closerange(fd + 1, MAX_FD)
+        # Signals go to the daemon, not here: the loop's wakeup descriptor is the parent's.
+        with contextlib.suppress(ValueError):  # not the main thread: nothing was set
+            signal.set_wakeup_fd(-1)
+        for signum in CHILD_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+        gc.disable()  # short-lived: what the rendering makes is freed by the exit
+        for chunk in make():
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view) :]
+        code = 0
+    finally:
+        os._exit(code)  # no atexit handlers, no buffered files of the parent flushed twice
+
+
+def _made(make: Callable[[], Iterator[bytes]]) -> Iterator[bytes]:
+    yield from make()  # make() runs where the first chunk is asked for: the worker thread
+
+
+def _fork() -> int:
+    with warnings.catch_warnings():
+        # Python 3.12 warns of fork() in a process with threads; the child runs only the
+        # rendering (see the module docstring), never a lock another thread held.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return os.fork()
+
+
+async def forked(make: Callable[[], Iterator[bytes]]) -> AsyncGenerator[bytes, None]:
+    """The chunks of ``make()``, made in a child process; :class:`RenderFailed` after the last
+    chunk read if the child did not finish. ``make`` runs only in the child (or, when a child
+    cannot be made, in a worker thread). Stopping early (``aclose``) ends the child."""
+    read_end, write_end = os.pipe()
+    try:
+        pid = _fork()
+    except OSError:
+        os.close(read_end)
+        os.close(write_end)
+        async with contextlib.aclosing(streamed(_made(make))) as chunks:
+            async for chunk in chunks:
+                yield chunk
+        return
+    if pid == 0:  # pragma: no cover (the child ends in os._exit)
+        os.close(read_end)
+        _child(make, write_end)
+    os.close(write_end)
+    loop = asyncio.get_running_loop()
+    finished = False
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(read_end, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        os.set_blocking(read_end, False)
+        while True:
+            try:
+                chunk = os.read(read_end, PIPE_SIZE)
+            except BlockingIOError:
+                ready = loop.create_future()
+                loop.add_reader(read_end, _wake, ready)
+                try:
+                    await ready
+                finally:
+                    loop.remove_reader(read_end)
+                continue
+            if not chunk:
+                break
+            yield chunk
+        finished = True
+    finally:
+        os.close(read_end)
+        if not finished:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        status = await asyncio.to_thread(_reap, pid)
+    if status != 0:
+        raise RenderFailed(f"the rendering process ended with status {status}")
+
+
+def _wake(ready: asyncio.Future[None]) -> None:
+    if not ready.done():
+        ready.set_result(None)
+
+
+def _reap(pid: int) -> int:
+    """The child's exit status (its wait, so no zombie is left)."""
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:  # reaped by someone else
+        return 0
+    return os.waitstatus_to_exitcode(status)
+
+
+async def forked_bytes(make: Callable[[], bytes]) -> bytes:
+    """``make()`` rendered in a child process (:func:`forked`), as one body."""
+    parts = []
+    async with contextlib.aclosing(forked(lambda: iter((make(),)))) as chunks:
+        async for chunk in chunks:
+            parts.append(chunk)
+    return b"".join(parts)
