@@ -1,4 +1,5 @@
-"""Prometheus metrics: built with ``prometheus_client``, served over HTTP by aiohttp.
+"""Prometheus metrics: built with ``prometheus_client``, served over HTTP by the daemon's own
+server (:mod:`director.http`).
 
 Scraping never waits for the kernel. IPVS counters come from the engine's last
 :class:`~director.ipvs.stats.StatsSnapshot` (read in its worker thread every ``stats_interval``
