@@ -83,9 +83,12 @@ def check_our_garps(capture: Capture, mac: bytes, since: float) -> list[Arp]:
     assert 0 <= first[0].at - advert.at < 0.05, "first GARP right after the first advert"
     # The repeat is due REPEAT_AFTER after the transition (keepalived's garp_master_delay),
     # which the first advert marks; the first burst may leave a few ms after it, behind the
-    # address request, so it is no reference for the repeat.
+    # address request, so it is no reference for the repeat. The advert itself may leave a
+    # few ms after the transition: the instance runs in this (long-lived) test process, whose
+    # collector can pause it there (0.992 s once in a CI run of the whole suite); a repeat timed
+    # from anything but the transition would be off by far more than the 20 ms allowed.
     gap = second[0].at - advert.at
-    assert REPEAT_AFTER - 0.005 <= gap <= REPEAT_AFTER + 0.2, gap
+    assert REPEAT_AFTER - 0.02 <= gap <= REPEAT_AFTER + 0.2, gap
     return garps
 
 
