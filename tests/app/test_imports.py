@@ -228,15 +228,9 @@ print("ok")
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
-@pytest.mark.parametrize(
-    ("check", "client"),
-    [("tcp", False), ("http", True), ("https", True), ("exchange", True), ("smtp", False)],
-)
-def test_the_http_client_is_loaded_at_start_for_http_checks(check: str, client: bool) -> None:
-    from director.config import parse_config
-    from director.daemon import uses_http_client
-
-    text = f"""
+def checked_config(check: str) -> str:
+    """A service with two real servers, the second checked with ``check``."""
+    return f"""
 [[virtual_server]]
 protocol = "tcp"
 address = "198.18.0.10"
@@ -247,6 +241,17 @@ port = 443
   address = "198.18.1.12"
   check = {{ type = "{check}" }}
 """
+
+
+@pytest.mark.parametrize(
+    ("check", "client"),
+    [("tcp", False), ("http", True), ("https", True), ("exchange", True), ("smtp", False)],
+)
+def test_the_http_client_is_loaded_at_start_for_http_checks(check: str, client: bool) -> None:
+    from director.config import parse_config
+    from director.daemon import uses_http_client
+
+    text = checked_config(check)
     assert uses_http_client(parse_config(text, "<test>")) is client
     none = text.replace(f'type = "{check}"', 'type = "none"')
     assert not uses_http_client(parse_config(none, "<test>"))
@@ -263,15 +268,7 @@ def test_a_reload_loads_what_its_checks_need_in_the_loader(
     for an HTTP check, so a reload that brings a config its first check does not import them on
     the loop; a config without checks imports neither."""
     config = tmp_path / "director.toml"
-    config.write_text(f"""
-[[virtual_server]]
-protocol = "tcp"
-address = "198.18.0.10"
-port = 80
-  [[virtual_server.real_server]]
-  address = "198.18.1.11"
-  check = {{ type = "{check}" }}
-""")
+    config.write_text(checked_config(check))
     code = f"""
 import sys
 from director import lean
