@@ -31,6 +31,16 @@ so compare READY across trees, not the imports alone. Byte-code and the dataclas
 (:mod:`director.codecache`) are written on the host before the boot, as ``scripts/build-deb``
 writes them into the package. Medians over the rounds. Figures, not a test; needs
 root (the guest is root).
+
+From the mount and from local files: the guest's / and the project tree with its ``.venv`` are
+virtiofs mounts, where every file an import looks at is a FUSE request (expensive under TCG),
+while a user's package is on a local disk. So each round also starts the daemon from a local
+copy of what the package installs (:mod:`bench.localinstall`: the interpreter and its standard
+library, the pinned dependencies and the project's packages, byte-code and the dataclasses'
+code cache included, copied once per boot into a tmpfs), and the table prints both: the same
+interpreter, byte-code and code, only where the files are differs. keepalived is a binary on
+the mount; it opens a handful of files. ``--no-local``: the mount only. The baseline starts
+from the mount (its tree as it is, like this tree's first figures).
 """
 
 from __future__ import annotations
