@@ -110,6 +110,9 @@ ABSENT = [
     "prometheus_client.exposition",
     "http.server",
     "wsgiref",
+    # a start's arguments are read without argparse (director.daemon.start_args)
+    "argparse",
+    "gettext",
     # pydantic's plugin search (director.lean.no_pydantic_plugins) and what it imports
     "importlib.metadata",
     "email",
