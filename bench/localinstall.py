@@ -16,7 +16,9 @@ out the same files in a local directory (a tmpfs in the guest):
   ``/opt/director``: the pinned runtime dependencies (``debian/constraints.txt``, the files
   their distributions list: packages, byte-code and metadata) and the project's packages
   (``director``, ``vrrp``, ``checks``, with their byte-code and the dataclasses' code cache,
-  :mod:`director.codecache`), installed as packages rather than as the tree's editable install.
+  :mod:`director.codecache`), installed as packages rather than as the tree's editable install,
+  and ``bin/directord``, the entry point as pip writes it (``/usr/sbin/directord`` links to
+  the package's).
 
 Nothing else differs: the same interpreter, the same byte-code, the same code; only where the
 files are. (The byte-code is the tree's and the venv's, checked against the sources' file times
@@ -51,6 +53,18 @@ STDLIB_LEFT_OUT = frozenset(
         f"config-{sysconfig.get_python_version()}-{sys.implementation._multiarch}",
     }
 )
+
+
+# pip's console script for ``directord = "director.daemon:main"`` (pyproject.toml)
+ENTRY_POINT = """#!{python}
+# -*- coding: utf-8 -*-
+import re
+import sys
+from director.daemon import main
+if __name__ == '__main__':
+    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])
+    sys.exit(main())
+"""
 
 
 def pinned(constraints: Path = ROOT / "debian" / "constraints.txt") -> list[str]:
@@ -118,4 +132,12 @@ def build(dest: Path, site_packages: Path | None = None) -> Path:
             _copy(src, sp / rel)
     for name in PROJECT_PACKAGES:
         shutil.copytree(ROOT / name, sp / name, symlinks=True, ignore=_pycache_ignore)
+    script = entry_point(dest)
+    script.write_text(ENTRY_POINT.format(python=venv / "bin" / "python"))
+    script.chmod(0o755)
     return venv / "bin" / "python"
+
+
+def entry_point(dest: Path) -> Path:
+    """The ``directord`` of the copy :func:`build` made in ``dest``."""
+    return dest / "venv" / "bin" / "directord"

@@ -37,8 +37,10 @@ virtiofs mounts, where every file an import looks at is a FUSE request (expensiv
 while a user's package is on a local disk. So each round also starts the daemon from a local
 copy of what the package installs (:mod:`bench.localinstall`: the interpreter and its standard
 library, the pinned dependencies and the project's packages, byte-code and the dataclasses'
-code cache included, copied once per boot into a tmpfs), and the table prints both: the same
-interpreter, byte-code and code, only where the files are differs. keepalived is a binary on
+code cache included, copied once per boot into a tmpfs) through its ``directord`` entry point,
+as systemd runs the package's (the tree's is ``python -m director.daemon`` under ``env -C``),
+and the table prints both: the same interpreter, byte-code and code, only where the files are
+differs. keepalived is a binary on
 the mount; it opens a handful of files. ``--no-local``: the mount only. The baseline starts
 from the mount (its tree as it is, like this tree's first figures).
 """
@@ -189,25 +191,33 @@ def stopped(job: Background, what: str) -> None:
         print(f"  {what} exited {job.proc.returncode}:\n{job.output()[-2000:]}")
 
 
-def start_ours(work: Path, within: float, tree: Path = ROOT, python: str = sys.executable) -> Start:
+def start_ours(
+    work: Path,
+    within: float,
+    tree: Path = ROOT,
+    python: str = sys.executable,
+    entry: Path | None = None,
+) -> Start:
+    """One start: ``python -m director.daemon`` in ``tree`` (a checkout), or ``entry``, the
+    ``directord`` entry point of a local copy (bench.localinstall), executed as systemd does."""
     state = Path(tempfile.mkdtemp(dir=work, prefix="ours-"))
     config = state / "director.toml"
     config.write_text(our_config(state))
+    notify_path = state / "notify.sock"
+    if entry is None:  # python -m: the daemon of that tree
+        argv = ["env", "-C", str(tree), f"NOTIFY_SOCKET={notify_path}", python, "-m"]
+        argv += ["director.daemon", "--config", str(config)]
+    else:  # the entry point: its directory, not the tree, is first on its path
+        argv = [str(entry), "--config", str(config)]
     with lab() as (d1, capture), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
-        notify.bind(str(state / "notify.sock"))  # a path: abstract sockets are per namespace
+        notify.bind(str(notify_path))  # a path: abstract sockets are per namespace
         capture.clear()
-        started = time.time()
-        job = d1.spawn(
-            "env",
-            "-C",
-            str(tree),  # python -m: the daemon of that tree (or of python's environment)
-            f"NOTIFY_SOCKET={state / 'notify.sock'}",
-            python,
-            "-m",
-            "director.daemon",
-            "--config",
-            str(config),
-        )
+        os.environ["NOTIFY_SOCKET"] = str(notify_path)  # inherited by this spawn only
+        try:
+            started = time.time()
+            job = d1.spawn(*argv)
+        finally:
+            del os.environ["NOTIFY_SOCKET"]
         try:
             ready = wait_ready(notify, job, started, within)
             advert = wait_for(lambda: first_advert(capture), within, "advert from directord")
@@ -277,9 +287,9 @@ def median(values: list[float]) -> float:
 
 
 @contextlib.contextmanager
-def local_copy() -> Iterator[tuple[Path, str]]:
+def local_copy() -> Iterator[tuple[Path, str, Path]]:
     """What the package installs, copied to a tmpfs (a user's local disk): (its directory, its
-    python); bench.localinstall."""
+    python, its directord); bench.localinstall."""
     LOCAL.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=1g,mode=0755", "tmpfs", str(LOCAL)], check=True
@@ -288,7 +298,7 @@ def local_copy() -> Iterator[tuple[Path, str]]:
         started = time.monotonic()
         python = localinstall.build(LOCAL)
         print(f"local copy in {LOCAL}: {time.monotonic() - started:.0f} s to copy", flush=True)
-        yield LOCAL, str(python)
+        yield LOCAL, str(python), localinstall.entry_point(LOCAL)
     finally:
         subprocess.run(["umount", "--lazy", str(LOCAL)], check=False)
 
@@ -305,10 +315,12 @@ class Series:
     def new(cls) -> Series:
         return cls([], [], [])
 
-    def round(self, work: Path, within: float, tree: Path, python: str) -> str:
+    def round(
+        self, work: Path, within: float, tree: Path, python: str, entry: Path | None = None
+    ) -> str:
         self.bare.append(timed(python, "-c", "pass", tree=tree))
         self.imports.append(timed(python, "-c", IMPORTS, tree=tree))
-        self.starts.append(start_ours(work, within, tree, python))
+        self.starts.append(start_ours(work, within, tree, python, entry))
         s = self.starts[-1]
         return (
             f"python -c pass {self.bare[-1]:.2f} s, imports {self.imports[-1]:.2f} s;"

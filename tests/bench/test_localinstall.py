@@ -7,8 +7,8 @@ import json
 import subprocess
 from pathlib import Path
 
-from bench.localinstall import build
-from bench.startup import IMPORTS
+from bench.localinstall import build, entry_point
+from bench.startup import IMPORTS, our_config
 
 REPORT = (
     "import json, sys; print(json.dumps({'prefix': sys.base_prefix, 'files': [getattr(m,"
@@ -19,7 +19,7 @@ REPORT = (
 def test_the_daemons_imports_come_from_the_copy_with_its_byte_code(tmp_path: Path) -> None:
     dest = tmp_path / "local"
     python = build(dest)
-    built = (dest / "venv" / "pyvenv.cfg").stat().st_mtime_ns
+    built = max(p.stat().st_mtime_ns for p in dest.rglob("*") if p.is_file())
     # run from elsewhere than the checkout, as the bench does: the tree is not on the path
     out = subprocess.run(
         [str(python), "-c", f"{IMPORTS}; import director.daemon; {REPORT}"],
@@ -39,3 +39,24 @@ def test_the_daemons_imports_come_from_the_copy_with_its_byte_code(tmp_path: Pat
     written = [p for p in dest.rglob("*") if p.is_file() and p.stat().st_mtime_ns > built]
     assert written == []
     assert next(dest.glob("venv/lib/python3.*/site-packages/director/__pycache__")).is_dir()
+
+
+def test_its_directord_is_the_copys_daemon(tmp_path: Path) -> None:
+    dest = tmp_path / "local"
+    build(dest)
+    directord = entry_point(dest)
+    config = tmp_path / "director.toml"
+    config.write_text(our_config(tmp_path))
+    checked = subprocess.run(
+        [str(directord), "--check-config", str(config)], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stderr
+    where = subprocess.run(
+        [f"{directord.parent}/python", "-c", "import director; print(director.__file__)"],
+        cwd=tmp_path,  # not the checkout: -c puts the working directory first on the path
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert where.stdout.startswith(f"{dest}/venv/")
+    assert directord.read_text().startswith(f"#!{dest}/venv/bin/python\n")
