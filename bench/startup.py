@@ -31,6 +31,18 @@ so compare READY across trees, not the imports alone. Byte-code and the dataclas
 (:mod:`director.codecache`) are written on the host before the boot, as ``scripts/build-deb``
 writes them into the package. Medians over the rounds. Figures, not a test; needs
 root (the guest is root).
+
+From the mount and from local files: the guest's / and the project tree with its ``.venv`` are
+virtiofs mounts, where every file an import looks at is a FUSE request (expensive under TCG),
+while a user's package is on a local disk. So each round also starts the daemon from a local
+copy of what the package installs (:mod:`bench.localinstall`: the interpreter and its standard
+library, the pinned dependencies and the project's packages, byte-code and the dataclasses'
+code cache included, copied once per boot into a tmpfs) through its ``directord`` entry point,
+as systemd runs the package's (the tree's is ``python -m director.daemon`` under ``env -C``),
+and the table prints both: the same interpreter, byte-code and code, only where the files are
+differs. keepalived is a binary on
+the mount; it opens a handful of files. ``--no-local``: the mount only. The baseline starts
+from the mount (its tree as it is, like this tree's first figures).
 """
 
 from __future__ import annotations
@@ -48,6 +60,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import localinstall
 from tests.helpers.netns import Background, Namespace, Topology
 from tests.helpers.servers import NamespaceLoop
 from tests.vrrp_io import keepalived
@@ -59,6 +72,7 @@ EXAMPLE = ROOT / "docs" / "examples" / "exchange.toml"
 DIRECTOR = "198.18.0.1"  # d1's address on the lab's LAN (tests.vrrp_io.lab.lan)
 MASTER_DOWN = 3 * 1.0 + (256 - 100) / 256  # VRRPv2, 1 s adverts, priority 100
 POLL = 0.005
+LOCAL = Path("/run/dt-startup")  # in the guest: a tmpfs for the local copy
 # the daemon's imports as directord makes them (lean ones first, the dataclasses' code from its
 # cache, where the tree has them)
 IMPORTS = (
@@ -177,25 +191,33 @@ def stopped(job: Background, what: str) -> None:
         print(f"  {what} exited {job.proc.returncode}:\n{job.output()[-2000:]}")
 
 
-def start_ours(work: Path, within: float, tree: Path = ROOT) -> Start:
+def start_ours(
+    work: Path,
+    within: float,
+    tree: Path = ROOT,
+    python: str = sys.executable,
+    entry: Path | None = None,
+) -> Start:
+    """One start: ``python -m director.daemon`` in ``tree`` (a checkout), or ``entry``, the
+    ``directord`` entry point of a local copy (bench.localinstall), executed as systemd does."""
     state = Path(tempfile.mkdtemp(dir=work, prefix="ours-"))
     config = state / "director.toml"
     config.write_text(our_config(state))
+    notify_path = state / "notify.sock"
+    if entry is None:  # python -m: the daemon of that tree
+        argv = ["env", "-C", str(tree), f"NOTIFY_SOCKET={notify_path}", python, "-m"]
+        argv += ["director.daemon", "--config", str(config)]
+    else:  # the entry point: its directory, not the tree, is first on its path
+        argv = [str(entry), "--config", str(config)]
     with lab() as (d1, capture), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
-        notify.bind(str(state / "notify.sock"))  # a path: abstract sockets are per namespace
+        notify.bind(str(notify_path))  # a path: abstract sockets are per namespace
         capture.clear()
-        started = time.time()
-        job = d1.spawn(
-            "env",
-            "-C",
-            str(tree),  # python -m: the daemon of that tree
-            f"NOTIFY_SOCKET={state / 'notify.sock'}",
-            sys.executable,
-            "-m",
-            "director.daemon",
-            "--config",
-            str(config),
-        )
+        os.environ["NOTIFY_SOCKET"] = str(notify_path)  # inherited by this spawn only
+        try:
+            started = time.time()
+            job = d1.spawn(*argv)
+        finally:
+            del os.environ["NOTIFY_SOCKET"]
         try:
             ready = wait_ready(notify, job, started, within)
             advert = wait_for(lambda: first_advert(capture), within, "advert from directord")
@@ -264,60 +286,100 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def run_rounds(rounds: int, within: float, baseline: Path | None) -> int:
+@contextlib.contextmanager
+def local_copy() -> Iterator[tuple[Path, str, Path]]:
+    """What the package installs, copied to a tmpfs (a user's local disk): (its directory, its
+    python, its directord); bench.localinstall."""
+    LOCAL.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1g,mode=0755", "tmpfs", str(LOCAL)], check=True
+    )
+    try:
+        started = time.monotonic()
+        python = localinstall.build(LOCAL)
+        print(f"local copy in {LOCAL}: {time.monotonic() - started:.0f} s to copy", flush=True)
+        yield LOCAL, str(python), localinstall.entry_point(LOCAL)
+    finally:
+        subprocess.run(["umount", "--lazy", str(LOCAL)], check=False)
+
+
+@dataclass
+class Series:
+    """One daemon's figures over the rounds."""
+
+    bare: list[float]
+    imports: list[float]
+    starts: list[Start]
+
+    @classmethod
+    def new(cls) -> Series:
+        return cls([], [], [])
+
+    def round(
+        self, work: Path, within: float, tree: Path, python: str, entry: Path | None = None
+    ) -> str:
+        self.bare.append(timed(python, "-c", "pass", tree=tree))
+        self.imports.append(timed(python, "-c", IMPORTS, tree=tree))
+        self.starts.append(start_ours(work, within, tree, python, entry))
+        s = self.starts[-1]
+        return (
+            f"python -c pass {self.bare[-1]:.2f} s, imports {self.imports[-1]:.2f} s;"
+            f" directord READY {s.ready:.2f} s, first advert {s.advert:.2f} s"
+        )
+
+    @property
+    def ready(self) -> float:
+        return median([s.ready for s in self.starts if s.ready is not None])
+
+    @property
+    def advert(self) -> float:
+        return median([s.advert for s in self.starts])
+
+
+def run_rounds(rounds: int, within: float, baseline: Path | None, local: bool) -> int:
     os.chdir(ROOT)
-    ours: list[Start] = []
+    ours, ours_local, base = Series.new(), Series.new(), Series.new()
     theirs: list[Start] = []
-    bare: list[float] = []
-    imports: list[float] = []
-    base: list[Start] = []
-    base_imports: list[float] = []
-    with tempfile.TemporaryDirectory(prefix="dt-startup-") as tmp:
-        work = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dt-startup-")))
+        copy = stack.enter_context(local_copy()) if local else None
         for n in range(rounds):
-            bare.append(timed(sys.executable, "-c", "pass"))
-            imports.append(timed(sys.executable, "-c", IMPORTS))
-            ours.append(start_ours(work, within))
-            theirs.append(start_keepalived(work, within))
-            o, k = ours[-1], theirs[-1]
             print(
-                f"round {n + 1}: python -c pass {bare[-1]:.2f} s, imports {imports[-1]:.2f} s;"
-                f" directord READY {o.ready:.2f} s, first advert {o.advert:.2f} s;"
-                f" keepalived first advert {k.advert:.2f} s",
-                flush=True,
+                f"round {n + 1}: from the mount: {ours.round(work, within, ROOT, sys.executable)}"
             )
+            if copy is not None:
+                print(f"  from local files: {ours_local.round(work, within, *copy)}", flush=True)
+            theirs.append(start_keepalived(work, within))
+            print(f"  keepalived first advert {theirs[-1].advert:.2f} s", flush=True)
             if baseline is not None:
-                base_imports.append(timed(sys.executable, "-c", IMPORTS, tree=baseline))
-                base.append(start_ours(work, within, baseline))
-                print(
-                    f"  baseline {baseline.name}: imports {base_imports[-1]:.2f} s, READY"
-                    f" {base[-1].ready:.2f} s, first advert {base[-1].advert:.2f} s",
-                    flush=True,
-                )
-    ready = median([s.ready for s in ours if s.ready is not None])
-    ours_advert = median([s.advert for s in ours])
+                line = base.round(work, within, baseline, sys.executable)
+                print(f"  baseline {baseline.name} from the mount: {line}", flush=True)
     ka = median([s.advert for s in theirs])
     print(f"\nmedian of {rounds} rounds, in the guest (TCG), cold starts in fresh namespaces")
-    print(f"  python -c pass:                       {median(bare):6.2f} s")
-    print(f"  the daemon's imports:                 {median(imports):6.2f} s")
-    print(f"  directord start -> READY=1:           {ready:6.2f} s")
-    print(f"  directord start -> first advert:      {ours_advert:6.2f} s")
     print(f"  keepalived start -> first advert:     {ka:6.2f} s")
     print(f"  master-down interval (both):          {MASTER_DOWN:6.2f} s")
-    if base:
-        b_ready = median([s.ready for s in base if s.ready is not None])
-        print(
-            f"  baseline ({baseline}): imports {median(base_imports):.2f} s, READY {b_ready:.2f} s,"
+    series = [("this tree, from the mount (virtiofs)", ours)]
+    if copy is not None:
+        series.append(
+            ("this tree, from local files (tmpfs, as the package installs it)", ours_local)
         )
-        print(f"    first advert {median([s.advert for s in base]):.2f} s")
-    print(f"ratio READY / keepalived's first advert:         {ready / ka:.2f} (goal <= 1.5)")
-    print(f"ratio first advert / keepalived's first advert:  {ours_advert / ka:.2f}")
-    print(
-        "less the master-down interval: ours READY"
-        f" {ready:.2f} s (the interval does not delay it), first advert"
-        f" {ours_advert - MASTER_DOWN:.2f} s, keepalived {ka - MASTER_DOWN:.2f} s: ratio"
-        f" {(ours_advert - MASTER_DOWN) / max(ka - MASTER_DOWN, 1e-3):.1f}"
-    )
+    if baseline is not None:
+        series.append((f"baseline {baseline}, from the mount", base))
+    for title, s in series:
+        print(f"  {title}:")
+        print(f"    python -c pass:                     {median(s.bare):6.2f} s")
+        print(f"    the daemon's imports:               {median(s.imports):6.2f} s")
+        print(f"    directord start -> READY=1:         {s.ready:6.2f} s")
+        print(f"    directord start -> first advert:    {s.advert:6.2f} s")
+        print(
+            f"    ratio READY / keepalived's first advert:        {s.ready / ka:.2f} (goal <= 1.5)"
+        )
+        print(f"    ratio first advert / keepalived's first advert: {s.advert / ka:.2f}")
+        print(
+            f"    less the master-down interval: first advert {s.advert - MASTER_DOWN:.2f} s,"
+            f" keepalived {ka - MASTER_DOWN:.2f} s: ratio"
+            f" {(s.advert - MASTER_DOWN) / max(ka - MASTER_DOWN, 1e-3):.1f}"
+        )
     return 0
 
 
@@ -333,18 +395,23 @@ def main() -> int:
         help="also start the daemon of another checkout (e.g. an older commit's git archive"
         " unpacked under .vmcache/: the guest sees the project, not the host's /tmp)",
     )
+    p.add_argument(
+        "--no-local",
+        action="store_true",
+        help="only from the mount: no local copy of what the package installs",
+    )
     p.add_argument("--in-guest", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     baseline = args.baseline.resolve() if args.baseline else None
     if args.in_guest:
-        return run_rounds(args.rounds, args.within, baseline)
+        return run_rounds(args.rounds, args.within, baseline, not args.no_local)
     from tests.helpers.vm.guest import run_in_guest
 
     # the dataclasses' code cache, as scripts/build-deb writes it for the package (the first
     # start would write it otherwise, and only that start would compile: director.codecache)
     subprocess.run([sys.executable, "-m", "director.codecache"], check=False, cwd=ROOT)
     argv = [sys.executable, "-m", "bench.startup", "--in-guest", "--rounds", str(args.rounds)]
-    argv += ["--within", str(args.within)]
+    argv += ["--within", str(args.within)] + (["--no-local"] if args.no_local else [])
     if baseline is not None:  # byte-compiled here, as the guest harness does for the project
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(baseline)], check=True)
         argv += ["--baseline", str(baseline)]

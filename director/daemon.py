@@ -10,12 +10,12 @@ of the rest are inside the functions that need them, on purpose. It first has py
 aiohttp imported lean (:mod:`director.lean`) and the code of the methods of its dataclasses taken
 from a cache (:mod:`director.codecache`); the daemon then imports what the config needs (no
 HTTP client without HTTP checks or ``[peer]``, no probe without a check, no BGP speaker without
-``[bgp]``; ``tests/app/test_imports.py`` says which modules a start leaves out).
+``[bgp]``; ``tests/app/test_imports.py`` says which modules a start leaves out). A start's
+arguments are read without argparse (:func:`start_args`); anything else goes to argparse.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import gc
@@ -23,6 +23,7 @@ import importlib
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,7 +41,67 @@ DEFAULT_CONFIG = Path("/etc/director/director.toml")
 log = structlog.get_logger("director")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+LOG_FORMATS: tuple[logs.LogFormat, ...] = ("json", "logfmt", "journal")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+# a start's options, as the unit and the daemon's own tests give them: exact names, a value each
+_START_OPTIONS = {
+    "-c": "config",
+    "--config": "config",
+    "--log-format": "log_format",
+    "--log-level": "log_level",
+    "--state-dir": "state_dir",
+}
+
+
+@dataclass(frozen=True)
+class Args:
+    """directord's arguments (:func:`parse_args`)."""
+
+    config: Path = DEFAULT_CONFIG
+    check_config: Path | None = None
+    dry_run: bool = False
+    log_format: logs.LogFormat | None = None
+    log_level: str | None = None
+    state_dir: Path | None = None
+    cleanup: bool = False
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """The arguments: a start's (:func:`start_args`) without argparse, anything else (help,
+    ``--version``, the one-shot modes, abbreviations, errors) by argparse, as always."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return start_args(argv) or _parse_with_argparse(argv)
+
+
+def start_args(argv: list[str]) -> Args | None:
+    """The arguments of a start, read without importing argparse (and gettext and locale with
+    it: a sixth of a second of an emulated guest's start): only ``-c``/``--config``,
+    ``--log-format``, ``--log-level`` and ``--state-dir``, spelt out, each followed by a valid
+    value that does not start with ``-``. None for anything else, which argparse then reads;
+    where this reads, argparse reads the same (``tests/unit/test_daemon_args.py``)."""
+    if len(argv) % 2:
+        return None
+    values: dict[str, str] = {}
+    for option, value in zip(argv[::2], argv[1::2], strict=True):
+        name = _START_OPTIONS.get(option)
+        if name is None or value.startswith("-"):
+            return None
+        values[name] = value
+    log_format, log_level = values.get("log_format"), values.get("log_level")
+    if log_format not in (None, *LOG_FORMATS) or log_level not in (None, *LOG_LEVELS):
+        return None
+    state_dir = values.get("state_dir")
+    return Args(
+        config=Path(values["config"]) if "config" in values else DEFAULT_CONFIG,
+        log_format=log_format,
+        log_level=log_level,
+        state_dir=Path(state_dir) if state_dir is not None else None,
+    )
+
+
+def _parse_with_argparse(argv: list[str]) -> Args:
+    import argparse
+
     p = argparse.ArgumentParser(prog="directord", description="IPVS director daemon")
     p.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG, help="config file")
     p.add_argument("--check-config", type=Path, metavar="FILE", help="validate FILE and exit")
@@ -49,12 +110,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--log-format",
-        choices=["json", "logfmt", "journal"],
+        choices=LOG_FORMATS,
         help="overrides [daemon] log_format. json and logfmt lines go to stderr, or natively to "
         "the journal (one field per key, the line as MESSAGE) when stderr is the journal "
         "($JOURNAL_STREAM); journal: always natively to the journal",
     )
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-level", choices=LOG_LEVELS)
     p.add_argument("--state-dir", type=Path, help="overrides [daemon] state_dir")
     p.add_argument(
         "--cleanup",
@@ -63,7 +124,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(ExecStopPost after a crash)",
     )
     p.add_argument("--version", action="version", version=f"directord {__version__}")
-    return p.parse_args(argv)
+    return Args(**vars(p.parse_args(argv)))
 
 
 def open_kernel(load: bool = True) -> NetlinkIPVS:
@@ -106,7 +167,7 @@ class Systemd:
         return self.notifier.watchdog_interval()
 
 
-def world_for(config: Config, args: argparse.Namespace, notifier: Notifier) -> World:
+def world_for(config: Config, args: Args, notifier: Notifier) -> World:
     """The production world: netlink, the state directory, nft, rtnetlink, systemd."""
     from director.app import World, files_budget
     from director.ipvs.ondemand import OnDemandIPVS
@@ -128,7 +189,7 @@ def world_for(config: Config, args: argparse.Namespace, notifier: Notifier) -> W
     )
 
 
-async def run(args: argparse.Namespace) -> int:
+async def run(args: Args) -> int:
     from director.config import load_config
     from director.sdnotify import Notifier
 
@@ -266,7 +327,7 @@ def cleanup(config_path: Path, state_dir: Path | None) -> int:
     return 0
 
 
-def remove_leftovers_first(args: argparse.Namespace) -> None:
+def remove_leftovers_first(args: Args) -> None:
     """The VIPs the last run recorded, removed before the daemon's imports (see the module
     docstring); the log line comes out in the format the arguments or the file ask for."""
     daemon = early.daemon_table(args.config)

@@ -39,11 +39,10 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv6Address, ip_address
+from ipaddress import IPv6Address
 from typing import Protocol
 
 import structlog
-from pyroute2.iproute.linux import AsyncIPRoute
 
 from director.config import Config
 from director.config.vrrp import VrrpInstance, VrrpSyncGroup
@@ -56,7 +55,7 @@ from vrrp.instance import Counters, Instance
 from vrrp.link import LinkWatch
 from vrrp.machine import Machine
 from vrrp.packet import IPAddress
-from vrrp.rtnl import remove_leftovers
+from vrrp.rtnl import AddressSocket, remove_leftovers
 from vrrp.table import State
 from vrrp.thread import InstanceThread
 from vrrp.track import TrackedCheck, TrackedInterface, Tracker, Verdict
@@ -143,25 +142,23 @@ async def primary_address(cfg: VrrpInstance) -> IPAddress:
         return cfg.primary_address
     family = socket.AF_INET6 if cfg.family == 6 else socket.AF_INET
     virtual = {va.ip for va in cfg.held_addresses}
-    ipr = AsyncIPRoute()
     try:
-        await ipr.setup_endpoint()
-        found = await ipr.link_lookup(ifname=cfg.interface)
-        if not found:
-            raise ValueError(f"VRRP instance {cfg.name}: no interface {cfg.interface}")
-        candidates: list[IPAddress] = []
-        async for msg in await ipr.addr("dump", index=found[0], family=family):
-            text = msg.get("IFA_LOCAL") or msg.get("IFA_ADDRESS")
-            if text is None:
-                continue
-            address = ip_address(text)
-            if address in virtual:
-                continue
-            if isinstance(address, IPv6Address) and not address.is_link_local:
-                continue
-            candidates.append(address)
+        index = socket.if_nametoindex(cfg.interface)
+    except OSError:
+        raise ValueError(f"VRRP instance {cfg.name}: no interface {cfg.interface}") from None
+    rtnl = AddressSocket()  # one dump of every address: a plain rtnetlink socket, no pyroute2
+    try:
+        dumped = rtnl.dump()
     finally:
-        ipr.close()
+        rtnl.close()
+    candidates: list[IPAddress] = []
+    for msg in dumped:
+        address = msg.address
+        if msg.index != index or address.version != cfg.family or address in virtual:
+            continue
+        if isinstance(address, IPv6Address) and not address.is_link_local:
+            continue
+        candidates.append(address)
     if not candidates:
         kind = "a link-local IPv6" if family == socket.AF_INET6 else "an IPv4"
         raise ValueError(

@@ -1,8 +1,8 @@
-"""Virtual addresses on their devices (pyroute2 netlink), gratuitous ARP and unsolicited NA.
+"""Virtual addresses on their devices (rtnetlink), gratuitous ARP and unsolicited NA.
 
 The thin I/O side of ``AddAddresses`` / ``RemoveAddresses`` / ``SendGratuitous``. Changes go
-through ``vrrp.rtnl`` (one acknowledged request each, ~0.1 ms); the start-up dump through
-pyroute2. Each virtual
+through ``vrrp.rtnl`` (one acknowledged request each, ~0.1 ms), and so do the dumps that tell
+which addresses are on their devices (one request for every device). Each virtual
 address may live on its own device with its own prefix and label (keepalived's ``dev`` and
 ``label``); by default it goes on the instance's interface as a host address. Adding an address
 that is already there and removing one that is gone both succeed: the machine's intent is the
@@ -17,16 +17,14 @@ per leftover.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import socket
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address
 
 import structlog
-from pyroute2.iproute.linux import AsyncIPRoute
 
 from vrrp.packet import REQUIRED_TTL, IPAddress, checksum
 from vrrp.rtnl import AddressSocket, request
@@ -139,7 +137,6 @@ class AddressManager:
         self.virtual = {v.address: v for v in virtual}
         self.garp_sent = 0  # gratuitous ARPs and unsolicited NAs
         self.errors = 0
-        self._ipr: AsyncIPRoute | None = None
         self._rtnl: AddressSocket | None = None
         self._pending: list[tuple[int, str, IPAddress, int, str]] = []  # sent by add_now
         self._devices: dict[str, _Device] = {}
@@ -160,14 +157,15 @@ class AddressManager:
         return [self.interface, *sorted(named - {self.interface})]
 
     async def open(self) -> None:
-        ipr = AsyncIPRoute()
         try:
             self._rtnl = AddressSocket()
-            await ipr.setup_endpoint()
             for name in self.devices:
-                found = await ipr.link_lookup(ifname=name)
-                if not found:
-                    raise OSError(errno.ENODEV, f"no interface {name} for virtual addresses")
+                try:
+                    index = socket.if_nametoindex(name)
+                except OSError:
+                    raise OSError(
+                        errno.ENODEV, f"no interface {name} for virtual addresses"
+                    ) from None
                 packet = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
                 try:
                     packet.bind((name, 0))
@@ -176,12 +174,10 @@ class AddressManager:
                 except BaseException:
                     packet.close()
                     raise
-                self._devices[name] = _Device(found[0], mac, packet)
+                self._devices[name] = _Device(index, mac, packet)
         except BaseException:
-            self._ipr = ipr
             self.close()
             raise
-        self._ipr = ipr
 
     def close(self) -> None:
         for device in self._devices.values():
@@ -191,9 +187,6 @@ class AddressManager:
         if self._rtnl is not None:
             self._rtnl.close()
             self._rtnl = None
-        if self._ipr is not None:
-            self._ipr.close()
-            self._ipr = None
 
     async def present(self, addresses: Iterable[IPAddress]) -> set[IPAddress]:
         """Which of ``addresses`` are on their devices now."""
@@ -203,16 +196,12 @@ class AddressManager:
         """Those of ``addresses`` on their devices now, with the prefix length they have."""
         wanted = set(addresses)
         on: dict[IPAddress, int] = {}
-        for name in {self.placement(a).device or self.interface for a in wanted}:
-            dump = await self._netlink().addr("dump", index=self._device(name).index)
-            async for message in dump:
-                text = message.get("IFA_LOCAL") or message.get("IFA_ADDRESS")
-                if text is None:
-                    continue
-                with contextlib.suppress(ValueError):
-                    address = ip_address(text)
-                    if address in wanted and self.placement(address).device == name:
-                        on[address] = int(message["prefixlen"])
+        if not wanted:
+            return on
+        where = {a: self._device(self.placement(a).device or self.interface).index for a in wanted}
+        for message in self._netlink().dump():
+            if where.get(message.address) == message.index:
+                on[message.address] = message.prefixlen
         return on
 
     async def add(self, addresses: Iterable[IPAddress]) -> None:
@@ -306,10 +295,10 @@ class AddressManager:
             device.frames[address] = frame
         return name, device, frame
 
-    def _netlink(self) -> AsyncIPRoute:
-        if self._ipr is None:
+    def _netlink(self) -> AddressSocket:
+        if self._rtnl is None:
             raise RuntimeError("address manager is not open")
-        return self._ipr
+        return self._rtnl
 
     def _device(self, name: str) -> _Device:
         if name not in self._devices:

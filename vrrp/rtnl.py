@@ -117,7 +117,7 @@ def parse_addresses(data: bytes) -> list[AddressMessage]:
     for kind, seq, payload in messages(data):
         if kind in (RTM_NEWADDR, RTM_DELADDR) and len(payload) >= _IFADDRMSG.size:
             family, prefixlen, _flags, _scope, index = _IFADDRMSG.unpack_from(payload)
-            attrs = _attributes(payload[_IFADDRMSG.size :])
+            attrs = attributes(payload[_IFADDRMSG.size :])
             raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
             address: IPAddress | None = None
             if family == socket.AF_INET and raw is not None and len(raw) == 4:
@@ -129,7 +129,7 @@ def parse_addresses(data: bytes) -> list[AddressMessage]:
     return found
 
 
-def _attributes(data: bytes) -> dict[int, bytes]:
+def attributes(data: bytes) -> dict[int, bytes]:
     found: dict[int, bytes] = {}
     offset = 0
     while offset + _RTATTR.size <= len(data):

@@ -83,6 +83,13 @@ ABSENT = [
     "pyroute2.iwutil",
     "pyroute2.plan9",
     "pyroute2.wiset",
+    # nor its IPRoute: our rules, the VRRP interface's addresses and the virtual addresses are
+    # read on plain rtnetlink sockets (director.network.routes, vrrp.rtnl); IPRoute is for
+    # policy routes only (none here), with its every message class, mock engine and unittest
+    "pyroute2.iproute",
+    "pyroute2.netlink.rtnl.iprsocket",
+    "pyroute2.netlink.rtnl.tcmsg",
+    "unittest",
     # no aiohttp module at all: its client is for HTTP checks and [peer] only (director.lean),
     # and the metrics server is the daemon's own (director.http)
     "aiohttp.",
@@ -103,6 +110,9 @@ ABSENT = [
     "prometheus_client.exposition",
     "http.server",
     "wsgiref",
+    # a start's arguments are read without argparse (director.daemon.start_args)
+    "argparse",
+    "gettext",
     # pydantic's plugin search (director.lean.no_pydantic_plugins) and what it imports
     "importlib.metadata",
     "email",
@@ -159,7 +169,7 @@ def test_directord_leaves_out_what_the_config_does_not_use(
     assert found["dataclass_code"] == "director.codecache"  # from the cache when it has it
     at_ready = set(found["modules_at_ready"])
     # it did start: the daemon proper, its rtnetlink and nftables parts
-    assert {"director.app", "pyroute2.iproute.linux", "director.network.nft"} <= at_ready
+    assert {"director.app", "vrrp.rtnl", "director.network.nft"} <= at_ready
     assert not among(at_ready, ABSENT)
     loaded = set(found["modules"])
     assert "prometheus_client.exposition" in loaded  # the scrape's, after the start
