@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ctypes.util
 import gc
 import sys
 import threading
@@ -117,8 +116,9 @@ async def streamed(chunks: Iterator[bytes]) -> AsyncGenerator[bytes, None]:
 
 def _malloc_trim() -> Callable[[int], int] | None:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        function: Callable[[int], int] = libc.malloc_trim
+        # the process's own symbols, libc's among them: no ctypes.util.find_library, which
+        # runs ldconfig (a subprocess at every start) and imports shutil, tempfile, bz2, lzma
+        function: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):  # not glibc
         return None
     return function

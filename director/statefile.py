@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +35,7 @@ class StateFileError(Exception):
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data`` atomically and durably (see the module docstring)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -53,6 +52,17 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
         os.fsync(dirfd)
     finally:
         os.close(dirfd)
+
+
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """A new file next to ``path`` (``.NAME.RANDOM``, mode 0600), open for writing: what
+    ``tempfile.mkstemp`` does, without importing tempfile (and shutil, bz2, lzma) at start."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{os.urandom(6).hex()}")
+        with contextlib.suppress(FileExistsError):
+            return os.open(tmp, flags, 0o600), tmp
+    raise FileExistsError(f"{path.parent}: no free temporary name for {path.name}")
 
 
 def write_json(path: Path, document: object, *, compact: bool = False) -> None:

@@ -11,7 +11,6 @@ Without ``[bgp]`` it does nothing.
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -57,6 +56,8 @@ def runtime_dir_for(state_dir: Path) -> Path:
     wanted = state_dir / "bgp"
     if len(str(wanted / "exabgp.sock").encode()) <= SUN_PATH_MAX:
         return wanted
+    import tempfile  # only here: a start without [bgp] does not import it (and shutil, bz2, lzma)
+
     return Path(tempfile.mkdtemp(prefix="director-bgp-"))
 
 

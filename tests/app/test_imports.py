@@ -113,6 +113,11 @@ ABSENT = [
     # a start's arguments are read without argparse (director.daemon.start_args)
     "argparse",
     "gettext",
+    # libc's malloc_trim is found among the process's own symbols (director.heap), not by
+    # ctypes.util.find_library (an ldconfig subprocess, and these modules)
+    "ctypes.util",
+    "lzma",
+    "bz2",
     # pydantic's plugin search (director.lean.no_pydantic_plugins) and what it imports
     "importlib.metadata",
     "email",
