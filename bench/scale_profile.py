@@ -23,6 +23,7 @@ import tracemalloc
 from pathlib import Path
 from types import FrameType
 
+from director import offload
 from tests.helpers import director_proc
 
 MODE = os.environ.get("DT_PROFILE", "")
@@ -71,6 +72,12 @@ def dump(signum: int = 0, frame: FrameType | None = None) -> None:
                     f"longest {longest * 1000:.0f} ms\n"
                 )
             f.write(census())
+            forks = getattr(offload, "FORKS", None)
+            if forks is not None and forks.count:
+                f.write(
+                    f"fork(): {forks.count} calls on the loop, {forks.total / forks.count * 1000:.1f}"
+                    f" ms on average, longest {forks.longest * 1000:.1f} ms\n"
+                )
             f.write("stalls (samples every 10 ms while the loop missed its 5 ms heartbeat):\n")
             for where, (n, longest) in sorted(STALLS.items(), key=lambda kv: -kv[1][0])[:40]:
                 f.write(f"{n:5.0f} {longest * 1000:6.0f} ms {where}\n")

@@ -27,6 +27,7 @@ from director.ipvs.kernel import IPVSKernel, KernelError, Timeouts
 from director.ipvs.model import DestKey, ServiceKey
 from director.ipvs.stats import StatsSnapshot
 from director.maintenance import Drain, Maintenance
+from director.offload import forked_call
 from director.reconcile.owned import OwnedStore
 from director.reconcile.reconciler import Reconciler, SyncResult
 from director.statefile import LatestWriter
@@ -89,8 +90,13 @@ class Engine:
         self.sysctl_root = sysctl_root
         self.status_path = status_path
         self.status = Status(str(config_path), config_loaded_at=time.time())
+        # status.json: made and written in a child process (its checks, 100,000 rows at
+        # 100,000 servers, encoded there: no interpreter lock held by the encoder, and no copy
+        # of them kept in the daemon's heap between two writes)
         self._status_file = (
-            LatestWriter(status_path, self._status_write_failed) if status_path else None
+            LatestWriter(status_path, self._status_write_failed, run=forked_call)
+            if status_path
+            else None
         )
         self._lock = asyncio.Lock()
         # (service, destination) -> up, from the health checks; absent means up.
@@ -290,10 +296,9 @@ class Engine:
             self._status_file.put(body.encode())
             return
         build, head = self.checks_taken(), dict(self.status.__dict__)
-        status = self.status
 
-        def encode() -> bytes:  # in the writer's thread
-            head["checks"] = status.checks = build()  # one reference, replaced whole
+        def encode() -> bytes:  # in the writer's child process (or thread, without fork)
+            head["checks"] = build()  # the status shows its own, built when it is asked for
             return json.dumps(head, separators=(",", ":"), default=str).encode()
 
         self._status_file.put(encode)

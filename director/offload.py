@@ -34,6 +34,7 @@ import contextlib
 import fcntl
 import gc
 import os
+import pickle
 import signal
 import time
 import warnings
@@ -197,3 +198,28 @@ async def forked_bytes(make: Callable[[], bytes]) -> bytes:
         async for chunk in chunks:
             parts.append(chunk)
     return b"".join(parts)
+
+
+async def forked_call(function: Callable[[], None]) -> None:
+    """``function()`` run in a child process (:func:`forked`) for what it does (a file it
+    writes), not for a result; an exception it raised there is raised here."""
+
+    def make() -> Iterator[bytes]:
+        try:
+            function()
+        except Exception as exc:  # sent back to the parent as it was
+            yield _pickled(exc)
+
+    parts = []
+    async with contextlib.aclosing(forked(make)) as chunks:
+        async for chunk in chunks:
+            parts.append(chunk)
+    if parts:
+        raise pickle.loads(b"".join(parts))  # written by our own child
+
+
+def _pickled(exc: Exception) -> bytes:
+    try:
+        return pickle.dumps(exc)
+    except Exception:  # an exception that cannot be pickled: its text
+        return pickle.dumps(RenderFailed(f"{type(exc).__name__}: {exc}"))
