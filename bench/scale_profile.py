@@ -72,11 +72,12 @@ def dump(signum: int = 0, frame: FrameType | None = None) -> None:
                     f"longest {longest * 1000:.0f} ms\n"
                 )
             f.write(census())
-            forks = getattr(offload, "FORKS", None)
-            if forks is not None and forks.count:
+            forks = offload.FORKS
+            if forks.count:
+                mean = forks.total / forks.count * 1000
                 f.write(
-                    f"fork(): {forks.count} calls on the loop, {forks.total / forks.count * 1000:.1f}"
-                    f" ms on average, longest {forks.longest * 1000:.1f} ms\n"
+                    f"fork(): {forks.count} calls on the loop, {mean:.1f} ms on average, "
+                    f"longest {forks.longest * 1000:.1f} ms\n"
                 )
             f.write("stalls (samples every 10 ms while the loop missed its 5 ms heartbeat):\n")
             for where, (n, longest) in sorted(STALLS.items(), key=lambda kv: -kv[1][0])[:40]:

@@ -16,11 +16,17 @@ For ``mh`` and ``sh`` the destinations are in canonical order (family, address, 
 
 Maintenance overrides (:mod:`director.maintenance`) come last: a drained real server has weight
 0, a removed one (a timed drain that went idle or timed out) is not in the table at all.
+
+Incremental: given the table compiled before from the same config, only the services named as
+changed are compiled again, the others' entries are taken as they are (the same objects, which
+the planner then compares by identity). A health change then costs its service, not the whole
+table: at 100,000 destinations, a whole compile is ~0.5 s of Python holding the interpreter
+lock in turns with the event loop, once per burst of health changes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from checks.agent import AgentEffect
 from director.config.model import Config, VirtualServer
@@ -39,10 +45,20 @@ def compile_table(
     health: Health | None = None,
     overrides: Overrides | None = None,
     agents: Agents | None = None,
+    *,
+    previous: Table | None = None,
+    changed: Collection[ServiceKey] = (),
 ) -> Table:
+    """The table for ``config``; with ``previous`` (compiled from this same config object),
+    only the services in ``changed`` are compiled again (see the module docstring)."""
     table = Table()
     for vs in config.virtual_servers:
         key = vs.service_key()
+        if previous is not None and key not in changed:
+            service, dests = previous.services.get(key), previous.dests.get(key)
+            if service is not None and dests is not None:
+                table.services[key], table.dests[key] = service, dests
+                continue
         table.services[key] = compile_service(vs)
         dests = compile_dests(vs, key, health or {}, overrides or {}, agents)
         # mh/sh: in the kernel list's canonical order, whatever the config's order
