@@ -47,22 +47,34 @@ def compile_table(
     agents: Agents | None = None,
     *,
     previous: Table | None = None,
-    changed: Collection[ServiceKey] = (),
+    changed: Collection[ServiceKey] | None = None,
 ) -> Table:
-    """The table for ``config``; with ``previous`` (compiled from this same config object),
-    only the services in ``changed`` are compiled again (see the module docstring)."""
+    """The table for ``config``. With ``previous`` (a table compiled before), each service's
+    entries equal to its previous ones are the previous objects (what lives on stays one copy,
+    out of the cyclic collector's walk once frozen); with ``changed`` as well (``previous``
+    compiled from this same config object), only the services in ``changed`` are compiled
+    again and the others taken as they are (see the module docstring)."""
     table = Table()
     for vs in config.virtual_servers:
         key = vs.service_key()
-        if previous is not None and key not in changed:
-            service, dests = previous.services.get(key), previous.dests.get(key)
-            if service is not None and dests is not None:
-                table.services[key], table.dests[key] = service, dests
-                continue
-        table.services[key] = compile_service(vs)
+        before = previous.services.get(key) if previous is not None else None
+        before_dests = previous.dests.get(key) if previous is not None else None
+        reuse = changed is not None and key not in changed
+        if reuse and before is not None and before_dests is not None:
+            table.services[before.key], table.dests[before.key] = before, before_dests
+            continue
+        service = compile_service(vs)
         dests = compile_dests(vs, key, health or {}, overrides or {}, agents)
         # mh/sh: in the kernel list's canonical order, whatever the config's order
-        table.dests[key] = canonical(dests) if vs.scheduler in ORDERED_SCHEDULERS else dests
+        if vs.scheduler in ORDERED_SCHEDULERS:
+            dests = canonical(dests)
+        if before is not None and before == service:
+            service = before
+        key = service.key  # one key object per service: its entry's, and the tables' key
+        if before_dests is not None and before_dests == dests and list(before_dests) == list(dests):
+            dests = before_dests
+        table.services[key] = service
+        table.dests[key] = dests
     return table
 
 

@@ -242,9 +242,11 @@ class Engine:
         config, overrides = self.config, self.maintenance.overrides(self.config)
         health, effects = dict(self.health), self.agent_effects()
         special = {service for service, _ in overrides} | {service for service, _ in effects}
-        previous, changed = None, special
-        if self._desired is not None and self._desired[0] is config and not full:
-            previous, changed = self._desired[1], self._changed | special | self._desired[2]
+        previous, changed = None, None
+        if self._desired is not None:
+            previous = self._desired[1]  # equal entries reused even when compiled again
+            if self._desired[0] is config and not full:
+                changed = self._changed | special | self._desired[2]
         self._changed = set()
         self._desired = None  # until this compile is done
         desired: list[Table] = []

@@ -76,6 +76,24 @@ def test_an_incremental_compile_equals_a_whole_one_and_keeps_what_did_not_change
         table = new
 
 
+def test_a_whole_compile_reuses_the_previous_entries_that_are_equal() -> None:
+    """A resync or a new config compiles every service again; what is equal to the previous
+    table is the previous objects (keys too), so what lives on stays one copy."""
+    config = parse_config(render())
+    health: dict[tuple[ServiceKey, DestKey], bool] = {}
+    table = compile_table(config, health)
+    again = compile_table(parse_config(render()), health, previous=table)
+    assert same(again, table)
+    for key in table.services:
+        assert again.dests[key] is table.dests[key] and again.services[key] is table.services[key]
+    assert all(a is b for a, b in zip(again.services, table.services, strict=True))
+    changed = parse_config(render().replace("weight = 4\n", "weight = 40\n", 1))
+    moved = compile_table(changed, health, previous=table)
+    assert same(moved, compile_table(changed, health))
+    differ = [key for key in table.dests if moved.dests[key] is not table.dests[key]]
+    assert len(differ) == 1 and moved.dests[differ[0]] != table.dests[differ[0]]
+
+
 def test_a_service_not_in_the_previous_table_is_compiled() -> None:
     config = parse_config(render(4))
     whole = compile_table(config)
