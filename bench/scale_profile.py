@@ -4,7 +4,9 @@
 by traceback go to ``$DT_PROFILE_OUT.mem``. ``DT_PROFILE=cpu``: cProfile of the event loop's
 thread, written to ``$DT_PROFILE_OUT.prof`` when the daemon stops. ``DT_PROFILE=gc``: the
 cyclic collector's pauses by generation (count, total, longest) to ``$DT_PROFILE_OUT.gc`` on
-SIGUSR1.
+SIGUSR1. In ``mem`` and ``gc`` modes, also where every thread was each time the resident size
+grew by 4 MB or more within 0.2 s (its peaks: what leaves the heap fragmented), to
+``$DT_PROFILE_OUT.rss`` on SIGUSR1.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import tracemalloc
 from pathlib import Path
 from types import FrameType
 
+from director import offload
 from tests.helpers import director_proc
 
 MODE = os.environ.get("DT_PROFILE", "")
@@ -58,6 +61,9 @@ def census() -> str:
 
 
 def dump(signum: int = 0, frame: FrameType | None = None) -> None:
+    if GROWTH:
+        with open(OUT + ".rss", "w") as f:
+            f.write("\n".join(GROWTH) + "\n")
     if MODE == "gc":
         with open(OUT + ".gc", "w") as f:
             for generation, (n, total, longest) in sorted(GC.items()):
@@ -66,6 +72,13 @@ def dump(signum: int = 0, frame: FrameType | None = None) -> None:
                     f"longest {longest * 1000:.0f} ms\n"
                 )
             f.write(census())
+            forks = offload.FORKS
+            if forks.count:
+                mean = forks.total / forks.count * 1000
+                f.write(
+                    f"fork(): {forks.count} calls on the loop, {mean:.1f} ms on average, "
+                    f"longest {forks.longest * 1000:.1f} ms\n"
+                )
             f.write("stalls (samples every 10 ms while the loop missed its 5 ms heartbeat):\n")
             for where, (n, longest) in sorted(STALLS.items(), key=lambda kv: -kv[1][0])[:40]:
                 f.write(f"{n:5.0f} {longest * 1000:6.0f} ms {where}\n")
@@ -116,6 +129,34 @@ def _watch(loop_thread: int) -> None:
             row[1] = max(row[1], late)
 
 
+GROWTH: list[str] = []  # the resident size's steps up, and where each thread was
+_t0 = time.monotonic()
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _grow_watch(loop_thread: int) -> None:
+    """Samples every 0.2 s; a step up of 4 MB or more is recorded with each thread's frames."""
+    last = _rss_mb()
+    while True:
+        time.sleep(0.2)
+        now = _rss_mb()
+        if now - last >= 4:
+            frames = sys._current_frames()
+            where = [
+                f"  {'loop' if ident == loop_thread else 'other'}: {_where(frame)}"
+                for ident, frame in frames.items()
+                if ident != threading.get_ident()
+            ]
+            GROWTH.append(
+                f"{time.monotonic() - _t0:7.1f} s {last:6.0f} -> {now:6.0f} MB\n" + "\n".join(where)
+            )
+        last = now
+
+
 def restart(signum: int = 0, frame: FrameType | None = None) -> None:
     """From now on (bench.scale sends SIGUSR2 once every server is up): the start's
     collections and stalls are forgotten."""
@@ -134,6 +175,8 @@ async def main() -> int:
         _beat[0] = time.perf_counter()
         _beat_task.append(asyncio.get_running_loop().create_task(_heartbeat()))
         threading.Thread(target=_watch, args=(threading.get_ident(),), daemon=True).start()
+    if MODE in ("mem", "gc"):
+        threading.Thread(target=_grow_watch, args=(threading.get_ident(),), daemon=True).start()
     profile = cProfile.Profile() if MODE == "cpu" else None
     if profile is not None:
         profile.enable()

@@ -16,11 +16,17 @@ For ``mh`` and ``sh`` the destinations are in canonical order (family, address, 
 
 Maintenance overrides (:mod:`director.maintenance`) come last: a drained real server has weight
 0, a removed one (a timed drain that went idle or timed out) is not in the table at all.
+
+Incremental: given the table compiled before from the same config, only the services named as
+changed are compiled again, the others' entries are taken as they are (the same objects, which
+the planner then compares by identity). A health change then costs its service, not the whole
+table: at 100,000 destinations, a whole compile is ~0.5 s of Python holding the interpreter
+lock in turns with the event loop, once per burst of health changes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from checks.agent import AgentEffect
 from director.config.model import Config, VirtualServer
@@ -39,14 +45,36 @@ def compile_table(
     health: Health | None = None,
     overrides: Overrides | None = None,
     agents: Agents | None = None,
+    *,
+    previous: Table | None = None,
+    changed: Collection[ServiceKey] | None = None,
 ) -> Table:
+    """The table for ``config``. With ``previous`` (a table compiled before), each service's
+    entries equal to its previous ones are the previous objects (what lives on stays one copy,
+    out of the cyclic collector's walk once frozen); with ``changed`` as well (``previous``
+    compiled from this same config object), only the services in ``changed`` are compiled
+    again and the others taken as they are (see the module docstring)."""
     table = Table()
     for vs in config.virtual_servers:
         key = vs.service_key()
-        table.services[key] = compile_service(vs)
+        before = previous.services.get(key) if previous is not None else None
+        before_dests = previous.dests.get(key) if previous is not None else None
+        reuse = changed is not None and key not in changed
+        if reuse and before is not None and before_dests is not None:
+            table.services[before.key], table.dests[before.key] = before, before_dests
+            continue
+        service = compile_service(vs)
         dests = compile_dests(vs, key, health or {}, overrides or {}, agents)
         # mh/sh: in the kernel list's canonical order, whatever the config's order
-        table.dests[key] = canonical(dests) if vs.scheduler in ORDERED_SCHEDULERS else dests
+        if vs.scheduler in ORDERED_SCHEDULERS:
+            dests = canonical(dests)
+        if before is not None and before == service:
+            service = before
+        key = service.key  # one key object per service: its entry's, and the tables' key
+        if before_dests is not None and before_dests == dests and list(before_dests) == list(dests):
+            dests = before_dests
+        table.services[key] = service
+        table.dests[key] = dests
     return table
 
 

@@ -17,6 +17,14 @@ must not stay open in it), runs only the pure rendering and the writes to its pi
 at the ``fork()`` (the C allocator's are made safe by glibc's fork handlers). Without
 ``fork()`` (or when it fails: out of memory or processes) the rendering runs in a worker
 thread as before (:func:`director.heap.streamed`).
+
+At most :data:`MAX_CHILDREN` children render at once per event loop; more renderings wait for a
+slot in arrival order (the HTTP server's connection limit bounds how many wait). A child's own
+memory is what the rendering allocates plus every page of the daemon's heap that either side
+writes while it runs (copy-on-write): ~350 MB at 100,000 servers, so two scrapers and a
+``directorctl status`` must not cost three of them at once. The loop's cost of each ``fork()``
+(copying the page tables: proportional to the daemon's resident size) is kept in
+:data:`FORKS`.
 """
 
 from __future__ import annotations
@@ -26,15 +34,49 @@ import contextlib
 import fcntl
 import gc
 import os
+import pickle
 import signal
+import time
 import warnings
+import weakref
 from collections.abc import AsyncGenerator, Callable, Iterator
+from dataclasses import dataclass
 
 from director.heap import streamed
 
 MAX_FD = 1 << 20  # above any descriptor (RLIMIT_NOFILE's hard limit is at most nr_open)
 PIPE_SIZE = 1 << 20  # bytes the child may write ahead of the reader
 CHILD_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+MAX_CHILDREN = 2  # rendering children at once, per event loop (see the module docstring)
+
+
+@dataclass
+class ForkStats:
+    """What the ``fork()`` calls cost the event loop's thread (seconds)."""
+
+    count: int = 0
+    total: float = 0.0
+    longest: float = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.count += 1
+        self.total += seconds
+        self.longest = max(self.longest, seconds)
+
+
+FORKS = ForkStats()
+_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _slot() -> asyncio.Semaphore:
+    """The running loop's bound on rendering children (made at its first rendering)."""
+    loop = asyncio.get_running_loop()
+    slots = _slots.get(loop)
+    if slots is None:
+        slots = _slots[loop] = asyncio.Semaphore(MAX_CHILDREN)
+    return slots
 
 
 class RenderFailed(Exception):
@@ -80,10 +122,19 @@ def _fork() -> int:
 async def forked(make: Callable[[], Iterator[bytes]]) -> AsyncGenerator[bytes, None]:
     """The chunks of ``make()``, made in a child process; :class:`RenderFailed` after the last
     chunk read if the child did not finish. ``make`` runs only in the child (or, when a child
-    cannot be made, in a worker thread). Stopping early (``aclose``) ends the child."""
+    cannot be made, in a worker thread). Waits for a slot first when :data:`MAX_CHILDREN`
+    children are rendering. Stopping early (``aclose``) ends the child."""
+    async with _slot(), contextlib.aclosing(_forked(make)) as chunks:
+        async for chunk in chunks:
+            yield chunk
+
+
+async def _forked(make: Callable[[], Iterator[bytes]]) -> AsyncGenerator[bytes, None]:
     read_end, write_end = os.pipe()
     try:
+        began = time.perf_counter()
         pid = _fork()
+        FORKS.add(time.perf_counter() - began)
     except OSError:
         os.close(read_end)
         os.close(write_end)
@@ -147,3 +198,28 @@ async def forked_bytes(make: Callable[[], bytes]) -> bytes:
         async for chunk in chunks:
             parts.append(chunk)
     return b"".join(parts)
+
+
+async def forked_call(function: Callable[[], None]) -> None:
+    """``function()`` run in a child process (:func:`forked`) for what it does (a file it
+    writes), not for a result; an exception it raised there is raised here."""
+
+    def make() -> Iterator[bytes]:
+        try:
+            function()
+        except Exception as exc:  # sent back to the parent as it was
+            yield _pickled(exc)
+
+    parts = []
+    async with contextlib.aclosing(forked(make)) as chunks:
+        async for chunk in chunks:
+            parts.append(chunk)
+    if parts:
+        raise pickle.loads(b"".join(parts))  # written by our own child
+
+
+def _pickled(exc: Exception) -> bytes:
+    try:
+        return pickle.dumps(exc)
+    except Exception:  # an exception that cannot be pickled: its text
+        return pickle.dumps(RenderFailed(f"{type(exc).__name__}: {exc}"))

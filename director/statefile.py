@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -117,11 +118,21 @@ class LatestWriter:
     :meth:`put` takes the new bytes and returns at once; one task writes them with
     :func:`write_atomic` in a worker thread. Bytes put while a write is in progress replace
     any not yet written, so a burst of updates costs one or two writes, never a queue.
+    ``run``: how a write of content made by a callable is run instead of a worker thread
+    (:func:`director.offload.forked_call`: a large ``status.json`` made and written in a child
+    process, so its encoding never holds the daemon's interpreter lock).
     """
 
-    def __init__(self, path: Path, on_error: Callable[[OSError], None]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        on_error: Callable[[OSError], None],
+        *,
+        run: Callable[[Callable[[], None]], Awaitable[None]] | None = None,
+    ) -> None:
         self.path = path
         self.on_error = on_error
+        self.run = run
         self.writes = 0
         self._pending: bytes | Callable[[], bytes] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -137,7 +148,10 @@ class LatestWriter:
         while self._pending is not None:
             data, self._pending = self._pending, None
             try:
-                await asyncio.to_thread(_write_made, self.path, data)
+                if self.run is not None and callable(data):
+                    await self.run(functools.partial(_write_made, self.path, data))
+                else:
+                    await asyncio.to_thread(_write_made, self.path, data)
             except OSError as exc:
                 self.on_error(exc)
             self.writes += 1

@@ -156,8 +156,11 @@ def build_status(i: StatusInputs, pause: Callable[[], None] = _nothing) -> dict[
         sections["bgp"] = {**bgp, "words": bgp_words(bgp)}
     elif bgp is None:
         sections.pop("bgp", None)  # no [bgp]: no section
+    engine = i.engine_status
+    if "checks" in engine:  # the checks as now, where the engine's status has them
+        engine = {**engine, "checks": checks}
     return {
-        **i.engine_status,
+        **engine,
         "generated_at": i.now,
         "generation": i.generation,
         "stats_interval": interval,

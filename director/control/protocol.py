@@ -8,7 +8,7 @@ Both sides use the functions here, so the framing lives in one place.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 Handler = Callable[[dict[str, Any]], Awaitable[object]]
@@ -44,9 +44,24 @@ class Encoded(str):
     :func:`ok` puts it into the reply as is."""
 
 
+class Streamed:
+    """A result already encoded as JSON text, made elsewhere a chunk at a time (the status, in
+    a child process: :mod:`director.offload`): the server sends each chunk as it comes, after
+    :data:`OK_HEAD` and before :data:`OK_TAIL`, so a reply of tens of MB is never whole in the
+    daemon's heap (as text, as bytes, as the reply, in the transport's buffer). A rendering
+    that fails part way leaves the client an incomplete reply line, which it reports."""
+
+    def __init__(self, chunks: Callable[[], AsyncGenerator[bytes, None]]) -> None:
+        self.chunks = chunks
+
+
+OK_HEAD = b'{"ok": true, "result": '
+OK_TAIL = b"}\n"
+
+
 def ok(result: object) -> bytes:
     if isinstance(result, Encoded):
-        return b'{"ok": true, "result": ' + result.encode() + b"}\n"
+        return OK_HEAD + result.encode() + OK_TAIL
     return json.dumps({"ok": True, "result": result}, default=str).encode() + b"\n"
 
 

@@ -23,9 +23,12 @@ import structlog
 
 from director.control.protocol import (
     MAX_REQUEST,
+    OK_HEAD,
+    OK_TAIL,
     ControlError,
     Handler,
     RequestError,
+    Streamed,
     decode_request,
     ok,
     refused,
@@ -141,9 +144,12 @@ class ControlServer:
         try:
             reader, writer = await asyncio.open_unix_connection(sock=sock, limit=MAX_REQUEST)
             reply = await self._answer(sock, reader, client)
-            writer.write(reply)
             client.handling = True  # a slow reader of a big status gets the idle time again
-            await asyncio.wait_for(writer.drain(), self.idle)
+            if isinstance(reply, Streamed):
+                await self._send_streamed(writer, reply)
+            else:
+                writer.write(reply)
+                await asyncio.wait_for(writer.drain(), self.idle)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
         finally:
@@ -157,9 +163,26 @@ class ControlServer:
             if self.listener is not None:
                 self.listener.wake()
 
+    async def _send_streamed(self, writer: asyncio.StreamWriter, reply: Streamed) -> None:
+        """Each chunk written as it comes, the reader's pace holding the next one back; the
+        idle time applies to each (see :class:`Streamed`)."""
+        writer.write(OK_HEAD)
+        try:
+            async with contextlib.aclosing(reply.chunks()) as chunks:
+                async for chunk in chunks:
+                    writer.write(chunk)
+                    await asyncio.wait_for(writer.drain(), self.idle)
+        except (ConnectionError, TimeoutError):
+            raise
+        except Exception:  # a bug or a failed rendering: the client gets an incomplete line
+            log.exception("control_reply_failed")
+            return
+        writer.write(OK_TAIL)
+        await asyncio.wait_for(writer.drain(), self.idle)
+
     async def _answer(
         self, sock: socket.socket, reader: asyncio.StreamReader, client: _Client
-    ) -> bytes:
+    ) -> bytes | Streamed:
         uid = peer_uid(sock)
         if uid not in self.allowed_uids:
             log.warning("control_refused", uid=uid)
@@ -185,4 +208,4 @@ class ControlServer:
             log.exception("control_command_failed", command=name)
             return refused(f"{name} failed inside directord: {exc!r}")
         log.info("control_command", command=name, uid=uid)
-        return ok(result)
+        return result if isinstance(result, Streamed) else ok(result)

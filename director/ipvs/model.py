@@ -101,7 +101,7 @@ SCHED_FLAGS: dict[str, tuple[str, int]] = {
 }
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class ServiceKey:
     """What identifies a virtual service: protocol+address+port, or fwmark+family."""
 
@@ -162,7 +162,7 @@ class ServiceKey:
         return f"{self.protocol.name} {_hostport(self.address, self.port)}"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class DestKey:
     """What identifies a destination (real server) within one service."""
 
@@ -210,7 +210,7 @@ class DestKey:
 _DEST_KEYS: dict[tuple[IPAddress, int], DestKey] = {}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Service:
     """A virtual service with every field the daemon owns.
 
@@ -255,7 +255,7 @@ class Service:
         return bool(self.flags & SVC_F_PERSISTENT)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Dest:
     """A destination (real server) of a service, with every field the daemon owns.
 

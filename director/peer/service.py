@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import time
@@ -31,6 +32,7 @@ from director.config.peer import PeerCheckSettings, read_key
 from director.control.protocol import Handler, RequestError
 from director.http import HttpServer, Request, Response, Routes
 from director.metrics import Metrics
+from director.offload import forked_bytes
 from director.peer import auth
 from director.peer.canonical import (
     Form,
@@ -64,6 +66,10 @@ class Snapshot:
     digest_body: bytes  # the answer to DIGEST_PATH
     canonical_body: bytes  # the answer to CANONICAL_PATH
     canonical_hash: str  # its SHA-256 (megabytes for a big config: hashed once, not per answer)
+
+
+def _digest_of(config: Config) -> bytes:
+    return digest(canonical_form(config, None)).encode()
 
 
 def _answers(form: Form, config_digest: str, generation: int) -> tuple[bytes, bytes, str]:
@@ -134,13 +140,17 @@ class PeerCheck:
         its ``[peer_check]`` asks for; every peer is polled again at once when the digest
         changed."""
         settings = config.peer_check
-        form = await asyncio.to_thread(canonical_form, config, key if settings else None)
-        config_digest = await asyncio.to_thread(digest, form)
+        if settings is None:
+            # No peer asks for the form: only the digest, made in a child process (a
+            # 100,000-server form and its encoding are ~250 MB at their peak that would stay
+            # in the daemon's heap as fragments, and seconds of encoding holding its GIL).
+            form: Form = {}
+            config_digest = (await forked_bytes(functools.partial(_digest_of, config))).decode()
+        else:
+            form = await asyncio.to_thread(canonical_form, config, key)
+            config_digest = await asyncio.to_thread(digest, form)
         generation = await self._generation(config_digest)
         if settings is None:
-            # No peer asks for the form: keep only the digest (a 100,000-server form and its
-            # encoding are ~150 MB that nothing would read).
-            form = {}
             answers = (encode({"digest": config_digest, "generation": generation}), b"", "")
         else:
             answers = await asyncio.to_thread(_answers, form, config_digest, generation)

@@ -92,7 +92,9 @@ class Reconciler:
                 else:
                     observed.services[key], observed.dests[key] = entry
         if not failures:
-            _share_entries(observed, desired, touched)
+            # after a whole dump, every service: the read-back's equal entries are replaced
+            # by the wanted ones, so the kernel's view holds no second copy of the table
+            _share_entries(observed, desired, set(observed.services) if full else touched)
         self.observed = None if failures else observed
         wanted = frozenset(desired.services)  # set operations reuse the keys' stored hashes
         still_there = {k for k in owned - wanted if k in observed.services}

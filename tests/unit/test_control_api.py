@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import stat
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ import pytest
 import pytest_asyncio
 
 from director.control import ControlError, ControlServer, RequestError, request
+from director.control.protocol import OK_HEAD, Streamed, encode_request, ok
+from director.offload import RenderFailed
 
 NOBODY = 65534
 REPO = Path(__file__).resolve().parents[2]
@@ -117,3 +120,44 @@ async def test_non_root_is_refused_by_mode_and_by_peer_uid(server: ControlServer
     code, err = await run_as_nobody(server.path, "status")
     assert code == 1
     assert f"permission denied: uid {NOBODY} may not control directord" in err
+
+
+@pytest.mark.asyncio
+async def test_a_streamed_result_is_sent_as_its_chunks_come(sock_dir: Path) -> None:
+    """A handler's :class:`Streamed` result (the status, read from its rendering child): the
+    reply is the same line as for the whole text, each chunk written when it comes; a
+    rendering that fails part way leaves an incomplete line the client reports."""
+    sent: list[int] = []
+    gate = asyncio.Event()
+
+    async def chunks(fail: bool) -> AsyncGenerator[bytes, None]:
+        yield b'{"rows": ['
+        for n in range(200):
+            if n == 100:
+                await gate.wait()  # the first half is written before the second is made
+            sent.append(n)
+            yield (b"," if n else b"") + json.dumps({"n": n, "pad": "x" * 1000}).encode()
+        if fail:
+            raise RenderFailed("the rendering process ended with status 1")
+        yield b"]}"
+
+    async def streamed(args: dict[str, Any]) -> object:
+        return Streamed(lambda: chunks(bool(args.get("fail"))))
+
+    srv = ControlServer(sock_dir / "run" / "control.sock", {"status": streamed})
+    await srv.start()
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(srv.path), limit=1 << 22)
+        writer.write(encode_request("status"))
+        head = await reader.readexactly(50_000)  # half of it, while the rest is not made yet
+        assert head.startswith(OK_HEAD) and len(sent) <= 100
+        gate.set()
+        line = head + await reader.readline()
+        writer.close()
+        rows = [{"n": n, "pad": "x" * 1000} for n in range(200)]
+        assert line.endswith(b"]}}\n") and json.loads(line) == json.loads(ok({"rows": rows}))
+        with pytest.raises(ControlError, match="directord sent an unreadable answer"):
+            await asyncio.to_thread(request, srv.path, "status", {"fail": True})
+    finally:
+        gate.set()
+        await srv.stop()

@@ -9,6 +9,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -132,3 +133,23 @@ async def test_renderings_leave_no_descriptor_or_process() -> None:
         pids.append(int(pid))
     assert len(os.listdir("/proc/self/fd")) == before
     assert all(gone(pid) for pid in pids)
+
+
+@pytest.mark.asyncio
+async def test_at_most_max_children_render_at_once(tmp_path: Path) -> None:
+    """Six renderings asked for at once: each child marks itself running, waits, and says how
+    many were running; never more than MAX_CHILDREN (each would be a copy of a large daemon's
+    touched pages), and every one still gets its body."""
+
+    def make() -> bytes:
+        mark = tmp_path / str(os.getpid())
+        mark.touch()
+        time.sleep(0.3)
+        running = len(os.listdir(tmp_path))
+        mark.unlink()
+        return str(running).encode()
+
+    bodies = await asyncio.gather(*(forked_bytes(make) for _ in range(6)))
+    seen = [int(body) for body in bodies]
+    assert max(seen) == director.offload.MAX_CHILDREN
+    assert director.offload.FORKS.count >= 6

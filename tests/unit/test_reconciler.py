@@ -155,3 +155,26 @@ def test_a_mh_list_out_of_order_is_not_hidden_by_the_cached_view() -> None:
     assert rec.sync(desired).ops != []
     assert list(kernel.dump().dests[key]) == good
     assert rec.sync(desired).ops == []
+
+
+class CopyingIPVS(MemoryIPVS):
+    """Dumps new entry objects, as the netlink kernel's parser does."""
+
+    def dump(self) -> Table:
+        table = super().dump()
+        for key, dests in table.dests.items():
+            table.dests[key] = {k: dataclasses.replace(d) for k, d in dests.items()}
+        table.services.update({k: dataclasses.replace(s) for k, s in table.services.items()})
+        return table
+
+
+def test_a_full_resync_keeps_no_second_copy_of_an_equal_table() -> None:
+    kernel = CopyingIPVS()
+    rec = Reconciler(kernel, MemoryOwnedStore())
+    desired = web_table(40, 5)
+    assert rec.sync(desired, full=True).ok
+    assert rec.sync(desired, full=True).ops == []  # the periodic resync: nothing to do
+    assert rec.observed is not None
+    for key, dests in desired.dests.items():
+        assert rec.observed.services[key] is desired.services[key]
+        assert all(rec.observed.dests[key][k] is d for k, d in dests.items())

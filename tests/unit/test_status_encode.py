@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import threading
 from collections.abc import Callable
@@ -151,27 +152,57 @@ def test_latest_writer_makes_a_callables_content_off_the_loop(tmp_path: Path) ->
     assert (tmp_path / "status.json").read_bytes() == b'{"checks":[]}'
 
 
-def test_engine_builds_the_checks_of_status_json_in_the_writers_thread(tmp_path: Path) -> None:
+def test_engine_builds_the_checks_of_status_json_in_a_child_process(tmp_path: Path) -> None:
+    """status.json's checks (100,000 rows at 100,000 servers) are built, encoded and written in
+    a child process: the daemon's interpreter lock is never held by that encoding, and the
+    daemon keeps no copy of them."""
     engine, _, _ = setup(tmp_path)
-    built_in: list[int] = []
+    built_by = tmp_path / "built-by"
     summary = [{"service": "TCP 198.18.0.20:80", "destination": "198.18.1.21:80", "up": True}]
 
     def take() -> Callable[[], list[dict[str, object]]]:
         def build() -> list[dict[str, object]]:
-            built_in.append(threading.get_ident())
+            built_by.write_text(str(os.getpid()))
             return [dict(row) for row in summary]
 
         return build
 
     engine.checks_taken = take
 
-    async def scenario() -> int:
+    async def scenario() -> None:
         await engine.start()
         await engine.flush_status()
-        return threading.get_ident()
 
-    loop_thread = asyncio.run(scenario())
-    assert built_in and loop_thread not in built_in
+    asyncio.run(scenario())
+    assert int(built_by.read_text()) != os.getpid()
     status = json.loads((tmp_path / "status.json").read_text())
     assert status["checks"] == summary and status["last_sync"]["destinations"] == 2
-    assert engine.status.checks == summary  # what directorctl status shows as "checks"
+    assert engine.status.checks == []  # not kept: the status builds its own when asked
+
+
+def test_a_status_write_that_fails_in_the_child_is_reported(tmp_path: Path) -> None:
+    engine, _, _ = setup(tmp_path)
+    engine.checks_taken = lambda: list
+    failures: list[OSError] = []
+    assert engine._status_file is not None
+    engine._status_file.on_error = failures.append
+    (tmp_path / "status.json").mkdir()  # cannot be replaced by a file
+
+    async def scenario() -> None:
+        await engine.start()
+        await engine.flush_status()
+
+    asyncio.run(scenario())
+    assert failures and isinstance(failures[0], OSError)
+
+
+def test_the_status_shows_the_checks_it_was_given_where_the_engine_has_them() -> None:
+    """The engine keeps no copy of the checks (status.json's are built in a child): the
+    status' ``checks`` are the ones taken with it, at the engine status' place among the keys."""
+    engine_status = {"config_path": "/etc/director/director.toml", "checks": [], "x": 1}
+    i = inputs(engine_status=engine_status)
+    status = build_status(i)
+    assert status["checks"] == i.checks and status["checks"]
+    assert list(status)[:3] == ["config_path", "checks", "x"]
+    assert json.loads(encode_status(i))["checks"] == i.checks
+    assert "checks" not in build_status(inputs())  # none where the engine has none
