@@ -181,13 +181,16 @@ class Runner(Generic[S]):
             return
         if when is False:
             when = self.scheduler.next_deadline()
+        timer = self._timer
+        if timer is not None and when is not None and self._timer_at <= when:
+            # Kept: a timer at or before the deadline wakes no later than needed (rounding
+            # ``when`` up to a tick only moves it later), and one that fires early finds
+            # nothing due and re-arms (no handle per result).
+            return
         if when is not None and self._tick:
             when = max(when, math.ceil(when / self._tick) * self._tick)  # (float rounding)
-        timer = self._timer
         if timer is not None:
             if when is not None and self._timer_at <= when:
-                # Kept: a timer at or before the deadline wakes no later than needed, and
-                # one that fires early finds nothing due and re-arms (no handle per result).
                 return
             timer.cancel()
             self._timer, self._timer_at = None, math.inf
@@ -216,14 +219,22 @@ class Runner(Generic[S]):
         now = loop.time()
         if result.local is not None:
             self._local(start, result, now)
-        changes = self.scheduler.probe_done(start, result, now)
+        scheduler = self.scheduler
+        changes = scheduler.probe_done(start, result, now)
         if changes:
             self._emit(changes)
-        when = self.scheduler.next_deadline()
-        if when is not None and when <= now and self._tick and not self._starting:
-            self._start_due(loop, now)  # those that came due ride on this wake
-            when = self.scheduler.next_deadline()
-        self._arm(when)
+        if scheduler.due_now(now):
+            if self._tick and not self._starting:
+                self._start_due(loop, now)  # those that came due ride on this wake
+            self._arm()
+        elif self._timer is not None and scheduler.in_flight < scheduler.max_in_flight - 1:
+            # The timer is at or before every deadline there was; a result adds one, the
+            # next attempt of its check (scheduler.armed_at): no need to look at the rest.
+            # (Unless the slots were all taken: then the freed one makes the attempts on the
+            # timers count again, which the deadline before did not look at.)
+            self._arm(scheduler.armed_at)
+        else:
+            self._arm()
 
     def _time_out(self, probe_id: int, task: asyncio.Task[None]) -> None:
         self._deadlines.pop(probe_id, None)
