@@ -166,10 +166,19 @@ class Runner(Generic[S]):
     def _start_due(self, loop: asyncio.AbstractEventLoop, now: float) -> None:
         self._starting = True
         try:
-            fast = self._fast_start
+            fast, running, done = self._fast_start, self._fast, self._fast_done
             for start in self.scheduler.due(now):
-                if fast is not None and self._start_fast(fast, start):
-                    continue
+                if fast is not None:
+                    # The fast way if the spec has one (the hot path: inline, no method).
+                    try:
+                        probe = fast(start.spec, done, start)
+                    except Exception as exc:  # a bug, or no fd for the poller: others go on
+                        done(start, _raised(start, exc, 0.0))
+                        continue
+                    if probe is not None:
+                        if not probe.finished:  # (it may have ended: refused at once)
+                            running[start.probe_id] = probe
+                        continue
                 task = loop.create_task(self._run(start))
                 self._tasks.add(task)  # _run takes it out (no done callback: one loop turn less)
         finally:
@@ -197,19 +206,6 @@ class Runner(Generic[S]):
         if when is not None:
             self._timer = self._loop.call_at(when, self._pump)
             self._timer_at = when
-
-    def _start_fast(self, fast: FastStart[S], start: StartProbe[S]) -> bool:
-        """Start ``start`` the fast way if its spec has one; False if not."""
-        try:
-            probe = fast(start.spec, self._fast_done, start)
-        except Exception as exc:  # a bug, or no fd for the poller: the others keep running
-            self._fast_done(start, _raised(start, exc, 0.0))
-            return True
-        if probe is None:
-            return False
-        if not probe.finished:  # it may have ended already (a connection refused at once)
-            self._fast[start.probe_id] = probe
-        return True
 
     def _fast_done(self, start: StartProbe[S], result: ProbeResult) -> None:
         self._fast.pop(start.probe_id, None)

@@ -236,16 +236,24 @@ class Scheduler(Generic[S]):
         if free <= 0:
             return []
         timers, ready = self._timers, self._ready
-        while timers and timers[0][0] <= now:
-            entry = heapq.heappop(timers)[2]
-            if not entry.removed:
-                ready.append(entry)
         starts = []
-        while ready and free > 0:
+        while ready and free > 0:  # those waiting for a slot first, in their order
             entry = ready.popleft()
             if not entry.removed:
                 starts.append(self._start(entry, now))
                 free -= 1
+        # then those that came due, straight from the timers while slots are free (the
+        # common case: no stop in the waiting queue), the rest to wait behind
+        heappop = heapq.heappop
+        while timers and timers[0][0] <= now:
+            entry = heappop(timers)[2]
+            if entry.removed:
+                continue
+            if free > 0:
+                starts.append(self._start(entry, now))
+                free -= 1
+            else:
+                ready.append(entry)
         return starts
 
     def probe_done(
