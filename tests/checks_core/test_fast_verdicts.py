@@ -3,11 +3,12 @@
 - ``Policy.good_while_up`` (a good probe of a check that is up, recorded in place) against
   ``record_probe`` + ``record_round``: the same state, ``last`` included;
 - the scheduler's in-place branch for such results against the reference ``_finish`` (kept
-  here, as it was before the branch): the same snapshots (state, last probe with its latency
-  and time, phase, lag, counters), summary rows and health changes, over random runs with
-  flapping servers, weights, slow probes, attempts and re-entry; and after every result, the
-  bound the runner keeps its timer by (``due_now`` / ``armed_at`` instead of a full
-  ``next_deadline``);
+  here, as it was before the branch, with ``due`` as it was before starts went straight from
+  the timers): the same starts in the same order, the same snapshots (state, last probe with
+  its latency and time, phase, lag, counters), summary rows and health changes, over random
+  runs with flapping servers, weights, slow probes, attempts and re-entry; and after every
+  result, the bound the runner keeps its timer by (``due_now`` / ``armed_at`` instead of a
+  full ``next_deadline``);
 - the HTTP fast probe's own judgement of a reply's head (``_plain_head`` and the status in it)
   against aiohttp's llhttp parser alone given that head, on generated and mutated replies
   (status lines, headers, chunked, interim 1xx, truncated, over-long), at every point where the
@@ -21,6 +22,7 @@ In-process and millisecond-fast: no sockets (the probes on real sockets are in
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
 import random
 from collections.abc import Iterator
@@ -86,7 +88,25 @@ def test_good_while_up_refuses_a_check_that_is_down() -> None:
 
 class ReferenceScheduler(Scheduler[str]):
     """The scheduler with ``_finish`` as it was before the in-place branch: every result
-    through ``record_probe`` and ``record_round``."""
+    through ``record_probe`` and ``record_round``; and ``due`` as it was before starts went
+    straight from the timers: every due attempt through the waiting queue."""
+
+    def due(self, now: float) -> list[StartProbe[str]]:
+        free = self.max_in_flight - len(self._live) - len(self._orphans)
+        if free <= 0:
+            return []
+        timers, ready = self._timers, self._ready
+        while timers and timers[0][0] <= now:
+            entry = heapq.heappop(timers)[2]
+            if not entry.removed:
+                ready.append(entry)
+        starts = []
+        while ready and free > 0:
+            entry = ready.popleft()
+            if not entry.removed:
+                starts.append(self._start(entry, now))
+                free -= 1
+        return starts
 
     def _finish(self, entry: _Entry[str], result: ProbeResult, now: float) -> list[HealthChanged]:
         params = entry.check.params
