@@ -1,7 +1,7 @@
 """Health checks side by side with keepalived 2.2.7, in the real-kernel guest.
 
     .venv/bin/python -m bench.checks_keepalived [--servers 50] [--seconds 30] [--trials 5]
-        [--parts cpu,detect] [--runs 1] [--python PATH] [--baseline DIR] [--host]
+        [--parts cpu,detect] [--runs 1] [--python PATH] [--baseline DIR] [--beside DIR] [--host]
 
 keepalived exits when the kernel has no IPVS, so by default the whole comparison runs in the
 QEMU guest (same emulation, same single vCPU for both). Under TCG, though, the guest runs
@@ -23,7 +23,10 @@ cpu
     ``--python PATH``; ``--python debian``: Debian's /usr/bin/python3, the interpreter the
     package runs, in a venv with the package's pinned runtime dependencies
     (debian/constraints.txt), made on first use under .vmcache/ (needs python3-venv and the
-    package index; remade when the pins change).
+    package index; remade when the pins change). ``--beside DIR`` then runs this tree's
+    checker and DIR's (another checkout, e.g. an older commit's ``git archive``) at the same
+    time against one farm, ``--runs`` times: their CPU per check under the same load, which a
+    ratio to keepalived, measured in another window, cannot give on a busy machine.
 detect
     One real server checked by both at once: keepalived (HTTP_GET and TCP_CHECK) and ours
     (http, and tcp with send/expect), all with a 1 s interval, 1 s timeout, fall 1 / retry 0.
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import ipaddress
 import os
 import random
@@ -348,6 +352,41 @@ def part_cpu(
     return op / kp if kp else None
 
 
+def _ready(job: Background) -> bool:
+    return "ready" in job.output()
+
+
+def part_beside(lab: Lab, seconds: float, root: str, rounds: int) -> None:
+    """``--beside DIR``: this tree's checker and DIR's at the same time against one farm (no
+    keepalived), ``rounds`` times: the same load for both, so their CPU compares even on a
+    busy machine. Both send the same User-Agent on the same schedule: each is counted half of
+    the checks."""
+    lab.start_nginx()
+    print(f"\n== side by side: this tree and {root}, {len(lab.servers)} servers, {seconds:g} s")
+    for r in range(rounds):
+        new, old = lab.ours("http"), lab.ours("http", root)
+        for job in (new, old):
+            wait_for(functools.partial(_ready, job), 120, "a checker to start")
+        time.sleep(3.0)
+        pids = [descendants(new.proc.pid), descendants(old.proc.pid)]
+        c0, n0 = [cpu_seconds(p) for p in pids], count_requests(lab.access_log)
+        time.sleep(seconds)
+        c1, n1 = [cpu_seconds(p) for p in pids], count_requests(lab.access_log)
+        each = max((n1.get(OUR_UA, 0) - n0.get(OUR_UA, 0)) / 2, 1)
+        (nu, ns), (ou, os_) = ((b[0] - a[0], b[1] - a[1]) for a, b in zip(c0, c1, strict=True))
+        print(
+            f"round {r + 1}: {each / seconds:.0f} checks/s each;"
+            f" this tree {(nu + ns) / each * 1e3:.4f} ms per check (user {nu / each * 1e3:.4f}"
+            f" + sys {ns / each * 1e3:.4f}), {root} {(ou + os_) / each * 1e3:.4f}"
+            f" (user {ou / each * 1e3:.4f} + sys {os_ / each * 1e3:.4f});"
+            f" ratio {(nu + ns) / max(ou + os_, 1e-9):.3f}",
+            flush=True,
+        )
+        new.stop()
+        old.stop()
+    lab.stop_nginx()
+
+
 # --- part 2: time to notice a stopped or frozen server -------------------------------------
 
 KA_DOWN = {"http": f"from VS [{VIP}]:tcp:80", "tcp": f"from VS [{VIP}]:tcp:81"}
@@ -549,6 +588,10 @@ def run_parts(args: argparse.Namespace) -> int:
                 by_run = ", ".join(f"{r:.2f}" for r in ratios)
                 median = f"{statistics.median(ratios):.2f}" if ratios else "-"
                 print(f"\n== ratio ours / keepalived by run: {by_run}; median {median}")
+            if args.beside:
+                with Topology() as topo:
+                    beside = lab(topo, args.servers, "beside")
+                    part_beside(beside, args.seconds, args.beside, args.runs)
             if args.baseline:
                 with Topology() as topo:
                     ours_from = f"; ours from {args.baseline}"
@@ -585,6 +628,12 @@ def main() -> int:
         " unpacked under .vmcache/: the guest sees the project, not the host's /tmp), against"
         " keepalived at the same time",
     )
+    p.add_argument(
+        "--beside",
+        metavar="DIR",
+        help="cpu: also run this tree's checker and DIR's at the same time against one farm"
+        " (no keepalived), --runs times: their CPU per check side by side, under the same load",
+    )
     p.add_argument("--timeout", type=float, default=1200.0, help="guest timeout, seconds")
     p.add_argument(
         "--host",
@@ -605,6 +654,8 @@ def main() -> int:
     argv += ["--slices", str(args.slices), "--runs", str(args.runs), "--python", args.python]
     if args.baseline:
         argv += ["--baseline", str(Path(args.baseline).resolve())]
+    if args.beside:
+        argv += ["--beside", str(Path(args.beside).resolve())]
     result = run_in_guest(argv, timeout=args.timeout, stream=True)
     return result.returncode
 

@@ -140,20 +140,21 @@ class Policy:
         """The last attempt's result (a local failure is none)."""
         return self._last
 
-    def good_while_up(self, latency: float, now: float, attempt: int = 1) -> None:
+    def good_while_up(self, latency: float, now: float, attempt: int = 1) -> ProbeOutcome:
         """``record_probe`` of a good result without a weight or an error, then
         ``record_round(True)``, for a check that is up (the hot path: thousands a second).
         Such a round changes no verdict (:data:`TRANSITIONS` has no rule for up and good), so
         no rule is looked up and no event is made; only the outcome is kept (the scheduler's
-        summary row shows its latency). Same state as the two calls
+        summary row shows its latency; it is returned). Same state as the two calls
         (``tests/checks_core/test_fast_verdicts.py`` proves it)."""
         if not self.up:
             raise ValueError("good_while_up on a check that is down")
-        self._last = ProbeOutcome(True, latency, None, None, now, attempt)
+        last = self._last = ProbeOutcome(True, latency, None, None, now, attempt)
         if self.good_streak == 0:
             self.good_since = now
         self.good_streak += 1
         self.bad_streak = 0
+        return last
 
     def record_round(self, good: bool, now: float) -> HealthChanged | None:
         """Count one round; return the change if this round flips the state."""

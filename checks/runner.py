@@ -166,10 +166,19 @@ class Runner(Generic[S]):
     def _start_due(self, loop: asyncio.AbstractEventLoop, now: float) -> None:
         self._starting = True
         try:
-            fast = self._fast_start
+            fast, running, done = self._fast_start, self._fast, self._fast_done
             for start in self.scheduler.due(now):
-                if fast is not None and self._start_fast(fast, start):
-                    continue
+                if fast is not None:
+                    # The fast way if the spec has one (the hot path: inline, no method).
+                    try:
+                        probe = fast(start.spec, done, start)
+                    except Exception as exc:  # a bug, or no fd for the poller: others go on
+                        done(start, _raised(start, exc, 0.0))
+                        continue
+                    if probe is not None:
+                        if not probe.finished:  # (it may have ended: refused at once)
+                            running[start.probe_id] = probe
+                        continue
                 task = loop.create_task(self._run(start))
                 self._tasks.add(task)  # _run takes it out (no done callback: one loop turn less)
         finally:
@@ -181,32 +190,22 @@ class Runner(Generic[S]):
             return
         if when is False:
             when = self.scheduler.next_deadline()
+        timer = self._timer
+        if timer is not None and when is not None and self._timer_at <= when:
+            # Kept: a timer at or before the deadline wakes no later than needed (rounding
+            # ``when`` up to a tick only moves it later), and one that fires early finds
+            # nothing due and re-arms (no handle per result).
+            return
         if when is not None and self._tick:
             when = max(when, math.ceil(when / self._tick) * self._tick)  # (float rounding)
-        timer = self._timer
         if timer is not None:
             if when is not None and self._timer_at <= when:
-                # Kept: a timer at or before the deadline wakes no later than needed, and
-                # one that fires early finds nothing due and re-arms (no handle per result).
                 return
             timer.cancel()
             self._timer, self._timer_at = None, math.inf
         if when is not None:
             self._timer = self._loop.call_at(when, self._pump)
             self._timer_at = when
-
-    def _start_fast(self, fast: FastStart[S], start: StartProbe[S]) -> bool:
-        """Start ``start`` the fast way if its spec has one; False if not."""
-        try:
-            probe = fast(start.spec, self._fast_done, start)
-        except Exception as exc:  # a bug, or no fd for the poller: the others keep running
-            self._fast_done(start, _raised(start, exc, 0.0))
-            return True
-        if probe is None:
-            return False
-        if not probe.finished:  # it may have ended already (a connection refused at once)
-            self._fast[start.probe_id] = probe
-        return True
 
     def _fast_done(self, start: StartProbe[S], result: ProbeResult) -> None:
         self._fast.pop(start.probe_id, None)
@@ -216,14 +215,22 @@ class Runner(Generic[S]):
         now = loop.time()
         if result.local is not None:
             self._local(start, result, now)
-        changes = self.scheduler.probe_done(start, result, now)
+        scheduler = self.scheduler
+        changes = scheduler.probe_done(start, result, now)
         if changes:
             self._emit(changes)
-        when = self.scheduler.next_deadline()
-        if when is not None and when <= now and self._tick and not self._starting:
-            self._start_due(loop, now)  # those that came due ride on this wake
-            when = self.scheduler.next_deadline()
-        self._arm(when)
+        if scheduler.due_now(now):
+            if self._tick and not self._starting:
+                self._start_due(loop, now)  # those that came due ride on this wake
+            self._arm()
+        elif self._timer is not None and scheduler.in_flight < scheduler.max_in_flight - 1:
+            # The timer is at or before every deadline there was; a result adds one, the
+            # next attempt of its check (scheduler.armed_at): no need to look at the rest.
+            # (Unless the slots were all taken: then the freed one makes the attempts on the
+            # timers count again, which the deadline before did not look at.)
+            self._arm(scheduler.armed_at)
+        else:
+            self._arm()
 
     def _time_out(self, probe_id: int, task: asyncio.Task[None]) -> None:
         self._deadlines.pop(probe_id, None)

@@ -48,6 +48,8 @@ from checks.model import (
 )
 from checks.policy import Phase, Policy
 
+UP = Phase.UP
+
 S = TypeVar("S")
 
 
@@ -150,6 +152,9 @@ class Scheduler(Generic[S]):
         self.lag = LagStats()
         self.rounds = self.overruns = self.expired = self.void_rounds = 0
         self.late_results = self.unknown_results = 0
+        # When the last attempt was put on the timers (a result's next round or retry): after
+        # a result, the only deadline that can be earlier than before besides one due now.
+        self.armed_at = math.inf
 
     # -- the set of checks -------------------------------------------------------------------
 
@@ -231,22 +236,31 @@ class Scheduler(Generic[S]):
         if free <= 0:
             return []
         timers, ready = self._timers, self._ready
-        while timers and timers[0][0] <= now:
-            entry = heapq.heappop(timers)[2]
-            if not entry.removed:
-                ready.append(entry)
         starts = []
-        while ready and free > 0:
+        while ready and free > 0:  # those waiting for a slot first, in their order
             entry = ready.popleft()
             if not entry.removed:
                 starts.append(self._start(entry, now))
                 free -= 1
+        # then those that came due, straight from the timers while slots are free (the
+        # common case: no stop in the waiting queue), the rest to wait behind
+        heappop = heapq.heappop
+        while timers and timers[0][0] <= now:
+            entry = heappop(timers)[2]
+            if entry.removed:
+                continue
+            if free > 0:
+                starts.append(self._start(entry, now))
+                free -= 1
+            else:
+                ready.append(entry)
         return starts
 
     def probe_done(
         self, start: StartProbe[S], result: ProbeResult, now: float
     ) -> list[HealthChanged]:
         """A probe ended. Returns the change its round caused, if any."""
+        self.armed_at = math.inf  # (set again if this result puts its check on the timers)
         entry = self._live.pop(start.probe_id, None)
         if entry is None:
             if self._orphans.pop(start.probe_id, None) is None:
@@ -278,6 +292,16 @@ class Scheduler(Generic[S]):
                 result = ProbeResult(False, now - start.started, error)
                 changes += self._finish(entry, result, now)
         return changes
+
+    def due_now(self, now: float) -> bool:
+        """Whether :meth:`due` has a probe to start now (cheap: once per result). A removed
+        check at the head of the queue may make it say so when :meth:`due` finds none."""
+        if len(self._live) + len(self._orphans) >= self.max_in_flight:
+            return False
+        if self._ready:
+            return True
+        timers = self._timers
+        return bool(timers) and timers[0][0] <= now
 
     def next_deadline(self) -> float | None:
         """When :meth:`due` or :meth:`expire` next has work; may be in the past."""
@@ -355,7 +379,7 @@ class Scheduler(Generic[S]):
             entry.probe = None
 
     def _arm(self, entry: _Entry[S], at: float) -> None:
-        entry.next_at = at
+        entry.next_at = self.armed_at = at
         heapq.heappush(self._timers, (at, next(self._seq), entry))
 
     def _start(self, entry: _Entry[S], now: float) -> StartProbe[S]:
@@ -376,12 +400,18 @@ class Scheduler(Generic[S]):
             queue = self._deadlines[start.timeout] = deque()
         queue.append(start)
         lag = now - entry.next_at
-        for stats in (entry.lag, self.lag):  # LagStats.add, inline (per probe)
-            stats.count += 1
-            stats.total += lag
-            stats.last = lag
-            if lag > stats.max:
-                stats.max = lag
+        stats = entry.lag  # LagStats.add, inline (per probe), for the entry and the total
+        stats.count += 1
+        stats.total += lag
+        stats.last = lag
+        if lag > stats.max:
+            stats.max = lag
+        stats = self.lag
+        stats.count += 1
+        stats.total += lag
+        stats.last = lag
+        if lag > stats.max:
+            stats.max = lag
         return start
 
     def _finish(self, entry: _Entry[S], result: ProbeResult, now: float) -> list[HealthChanged]:
@@ -399,12 +429,21 @@ class Scheduler(Generic[S]):
         if result.ok and policy.up and result.weight is None and result.error is None:
             # The common case: a good round of a server that is up. No verdict can change;
             # the policy records it in place (no rule lookup, no event object).
-            policy.good_while_up(result.latency, now, entry.attempt)
+            last = policy.good_while_up(result.latency, now, entry.attempt)
             # The summary row shows this probe's latency: rebuilt here too (one small tuple),
-            # so a status or scrape takes the rows without a pass over the checks.
-            self._rows[entry.check.id] = _row(entry)
+            # so a status or scrape takes the rows without a pass over the checks. What
+            # _row(entry) gives, inline: up, and no bad round since this good one.
+            check = entry.check
+            self._rows[check.id] = (check.id, check.spec, True, UP, policy.transitions, last)
             self.rounds += 1
-            self._next_round(entry, now)
+            # _next_round, inline, for a round that did not overrun its interval
+            slot = entry.round_at + params.interval
+            if slot < now:
+                self._next_round(entry, now)
+                return []
+            entry.attempt = 1
+            entry.round_at = entry.next_at = self.armed_at = slot
+            heapq.heappush(self._timers, (slot, next(self._seq), entry))
             return []
         policy.record_probe(result, now, entry.attempt)
         if not result.ok and entry.attempt < params.attempts:

@@ -247,9 +247,10 @@ class HealthChecks:
         plan = job.plan
         if plan is None:
             return None
+        prober = self._http_prober or self._http
         if self.on_probe is None:
-            return self._http.start(plan, done, start)
-        return self._http.start(plan, self._observed, (job, done, start))
+            return prober.start(plan, done, start)
+        return prober.start(plan, self._observed, (job, done, start))
 
     def _observed(
         self,

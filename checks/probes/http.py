@@ -443,9 +443,15 @@ class _StatusProbe(FastProbe):
                 data = sock.recv(READ_SIZE, MSG_PEEK)  # (an OSError: nothing was read)
             except (BlockingIOError, InterruptedError):
                 return
-            code = _peeked_status(data, self.poller.known)
+            code = self.poller.known.get(data)  # _peeked_status's memo, inline
+            if code is None:
+                code = _peeked_status(data, self.poller.known)
             if code is not None:
                 self.rst = True
+                for low, high in self.plan.spec.expect_status:  # _judge, inline
+                    if low <= code <= high:
+                        self.succeed(now)
+                        return
                 self._judge(code, now)
                 return
             self.linger()

@@ -124,8 +124,6 @@ class FastProbe:
         "sock",
         "state",
         "tag",
-        "target",
-        "timeout",
     )
 
     def __init__(
@@ -138,11 +136,9 @@ class FastProbe:
     ) -> None:
         self.poller = poller
         self.plan = plan
-        self.target: Target = plan.target
-        self.timeout: float = plan.timeout
         self.done: Callable[[Any, ProbeResult], None] | None = done
         self.tag = tag
-        self.began, self.deadline = now, now + self.timeout
+        self.began, self.deadline = now, now + plan.timeout
         self.sock: Any = None  # a _socket.socket once begun
         self.fd = -1
         self.state = CONNECTING
@@ -152,6 +148,14 @@ class FastProbe:
         self.connected = False
         self.finished = False
         self.rst = False
+
+    @property
+    def target(self) -> Target:
+        return self.plan.target  # type: ignore[no-any-return]
+
+    @property
+    def timeout(self) -> float:
+        return self.plan.timeout  # type: ignore[no-any-return]
 
     # -- subclasses ----------------------------------------------------------------------------
 
@@ -169,14 +173,26 @@ class FastProbe:
 
     def begin(self) -> None:
         plan = self.plan
-        sent = self.connect(plan.family, plan.sockaddr, plan.first)
+        first = plan.first
+        sent = self.connect(plan.family, plan.sockaddr, first)
         if sent is None:
             return
-        self._connected(sent, self.poller.loop.time())
+        if sent and sent == len(first):
+            # The whole request went out with the connect (the common case): what
+            # _connected does then, inline.
+            self.connected = True
+            self.sent(self.poller.loop.time())
+        else:
+            self._connected(sent, self.poller.loop.time())
         if not self.finished:
-            self.poller.watch(self, WATCH_IN_OUT if self.state == SENDING else WATCH_IN)
+            poller = self.poller
+            events = WATCH_IN_OUT if self.state == SENDING else WATCH_IN
+            poller._epoll.register(self.fd, events)  # Poller.watch, inline
+            poller._probes[self.fd] = self
 
     def event(self, events: int, now: float) -> None:
+        """Epoll ``events`` for this probe. (In state READING, :meth:`Poller._ready` calls
+        :meth:`read` itself, as this would: subclasses override ``read``, not this.)"""
         state = self.state
         if state == CONNECTING:
             sent = self.connect_event(events, self.plan.first)
@@ -371,7 +387,15 @@ class Poller:
         except Exception as exc:
             probe.crash(exc, self.loop.time())
         if not probe.finished:
-            self._limit(probe)
+            # _limit, inline (once per probe)
+            queue = self._queues.get(plan.timeout)
+            if queue is None:
+                queue = self._queues[plan.timeout] = deque()
+            while queue and queue[0].finished:  # keep it short between sweeps
+                queue.popleft()
+            queue.append(probe)
+            if probe.deadline < self._timer_at:
+                self._arm(probe.deadline)
         return probe
 
     async def run(self, plan: Plan) -> ProbeResult:
@@ -437,19 +461,13 @@ class Poller:
             if probe is None or probe.finished:
                 continue
             try:
-                probe.event(flags, now)
+                if probe.state == READING:  # what event() does then, without the call
+                    if flags & READABLE:
+                        probe.read(now)
+                else:
+                    probe.event(flags, now)
             except Exception as exc:
                 probe.crash(exc, now)
-
-    def _limit(self, probe: FastProbe) -> None:
-        queue = self._queues.get(probe.timeout)
-        if queue is None:
-            queue = self._queues[probe.timeout] = deque()
-        while queue and queue[0].finished:  # keep it short between sweeps
-            queue.popleft()
-        queue.append(probe)
-        if probe.deadline < self._timer_at:
-            self._arm(probe.deadline)
 
     def _arm(self, when: float) -> None:
         if self._timer is not None:

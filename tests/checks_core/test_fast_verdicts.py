@@ -3,9 +3,12 @@
 - ``Policy.good_while_up`` (a good probe of a check that is up, recorded in place) against
   ``record_probe`` + ``record_round``: the same state, ``last`` included;
 - the scheduler's in-place branch for such results against the reference ``_finish`` (kept
-  here, as it was before the branch): the same snapshots (state, last probe with its latency
-  and time, phase, lag, counters) and the same health changes, over random runs with flapping
-  servers, weights, slow probes, attempts and re-entry;
+  here, as it was before the branch, with ``due`` as it was before starts went straight from
+  the timers): the same starts in the same order, the same snapshots (state, last probe with
+  its latency and time, phase, lag, counters), summary rows and health changes, over random
+  runs with flapping servers, weights, slow probes, attempts and re-entry; and after every
+  result, the bound the runner keeps its timer by (``due_now`` / ``armed_at`` instead of a
+  full ``next_deadline``);
 - the HTTP fast probe's own judgement of a reply's head (``_plain_head`` and the status in it)
   against aiohttp's llhttp parser alone given that head, on generated and mutated replies
   (status lines, headers, chunked, interim 1xx, truncated, over-long), at every point where the
@@ -19,17 +22,20 @@ In-process and millisecond-fast: no sockets (the probes on real sockets are in
 from __future__ import annotations
 
 import asyncio
+import heapq
+import math
 import random
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from checks.model import Check, CheckParams, HealthChanged, ProbeResult
+from checks.model import Check, CheckParams, HealthChanged, ProbeResult, StartProbe
 from checks.policy import Policy
 from checks.probes import http
-from checks.schedule import Scheduler, _Entry
+from checks.schedule import Scheduler, _Entry, _row
 from tests.checks_core.sim import Sim
 
 # -- the policy -------------------------------------------------------------------------------
@@ -82,7 +88,25 @@ def test_good_while_up_refuses_a_check_that_is_down() -> None:
 
 class ReferenceScheduler(Scheduler[str]):
     """The scheduler with ``_finish`` as it was before the in-place branch: every result
-    through ``record_probe`` and ``record_round``."""
+    through ``record_probe`` and ``record_round``; and ``due`` as it was before starts went
+    straight from the timers: every due attempt through the waiting queue."""
+
+    def due(self, now: float) -> list[StartProbe[str]]:
+        free = self.max_in_flight - len(self._live) - len(self._orphans)
+        if free <= 0:
+            return []
+        timers, ready = self._timers, self._ready
+        while timers and timers[0][0] <= now:
+            entry = heapq.heappop(timers)[2]
+            if not entry.removed:
+                ready.append(entry)
+        starts = []
+        while ready and free > 0:
+            entry = ready.popleft()
+            if not entry.removed:
+                starts.append(self._start(entry, now))
+                free -= 1
+        return starts
 
     def _finish(self, entry: _Entry[str], result: ProbeResult, now: float) -> list[HealthChanged]:
         params = entry.check.params
@@ -93,14 +117,38 @@ class ReferenceScheduler(Scheduler[str]):
             return []
         policy = entry.policy
         policy.record_probe(result, now, entry.attempt)
+        self._rows[entry.check.id] = _row(entry)
         if not result.ok and entry.attempt < params.attempts:
             entry.attempt += 1
             self._arm(entry, now + params.retry_delay)
             return []
         self.rounds += 1
         change = policy.record_round(result.ok, now)
+        self._rows[entry.check.id] = _row(entry)
         self._next_round(entry, now)
         return [] if change is None else [change]
+
+
+class ShortcutCheckingScheduler(Scheduler[str]):
+    """The scheduler, checking after each result what ``Runner._fast_done`` relies on to keep
+    its timer without a full :meth:`next_deadline`: unless :meth:`due_now` says a probe can
+    start now or the slots were all taken before the result, the next deadline is no earlier
+    than the one before the result or ``armed_at`` (the attempt this result put on the
+    timers), whichever is first."""
+
+    shortcuts = 0
+
+    def probe_done(
+        self, start: StartProbe[str], result: ProbeResult, now: float
+    ) -> list[HealthChanged]:
+        before = self.next_deadline()
+        changes = super().probe_done(start, result, now)
+        after = self.next_deadline()
+        if not self.due_now(now) and self.in_flight < self.max_in_flight - 1:
+            self.shortcuts += 1
+            bound = min(math.inf if before is None else before, self.armed_at)
+            assert after is None or after >= bound, (before, self.armed_at, after)
+        return changes
 
 
 def drive(sched: Scheduler[str], seed: int, checks: list[Check[str]], end: float) -> Sim:
@@ -145,13 +193,31 @@ def test_scheduler_in_place_branch_matches_the_reference(
         )
         for i, p in enumerate(each)
     ]
-    fast = drive(Scheduler(random.Random(seed), max_in_flight=3), seed, checks, 30.0)
+    fast = drive(
+        ShortcutCheckingScheduler(random.Random(seed), max_in_flight=3), seed, checks, 30.0
+    )
     reference = drive(ReferenceScheduler(random.Random(seed), max_in_flight=3), seed, checks, 30.0)
     assert fast.changes == reference.changes
     assert fast.sched.snapshot() == reference.sched.snapshot()
+    assert fast.sched.rows() == reference.sched.rows()  # the summary rows kept in place
     assert [(s.check_id, s.started) for s in fast.started] == [
         (s.check_id, s.started) for s in reference.started
     ]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 12), st.sampled_from([1, 2, 4, 16]))
+def test_the_bound_the_runner_keeps_its_timer_by(seed: int, n: int, cap: int) -> None:
+    """After each result, the next deadline is no earlier than the runner's cheap bound
+    (checked inside ``ShortcutCheckingScheduler.probe_done``), with every cap: slots all
+    taken, some free, plenty."""
+    each = CheckParams(interval=1.0, timeout=0.5, attempts=2, retry_delay=0.2, fall=2)
+    checks = [Check(f"rs{i}", f"spec{i}", each) for i in range(n)]
+    sim = drive(
+        ShortcutCheckingScheduler(random.Random(seed), max_in_flight=cap), seed, checks, 20.0
+    )
+    if cap == 16:
+        assert cast(ShortcutCheckingScheduler, sim.sched).shortcuts > 0
 
 
 def test_an_unchanged_verdict_still_updates_the_last_probe() -> None:
