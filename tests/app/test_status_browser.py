@@ -277,11 +277,19 @@ def test_status_page_in_chromium_follows_a_feedback_agent_without_a_reload(
         step(b"drain\n", "drain 50%  weight 0 of 4", "drain", "0")
         # garbage (markup included) is ignored and counted: drained still, shown as text
         said.write_bytes(f"{HOSTILE_WORD}\n".encode())
-        wait_for(
-            "the garbage counted",
-            lambda: "errors: garbage" in agent_cell(chromium, server)[0],
-            within=10,
-        )
+        try:
+            wait_for(
+                "the garbage counted",
+                lambda: "errors: garbage" in agent_cell(chromium, server)[0],
+                within=10,
+            )
+        except AssertionError as exc:  # whether the daemon counted it, or the page is behind
+            shown = agent_cell(chromium, server)[0]
+            raise AssertionError(
+                f"{exc}\npage: {shown!r}\nstatus: {agent_text(sock)!r}\n"
+                + daemon.output()[-3000:]
+                + agent.output()[-1000:]
+            ) from None
         text, klass = agent_cell(chromium, server)
         assert text.startswith("drain 50%  weight 0 of 4") and klass == "drain", text
         assert f"said {HOSTILE_WORD!r}" in text  # its last word, as text
