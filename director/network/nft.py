@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,6 +48,8 @@ class Nft:
             proc.kill()
             await proc.wait()
             raise NftError(f"{doing}: nft did not finish within {self.timeout:g} s") from None
+        if proc.returncode is not None and proc.returncode < 0:  # a signal, e.g. a Ctrl-C's
+            raise NftError(f"{doing}: nft was killed by {_signal_name(-proc.returncode)}")
         if proc.returncode != 0:
             raise NftError(f"{doing}: {_clean(err.decode(errors='replace'))}")
         return out.decode(errors="replace")
@@ -92,6 +95,13 @@ class Nft:
             if "No such file or directory" in str(exc):
                 return None
             raise
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _clean(stderr: str) -> str:
