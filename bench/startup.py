@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -75,6 +76,13 @@ POLL = 0.005
 LOCAL = Path("/run/dt-startup")  # in the guest: a tmpfs for the local copy
 # the daemon's imports as directord makes them (lean ones first, the dataclasses' code from its
 # cache, where the tree has them)
+START_CACHE = "config-cache.pickle"  # director.config.startcache.FILE_NAME
+PRIME = (  # the start cache of a config, written as directord's start writes it
+    "import sys; from pathlib import Path; from director import early;"
+    " from director.config.startcache import FILE_NAME, StartCache; c = Path(sys.argv[1]);"
+    " cache = StartCache(early.state_dir_of(early.daemon_table(c), None) / FILE_NAME);"
+    " cache.load(c); print('start cache', 'written' if cache.save() else 'not written')"
+)
 IMPORTS = (
     "import gc, director.daemon as d; hasattr(d, 'codecache') and d.codecache.install();"
     " hasattr(d, 'lean') and (gc.disable(), d.lean.lean_imports()); import director.app"
@@ -191,16 +199,44 @@ def stopped(job: Background, what: str) -> None:
         print(f"  {what} exited {job.proc.returncode}:\n{job.output()[-2000:]}")
 
 
+def emptied(state: Path) -> Path:
+    """``state`` as a cold start finds it: no state files, only the start cache of the
+    config (:data:`START_CACHE`), as a restart of an unchanged config finds it."""
+    state.mkdir(parents=True, exist_ok=True)
+    for path in state.iterdir():
+        if path.name == START_CACHE:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return state
+
+
+def prime(state: Path, tree: Path, python: str) -> str:
+    """Validate the config a start in ``state`` gets and keep it in its start cache, as the
+    first start of a config does (untimed); what the tree said (a tree before the cache: none)."""
+    config = emptied(state) / "director.toml"
+    config.write_text(our_config(state))
+    done = subprocess.run(
+        [python, "-c", PRIME, str(config)], cwd=tree, capture_output=True, text=True
+    )
+    said = (done.stdout.strip() or done.stderr.strip()).splitlines()
+    return said[-1] if said else f"exit {done.returncode}"
+
+
 def start_ours(
     work: Path,
     within: float,
     tree: Path = ROOT,
     python: str = sys.executable,
     entry: Path | None = None,
+    state: Path | None = None,
 ) -> Start:
     """One start: ``python -m director.daemon`` in ``tree`` (a checkout), or ``entry``, the
-    ``directord`` entry point of a local copy (bench.localinstall), executed as systemd does."""
-    state = Path(tempfile.mkdtemp(dir=work, prefix="ours-"))
+    ``directord`` entry point of a local copy (bench.localinstall), executed as systemd does.
+    ``state``: its state directory, emptied but for the start cache (else a new one)."""
+    state = Path(tempfile.mkdtemp(dir=work, prefix="ours-")) if state is None else emptied(state)
     config = state / "director.toml"
     config.write_text(our_config(state))
     notify_path = state / "notify.sock"
@@ -316,11 +352,17 @@ class Series:
         return cls([], [], [])
 
     def round(
-        self, work: Path, within: float, tree: Path, python: str, entry: Path | None = None
+        self,
+        work: Path,
+        within: float,
+        tree: Path,
+        python: str,
+        entry: Path | None = None,
+        state: Path | None = None,
     ) -> str:
         self.bare.append(timed(python, "-c", "pass", tree=tree))
         self.imports.append(timed(python, "-c", IMPORTS, tree=tree))
-        self.starts.append(start_ours(work, within, tree, python, entry))
+        self.starts.append(start_ours(work, within, tree, python, entry, state))
         s = self.starts[-1]
         return (
             f"python -c pass {self.bare[-1]:.2f} s, imports {self.imports[-1]:.2f} s;"
@@ -343,12 +385,18 @@ def run_rounds(rounds: int, within: float, baseline: Path | None, local: bool) -
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dt-startup-")))
         copy = stack.enter_context(local_copy()) if local else None
+        # ours: one state directory each, its start cache primed (a restart of an unchanged
+        # config); the baseline's, new each start
+        mount_state, local_state = work / "ours-mount", work / "ours-local"
+        print(f"from the mount: {prime(mount_state, ROOT, sys.executable)}", flush=True)
+        if copy is not None:
+            print(f"from local files: {prime(local_state, copy[0], copy[1])}", flush=True)
         for n in range(rounds):
-            print(
-                f"round {n + 1}: from the mount: {ours.round(work, within, ROOT, sys.executable)}"
-            )
+            line = ours.round(work, within, ROOT, sys.executable, state=mount_state)
+            print(f"round {n + 1}: from the mount: {line}")
             if copy is not None:
-                print(f"  from local files: {ours_local.round(work, within, *copy)}", flush=True)
+                line = ours_local.round(work, within, *copy, state=local_state)
+                print(f"  from local files: {line}", flush=True)
             theirs.append(start_keepalived(work, within))
             print(f"  keepalived first advert {theirs[-1].advert:.2f} s", flush=True)
             if baseline is not None:
