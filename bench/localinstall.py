@@ -98,9 +98,10 @@ def _pycache_ignore(directory: str, names: list[str]) -> list[str]:
     return [n for n in names if n in (".pytest_cache", ".mypy_cache")]
 
 
-def build(dest: Path, site_packages: Path | None = None) -> Path:
+def build(dest: Path, site_packages: Path | None = None, tree: Path = ROOT) -> Path:
     """Lay out the interpreter, its standard library and the package's environment under
-    ``dest``; returns the environment's python."""
+    ``dest``; returns the environment's python. ``tree``: the checkout whose packages go in
+    (another commit's, for a baseline; the dependencies are this environment's)."""
     stdlib = Path(sysconfig.get_paths(vars={"base": sys.base_prefix})["stdlib"])
     version = f"python{sysconfig.get_python_version()}"
     python = dest / "python"
@@ -131,7 +132,7 @@ def build(dest: Path, site_packages: Path | None = None) -> Path:
         if src.is_file():  # RECORD lists byte-code that --no-compile installs may lack
             _copy(src, sp / rel)
     for name in PROJECT_PACKAGES:
-        shutil.copytree(ROOT / name, sp / name, symlinks=True, ignore=_pycache_ignore)
+        shutil.copytree(tree / name, sp / name, symlinks=True, ignore=_pycache_ignore)
     script = entry_point(dest)
     script.write_text(ENTRY_POINT.format(python=venv / "bin" / "python"))
     script.chmod(0o755)

@@ -42,7 +42,15 @@ as systemd runs the package's (the tree's is ``python -m director.daemon`` under
 and the table prints both: the same interpreter, byte-code and code, only where the files are
 differs. keepalived is a binary on
 the mount; it opens a handful of files. ``--no-local``: the mount only. The baseline starts
-from the mount (its tree as it is, like this tree's first figures).
+from the mount (its tree as it is, like this tree's first figures) and from a local copy of its
+own packages (the same interpreter and dependencies); its dataclasses' code cache is written
+before the boot too, where it has one.
+
+Ours starts each round from one state directory per series, emptied before each start but for
+the config's start cache (:mod:`director.config.startcache`), which is primed once before the
+rounds (untimed): the figures are those of a restart of an unchanged config (a new or edited
+config validates at its first start: about half a second more in the guest). The baseline,
+older than the cache, starts from a new state directory each time.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -75,6 +84,13 @@ POLL = 0.005
 LOCAL = Path("/run/dt-startup")  # in the guest: a tmpfs for the local copy
 # the daemon's imports as directord makes them (lean ones first, the dataclasses' code from its
 # cache, where the tree has them)
+START_CACHE = "config-cache.pickle"  # director.config.startcache.FILE_NAME
+PRIME = (  # the start cache of a config, written as directord's start writes it
+    "import sys; from pathlib import Path; from director import early;"
+    " from director.config.startcache import FILE_NAME, StartCache; c = Path(sys.argv[1]);"
+    " cache = StartCache(early.state_dir_of(early.daemon_table(c), None) / FILE_NAME);"
+    " cache.load(c); print('start cache', 'written' if cache.save() else 'not written')"
+)
 IMPORTS = (
     "import gc, director.daemon as d; hasattr(d, 'codecache') and d.codecache.install();"
     " hasattr(d, 'lean') and (gc.disable(), d.lean.lean_imports()); import director.app"
@@ -191,16 +207,44 @@ def stopped(job: Background, what: str) -> None:
         print(f"  {what} exited {job.proc.returncode}:\n{job.output()[-2000:]}")
 
 
+def emptied(state: Path) -> Path:
+    """``state`` as a cold start finds it: no state files, only the start cache of the
+    config (:data:`START_CACHE`), as a restart of an unchanged config finds it."""
+    state.mkdir(parents=True, exist_ok=True)
+    for path in state.iterdir():
+        if path.name == START_CACHE:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return state
+
+
+def prime(state: Path, tree: Path, python: str) -> str:
+    """Validate the config a start in ``state`` gets and keep it in its start cache, as the
+    first start of a config does (untimed); what the tree said (a tree before the cache: none)."""
+    config = emptied(state) / "director.toml"
+    config.write_text(our_config(state))
+    done = subprocess.run(
+        [python, "-c", PRIME, str(config)], cwd=tree, capture_output=True, text=True
+    )
+    said = (done.stdout.strip() or done.stderr.strip()).splitlines()
+    return said[-1] if said else f"exit {done.returncode}"
+
+
 def start_ours(
     work: Path,
     within: float,
     tree: Path = ROOT,
     python: str = sys.executable,
     entry: Path | None = None,
+    state: Path | None = None,
 ) -> Start:
     """One start: ``python -m director.daemon`` in ``tree`` (a checkout), or ``entry``, the
-    ``directord`` entry point of a local copy (bench.localinstall), executed as systemd does."""
-    state = Path(tempfile.mkdtemp(dir=work, prefix="ours-"))
+    ``directord`` entry point of a local copy (bench.localinstall), executed as systemd does.
+    ``state``: its state directory, emptied but for the start cache (else a new one)."""
+    state = Path(tempfile.mkdtemp(dir=work, prefix="ours-")) if state is None else emptied(state)
     config = state / "director.toml"
     config.write_text(our_config(state))
     notify_path = state / "notify.sock"
@@ -287,20 +331,25 @@ def median(values: list[float]) -> float:
 
 
 @contextlib.contextmanager
-def local_copy() -> Iterator[tuple[Path, str, Path]]:
-    """What the package installs, copied to a tmpfs (a user's local disk): (its directory, its
-    python, its directord); bench.localinstall."""
+def local_tmpfs() -> Iterator[Path]:
+    """A tmpfs (a user's local disk) for the local copies."""
     LOCAL.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1g,mode=0755", "tmpfs", str(LOCAL)], check=True
+        ["mount", "-t", "tmpfs", "-o", "size=2g,mode=0755", "tmpfs", str(LOCAL)], check=True
     )
     try:
-        started = time.monotonic()
-        python = localinstall.build(LOCAL)
-        print(f"local copy in {LOCAL}: {time.monotonic() - started:.0f} s to copy", flush=True)
-        yield LOCAL, str(python), localinstall.entry_point(LOCAL)
+        yield LOCAL
     finally:
         subprocess.run(["umount", "--lazy", str(LOCAL)], check=False)
+
+
+def local_copy(dest: Path, tree: Path = ROOT) -> tuple[Path, str, Path]:
+    """What the package of ``tree`` installs, copied to ``dest`` (in the tmpfs): (its
+    directory, its python, its directord); bench.localinstall."""
+    started = time.monotonic()
+    python = localinstall.build(dest, tree=tree)
+    print(f"local copy in {dest}: {time.monotonic() - started:.0f} s to copy", flush=True)
+    return dest, str(python), localinstall.entry_point(dest)
 
 
 @dataclass
@@ -316,11 +365,17 @@ class Series:
         return cls([], [], [])
 
     def round(
-        self, work: Path, within: float, tree: Path, python: str, entry: Path | None = None
+        self,
+        work: Path,
+        within: float,
+        tree: Path,
+        python: str,
+        entry: Path | None = None,
+        state: Path | None = None,
     ) -> str:
         self.bare.append(timed(python, "-c", "pass", tree=tree))
         self.imports.append(timed(python, "-c", IMPORTS, tree=tree))
-        self.starts.append(start_ours(work, within, tree, python, entry))
+        self.starts.append(start_ours(work, within, tree, python, entry, state))
         s = self.starts[-1]
         return (
             f"python -c pass {self.bare[-1]:.2f} s, imports {self.imports[-1]:.2f} s;"
@@ -338,22 +393,37 @@ class Series:
 
 def run_rounds(rounds: int, within: float, baseline: Path | None, local: bool) -> int:
     os.chdir(ROOT)
-    ours, ours_local, base = Series.new(), Series.new(), Series.new()
+    ours, ours_local, base, base_local = Series.new(), Series.new(), Series.new(), Series.new()
     theirs: list[Start] = []
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dt-startup-")))
-        copy = stack.enter_context(local_copy()) if local else None
+        tmpfs = stack.enter_context(local_tmpfs()) if local else None
+        copy = local_copy(tmpfs / "ours") if tmpfs is not None else None
+        base_copy = (
+            local_copy(tmpfs / "baseline", baseline)
+            if tmpfs is not None and baseline is not None
+            else None
+        )
+        # ours: one state directory each, its start cache primed (a restart of an unchanged
+        # config); the baseline's, new each start
+        mount_state, local_state = work / "ours-mount", work / "ours-local"
+        print(f"from the mount: {prime(mount_state, ROOT, sys.executable)}", flush=True)
+        if copy is not None:
+            print(f"from local files: {prime(local_state, copy[0], copy[1])}", flush=True)
         for n in range(rounds):
-            print(
-                f"round {n + 1}: from the mount: {ours.round(work, within, ROOT, sys.executable)}"
-            )
+            line = ours.round(work, within, ROOT, sys.executable, state=mount_state)
+            print(f"round {n + 1}: from the mount: {line}")
             if copy is not None:
-                print(f"  from local files: {ours_local.round(work, within, *copy)}", flush=True)
+                line = ours_local.round(work, within, *copy, state=local_state)
+                print(f"  from local files: {line}", flush=True)
             theirs.append(start_keepalived(work, within))
             print(f"  keepalived first advert {theirs[-1].advert:.2f} s", flush=True)
             if baseline is not None:
                 line = base.round(work, within, baseline, sys.executable)
                 print(f"  baseline {baseline.name} from the mount: {line}", flush=True)
+            if base_copy is not None:
+                line = base_local.round(work, within, *base_copy)
+                print(f"  baseline from local files: {line}", flush=True)
     ka = median([s.advert for s in theirs])
     print(f"\nmedian of {rounds} rounds, in the guest (TCG), cold starts in fresh namespaces")
     print(f"  keepalived start -> first advert:     {ka:6.2f} s")
@@ -365,6 +435,8 @@ def run_rounds(rounds: int, within: float, baseline: Path | None, local: bool) -
         )
     if baseline is not None:
         series.append((f"baseline {baseline}, from the mount", base))
+    if base_copy is not None:
+        series.append((f"baseline {baseline}, from local files", base_local))
     for title, s in series:
         print(f"  {title}:")
         print(f"    python -c pass:                     {median(s.bare):6.2f} s")
@@ -414,6 +486,8 @@ def main() -> int:
     argv += ["--within", str(args.within)] + (["--no-local"] if args.no_local else [])
     if baseline is not None:  # byte-compiled here, as the guest harness does for the project
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(baseline)], check=True)
+        # and its dataclasses' code cache where it has one (as its package would ship it)
+        subprocess.run([sys.executable, "-m", "director.codecache"], check=False, cwd=baseline)
         argv += ["--baseline", str(baseline)]
     result = run_in_guest(argv, timeout=args.timeout, stream=True)
     return result.returncode

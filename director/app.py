@@ -293,8 +293,28 @@ class Director:
             ("starting VRRP", self._start_vrrp),
             ("starting BGP", self._start_bgp),
             ("opening the control socket and the HTTP listener", self._start_listeners),
-            ("starting the peer config check", self._start_peer),
         ]
+        peer: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("starting the peer config check", self._start_peer)
+        ]
+        # Without [peer_check] the peer check only makes the running config's digest (in a
+        # child process): nothing READY stands for, so it comes right after READY (still part
+        # of the start: its failure undoes the start). With peers, their endpoint is up first.
+        late = self.config.peer_check is None
+        await self._run_steps(steps if late else steps + peer)
+        with contextlib.suppress(KernelError):
+            await self.engine.refresh_stats()
+        self._stats = self._stats.observe(self.engine.stats)
+        self.events.record(time.time(), "start", f"directord {__version__} started")
+        self.world.lifecycle.ready(self.engine.status.summary())
+        if late:
+            await self._run_steps(peer)
+        settle_heap()
+        log.info("ready", version=__version__, config=str(self.world.config_path))
+
+    async def _run_steps(self, steps: list[tuple[str, Callable[[], Awaitable[None]]]]) -> None:
+        """Run the start's steps in order; on failure undo what was done and raise
+        :class:`StartError`."""
         for step, run in steps:
             try:
                 await run()
@@ -305,13 +325,6 @@ class Director:
                 if isinstance(exc, Exception):
                     raise StartError(step, exc) from exc
                 raise
-        with contextlib.suppress(KernelError):
-            await self.engine.refresh_stats()
-        self._stats = self._stats.observe(self.engine.stats)
-        self.events.record(time.time(), "start", f"directord {__version__} started")
-        self.world.lifecycle.ready(self.engine.status.summary())
-        settle_heap()
-        log.info("ready", version=__version__, config=str(self.world.config_path))
 
     async def _start_leftovers(self) -> None:
         # First and fast: after a crash this node may still hold the VIPs while the peer is

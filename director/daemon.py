@@ -23,6 +23,7 @@ import importlib
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -190,17 +191,22 @@ def world_for(config: Config, args: Args, notifier: Notifier) -> World:
 
 
 async def run(args: Args) -> int:
-    from director.config import load_config
+    from director.config.startcache import FILE_NAME, StartCache
     from director.sdnotify import Notifier
 
-    config = load_config(args.config)
+    # the last start's validated config when the file and the code are the same (the state
+    # directory as the early removal of leftover VIPs finds it: --state-dir or [daemon])
+    cache = StartCache(
+        early.state_dir_of(early.daemon_table(args.config), args.state_dir) / FILE_NAME
+    )
+    config = cache.load(args.config)
     logs.configure(
         args.log_format or config.daemon.log_format, args.log_level or config.daemon.log_level
     )
     prepare_imports(config)
     notifier = Notifier()
     try:
-        return await run_director(config, world_for(config, args, notifier))
+        return await run_director(config, world_for(config, args, notifier), cache.save)
     finally:
         notifier.close()
         logs.flush()  # counts of repeated lines still held back
@@ -249,8 +255,11 @@ def uses_http_client(config: Config) -> bool:
     )
 
 
-async def run_director(config: Config, world: World) -> int:
-    """Start a director, serve it until SIGTERM/SIGINT, stop it; the exit status."""
+async def run_director(
+    config: Config, world: World, after_ready: Callable[[], object] | None = None
+) -> int:
+    """Start a director, serve it until SIGTERM/SIGINT, stop it; the exit status.
+    ``after_ready``: run in a worker thread once it is ready (the start cache's write)."""
     from director.app import Director, StartError
     from director.intents import Intents, Reload, Stop
 
@@ -269,6 +278,8 @@ async def run_director(config: Config, world: World) -> int:
     # what the start compiled that the cache did not have (the first start of a tree): kept for
     # the next start, if the package's directory can be written (codecache)
     await asyncio.to_thread(codecache.save)
+    if after_ready is not None:
+        await asyncio.to_thread(after_ready)
     try:
         await director.serve()
     finally:

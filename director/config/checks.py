@@ -16,6 +16,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, PlainValidator, model_validator
 
 from checks import identity
+from director.config import machine
 from director.config.fields import Bool, Name, Port, Seconds, fail, raise_findings, show
 
 CheckType = Literal["tcp", "http", "https", "rdp", "exchange", "smtp", "script", "none"]
@@ -71,6 +72,7 @@ def regex_problem(pattern: str, *, raw: bool = False) -> str | None:
     (a config without one loads without it)."""
     from checks import regex
 
+    machine.read()  # RE2's verdict: not kept by the start cache
     why = regex.problem(pattern.encode()) if raw else regex.problem(pattern)
     if why is None:
         return None
@@ -92,6 +94,7 @@ def _regex(value: object) -> str:
 def _user(value: object) -> str:
     """``"nobody"`` or ``"nobody:nogroup"``: a user (and group) that exists on this machine."""
     if isinstance(value, str):
+        machine.read()  # the user database's answer: not kept by the start cache
         try:
             identity.resolve(value)
         except ValueError as exc:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,6 +35,8 @@ def settle_heap():
     seen["collector_at_settle"] = gc.isenabled()
     seen["modules_at_ready"] = sorted(sys.modules)  # the end of the start, after READY=1
     seen["dataclass_code"] = dataclasses._create_fn.__module__
+    from director.config.model import Config  # its validator built by this start, or not
+    seen["config_validator_built"] = Config.__pydantic_complete__
     settle()
 async def served(self):
     seen["collector_serving"] = gc.isenabled()
@@ -139,15 +142,16 @@ def wait_ready(notify: socket.socket, daemon: Background, within: float) -> None
     raise AssertionError(f"no READY=1 within {within} s:\n{daemon.output()}")
 
 
-@pytest.mark.netns
-def test_directord_leaves_out_what_the_config_does_not_use(
-    topology: Topology, tmp_path: Path
-) -> None:
-    ns: Namespace = topology.namespace("d")
-    topology.veth(ns, "d0", topology.namespace("peer"), "eth0", a_addr="198.18.0.1/24")
+def start_and_stop(
+    ns: Namespace, tmp_path: Path, scrape: bool = True, text: str = CONFIG
+) -> dict[str, Any]:
+    """directord started with ``text`` (:data:`CONFIG`; state in ``tmp_path``) until READY
+    (and a scrape), stopped; what RUN recorded."""
     config = tmp_path / "director.toml"
-    config.write_text(CONFIG.format(state=tmp_path))
+    config.write_text(text.format(state=tmp_path))
     modules = tmp_path / "modules.json"
+    modules.unlink(missing_ok=True)
+    (tmp_path / "notify.sock").unlink(missing_ok=True)
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
         notify.bind(str(tmp_path / "notify.sock"))
         daemon = ns.spawn(
@@ -163,12 +167,23 @@ def test_directord_leaves_out_what_the_config_does_not_use(
         )
         try:
             wait_ready(notify, daemon, 60)
-            scrape = ns.run(sys.executable, "-c", SCRAPE)  # the daemon's own HTTP server
-            assert "director_" in scrape.stdout
+            if scrape:
+                scraped = ns.run(sys.executable, "-c", SCRAPE)  # the daemon's own HTTP server
+                assert "director_" in scraped.stdout
         finally:
             daemon.stop(timeout=30)
     assert daemon.proc.returncode == 0, daemon.output()
-    found = json.loads(modules.read_text())
+    found: dict[str, Any] = json.loads(modules.read_text())
+    return found
+
+
+@pytest.mark.netns
+def test_directord_leaves_out_what_the_config_does_not_use(
+    topology: Topology, tmp_path: Path
+) -> None:
+    ns: Namespace = topology.namespace("d")
+    topology.veth(ns, "d0", topology.namespace("peer"), "eth0", a_addr="198.18.0.1/24")
+    found = start_and_stop(ns, tmp_path)
     # no cyclic collection through the start (main), on again once ready (run_director)
     assert (found["collector_at_settle"], found["collector_serving"]) == (False, True)
     assert found["dataclass_code"] == "director.codecache"  # from the cache when it has it
@@ -179,6 +194,26 @@ def test_directord_leaves_out_what_the_config_does_not_use(
     loaded = set(found["modules"])
     assert "prometheus_client.exposition" in loaded  # the scrape's, after the start
     assert not among(loaded, NEVER)
+
+
+@pytest.mark.netns
+def test_a_restart_of_the_same_config_takes_it_from_the_start_cache(
+    topology: Topology, tmp_path: Path
+) -> None:
+    """The first start validates (the config models' validators built) and keeps the result
+    after READY (director.config.startcache); the next start of the same file builds none and
+    runs the same; an edited file is validated again."""
+    ns: Namespace = topology.namespace("d")
+    topology.veth(ns, "d0", topology.namespace("peer"), "eth0", a_addr="198.18.0.1/24")
+    cache = tmp_path / "config-cache.pickle"
+    first = start_and_stop(ns, tmp_path, scrape=False)
+    assert first["config_validator_built"] is True
+    assert cache.is_file()
+    second = start_and_stop(ns, tmp_path, scrape=False)
+    assert second["config_validator_built"] is False
+    edited = CONFIG.replace("priority = 100", "priority = 101")
+    third = start_and_stop(ns, tmp_path, scrape=False, text=edited)
+    assert third["config_validator_built"] is True
 
 
 def among(modules: set[str], names: list[str]) -> list[str]:

@@ -334,3 +334,42 @@ def test_a_reload_the_kernel_refuses_still_applies_the_rest_and_says_so(
     assert priorities == [120]  # VRRP followed the new config
     assert "reloading" in told.events
     assert [e for e in told.events if e.startswith("ready")][-1].count("kernel error") == 1
+
+
+class DigestAtReady(Recorder):
+    """A lifecycle that notes, as READY is told, whether the peer check had its digest."""
+
+    director: Director | None = None
+    digest_at_ready: list[bool]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.digest_at_ready = []
+
+    def ready(self, status: str) -> None:
+        assert self.director is not None
+        self.digest_at_ready.append(self.director.peer.snapshot is not None)
+        super().ready(status)
+
+
+def test_without_peer_check_the_digest_is_made_right_after_ready(
+    tmp_path: Path, inside: NamespaceLoop
+) -> None:
+    """Without [peer_check] the config digest (a child process) is nothing READY stands for:
+    made after READY, still within the start."""
+    path = write(tmp_path, service())
+    told = DigestAtReady()
+    world = world_in(tmp_path, path, kernel=MemoryIPVS(), lifecycle=told)
+
+    async def scenario() -> bool:
+        director = Director(load_config(path), world, Intents())
+        told.director = director
+        await director.start()
+        try:
+            return director.peer.snapshot is not None
+        finally:
+            await director.stop()
+
+    after_start = run(inside, scenario)
+    assert told.digest_at_ready == [False]
+    assert after_start
