@@ -16,6 +16,7 @@ from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, PlainValidator, model_validator
 
+from director.config import machine
 from director.config.fields import Finding, fail, raise_findings, show
 
 MIN_KEY_BYTES = 16
@@ -87,6 +88,7 @@ def _endpoint(value: object) -> str:
 def _key_file(value: object) -> str:
     if not isinstance(value, str) or not value.startswith("/"):
         fail(f"expected an absolute path (starting with /), found {show(value)}")
+    machine.read()  # the key file's state: a config naming one is not kept by the start cache
     try:
         read_key(value)
     except KeyFileError as exc:

@@ -202,6 +202,25 @@ def test_a_config_that_read_the_machine_is_not_kept(tmp_path: Path, extra: str) 
     assert not cache.path.exists()
 
 
+def test_a_config_naming_a_peer_key_file_is_not_kept(tmp_path: Path) -> None:
+    """The key file is checked when the config is validated (mode 0600, length): a chmod 644
+    between two starts must fail the second as a fresh validation would."""
+    key = tmp_path / "peer.key"
+    key.write_bytes(b"k" * 32)
+    key.chmod(0o600)
+    path = write(
+        tmp_path,
+        '[peer_check]\nlisten_address = "198.18.0.1:9470"\npeers = ["198.18.0.2:9470"]\n'
+        f'key_file = "{key}"\n',
+    )
+    cache = cache_in(tmp_path)
+    cache.load(path)
+    assert not cache.save()
+    key.chmod(0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        cache_in(tmp_path).load(path)
+
+
 def test_the_daemon_validates_once_then_takes_the_cache(tmp_path: Path) -> None:
     """directord's start: the file in --state-dir, written after READY; here through run()'s
     loading as a subprocess would (the real module, a real file)."""
