@@ -105,7 +105,8 @@ class Intents:
             except asyncio.QueueEmpty:
                 return None
         try:
-            return await asyncio.wait_for(self._queue.get(), timeout)
+            async with asyncio.timeout(timeout):
+                return await self._queue.get()
         except TimeoutError:
             return None
 

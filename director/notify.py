@@ -14,6 +14,7 @@ different keys run side by side.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 
 import structlog
@@ -66,10 +67,10 @@ class HookRunner:
                 log.error("hook_failed", hook=key, argv=list(argv), error=str(exc))
                 return None
             async with program:
-                try:
-                    status: int | None = await asyncio.wait_for(program.wait(), self.timeout)
-                except TimeoutError:
-                    status = None
+                status: int | None = None
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.timeout):
+                        status = await program.wait()
             self._log_output(key, argv, output)
             if status is None:
                 self.failed += 1

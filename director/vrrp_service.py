@@ -274,11 +274,13 @@ class VrrpService:
         self._watches.clear()
         if self._publisher is not None:
             self._publisher.cancel()
+            self._role_wanted.set()  # a cancellation lost in a follower still ends the loop
             with contextlib.suppress(asyncio.CancelledError):
                 await self._publisher
             self._publisher = None
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.hooks.wait(), 5)
+            async with asyncio.timeout(5):
+                await self.hooks.wait()
 
     async def reload(self, config: Config) -> None:
         """Apply ``config``'s instances; reloads run one at a time (the application object
@@ -534,9 +536,11 @@ class VrrpService:
             self._role_wanted.set()
 
     async def _publish_roles(self) -> None:
-        while True:
+        while not self._stopping:
             await self._role_wanted.wait()
             self._role_wanted.clear()
+            if self._stopping:
+                return
             role = self.role
             if role is not self._published:
                 self._published = role

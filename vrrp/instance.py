@@ -187,7 +187,8 @@ class Instance:
             self._timerfd = None
         self._perform_later(self.machine.shutdown(loop.time()))
         try:
-            await asyncio.wait_for(self._queue.join(), timeout=10)
+            async with asyncio.timeout(10):
+                await self._queue.join()
         finally:
             if self._worker is not None:
                 self._worker.cancel()

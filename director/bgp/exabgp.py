@@ -323,14 +323,16 @@ class ExaBgp:
         self.announce([])
         if self._writer is not None and self.api.pending:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._acked.wait(), STOP_ACK_WAIT)
+                async with asyncio.timeout(STOP_ACK_WAIT):
+                    await self._acked.wait()
         self._stopping = True
         proc = self._proc
         if proc is not None and proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.terminate()
             try:
-                await asyncio.wait_for(proc.wait(), STOP_GRACE)
+                async with asyncio.timeout(STOP_GRACE):
+                    await proc.wait()
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()

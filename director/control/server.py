@@ -149,7 +149,8 @@ class ControlServer:
                 await self._send_streamed(writer, reply)
             else:
                 writer.write(reply)
-                await asyncio.wait_for(writer.drain(), self.idle)
+                async with asyncio.timeout(self.idle):
+                    await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
         finally:
@@ -171,14 +172,16 @@ class ControlServer:
             async with contextlib.aclosing(reply.chunks()) as chunks:
                 async for chunk in chunks:
                     writer.write(chunk)
-                    await asyncio.wait_for(writer.drain(), self.idle)
+                    async with asyncio.timeout(self.idle):
+                        await writer.drain()
         except (ConnectionError, TimeoutError):
             raise
         except Exception:  # a bug or a failed rendering: the client gets an incomplete line
             log.exception("control_reply_failed")
             return
         writer.write(OK_TAIL)
-        await asyncio.wait_for(writer.drain(), self.idle)
+        async with asyncio.timeout(self.idle):
+            await writer.drain()
 
     async def _answer(
         self, sock: socket.socket, reader: asyncio.StreamReader, client: _Client

@@ -9,6 +9,7 @@ command line (``argv``) is a parameter so tests can run it in a network namespac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 from collections.abc import Sequence
@@ -43,11 +44,19 @@ class Nft:
         except OSError as exc:
             raise NftError(f"{doing}: cannot run {self.argv[0]}: {exc.strerror or exc}") from exc
         try:
-            out, err = await asyncio.wait_for(proc.communicate(stdin), self.timeout)
+            # asyncio.timeout, not wait_for: on 3.11, wait_for returns the result of an nft run
+            # that ends as the caller is cancelled and swallows the cancellation (a stop that
+            # cancels a role change hung on it when a Ctrl-C killed nft at the same moment)
+            async with asyncio.timeout(self.timeout):
+                out, err = await proc.communicate(stdin)
         except TimeoutError:
             proc.kill()
             await proc.wait()
             raise NftError(f"{doing}: nft did not finish within {self.timeout:g} s") from None
+        except asyncio.CancelledError:  # a stop: the run is not left behind
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            raise
         if proc.returncode is not None and proc.returncode < 0:  # a signal, e.g. a Ctrl-C's
             raise NftError(f"{doing}: nft was killed by {_signal_name(-proc.returncode)}")
         if proc.returncode != 0:

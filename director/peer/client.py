@@ -63,7 +63,8 @@ class PeerClient:
         ``within`` seconds (default: the client's timeout) bound the whole exchange."""
         bound = within or self.timeout
         try:
-            return await asyncio.wait_for(self._ask(session, peer, path, body, bound), bound)
+            async with asyncio.timeout(bound):
+                return await self._ask(session, peer, path, body, bound)
         except TimeoutError:
             return Failed(Verdict.UNREACHABLE, f"no answer within {bound:g} s")
         except (aiohttp.ClientError, OSError) as exc:

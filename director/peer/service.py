@@ -308,7 +308,8 @@ class PeerCheck:
             except Exception:  # a bug must not end the polling
                 log.exception("peer_poll_failed", peer=peer)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), snap.settings.interval)
+                async with asyncio.timeout(snap.settings.interval):
+                    await wake.wait()
             wake.clear()
 
     async def poll(self, peer: str) -> None:

@@ -4,6 +4,7 @@ the command line is a shell that stands in for nft)."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -24,3 +25,32 @@ def test_an_nft_that_fails_silently_still_says_what_was_being_done() -> None:
     with pytest.raises(NftError) as caught:
         asyncio.run(nft.apply([{"add": {"table": {"family": "inet", "name": "d"}}}], "applying"))
     assert str(caught.value) == "applying: nft failed without a message"
+
+
+def test_a_cancelled_run_is_cancelled_and_its_nft_killed(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    nft = Nft(("sh", "-c", f'echo $$ > "{pid_file}"; exec sleep 30', "nft"))
+
+    def written() -> str:
+        return pid_file.read_text().strip() if pid_file.exists() else ""
+
+    def running(pid: int) -> bool:
+        return Path(f"/proc/{pid}").exists()
+
+    async def cancel_it() -> None:
+        task = asyncio.ensure_future(nft.list_table("director"))
+        for _ in range(200):
+            if written():
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        pid = int(written())
+        for _ in range(200):  # killed, then reaped by asyncio's child watcher
+            if not running(pid):
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"nft (pid {pid}) still runs after its run was cancelled")
+
+    asyncio.run(cancel_it())

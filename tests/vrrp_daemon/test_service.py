@@ -6,6 +6,8 @@ adverts. Real links go down, real adverts and VIPs move, real hook programs writ
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import shlex
@@ -376,3 +378,33 @@ def test_instances_run_on_realtime_threads_and_report_on_the_daemons_loop(
         assert summary["state"] == "master" and summary["priority"] == 150
         assert summary["answers_suppressed"] == 0 and summary["vips_restored"] == 0
     assert not [t for t in threading.enumerate() if t.name == "vrrp-51"]
+
+
+def test_a_stop_ends_even_when_a_role_follower_swallowed_its_cancellation(
+    topology: Topology,
+) -> None:
+    """On Python 3.11, ``asyncio.wait_for`` returns the result of what it waited for when that
+    ends as its caller is cancelled: a stop that cancelled a role change whose nft run was
+    killed at the same moment (a Ctrl-C reaches the whole process group) lost the cancellation,
+    and the stop waited for the role publisher forever (seen in bench.startup's guest). Here a
+    follower swallows the cancellation outright: the stop must still end."""
+    (ns,) = two_lans(topology, "d1")
+    entered = threading.Event()
+
+    async def publish(role: Role) -> None:
+        if role is Role.MASTER:
+            entered.set()
+            # what wait_for did with the cancellation in that race
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(60)
+
+    config = parse_config(instance("VI_1", "eth0", 51, 200, VIP0))
+    with NamespaceLoop(ns) as inside:
+        service = VrrpService(config, publish)
+        inside.run(service.start(), timeout=30)
+        try:
+            assert entered.wait(10), "never became master"
+        finally:
+            began = time.monotonic()
+            inside.run(service.stop(), timeout=15)
+        assert time.monotonic() - began < 10
