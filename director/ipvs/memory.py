@@ -35,7 +35,7 @@ from director.ipvs.ops import (
     Op,
     OpFailure,
 )
-from director.ipvs.stats import Counters, DestReadings, StatsSnapshot
+from director.ipvs.stats import ZERO, DestReadings, ReadingStore, StatsSnapshot
 
 
 def _nothing() -> None:
@@ -93,12 +93,14 @@ class MemoryIPVS:
         """The table with :attr:`conns` as connection counts and zero traffic counters;
         ``pause`` is called after each service (:class:`director.heap.Pacer`)."""
         snap = StatsSnapshot(at=now)
+        store = ReadingStore()
         for key, svc in self.table.services.items():
             pause()
-            snap.services[key] = (svc, Counters())
-            readings = snap.dests[key] = DestReadings()
+            snap.services[key] = (svc, ZERO)
+            readings = snap.dests[key] = DestReadings(store)
             for dkey, d in self.table.dests_of(key).items():
                 readings.add(d, *_conns(self.conns.get((key, dkey), DestConns())))
+            readings.seal()
         return snap
 
     def get_timeouts(self) -> Timeouts:

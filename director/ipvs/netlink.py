@@ -34,6 +34,7 @@ from director.ipvs.stats import (
     SVC_STATS,
     SVC_STATS64,
     DestReadings,
+    ReadingStore,
     StatsSnapshot,
     counters_of,
 )
@@ -166,19 +167,25 @@ class NetlinkIPVS:
                     continue
                 svc = wire.parse_service(raw)
                 snap.services[svc.key] = (svc, counters_of(raw, SVC_STATS, SVC_STATS64))
+            store = ReadingStore()
             for key in snap.services:
                 pause()
-                dests = snap.dests[key] = DestReadings()
+                dests = snap.dests[key] = DestReadings(store)
                 before = last.get(key)
+                kept = (
+                    {d.key: d for d in before.entries()} if isinstance(before, DestReadings) else {}
+                )  # the previous reading's entries, without keeping an index on it
                 for reply in self._sock.dump(m.CMD_GET_DEST, _svc(wire.service_key(key))):
                     raw = wire.attrs(reply).get(wire.CMD_ATTR_DEST)
                     if raw is None:
                         continue
                     dest, (active, inactive, persistent) = wire.parse_dest(raw, key.family)
                     counters = counters_of(raw, DEST_STATS, DEST_STATS64)
-                    if isinstance(before, DestReadings):
-                        dest = before.reuse(dest)  # an unchanged table: no new entries kept
+                    old = kept.get(dest.key)
+                    if old is not None and old == dest:
+                        dest = old  # an unchanged table: no new entries kept
                     dests.add(dest, active, inactive, persistent, counters)
+                dests.seal()
         except NetlinkRequestError as exc:
             raise KernelError("reading IPVS counters", exc.errno) from exc
         self._last_stats = snap

@@ -7,6 +7,8 @@ import ipaddress
 import struct
 import time
 
+import pytest
+
 from director.heap import Pacer
 from director.ipvs import wire
 from director.ipvs.kernel import DestConns
@@ -19,6 +21,7 @@ from director.ipvs.stats import (
     Counters,
     DestReadings,
     DestStats,
+    ReadingStore,
     counters_of,
 )
 
@@ -158,3 +161,54 @@ def test_the_pacer_rests_between_slices_of_work() -> None:
         if time.perf_counter() - before >= 0.009:
             slept.append(1)
     assert 15 <= len(slept) <= 25  # 0.3 s as 5 ms slices and 10 ms rests: ~20 rests
+
+
+def test_a_reading_of_many_small_services_leaves_about_two_objects_per_service() -> None:
+    """10,000 services of 10 destinations (bench.scale): the reading's destinations share one
+    list and one array, a service's index is dropped once it is read and the services without
+    traffic share one Counters: two tracked objects per service (its readings, its entry's
+    tuple), not six (index, list, array, readings, tuple, counters)."""
+    kernel = MemoryIPVS()
+    ops: list[AddService | AddDest] = []
+    keys = []
+    for s in range(200):
+        key = ServiceKey.inet(Protocol.TCP, ipaddress.IPv4Address(f"198.18.1.{s}"), 80)
+        keys.append(key)
+        ops.append(AddService(Service(key)))
+        ops += [AddDest(key, _dest(n)) for n in range(10)]
+    assert not kernel.execute(ops)
+    kernel.conns[(keys[3], _dest(7).key)] = DestConns(2, 5, 1)
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        before = len(gc.get_objects())
+        snap = kernel.read_stats(1.0)
+        added = len(gc.get_objects()) - before
+    finally:
+        if was:
+            gc.enable()
+    assert added <= 2 * 200 + 10, f"{added} tracked objects for 200 services of 10"
+    assert snap.dest(keys[3], _dest(7).key) == DestStats(_dest(7), 2, 5, 1)
+    assert snap.dest(keys[4], _dest(7).key) == DestStats(_dest(7))
+    assert [list(snap.dests[k]) for k in keys] == [[_dest(n).key for n in range(10)]] * 200
+
+
+def test_dest_readings_of_one_store_are_read_one_service_at_a_time() -> None:
+    """Services share a store as consecutive ranges: adding to one read before is refused
+    (its range would overlap the next one's), a key read again is replaced in place."""
+    store = ReadingStore()
+    first, second = DestReadings(store), None
+    first.add(_dest(1))
+    first.add(_dest(2))
+    first.seal()
+    second = DestReadings(store)
+    second.add(_dest(3), 1)
+    first.add(_dest(2, weight=5), 9)  # in its range: allowed
+    with pytest.raises(ValueError, match="another service"):
+        first.add(_dest(4))
+    assert dict(first) == {
+        _dest(1).key: DestStats(_dest(1)),
+        _dest(2).key: DestStats(_dest(2, weight=5), 9),
+    }
+    assert dict(second) == {_dest(3).key: DestStats(_dest(3), 1)}
+    assert len(first) == 2 and len(second) == 1 and _dest(3).key not in first
