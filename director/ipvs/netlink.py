@@ -34,7 +34,8 @@ from director.ipvs.stats import (
     SVC_STATS,
     SVC_STATS64,
     DestReadings,
-    ReadingStore,
+    DestsRead,
+    ServicesRead,
     StatsSnapshot,
     counters_of,
 )
@@ -158,7 +159,7 @@ class NetlinkIPVS:
     def read_stats(self, now: float, pause: Callable[[], None] = _nothing) -> StatsSnapshot:
         """The whole table with counters and connection counts (for metrics and status);
         ``pause`` is called after each service (:class:`director.heap.Pacer`)."""
-        snap = StatsSnapshot(at=now)
+        services, read = ServicesRead(), DestsRead()
         last = self._last_stats.dests if self._last_stats is not None else {}
         try:
             for reply in self._sock.dump(m.CMD_GET_SERVICE, b""):
@@ -166,11 +167,10 @@ class NetlinkIPVS:
                 if raw is None:
                     continue
                 svc = wire.parse_service(raw)
-                snap.services[svc.key] = (svc, counters_of(raw, SVC_STATS, SVC_STATS64))
-            store = ReadingStore()
-            for key in snap.services:
+                services[svc.key] = (svc, counters_of(raw, SVC_STATS, SVC_STATS64))
+            for key in services:
                 pause()
-                dests = snap.dests[key] = DestReadings(store)
+                dests = read.begin()
                 before = last.get(key)
                 kept = (
                     {d.key: d for d in before.entries()} if isinstance(before, DestReadings) else {}
@@ -185,9 +185,10 @@ class NetlinkIPVS:
                     if old is not None and old == dest:
                         dest = old  # an unchanged table: no new entries kept
                     dests.add(dest, active, inactive, persistent, counters)
-                dests.seal()
+                read.end(key, dests)
         except NetlinkRequestError as exc:
             raise KernelError("reading IPVS counters", exc.errno) from exc
+        snap = StatsSnapshot(at=now, services=services, dests=read)
         self._last_stats = snap
         return snap
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 from array import array
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 
 from director.ipvs.model import Dest, DestKey, Service, ServiceKey
@@ -79,6 +79,14 @@ class DestReadings(Mapping[DestKey, DestStats]):
         self._store = ReadingStore() if store is None else store
         self._start = self._stop = len(self._store.dests)
         self._index: dict[DestKey, int] | None = {}
+
+    @classmethod
+    def view(cls, store: ReadingStore, start: int, stop: int) -> DestReadings:
+        """The (read) range ``start:stop`` of ``store``, without an index until a lookup."""
+        readings = cls.__new__(cls)
+        readings._store, readings._start, readings._stop = store, start, stop
+        readings._index = None
+        return readings
 
     def add(
         self,
@@ -168,14 +176,117 @@ class DestReadings(Mapping[DestKey, DestStats]):
         return f"DestReadings({dict(self.items())!r})"
 
 
+class ServicesRead(MutableMapping[ServiceKey, tuple[Service, Counters]]):
+    """A reading's services, by key, as ``(entry, counters)``: the pair is made when asked
+    for. Two lists and an index for the whole table instead of a tracked tuple per service
+    (10,000 of them per reading at 10,000 services, walked by every full collection)."""
+
+    __slots__ = ("_counters", "_index", "_services")
+
+    def __init__(self) -> None:
+        self._index: dict[ServiceKey, int] = {}
+        self._services: list[Service] = []
+        self._counters: list[Counters] = []
+
+    def __setitem__(self, key: ServiceKey, value: tuple[Service, Counters]) -> None:
+        at = self._index.get(key)
+        if at is None:
+            self._index[key] = len(self._services)
+            self._services.append(value[0])
+            self._counters.append(value[1])
+        else:
+            self._services[at], self._counters[at] = value
+
+    def __getitem__(self, key: ServiceKey) -> tuple[Service, Counters]:
+        at = self._index[key]
+        return self._services[at], self._counters[at]
+
+    def __delitem__(self, key: ServiceKey) -> None:
+        at = self._index.pop(key)
+        del self._services[at], self._counters[at]
+        for other, where in self._index.items():
+            if where > at:
+                self._index[other] = where - 1
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._index
+
+    def __iter__(self) -> Iterator[ServiceKey]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __repr__(self) -> str:
+        return f"ServicesRead({dict(self.items())!r})"
+
+
+class DestsRead(MutableMapping[ServiceKey, Mapping[DestKey, DestStats]]):
+    """A reading's destinations by service: each service's a range of one
+    :class:`ReadingStore`, read with :meth:`begin` and :meth:`end`; ``[key]`` makes a
+    :class:`DestReadings` view of it when asked for (no tracked object per service is kept).
+    Any other mapping may be set as well (tests)."""
+
+    __slots__ = ("_other", "_starts", "_stops", "store")
+
+    def __init__(self) -> None:
+        self.store = ReadingStore()
+        # a service's range: two ints, never a tuple (tracked by the collector until it runs)
+        self._starts: dict[ServiceKey, int] = {}
+        self._stops: dict[ServiceKey, int] = {}
+        self._other: dict[ServiceKey, Mapping[DestKey, DestStats]] = {}
+
+    def begin(self) -> DestReadings:
+        """A service's readings to :meth:`DestReadings.add` to, then :meth:`end`."""
+        return DestReadings(self.store)
+
+    def end(self, key: ServiceKey, readings: DestReadings) -> None:
+        """``readings`` (from :meth:`begin`, complete) as ``key``'s."""
+        if readings._store is not self.store:
+            raise ValueError("readings of another store")
+        self._other.pop(key, None)
+        self._starts[key], self._stops[key] = readings._start, readings._stop
+
+    def __setitem__(self, key: ServiceKey, value: Mapping[DestKey, DestStats]) -> None:
+        self._starts.pop(key, None)
+        self._stops.pop(key, None)
+        self._other[key] = value
+
+    def __getitem__(self, key: ServiceKey) -> Mapping[DestKey, DestStats]:
+        start = self._starts.get(key)
+        if start is None:
+            return self._other[key]
+        return DestReadings.view(self.store, start, self._stops[key])
+
+    def __delitem__(self, key: ServiceKey) -> None:
+        if self._starts.pop(key, None) is None:
+            del self._other[key]
+        else:
+            del self._stops[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._starts or key in self._other
+
+    def __iter__(self) -> Iterator[ServiceKey]:
+        yield from self._starts
+        yield from self._other
+
+    def __len__(self) -> int:
+        return len(self._starts) + len(self._other)
+
+    def __repr__(self) -> str:
+        return f"DestsRead({ {k: dict(v) for k, v in self.items()}!r})"
+
+
 @dataclass(frozen=True)
 class StatsSnapshot:
     """The whole IPVS table with counters, read at ``at`` (wall-clock seconds). A kernel's
-    reading holds :class:`DestReadings`; a plain dict does as well (tests)."""
+    reading holds a :class:`ServicesRead` and a :class:`DestsRead`; plain dicts do as well
+    (tests)."""
 
     at: float
-    services: dict[ServiceKey, tuple[Service, Counters]] = field(default_factory=dict)
-    dests: dict[ServiceKey, Mapping[DestKey, DestStats]] = field(default_factory=dict)
+    services: MutableMapping[ServiceKey, tuple[Service, Counters]] = field(default_factory=dict)
+    dests: MutableMapping[ServiceKey, Mapping[DestKey, DestStats]] = field(default_factory=dict)
 
     def dest(self, service: ServiceKey, dest: DestKey) -> DestStats | None:
         return self.dests.get(service, {}).get(dest)
