@@ -102,6 +102,62 @@ def run_beside_loop(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs)
         return function(*args, **kwargs)
 
 
+YOUNG_EVERY = 0.1  # s between two young collections made by YoungCollector
+MIDDLE_EVERY = 10  # young collections per middle one (Python's own threshold1)
+
+
+class YoungCollector:
+    """Young and middle collections on a clock, not only on the allocation count.
+
+    Python collects the young generation when its allocations outnumber its deallocations by
+    700. A daemon at rest replaces objects as fast as it makes them (each probe's outcome,
+    timer entry and row replace the check's previous ones), so that count stays low and a
+    young collection is rare, while every object made meanwhile waits in the young list: all
+    the checks' live state, 300,000 objects at 100,000 checks (``bench.scale --profile gc``,
+    the census). When a burst (a reading, a compile, a status) finally triggered one, it walked
+    them all: 100-200 ms of a stalled event loop, and the middle collection after it as much
+    again. Collected every :data:`YOUNG_EVERY` s (every :data:`MIDDLE_EVERY`-th one the middle
+    generation as well), a collection walks what 0.1 s (or 1 s) made: a few milliseconds. Full
+    collections are left to Python (:func:`director.app.settle_heap` sets how often). Nothing
+    is collected while the collector is paused or off (:func:`collector_paused`, the start)."""
+
+    def __init__(
+        self,
+        every: float = YOUNG_EVERY,
+        middle_every: int = MIDDLE_EVERY,
+        collect: Callable[[int], int] = gc.collect,
+    ) -> None:
+        self.every = every
+        self.middle_every = middle_every
+        self._collect = collect
+        self._young = 0
+        self._handle: asyncio.TimerHandle | None = None
+
+    def tick(self) -> int | None:
+        """One collection now: the generation collected (1 every ``middle_every``-th time, else
+        0), or None while the collector is paused or off."""
+        if not gc.isenabled():
+            return None
+        self._young += 1
+        generation = 1 if self._young % self.middle_every == 0 else 0
+        self._collect(generation)
+        return generation
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A tick every ``every`` s on ``loop`` until :meth:`stop`."""
+        self.stop()
+        self._handle = loop.call_later(self.every, self._fire, loop)
+
+    def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._handle = loop.call_later(self.every, self._fire, loop)
+        self.tick()
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
 class Pacer:
     """Called often by work in a worker thread: after each ``work`` seconds of it, a sleep of
     ``rest`` seconds with the GIL released. At 10,000 checks a second the event loop's thread
