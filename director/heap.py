@@ -118,8 +118,9 @@ class YoungCollector:
     them all: 100-200 ms of a stalled event loop, and the middle collection after it as much
     again. Collected every :data:`YOUNG_EVERY` s (every :data:`MIDDLE_EVERY`-th one the middle
     generation as well), a collection walks what 0.1 s (or 1 s) made: a few milliseconds. Full
-    collections are left to Python (:func:`director.app.settle_heap` sets how often). Nothing
-    is collected while the collector is paused or off (:func:`collector_paused`, the start)."""
+    collections are left to Python (:func:`director.app.settle_heap` sets how often). While
+    :func:`collector_paused` pauses it (a compile), only the young generation is collected;
+    nothing while the collector is off otherwise (the start)."""
 
     def __init__(
         self,
@@ -135,11 +136,17 @@ class YoungCollector:
 
     def tick(self) -> int | None:
         """One collection now: the generation collected (1 every ``middle_every``-th time, else
-        0), or None while the collector is paused or off."""
-        if not gc.isenabled():
-            return None
-        self._young += 1
-        generation = 1 if self._young % self.middle_every == 0 else 0
+        0; 0 while paused), or None while the collector is off."""
+        if gc.isenabled():
+            self._young += 1
+            generation = 1 if self._young % self.middle_every == 0 else 0
+        elif _renderings and _was_enabled:
+            # paused by a compile (collector_paused): still the young generation, what the
+            # last 0.1 s made, so the probes' objects do not pile up for the seconds a
+            # resync's compile lasts; no middle collection walks the table it builds
+            generation = 0
+        else:
+            return None  # off (the start, until READY)
         self._collect(generation)
         return generation
 
