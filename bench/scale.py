@@ -8,7 +8,9 @@ by every virtual service as in bench/reconcile.py, TCP checks on every real serv
 the table is programmed and every server is up it measures, ``--rounds`` times each:
 ``directorctl status`` (time, bytes), a ``/metrics`` scrape (time, bytes), and the loop's stall
 during each (a one-line HTTP request to the metrics port sent 20 ms after the big one: its answer
-time is how long the loop was busy); then RSS and CPU over ``--rest`` s. Prints figures.
+time is how long the loop was busy); then RSS and CPU over ``--rest`` s. Prints figures. Before
+the rounds, the same one-line request alone (``IDLE_SAMPLES`` times): the loop's latency with
+its own work only (the probes), to tell a stall caused by a status or a scrape from it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from tests.helpers.netns import Topology
 from tests.helpers.servers import enter_namespace
 
 METRICS_PORT = 9471
+IDLE_SAMPLES = 20  # one-line requests alone, 0.25 s apart, before the status rounds
 LISTENER = """
 import socket, selectors, sys
 sel = selectors.DefaultSelector()
@@ -218,6 +221,10 @@ def main() -> int:
 
             return time.perf_counter() - t0, len(json.dumps(body))
 
+        idle = []  # the one-line request alone: the loop's own latency at rest, for comparison
+        for _ in range(IDLE_SAMPLES):
+            idle.append(pool.submit(http_get, "/nothing").result()[0])
+            time.sleep(0.25)
         st = [stalled(timed_status) for _ in range(args.rounds)]
         sc = [stalled(lambda: http_get("/metrics")) for _ in range(args.rounds)]
         rss0, cpu0 = proc_figures(pid)
@@ -240,6 +247,12 @@ def main() -> int:
                 f"{rows[0][1] / 1e6:.1f} MB; loop stalled "
                 f"{'/'.join(f'{r[2] * 1000:.0f}' for r in rows)} ms"
             )
+        idle.sort()
+        print(
+            f"one-line request alone (no status or scrape), {len(idle)} samples: median "
+            f"{statistics.median(idle) * 1000:.0f} ms, 90th percentile "
+            f"{idle[int(len(idle) * 0.9)] * 1000:.0f} ms, longest {idle[-1] * 1000:.0f} ms"
+        )
         print(f"RSS: {rss:.0f} MB (before the rest {rss0:.0f} MB; goal < 300 MB)")
         print(f"a rendering child's private memory: {child_mb[0]:.0f} MB at most")
         print(

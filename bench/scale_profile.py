@@ -55,7 +55,10 @@ def census() -> str:
         name = type(obj).__qualname__
         types[name] = types.get(name, 0) + 1
     top = sorted(types.items(), key=lambda kv: -kv[1])[:25]
-    lines = [f"tracked by generation {counts}, frozen {gc.get_freeze_count()}\n"]
+    lines = [
+        f"tracked by generation {counts}, frozen {gc.get_freeze_count()}, collector "
+        f"{'enabled' if gc.isenabled() else 'paused'}, counts {gc.get_count()}\n"
+    ]
     lines += [f"{n:9d} {name}\n" for name, n in top]
     return "".join(lines)
 

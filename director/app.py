@@ -47,7 +47,7 @@ from director.control.server import ControlServer
 from director.engine import Engine
 from director.events import Events
 from director.health import HealthChecks, ProbeJob, summarize
-from director.heap import trim
+from director.heap import YoungCollector, trim
 from director.http import MetricsServer
 from director.intents import (
     Drain,
@@ -310,6 +310,9 @@ class Director:
         if late:
             await self._run_steps(peer)
         settle_heap()
+        young = YoungCollector()  # the young generation collected on a clock (director.heap)
+        young.start(asyncio.get_running_loop())
+        self._stack.callback(young.stop)
         log.info("ready", version=__version__, config=str(self.world.config_path))
 
     async def _run_steps(self, steps: list[tuple[str, Callable[[], Awaitable[None]]]]) -> None:

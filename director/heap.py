@@ -30,31 +30,49 @@ T = TypeVar("T")
 _lock = threading.Lock()
 _renderings = 0
 _was_enabled = True
+_fast = 0
 _interval = 0.005
 RENDER_SWITCH_INTERVAL = 0.0005  # s: how long the loop may wait for the GIL while one renders
 
 
 @contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
-    """No automatic cyclic collection while any caller is inside (nested and threads alike);
-    the collector's previous state is restored when the last one leaves."""
-    global _renderings, _was_enabled, _interval
+def fast_switch() -> Iterator[None]:
+    """The interpreter's switch interval shortened to :data:`RENDER_SWITCH_INTERVAL` while any
+    caller is inside (nested and threads alike); restored when the last one leaves."""
+    global _fast, _interval
     with _lock:
-        if _renderings == 0:
-            _was_enabled = gc.isenabled()
-            gc.disable()
+        if _fast == 0:
             _interval = sys.getswitchinterval()
             sys.setswitchinterval(min(_interval, RENDER_SWITCH_INTERVAL))
-        _renderings += 1
+        _fast += 1
     try:
         yield
     finally:
         with _lock:
-            _renderings -= 1
-            if _renderings == 0:
+            _fast -= 1
+            if _fast == 0:
                 sys.setswitchinterval(_interval)
-                if _was_enabled:
-                    gc.enable()
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No automatic cyclic collection while any caller is inside (nested and threads alike);
+    the collector's previous state is restored when the last one leaves. The switch interval
+    is shortened meanwhile (:func:`fast_switch`)."""
+    global _renderings, _was_enabled
+    with _lock:
+        if _renderings == 0:
+            _was_enabled = gc.isenabled()
+            gc.disable()
+        _renderings += 1
+    try:
+        with fast_switch():
+            yield
+    finally:
+        with _lock:
+            _renderings -= 1
+            if _renderings == 0 and _was_enabled:
+                gc.enable()
 
 
 def run_paused(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -68,12 +86,83 @@ def run_paused(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T
 
 
 def run_beside_loop(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """``function(*args, **kwargs)`` as :func:`run_paused` but without the trim: for work
-    done often in a worker thread (a reading of the IPVS counters every ``stats_interval``),
-    so the event loop's thread does not wait the default 5 ms switch interval for the GIL
-    after each of its system calls while it runs."""
-    with collector_paused():
+    """``function(*args, **kwargs)`` with the switch interval shortened (:func:`fast_switch`):
+    for work done often in a worker thread (a reading of the IPVS counters every
+    ``stats_interval``), so the event loop's thread does not wait the default 5 ms switch
+    interval for the GIL after each of its system calls while it runs.
+
+    The collector is not paused: a paced reading of 100,000 destinations lasts seconds of
+    every ``stats_interval`` (5 s), and what the event loop's probes made meanwhile (10,000 a
+    second, several tracked objects each) was left uncollected, then walked at once by the
+    first young collection after it and again by the middle one: 100-300 ms pauses of the loop
+    (``bench.scale --profile gc``). A reading itself makes about two tracked objects per
+    service (:class:`director.ipvs.stats.DestReadings`), so the collections it triggers stay
+    young and small."""
+    with fast_switch():
         return function(*args, **kwargs)
+
+
+YOUNG_EVERY = 0.1  # s between two young collections made by YoungCollector
+MIDDLE_EVERY = 10  # young collections per middle one (Python's own threshold1)
+
+
+class YoungCollector:
+    """Young and middle collections on a clock, not only on the allocation count.
+
+    Python collects the young generation when its allocations outnumber its deallocations by
+    700. A daemon at rest replaces objects as fast as it makes them (each probe's outcome,
+    timer entry and row replace the check's previous ones), so that count stays low and a
+    young collection is rare, while every object made meanwhile waits in the young list: all
+    the checks' live state, 300,000 objects at 100,000 checks (``bench.scale --profile gc``,
+    the census). When a burst (a reading, a compile, a status) finally triggered one, it walked
+    them all: 100-200 ms of a stalled event loop, and the middle collection after it as much
+    again. Collected every :data:`YOUNG_EVERY` s (every :data:`MIDDLE_EVERY`-th one the middle
+    generation as well), a collection walks what 0.1 s (or 1 s) made: a few milliseconds. Full
+    collections are left to Python (:func:`director.app.settle_heap` sets how often). While
+    :func:`collector_paused` pauses it (a compile), only the young generation is collected;
+    nothing while the collector is off otherwise (the start)."""
+
+    def __init__(
+        self,
+        every: float = YOUNG_EVERY,
+        middle_every: int = MIDDLE_EVERY,
+        collect: Callable[[int], int] = gc.collect,
+    ) -> None:
+        self.every = every
+        self.middle_every = middle_every
+        self._collect = collect
+        self._young = 0
+        self._handle: asyncio.TimerHandle | None = None
+
+    def tick(self) -> int | None:
+        """One collection now: the generation collected (1 every ``middle_every``-th time, else
+        0; 0 while paused), or None while the collector is off."""
+        if gc.isenabled():
+            self._young += 1
+            generation = 1 if self._young % self.middle_every == 0 else 0
+        elif _renderings and _was_enabled:
+            # paused by a compile (collector_paused): still the young generation, what the
+            # last 0.1 s made, so the probes' objects do not pile up for the seconds a
+            # resync's compile lasts; no middle collection walks the table it builds
+            generation = 0
+        else:
+            return None  # off (the start, until READY)
+        self._collect(generation)
+        return generation
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A tick every ``every`` s on ``loop`` until :meth:`stop`."""
+        self.stop()
+        self._handle = loop.call_later(self.every, self._fire, loop)
+
+    def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._handle = loop.call_later(self.every, self._fire, loop)
+        self.tick()
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 class Pacer:

@@ -25,6 +25,13 @@ writes while it runs (copy-on-write): ~350 MB at 100,000 servers, so two scraper
 ``directorctl status`` must not cost three of them at once. The loop's cost of each ``fork()``
 (copying the page tables: proportional to the daemon's resident size) is kept in
 :data:`FORKS`.
+
+A child runs at the lowest CPU priority (:data:`CHILD_NICE`). At 10,000 checks a second the
+event loop's thread needs most of a CPU; a child rendering at the same priority took one of
+the machine's CPUs, and with anything else running the loop waited for a CPU in turns with it:
+the stalls of ``bench.scale --profile gc`` during a status or a scrape at 100,000 servers were
+the loop's thread inside its own probes' system calls, not one long call. Niced, the child
+takes what the loop leaves (the rendering is slower on a busy machine, the loop is not).
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ MAX_FD = 1 << 20  # above any descriptor (RLIMIT_NOFILE's hard limit is at most 
 PIPE_SIZE = 1 << 20  # bytes the child may write ahead of the reader
 CHILD_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 MAX_CHILDREN = 2  # rendering children at once, per event loop (see the module docstring)
+CHILD_NICE = 19  # a rendering child's niceness: the lowest CPU priority (see the docstring)
 
 
 @dataclass
@@ -98,6 +106,8 @@ def _child(make: Callable[[], Iterator[bytes]], fd: int) -> None:
         for signum in CHILD_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
         gc.disable()  # short-lived: what the rendering makes is freed by the exit
+        with contextlib.suppress(OSError):  # the CPU to the daemon's loop first (docstring)
+            os.nice(CHILD_NICE)
         for chunk in make():
             view = memoryview(chunk)
             while view:

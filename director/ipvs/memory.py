@@ -35,7 +35,7 @@ from director.ipvs.ops import (
     Op,
     OpFailure,
 )
-from director.ipvs.stats import Counters, DestReadings, StatsSnapshot
+from director.ipvs.stats import ZERO, DestsRead, ServicesRead, StatsSnapshot
 
 
 def _nothing() -> None:
@@ -92,14 +92,15 @@ class MemoryIPVS:
     def read_stats(self, now: float, pause: Callable[[], None] = _nothing) -> StatsSnapshot:
         """The table with :attr:`conns` as connection counts and zero traffic counters;
         ``pause`` is called after each service (:class:`director.heap.Pacer`)."""
-        snap = StatsSnapshot(at=now)
+        services, dests = ServicesRead(), DestsRead()
         for key, svc in self.table.services.items():
             pause()
-            snap.services[key] = (svc, Counters())
-            readings = snap.dests[key] = DestReadings()
+            services[key] = (svc, ZERO)
+            readings = dests.begin()
             for dkey, d in self.table.dests_of(key).items():
                 readings.add(d, *_conns(self.conns.get((key, dkey), DestConns())))
-        return snap
+            dests.end(key, readings)
+        return StatsSnapshot(at=now, services=services, dests=dests)
 
     def get_timeouts(self) -> Timeouts:
         return self.timeouts

@@ -34,6 +34,8 @@ from director.ipvs.stats import (
     SVC_STATS,
     SVC_STATS64,
     DestReadings,
+    DestsRead,
+    ServicesRead,
     StatsSnapshot,
     counters_of,
 )
@@ -157,7 +159,7 @@ class NetlinkIPVS:
     def read_stats(self, now: float, pause: Callable[[], None] = _nothing) -> StatsSnapshot:
         """The whole table with counters and connection counts (for metrics and status);
         ``pause`` is called after each service (:class:`director.heap.Pacer`)."""
-        snap = StatsSnapshot(at=now)
+        services, read = ServicesRead(), DestsRead()
         last = self._last_stats.dests if self._last_stats is not None else {}
         try:
             for reply in self._sock.dump(m.CMD_GET_SERVICE, b""):
@@ -165,22 +167,28 @@ class NetlinkIPVS:
                 if raw is None:
                     continue
                 svc = wire.parse_service(raw)
-                snap.services[svc.key] = (svc, counters_of(raw, SVC_STATS, SVC_STATS64))
-            for key in snap.services:
+                services[svc.key] = (svc, counters_of(raw, SVC_STATS, SVC_STATS64))
+            for key in services:
                 pause()
-                dests = snap.dests[key] = DestReadings()
+                dests = read.begin()
                 before = last.get(key)
+                kept = (
+                    {d.key: d for d in before.entries()} if isinstance(before, DestReadings) else {}
+                )  # the previous reading's entries, without keeping an index on it
                 for reply in self._sock.dump(m.CMD_GET_DEST, _svc(wire.service_key(key))):
                     raw = wire.attrs(reply).get(wire.CMD_ATTR_DEST)
                     if raw is None:
                         continue
                     dest, (active, inactive, persistent) = wire.parse_dest(raw, key.family)
                     counters = counters_of(raw, DEST_STATS, DEST_STATS64)
-                    if isinstance(before, DestReadings):
-                        dest = before.reuse(dest)  # an unchanged table: no new entries kept
+                    old = kept.get(dest.key)
+                    if old is not None and old == dest:
+                        dest = old  # an unchanged table: no new entries kept
                     dests.add(dest, active, inactive, persistent, counters)
+                read.end(key, dests)
         except NetlinkRequestError as exc:
             raise KernelError("reading IPVS counters", exc.errno) from exc
+        snap = StatsSnapshot(at=now, services=services, dests=read)
         self._last_stats = snap
         return snap
 

@@ -7,6 +7,8 @@ import ipaddress
 import struct
 import time
 
+import pytest
+
 from director.heap import Pacer
 from director.ipvs import wire
 from director.ipvs.kernel import DestConns
@@ -18,7 +20,11 @@ from director.ipvs.stats import (
     DEST_STATS64,
     Counters,
     DestReadings,
+    DestsRead,
     DestStats,
+    ReadingStore,
+    ServicesRead,
+    StatsSnapshot,
     counters_of,
 )
 
@@ -158,3 +164,94 @@ def test_the_pacer_rests_between_slices_of_work() -> None:
         if time.perf_counter() - before >= 0.009:
             slept.append(1)
     assert 15 <= len(slept) <= 25  # 0.3 s as 5 ms slices and 10 ms rests: ~20 rests
+
+
+def test_a_reading_of_many_small_services_leaves_no_object_per_service() -> None:
+    """10,000 services of 10 destinations (bench.scale): the reading's destinations share one
+    list and one array, the services' entries and counters two lists, services without
+    traffic share one Counters, and a service's readings are a view made when asked for: a
+    few tracked objects for the whole reading, not six per service (index, list, array,
+    readings, tuple, counters) as before."""
+    kernel = MemoryIPVS()
+    ops: list[AddService | AddDest] = []
+    keys = []
+    for s in range(200):
+        key = ServiceKey.inet(Protocol.TCP, ipaddress.IPv4Address(f"198.18.1.{s}"), 80)
+        keys.append(key)
+        ops.append(AddService(Service(key)))
+        ops += [AddDest(key, _dest(n)) for n in range(10)]
+    assert not kernel.execute(ops)
+    kernel.conns[(keys[3], _dest(7).key)] = DestConns(2, 5, 1)
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        before = len(gc.get_objects())
+        snap = kernel.read_stats(1.0)
+        added = len(gc.get_objects()) - before
+    finally:
+        if was:
+            gc.enable()
+    assert added <= 20, f"{added} tracked objects for 200 services of 10"
+    assert snap.dest(keys[3], _dest(7).key) == DestStats(_dest(7), 2, 5, 1)
+    assert snap.dest(keys[4], _dest(7).key) == DestStats(_dest(7))
+    assert [list(snap.dests[k]) for k in keys] == [[_dest(n).key for n in range(10)]] * 200
+
+
+def test_dest_readings_of_one_store_are_read_one_service_at_a_time() -> None:
+    """Services share a store as consecutive ranges: adding to one read before is refused
+    (its range would overlap the next one's), a key read again is replaced in place."""
+    store = ReadingStore()
+    first, second = DestReadings(store), None
+    first.add(_dest(1))
+    first.add(_dest(2))
+    first.seal()
+    second = DestReadings(store)
+    second.add(_dest(3), 1)
+    first.add(_dest(2, weight=5), 9)  # in its range: allowed
+    with pytest.raises(ValueError, match="another service"):
+        first.add(_dest(4))
+    assert dict(first) == {
+        _dest(1).key: DestStats(_dest(1)),
+        _dest(2).key: DestStats(_dest(2, weight=5), 9),
+    }
+    assert dict(second) == {_dest(3).key: DestStats(_dest(3), 1)}
+    assert len(first) == 2 and len(second) == 1 and _dest(3).key not in first
+
+
+def test_a_readings_services_and_destinations_read_as_dicts() -> None:
+    """ServicesRead and DestsRead behave as the dicts they replace: set, replace, delete, in
+    order; a plain mapping may be set for a service (tests do); the view of a service's
+    range equals its DestReadings."""
+    keys = [
+        ServiceKey.inet(Protocol.TCP, ipaddress.IPv4Address("198.18.2.1"), p) for p in (1, 2, 3)
+    ]
+    services = ServicesRead()
+    for n, key in enumerate(keys):
+        services[key] = (Service(key), Counters(n))
+    services[keys[1]] = (Service(keys[1]), Counters(7))
+    del services[keys[0]]
+    assert dict(services) == {
+        keys[1]: (Service(keys[1]), Counters(7)),
+        keys[2]: (Service(keys[2]), Counters(2)),
+    }
+    assert list(services) == keys[1:] and keys[0] not in services and len(services) == 2
+    dests = DestsRead()
+    for n, key in enumerate(keys[:2]):
+        readings = dests.begin()
+        readings.add(_dest(n), n + 1)
+        readings.add(_dest(10 + n))
+        dests.end(key, readings)
+    dests[keys[2]] = {_dest(5).key: DestStats(_dest(5), 9)}
+    assert dict(dests[keys[0]]) == {
+        _dest(0).key: DestStats(_dest(0), 1),
+        _dest(10).key: DestStats(_dest(10)),
+    }
+    assert dests[keys[1]].get(_dest(1).key) == DestStats(_dest(1), 2)
+    assert list(dests) == keys and len(dests) == 3
+    del dests[keys[0]]
+    assert keys[0] not in dests and dests.get(keys[0]) is None
+    with pytest.raises(ValueError, match="another store"):
+        dests.end(keys[0], DestReadings())
+    snap = StatsSnapshot(at=1.0, services=services, dests=dests)
+    assert snap.dest(keys[2], _dest(5).key) == DestStats(_dest(5), 9)
+    assert snap.dest(keys[0], _dest(0).key) is None

@@ -153,3 +153,13 @@ async def test_at_most_max_children_render_at_once(tmp_path: Path) -> None:
     seen = [int(body) for body in bodies]
     assert max(seen) == director.offload.MAX_CHILDREN
     assert director.offload.FORKS.count >= 6
+
+
+@pytest.mark.asyncio
+async def test_the_child_renders_at_the_lowest_cpu_priority() -> None:
+    """The rendering child is niced to CHILD_NICE (19, the lowest), the daemon is not: the
+    event loop's thread gets a CPU first when they compete for one."""
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    body = await forked_bytes(lambda: str(os.getpriority(os.PRIO_PROCESS, 0)).encode())
+    assert int(body) == director.offload.CHILD_NICE == 19
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before < 19
