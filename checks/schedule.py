@@ -263,12 +263,22 @@ class Scheduler(Generic[S]):
         self.armed_at = math.inf  # (set again if this result puts its check on the timers)
         entry = self._live.pop(start.probe_id, None)
         if entry is None:
-            if self._orphans.pop(start.probe_id, None) is None:
-                self.unknown_results += 1
-            else:
-                self.late_results += 1
+            self._unmatched(start.probe_id)
             return []
         return self._finish(entry, result, now)
+
+    def probe_ok(self, start: StartProbe[S], latency: float, now: float) -> list[HealthChanged]:
+        """``probe_done(start, ProbeResult(True, latency, None), now)``, without the result
+        object in the common case (a good round of a check that is up: the hot path of the
+        fast probes, thousands a second)."""
+        self.armed_at = math.inf
+        entry = self._live.pop(start.probe_id, None)
+        if entry is None:
+            self._unmatched(start.probe_id)
+            return []
+        if self._good(entry, latency, now):
+            return []
+        return self._finish(entry, ProbeResult(True, latency, None), now)
 
     def expire(self, now: float) -> list[HealthChanged]:
         """Fail probes still without a result ``timeout_grace`` after their timeout."""
@@ -426,24 +436,8 @@ class Scheduler(Generic[S]):
             self._next_round(entry, now)
             return []
         policy = entry.policy
-        if result.ok and policy.up and result.weight is None and result.error is None:
-            # The common case: a good round of a server that is up. No verdict can change;
-            # the policy records it in place (no rule lookup, no event object).
-            last = policy.good_while_up(result.latency, now, entry.attempt)
-            # The summary row shows this probe's latency: rebuilt here too (one small tuple),
-            # so a status or scrape takes the rows without a pass over the checks. What
-            # _row(entry) gives, inline: up, and no bad round since this good one.
-            check = entry.check
-            self._rows[check.id] = (check.id, check.spec, True, UP, policy.transitions, last)
-            self.rounds += 1
-            # _next_round, inline, for a round that did not overrun its interval
-            slot = entry.round_at + params.interval
-            if slot < now:
-                self._next_round(entry, now)
-                return []
-            entry.attempt = 1
-            entry.round_at = entry.next_at = self.armed_at = slot
-            heapq.heappush(self._timers, (slot, next(self._seq), entry))
+        good = result.ok and result.weight is None and result.error is None
+        if good and self._good(entry, result.latency, now):
             return []
         policy.record_probe(result, now, entry.attempt)
         if not result.ok and entry.attempt < params.attempts:
@@ -456,6 +450,39 @@ class Scheduler(Generic[S]):
         self._rows[entry.check.id] = _row(entry)
         self._next_round(entry, now)
         return [] if change is None else [change]
+
+    def _unmatched(self, probe_id: int) -> None:
+        """A result for no live probe: one whose check was removed or replaced, or unknown."""
+        if self._orphans.pop(probe_id, None) is None:
+            self.unknown_results += 1
+        else:
+            self.late_results += 1
+
+    def _good(self, entry: _Entry[S], latency: float, now: float) -> bool:
+        """The common case of a result: a good round (``latency``: no weight, no error) of a
+        server that is up, and within its interval. No verdict can change: the policy records
+        it in place (no rule lookup, no event object), the row is rebuilt and the next round
+        put on the timers. False (nothing done) for any other case: :meth:`_finish` then."""
+        policy = entry.policy
+        if not policy.up:
+            return False
+        interval = entry.check.params.interval
+        slot = entry.round_at + interval
+        if slot < now:  # overran its interval: _next_round counts the skipped slots
+            return False
+        entry.probe = None
+        last = policy.good_while_up(latency, now, entry.attempt)
+        # The summary row shows this probe's latency: rebuilt here too (one small tuple),
+        # so a status or scrape takes the rows without a pass over the checks. What
+        # _row(entry) gives, inline: up, and no bad round since this good one.
+        check = entry.check
+        self._rows[check.id] = (check.id, check.spec, True, UP, policy.transitions, last)
+        self.rounds += 1
+        # _next_round, inline, for a round that did not overrun its interval
+        entry.attempt = 1
+        entry.round_at = entry.next_at = self.armed_at = slot
+        heapq.heappush(self._timers, (slot, next(self._seq), entry))
+        return True
 
     def _next_round(self, entry: _Entry[S], now: float) -> None:
         interval = entry.check.params.interval
