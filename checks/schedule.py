@@ -48,8 +48,6 @@ from checks.model import (
 )
 from checks.policy import Phase, Policy
 
-UP = Phase.UP
-
 S = TypeVar("S")
 
 
@@ -105,7 +103,17 @@ class Snapshot(Generic[S]):
 
 
 class _Entry(Generic[S]):
-    __slots__ = ("attempt", "check", "lag", "next_at", "policy", "probe", "removed", "round_at")
+    __slots__ = (
+        "attempt",
+        "check",
+        "lag",
+        "next_at",
+        "policy",
+        "probe",
+        "removed",
+        "round_at",
+        "stale",
+    )
 
     def __init__(self, check: Check[S], policy: Policy, first_round: float) -> None:
         self.check = check
@@ -115,6 +123,7 @@ class _Entry(Generic[S]):
         self.attempt = 1
         self.probe: StartProbe[S] | None = None
         self.removed = False
+        self.stale = False  # its row is out of date (in Scheduler._stale)
         self.lag = LagStats()
 
 
@@ -140,6 +149,7 @@ class Scheduler(Generic[S]):
         # Per check, what a summary shows (rows()), kept as each result comes in: taking it for
         # a status or a scrape of a 100,000-check table is one list copy on the loop.
         self._rows: dict[CheckId, Row[S]] = {}
+        self._stale: list[_Entry[S]] = []  # entries whose row rows() must make again
         self._timers: list[tuple[float, int, _Entry[S]]] = []  # attempts not yet due
         self._ready: deque[_Entry[S]] = deque()  # due, waiting for a slot
         self._live: dict[int, _Entry[S]] = {}  # probe_id -> entry whose result counts
@@ -177,6 +187,8 @@ class Scheduler(Generic[S]):
             self._rows.pop(check_id, None)
             if entry is not None:
                 self._drop(entry)
+        if len(self._stale) > len(self._entries):  # removed ones in it: not kept for long
+            self._refresh()
 
     def replace(self, checks: Iterable[Check[S]], now: float) -> list[HealthChanged]:
         """Make ``checks`` the whole set (a reload). A check equal to the one scheduled keeps
@@ -225,8 +237,20 @@ class Scheduler(Generic[S]):
     def rows(self) -> list[Row[S]]:
         """Per check: id, spec, up, phase, transitions and last outcome, as they are now
         (immutable tuples kept up to date as results come in: cheap to take on a large table;
-        a summary is built from them elsewhere). In the order the checks were added."""
+        a summary is built from them elsewhere). In the order the checks were added. A good
+        round of a check that is up only marks its row stale (no tuple per probe): made
+        again here, once for all the rounds since the last call."""
+        self._refresh()
         return list(self._rows.values())
+
+    def _refresh(self) -> None:
+        """Make the stale rows again."""
+        rows = self._rows
+        for entry in self._stale:
+            entry.stale = False
+            if not entry.removed:
+                rows[entry.check.id] = _row(entry)
+        self._stale.clear()
 
     # -- events in, actions out --------------------------------------------------------------
 
@@ -471,12 +495,12 @@ class Scheduler(Generic[S]):
         if slot < now:  # overran its interval: _next_round counts the skipped slots
             return False
         entry.probe = None
-        last = policy.good_while_up(latency, now, entry.attempt)
-        # The summary row shows this probe's latency: rebuilt here too (one small tuple),
-        # so a status or scrape takes the rows without a pass over the checks. What
-        # _row(entry) gives, inline: up, and no bad round since this good one.
-        check = entry.check
-        self._rows[check.id] = (check.id, check.spec, True, UP, policy.transitions, last)
+        policy.good_while_up(latency, now, entry.attempt)
+        # The summary row shows this probe's latency: rows() makes it again (once per call,
+        # not per probe)
+        if not entry.stale:
+            entry.stale = True
+            self._stale.append(entry)
         self.rounds += 1
         # _next_round, inline, for a round that did not overrun its interval
         entry.attempt = 1
