@@ -107,6 +107,11 @@ class FastProbe:
     ``rst`` itself when it does."""
 
     LINGER_AT_CONNECT: ClassVar[bool] = True
+    _PLAIN_SENT: ClassVar[bool] = True  # ``sent`` is FastProbe's (set for each subclass)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._PLAIN_SENT = cls.sent is FastProbe.sent
 
     __slots__ = (
         "began",
@@ -185,7 +190,10 @@ class FastProbe:
             # The whole request went out with the connect (the common case): what
             # _connected does then, inline.
             self.connected = True
-            self.sent(self.poller.loop.time())  # (a connect-only probe: its latency)
+            if self._PLAIN_SENT:
+                self.state = READING  # FastProbe.sent, inline: no call, no clock read
+            else:
+                self.sent(self.poller.loop.time())  # (a connect-only probe: its latency)
         else:
             self._connected(sent, self.poller.loop.time())
         if not self.finished:
