@@ -494,7 +494,7 @@ async def our_checker(
     def start(job: Job, done: Done[Job], start: StartProbe[Job]) -> FastProbe | None:
         """As the daemon does: the fast path of the prepared plan."""
         plan = job[2]
-        return None if plan is None else prober.start(plan, done, start)
+        return None if plan is None else prober.start(plan, done, start, start.started)
 
     def changed(changes: list[HealthChanged]) -> None:
         for c in changes:

@@ -95,6 +95,9 @@ class Policy:
     """The health state of one check and the rules that change it."""
 
     __slots__ = (
+        "_good_at",
+        "_good_attempt",
+        "_good_latency",
         "_last",
         "bad_streak",
         "check_id",
@@ -117,6 +120,11 @@ class Policy:
         self.good_streak = state.good_streak
         self.bad_streak = state.bad_streak
         self._last = state.last
+        # The last attempt's result when good_while_up recorded it: made into ``last`` when
+        # asked (None: ``_last`` is it), so the hot path allocates no object per probe.
+        self._good_at: float | None = None
+        self._good_latency = 0.0
+        self._good_attempt = 1
         self.last_change = state.last_change
         self.transitions = state.transitions
         self.weight = state.weight
@@ -129,6 +137,7 @@ class Policy:
         changes nothing here."""
         if result.local is not None:
             return
+        self._good_at = None
         self._last = ProbeOutcome(
             result.ok, result.latency, result.error, result.weight, now, attempt
         )
@@ -138,23 +147,26 @@ class Policy:
     @property
     def last(self) -> ProbeOutcome | None:
         """The last attempt's result (a local failure is none)."""
+        at = self._good_at
+        if at is not None:  # recorded by good_while_up: made now, once
+            self._good_at = None
+            self._last = ProbeOutcome(True, self._good_latency, None, None, at, self._good_attempt)
         return self._last
 
-    def good_while_up(self, latency: float, now: float, attempt: int = 1) -> ProbeOutcome:
+    def good_while_up(self, latency: float, now: float, attempt: int = 1) -> None:
         """``record_probe`` of a good result without a weight or an error, then
         ``record_round(True)``, for a check that is up (the hot path: thousands a second).
         Such a round changes no verdict (:data:`TRANSITIONS` has no rule for up and good), so
-        no rule is looked up and no event is made; only the outcome is kept (the scheduler's
-        summary row shows its latency; it is returned). Same state as the two calls
+        no rule is looked up and no event is made; the outcome is kept as three numbers, made
+        into :attr:`last` when that is read. Same state as the two calls
         (``tests/checks_core/test_fast_verdicts.py`` proves it)."""
         if not self.up:
             raise ValueError("good_while_up on a check that is down")
-        last = self._last = ProbeOutcome(True, latency, None, None, now, attempt)
+        self._good_at, self._good_latency, self._good_attempt = now, latency, attempt
         if self.good_streak == 0:
             self.good_since = now
         self.good_streak += 1
         self.bad_streak = 0
-        return last
 
     def record_round(self, good: bool, now: float) -> HealthChanged | None:
         """Count one round; return the change if this round flips the state."""

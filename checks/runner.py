@@ -55,6 +55,23 @@ class Running(Protocol):
 Done = Callable[[StartProbe[S], ProbeResult], None]
 FastStart = Callable[[S, Done[S], StartProbe[S]], Running | None]
 
+
+class FastDone(Generic[S]):
+    """The ``done`` the runner hands to ``fast``: call it with ``(start, result)``; or, for a
+    good result without a weight or an error (the hot path), call its
+    ``ok(start, latency, now)`` (``now``: the loop's time): the same, without a result
+    object (the poller's probes do: :mod:`checks.probes.poller`)."""
+
+    __slots__ = ("done", "ok")
+
+    def __init__(self, done: Done[S], ok: Callable[[StartProbe[S], float, float], None]) -> None:
+        self.done = done
+        self.ok = ok
+
+    def __call__(self, start: StartProbe[S], result: ProbeResult) -> None:
+        self.done(start, result)
+
+
 log = structlog.get_logger("director.checks")
 
 BACKSTOP = 0.1  # seconds after a probe's timeout at which the runner cancels it
@@ -83,6 +100,7 @@ class Runner(Generic[S]):
         self._probe = probe
         self._fast_start = fast
         self._fast: dict[int, Running] = {}  # probe_id -> fast probe in flight
+        self._fast_handler = FastDone(self._fast_done, self._fast_ok)
         self._on_change = on_change
         self.local_faults = local_faults if local_faults is not None else LocalFaults()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -166,7 +184,7 @@ class Runner(Generic[S]):
     def _start_due(self, loop: asyncio.AbstractEventLoop, now: float) -> None:
         self._starting = True
         try:
-            fast, running, done = self._fast_start, self._fast, self._fast_done
+            fast, running, done = self._fast_start, self._fast, self._fast_handler
             for start in self.scheduler.due(now):
                 if fast is not None:
                     # The fast way if the spec has one (the hot path: inline, no method).
@@ -215,10 +233,35 @@ class Runner(Generic[S]):
         now = loop.time()
         if result.local is not None:
             self._local(start, result, now)
-        scheduler = self.scheduler
-        changes = scheduler.probe_done(start, result, now)
+        changes = self.scheduler.probe_done(start, result, now)
         if changes:
             self._emit(changes)
+        self._after_result(loop, now)
+
+    def _fast_ok(self, start: StartProbe[S], latency: float, now: float) -> None:
+        """:meth:`_fast_done` of a good result without a weight or an error (no result object;
+        ``now`` from the probe's wake, no clock read). The hot path, thousands a second: what
+        :meth:`_after_result` and :meth:`_arm` do for it, inline (one function per result)."""
+        self._fast.pop(start.probe_id, None)
+        loop = self._loop
+        if self._stopped or loop is None:
+            return
+        scheduler = self.scheduler
+        changes = scheduler.probe_ok(start, latency, now)
+        if changes:
+            self._emit(changes)
+        if (
+            self._timer is not None
+            and self._timer_at <= scheduler.armed_at
+            and scheduler.in_flight < scheduler.max_in_flight - 1
+            and not scheduler.due_now(now)
+        ):
+            return  # nothing came due, and the timer wakes no later than the new attempt
+        self._after_result(loop, now)
+
+    def _after_result(self, loop: asyncio.AbstractEventLoop, now: float) -> None:
+        """After a fast probe's result: start what came due, or re-arm the timer."""
+        scheduler = self.scheduler
         if scheduler.due_now(now):
             if self._tick and not self._starting:
                 self._start_due(loop, now)  # those that came due ride on this wake

@@ -48,12 +48,10 @@ from checks.model import (
 )
 from checks.policy import Phase, Policy
 
-UP = Phase.UP
-
 S = TypeVar("S")
 
 
-@dataclass
+@dataclass(slots=True)
 class LagStats:
     """How late probes started: count, sum, maximum and the last one, in seconds."""
 
@@ -105,7 +103,17 @@ class Snapshot(Generic[S]):
 
 
 class _Entry(Generic[S]):
-    __slots__ = ("attempt", "check", "lag", "next_at", "policy", "probe", "removed", "round_at")
+    __slots__ = (
+        "attempt",
+        "check",
+        "lag",
+        "next_at",
+        "policy",
+        "probe",
+        "removed",
+        "round_at",
+        "stale",
+    )
 
     def __init__(self, check: Check[S], policy: Policy, first_round: float) -> None:
         self.check = check
@@ -115,6 +123,7 @@ class _Entry(Generic[S]):
         self.attempt = 1
         self.probe: StartProbe[S] | None = None
         self.removed = False
+        self.stale = False  # its row is out of date (in Scheduler._stale)
         self.lag = LagStats()
 
 
@@ -140,6 +149,7 @@ class Scheduler(Generic[S]):
         # Per check, what a summary shows (rows()), kept as each result comes in: taking it for
         # a status or a scrape of a 100,000-check table is one list copy on the loop.
         self._rows: dict[CheckId, Row[S]] = {}
+        self._stale: list[_Entry[S]] = []  # entries whose row rows() must make again
         self._timers: list[tuple[float, int, _Entry[S]]] = []  # attempts not yet due
         self._ready: deque[_Entry[S]] = deque()  # due, waiting for a slot
         self._live: dict[int, _Entry[S]] = {}  # probe_id -> entry whose result counts
@@ -177,6 +187,8 @@ class Scheduler(Generic[S]):
             self._rows.pop(check_id, None)
             if entry is not None:
                 self._drop(entry)
+        if len(self._stale) > len(self._entries):  # removed ones in it: not kept for long
+            self._refresh()
 
     def replace(self, checks: Iterable[Check[S]], now: float) -> list[HealthChanged]:
         """Make ``checks`` the whole set (a reload). A check equal to the one scheduled keeps
@@ -225,8 +237,20 @@ class Scheduler(Generic[S]):
     def rows(self) -> list[Row[S]]:
         """Per check: id, spec, up, phase, transitions and last outcome, as they are now
         (immutable tuples kept up to date as results come in: cheap to take on a large table;
-        a summary is built from them elsewhere). In the order the checks were added."""
+        a summary is built from them elsewhere). In the order the checks were added. A good
+        round of a check that is up only marks its row stale (no tuple per probe): made
+        again here, once for all the rounds since the last call."""
+        self._refresh()
         return list(self._rows.values())
+
+    def _refresh(self) -> None:
+        """Make the stale rows again."""
+        rows = self._rows
+        for entry in self._stale:
+            entry.stale = False
+            if not entry.removed:
+                rows[entry.check.id] = _row(entry)
+        self._stale.clear()
 
     # -- events in, actions out --------------------------------------------------------------
 
@@ -263,12 +287,35 @@ class Scheduler(Generic[S]):
         self.armed_at = math.inf  # (set again if this result puts its check on the timers)
         entry = self._live.pop(start.probe_id, None)
         if entry is None:
-            if self._orphans.pop(start.probe_id, None) is None:
-                self.unknown_results += 1
-            else:
-                self.late_results += 1
+            self._unmatched(start.probe_id)
             return []
         return self._finish(entry, result, now)
+
+    def probe_ok(self, start: StartProbe[S], latency: float, now: float) -> list[HealthChanged]:
+        """``probe_done(start, ProbeResult(True, latency, None), now)``, without the result
+        object in the common case (a good round of a check that is up: the hot path of the
+        fast probes, thousands a second)."""
+        self.armed_at = math.inf
+        entry = self._live.pop(start.probe_id, None)
+        if entry is None:
+            self._unmatched(start.probe_id)
+            return []
+        # _good, inline (one call less per probe; the two must stay the same: the
+        # differential tests in tests/checks_core/test_fast_verdicts.py compare them)
+        policy = entry.policy
+        slot = entry.round_at + entry.check.params.interval
+        if not policy.up or slot < now:
+            return self._finish(entry, ProbeResult(True, latency, None), now)
+        entry.probe = None
+        policy.good_while_up(latency, now, entry.attempt)
+        if not entry.stale:
+            entry.stale = True
+            self._stale.append(entry)
+        self.rounds += 1
+        entry.attempt = 1
+        entry.round_at = entry.next_at = self.armed_at = slot
+        heapq.heappush(self._timers, (slot, next(self._seq), entry))
+        return []
 
     def expire(self, now: float) -> list[HealthChanged]:
         """Fail probes still without a result ``timeout_grace`` after their timeout."""
@@ -426,24 +473,8 @@ class Scheduler(Generic[S]):
             self._next_round(entry, now)
             return []
         policy = entry.policy
-        if result.ok and policy.up and result.weight is None and result.error is None:
-            # The common case: a good round of a server that is up. No verdict can change;
-            # the policy records it in place (no rule lookup, no event object).
-            last = policy.good_while_up(result.latency, now, entry.attempt)
-            # The summary row shows this probe's latency: rebuilt here too (one small tuple),
-            # so a status or scrape takes the rows without a pass over the checks. What
-            # _row(entry) gives, inline: up, and no bad round since this good one.
-            check = entry.check
-            self._rows[check.id] = (check.id, check.spec, True, UP, policy.transitions, last)
-            self.rounds += 1
-            # _next_round, inline, for a round that did not overrun its interval
-            slot = entry.round_at + params.interval
-            if slot < now:
-                self._next_round(entry, now)
-                return []
-            entry.attempt = 1
-            entry.round_at = entry.next_at = self.armed_at = slot
-            heapq.heappush(self._timers, (slot, next(self._seq), entry))
+        good = result.ok and result.weight is None and result.error is None
+        if good and self._good(entry, result.latency, now):
             return []
         policy.record_probe(result, now, entry.attempt)
         if not result.ok and entry.attempt < params.attempts:
@@ -456,6 +487,39 @@ class Scheduler(Generic[S]):
         self._rows[entry.check.id] = _row(entry)
         self._next_round(entry, now)
         return [] if change is None else [change]
+
+    def _unmatched(self, probe_id: int) -> None:
+        """A result for no live probe: one whose check was removed or replaced, or unknown."""
+        if self._orphans.pop(probe_id, None) is None:
+            self.unknown_results += 1
+        else:
+            self.late_results += 1
+
+    def _good(self, entry: _Entry[S], latency: float, now: float) -> bool:
+        """The common case of a result: a good round (``latency``: no weight, no error) of a
+        server that is up, and within its interval. No verdict can change: the policy records
+        it in place (no rule lookup, no event object), the row is rebuilt and the next round
+        put on the timers. False (nothing done) for any other case: :meth:`_finish` then."""
+        policy = entry.policy
+        if not policy.up:
+            return False
+        interval = entry.check.params.interval
+        slot = entry.round_at + interval
+        if slot < now:  # overran its interval: _next_round counts the skipped slots
+            return False
+        entry.probe = None
+        policy.good_while_up(latency, now, entry.attempt)
+        # The summary row shows this probe's latency: rows() makes it again (once per call,
+        # not per probe)
+        if not entry.stale:
+            entry.stale = True
+            self._stale.append(entry)
+        self.rounds += 1
+        # _next_round, inline, for a round that did not overrun its interval
+        entry.attempt = 1
+        entry.round_at = entry.next_at = self.armed_at = slot
+        heapq.heappush(self._timers, (slot, next(self._seq), entry))
+        return True
 
     def _next_round(self, entry: _Entry[S], now: float) -> None:
         interval = entry.check.params.interval

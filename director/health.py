@@ -249,8 +249,8 @@ class HealthChecks:
             return None
         prober = self._http_prober or self._http
         if self.on_probe is None:
-            return prober.start(plan, done, start)
-        return prober.start(plan, self._observed, (job, done, start))
+            return prober.start(plan, done, start, start.started)
+        return prober.start(plan, self._observed, (job, done, start), start.started)
 
     def _observed(
         self,

@@ -207,13 +207,19 @@ class HttpProber:
             poller = self._poller = Poller(loop)
         return poller
 
-    def start(self, plan: Plan, done: Callable[[T, ProbeResult], None], tag: T) -> FastProbe:
+    def start(
+        self,
+        plan: Plan,
+        done: Callable[[T, ProbeResult], None],
+        tag: T,
+        now: float | None = None,
+    ) -> FastProbe:
         """Start a fast probe (an ``HttpPlan`` or a ``tcp.TcpPlan``); ``done(tag, result)``
         gets its verdict. See :meth:`checks.probes.poller.Poller.start`."""
         poller = self._poller
         if poller is None or poller.closed:
             poller = self.poller()
-        return poller.start(plan, done, tag)
+        return poller.start(plan, done, tag, now)
 
     async def _search(self, regex: Regex[str], text: str) -> bool:
         """``regex.search(text)``; over more than :data:`INLINE_MATCH` characters, in a worker

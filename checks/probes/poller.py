@@ -107,6 +107,11 @@ class FastProbe:
     ``rst`` itself when it does."""
 
     LINGER_AT_CONNECT: ClassVar[bool] = True
+    _PLAIN_SENT: ClassVar[bool] = True  # ``sent`` is FastProbe's (set for each subclass)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._PLAIN_SENT = cls.sent is FastProbe.sent
 
     __slots__ = (
         "began",
@@ -117,6 +122,7 @@ class FastProbe:
         "done",
         "fd",
         "finished",
+        "ok",
         "pending",
         "plan",
         "poller",
@@ -137,6 +143,9 @@ class FastProbe:
         self.poller = poller
         self.plan = plan
         self.done: Callable[[Any, ProbeResult], None] | None = done
+        # A ``done`` that has ``ok(tag, latency, now)`` gets the verdict "up" that way: no
+        # result object on the hot path (the runner's, see checks.runner.FastDone).
+        self.ok: Callable[[Any, float, float], None] | None = getattr(done, "ok", None)
         self.tag = tag
         self.began, self.deadline = now, now + plan.timeout
         self.sock: Any = None  # a _socket.socket once begun
@@ -181,7 +190,10 @@ class FastProbe:
             # The whole request went out with the connect (the common case): what
             # _connected does then, inline.
             self.connected = True
-            self.sent(self.poller.loop.time())
+            if self._PLAIN_SENT:
+                self.state = READING  # FastProbe.sent, inline: no call, no clock read
+            else:
+                self.sent(self.poller.loop.time())  # (a connect-only probe: its latency)
         else:
             self._connected(sent, self.poller.loop.time())
         if not self.finished:
@@ -275,11 +287,14 @@ class FastProbe:
                 if not self.rst:
                     self.linger()
                 sock.close()
-        done, tag = self.done, self.tag
+        done, tag, ok = self.done, self.tag, self.ok
         if done is not None:
-            self.done = self.tag = None
+            self.done = self.tag = self.ok = None
             try:
-                done(tag, ProbeResult(True, now - self.began, None))
+                if ok is not None:
+                    ok(tag, now - self.began, now)
+                else:
+                    done(tag, ProbeResult(True, now - self.began, None))
             except Exception:
                 log.exception("probe result handler failed", target=str(self.target))
 
@@ -315,7 +330,7 @@ class FastProbe:
         if not self.finished:
             self.finished = True
             self.release()
-            self.done = self.tag = None
+            self.done = self.tag = self.ok = None
 
     def release(self) -> None:
         """Close what the probe opened (its socket: that also takes it out of the epoll)."""
@@ -343,7 +358,7 @@ class FastProbe:
         self.finished = True
         self.release()
         done, tag = self.done, self.tag
-        self.done = self.tag = None
+        self.done = self.tag = self.ok = None
         if done is None:
             return
         try:
@@ -376,16 +391,25 @@ class Poller:
 
     # -- probes --------------------------------------------------------------------------------
 
-    def start(self, plan: Plan, done: Callable[[T, ProbeResult], None], tag: T) -> FastProbe:
+    def start(
+        self,
+        plan: Plan,
+        done: Callable[[T, ProbeResult], None],
+        tag: T,
+        now: float | None = None,
+    ) -> FastProbe:
         """Start a probe of ``plan``; ``done(tag, result)`` is called once with its verdict,
-        perhaps before this returns (a connection refused at once). Never raises."""
+        perhaps before this returns (a connection refused at once). ``now``: the loop's time,
+        if the caller has it. Never raises."""
         if self.closed:
             raise RuntimeError("the poller is closed")
-        probe = plan.probe_type(self, plan, done, tag, self.loop.time())
+        if now is None:
+            now = self.loop.time()
+        probe = plan.probe_type(self, plan, done, tag, now)
         try:
             probe.begin()
         except Exception as exc:
-            probe.crash(exc, self.loop.time())
+            probe.crash(exc, now)
         if not probe.finished:
             # _limit, inline (once per probe)
             queue = self._queues.get(plan.timeout)

@@ -407,3 +407,26 @@ def test_fast_probes_are_prepared_once_per_job() -> None:
     assert body.plan is None and https.plan is None
     again = dataclasses.replace(web, timeout=web.timeout)
     assert again == web and again.plan is not web.plan
+
+
+def test_only_probes_with_the_plain_sent_skip_it_when_the_request_goes_out_at_once() -> None:
+    """``begin`` sets READING itself (no call, no clock read) only for a probe class whose
+    ``sent`` is FastProbe's: the HTTP status probe; a class with its own (TCP connect-only
+    ends there, with its latency) is called. (The TCP side is also shown end to end by
+    test_connect_only_tcp_ends_without_waiting_for_a_wake.)"""
+    plain = http.HttpPlan.of(target(WEB, 80), http.HttpSpec(), WAIT)
+    connect_only = dispatch.plan(target(WEB, 80), tcp.TcpSpec(), WAIT)
+    assert plain is not None and connect_only is not None
+    assert plain.probe_type._PLAIN_SENT
+    assert not connect_only.probe_type._PLAIN_SENT
+
+    class Own(FastProbe):
+        __slots__ = ()
+
+        def sent(self, now: float) -> None:
+            self.succeed(now)
+
+    class Inherits(Own):
+        __slots__ = ()
+
+    assert not Own._PLAIN_SENT and not Inherits._PLAIN_SENT

@@ -205,6 +205,82 @@ def test_scheduler_in_place_branch_matches_the_reference(
     ]
 
 
+class OkPathScheduler(Scheduler[str]):
+    """The scheduler as the runner drives it for the fast probes: a good result without a
+    weight or an error goes in through :meth:`probe_ok` (no result object; the policy keeps
+    the outcome as numbers and the row is only marked stale), the others through
+    ``probe_done``."""
+
+    ok_calls = 0
+
+    def probe_done(
+        self, start: StartProbe[str], result: ProbeResult, now: float
+    ) -> list[HealthChanged]:
+        if result.ok and result.weight is None and result.error is None and result.local is None:
+            self.ok_calls += 1
+            return self.probe_ok(start, result.latency, now)
+        return super().probe_done(start, result, now)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.lists(params, min_size=1, max_size=6),
+    st.lists(st.floats(0.05, 4.0), min_size=1, max_size=12),
+)
+def test_the_ok_path_and_lazy_rows_match_the_reference(
+    seed: int, each: list[CheckParams], pauses: list[float]
+) -> None:
+    """``probe_ok`` against the reference ``_finish`` (every result through ``record_probe``
+    and ``record_round``, every row made at once): the same starts, changes, snapshots (the
+    last probe's latency and time included) and summary rows, compared at random points of
+    the run (rows made again after any number of rounds, or none), with checks removed and
+    added back in between."""
+    checks = [
+        Check(
+            f"rs{i}",
+            f"spec{i}",
+            CheckParams(
+                interval=1.0,
+                timeout=0.5,
+                rise=p.rise,
+                fall=p.fall,
+                attempts=2,
+                retry_delay=0.2,
+                reentry=p.reentry,
+                initial=p.initial,
+            ),
+        )
+        for i, p in enumerate(each)
+    ]
+    sims: list[Sim] = []
+    for sched in (
+        OkPathScheduler(random.Random(seed), max_in_flight=4),
+        ReferenceScheduler(random.Random(seed), max_in_flight=4),
+    ):
+        sims.append(drive(sched, seed, checks, 0.0))
+    fast, reference = sims
+    end = 0.0
+    for i, pause in enumerate(pauses):
+        end += pause
+        for sim in sims:
+            sim.run_until(end)
+        if i % 4 == 3:  # a reload between: a check goes, then comes back (fresh)
+            for sim in sims:
+                sim.sched.remove([checks[0].id])
+                sim.changes += sim.sched.add([checks[0]], sim.now)
+        assert fast.sched.snapshot() == reference.sched.snapshot()
+        if i % 2 == 0:  # (not every time: stale rows pile up in between)
+            assert fast.sched.rows() == reference.sched.rows()
+    assert fast.changes == reference.changes
+    assert fast.sched.rows() == reference.sched.rows()
+    assert [(s.check_id, s.started) for s in fast.started] == [
+        (s.check_id, s.started) for s in reference.started
+    ]
+    if end > 3.0 and all(p.initial == "up" for p in each):
+        assert cast(OkPathScheduler, fast.sched).ok_calls > 0  # the path under test was taken
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(1, 12), st.sampled_from([1, 2, 4, 16]))
 def test_the_bound_the_runner_keeps_its_timer_by(seed: int, n: int, cap: int) -> None:
