@@ -466,7 +466,9 @@ class Director:
         now = loop.time()
         next_resync = now + self.engine.config.daemon.resync_interval
         next_stats = now + self.engine.config.daemon.stats_interval
-        next_ping = now + watchdog if watchdog else None
+        # the first ping at once: systemd's watchdog runs from READY, and what came after it
+        # (the config digest, the caches written) must not eat into the first interval
+        next_ping = now if watchdog else None
         try:
             while True:
                 deadline = min(t for t in (next_resync, next_stats, next_ping) if t is not None)

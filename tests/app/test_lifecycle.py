@@ -78,6 +78,32 @@ def test_start_serve_stop_programs_and_keeps_the_table(
     assert (tmp_path / "sys/net/ipv4/ip_forward").read_text() == "1\n"
 
 
+class Watched(Recorder):
+    """A lifecycle under a systemd watchdog whose pings are a minute apart."""
+
+    def watchdog_interval(self) -> float | None:
+        return 60.0
+
+
+def test_the_first_watchdog_ping_comes_as_serving_begins(
+    tmp_path: Path, inside: NamespaceLoop
+) -> None:
+    """systemd's watchdog runs from READY; the work after READY (the config digest, the
+    caches written) must not delay the first ping by a whole interval."""
+    told = Watched()
+    world = world_in(tmp_path, write(tmp_path, service()), lifecycle=told)
+
+    async def scenario() -> None:
+        async with running(world):
+            for _ in range(100):
+                if "watchdog" in told.events:
+                    return
+                await asyncio.sleep(0.02)
+            raise AssertionError(f"no watchdog ping within 2 s of serving: {told.events}")
+
+    run(inside, scenario)
+
+
 def test_stop_removes_the_table_when_asked(tmp_path: Path, inside: NamespaceLoop) -> None:
     kernel = MemoryIPVS()
     world = world_in(tmp_path, write(tmp_path, service(keep="false")), kernel=kernel)

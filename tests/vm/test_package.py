@@ -168,6 +168,12 @@ def journal(since_cursor: str | None = None) -> list[dict[str, str]]:
     return entries
 
 
+def recent(count: int = 40) -> str:
+    """The unit's last journal lines (with systemd's own), for failure messages."""
+    out = sh("journalctl", "-u", UNIT, "-n", str(count), "--no-pager", "-o", "short-monotonic")
+    return out.stdout[-6000:]
+
+
 def complaints() -> str:
     """The daemon's warnings and errors in the journal, for failure messages."""
     lines = [e.get("MESSAGE", "") for e in journal() if e.get("PRIORITY", "6") <= "4"]
@@ -437,7 +443,7 @@ def test_a_hung_main_loop_is_restarted_by_the_watchdog(lab: Lab) -> None:
 def test_kill_9_cleans_up_restarts_and_rejoins_as_backup(lab: Lab, tmp_path: Path) -> None:
     lab.start_keepalived(tmp_path / "ka")
     time.sleep(3)  # keepalived hears our adverts and stays backup
-    assert our_vip() and not lab.peer_has_vip()
+    assert our_vip() and not lab.peer_has_vip(), recent()
     props = unit("MainPID", "NRestarts")
     os.kill(int(props["MainPID"]), signal.SIGKILL)
     killed = time.monotonic()
