@@ -158,8 +158,7 @@ def _validate(config_path: Path, data: bytes) -> Config:
     from director.config.loader import parse_config
 
     try:
-        # as load_config's read_text: universal newlines too (a CRLF file's multi-line
-        # strings must validate the same as from the file), not a bare bytes.decode
+        # decoded as load_config's read_text decodes the file (universal newlines included)
         text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig").read()
     except UnicodeError:
         return load_config(config_path)  # its error, as always
