@@ -238,3 +238,18 @@ def test_the_daemon_validates_once_then_takes_the_cache(tmp_path: Path) -> None:
     runs = [subprocess.run(argv, capture_output=True, text=True, check=True) for _ in range(2)]
     assert [r.stdout.strip() for r in runs] == ["miss", "hit"]
     assert (state / FILE_NAME).is_file()
+
+
+def test_a_state_directory_that_cannot_be_written_keeps_nothing_and_loads_as_always(
+    tmp_path: Path,
+) -> None:
+    """A full or broken state directory (here: a file where the directory should be): the
+    write fails quietly, the next start validates afresh and gets the same config."""
+    path = write(tmp_path, (ROOT / "docs" / "examples" / "webfarm.toml").read_text())
+    (tmp_path / "state").write_text("not a directory")
+    cache = cache_in(tmp_path)
+    config = cache.load(path)
+    assert not cache.save()
+    again = cache_in(tmp_path)
+    assert again.load(path) == config == load_config(path)
+    assert not again.hit
