@@ -28,9 +28,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import structlog
+from director import codecache
 
-from director import __version__, codecache, early, lean, logs
+# Before the imports below: they create some 30 dataclasses (structlog's, director.logs', and
+# vrrp's, through director.early), whose 123 methods were otherwise compiled from source before
+# main() installed the cache (0.3 s of an emulated guest's start, under a profiler). Idempotent:
+# main() installs it too, for callers that import this module another way.
+codecache.install()
+
+import structlog  # noqa: E402
+
+from director import __version__, early, lean, logs  # noqa: E402
 
 if TYPE_CHECKING:
     from director.app import World
