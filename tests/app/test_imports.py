@@ -49,7 +49,10 @@ from director.daemon import main
 sys.exit(main(["--config", sys.argv[2]]))
 """
 
-SCRAPE = "import urllib.request as u; print(u.urlopen('http://127.0.0.1:9469/metrics').read())"
+SCRAPE = (  # the metrics, then the status page (its module imported at the first page)
+    "import urllib.request as u; print(u.urlopen('http://127.0.0.1:9469/metrics').read());"
+    " print(u.urlopen('http://127.0.0.1:9469/').read())"
+)
 
 CONFIG = """
 [daemon]
@@ -111,6 +114,9 @@ ABSENT = [
     "re2",
     # prometheus_client's exposition (an HTTP server, urllib, email...): the first scrape's
     "prometheus_client.exposition",
+    # the status page's module (its script, styles, html escaping): the first page's
+    "director.status_page",
+    "html",
     "http.server",
     "wsgiref",
     # a start's arguments are read without argparse (director.daemon.start_args)
@@ -170,6 +176,7 @@ def start_and_stop(
             if scrape:
                 scraped = ns.run(sys.executable, "-c", SCRAPE)  # the daemon's own HTTP server
                 assert "director_" in scraped.stdout
+                assert "<!doctype html>" in scraped.stdout.lower()  # the page after READY
         finally:
             daemon.stop(timeout=30)
     assert daemon.proc.returncode == 0, daemon.output()
@@ -193,6 +200,7 @@ def test_directord_leaves_out_what_the_config_does_not_use(
     assert not among(at_ready, ABSENT)
     loaded = set(found["modules"])
     assert "prometheus_client.exposition" in loaded  # the scrape's, after the start
+    assert "director.status_page" in loaded  # the page's, after the start
     assert not among(loaded, NEVER)
 
 
