@@ -29,7 +29,13 @@ from director import codecache, lean
 codecache.install()  # as main() does first, before the daemon's imports below
 lean.lean_imports()
 import director.app as app
-seen = {}
+import director.early as early
+seen = {"daemon_table_reads": 0}
+daemon_table = early.daemon_table
+def counted(path):
+    seen["daemon_table_reads"] += 1
+    return daemon_table(path)
+early.daemon_table = counted
 settle, serve = app.settle_heap, app.Director.serve
 def settle_heap():
     seen["collector_at_settle"] = gc.isenabled()
@@ -194,6 +200,7 @@ def test_directord_leaves_out_what_the_config_does_not_use(
     # no cyclic collection through the start (main), on again once ready (run_director)
     assert (found["collector_at_settle"], found["collector_serving"]) == (False, True)
     assert found["dataclass_code"] == "director.codecache"  # from the cache when it has it
+    assert found["daemon_table_reads"] == 1  # the TOML parsed once for [daemon] before READY
     at_ready = set(found["modules_at_ready"])
     # it did start: the daemon proper, its rtnetlink and nftables parts
     assert {"director.app", "vrrp.rtnl", "director.network.nft"} <= at_ready
