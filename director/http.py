@@ -95,6 +95,8 @@ class Headers(Mapping[str, str]):
 
 @dataclass(frozen=True)
 class Request:
+    """An HTTP request as the handlers see it."""
+
     method: str
     path: str  # without the query string
     headers: Headers
@@ -109,6 +111,8 @@ class Request:
 
 @dataclass(frozen=True)
 class Response:
+    """What a handler answers."""
+
     status: int = 200
     body: bytes = b""
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -136,6 +140,8 @@ class _Refused(Exception):
 
 @dataclass(frozen=True)
 class _Head:
+    """A request's line and headers, as read."""
+
     method: str
     path: str
     keep_alive: bool
