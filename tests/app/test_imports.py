@@ -120,6 +120,9 @@ ABSENT = [
     "re2",
     # prometheus_client's exposition (an HTTP server, urllib, email...): the first scrape's
     "prometheus_client.exposition",
+    # what only an invalid config needs: line numbers for its errors, "did you mean"
+    "director.config.lines",
+    "difflib",
     # the status page's module (its script, styles, html escaping): the first page's
     "director.status_page",
     "html",
