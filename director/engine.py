@@ -39,6 +39,8 @@ IPVS_SYSCTL = "net.ipv4.vs."
 
 @dataclass
 class Status:
+    """What the engine reports: the config, the last sync, the kernel's problems, the checks."""
+
     config_path: str
     config_loaded_at: float = 0.0
     reload_error: str | None = None

@@ -15,6 +15,8 @@ SIZE = 200
 
 @dataclass(frozen=True, slots=True)
 class Event:
+    """One line of the recent-events log."""
+
     at: float  # wall-clock seconds
     kind: str
     text: str

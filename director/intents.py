@@ -23,11 +23,15 @@ class Intent:
 
 @dataclass(frozen=True)
 class Reload(Intent):
+    """Reload the config file."""
+
     origin: str = "signal"  # "signal" (SIGHUP) or "control" (directorctl reload)
 
 
 @dataclass(frozen=True)
 class Stop(Intent):
+    """Stop the daemon."""
+
     origin: str = "signal"
 
 
@@ -48,6 +52,8 @@ class HealthSync(Intent):
 
 @dataclass(frozen=True)
 class Drain(Intent):
+    """Drain a real server (in one virtual service, or in all)."""
+
     server: str
     service: str | None = None
     timeout: float | None = None
@@ -55,6 +61,8 @@ class Drain(Intent):
 
 @dataclass(frozen=True)
 class Enable(Intent):
+    """Put a drained real server back (in one virtual service, or in all)."""
+
     server: str
     service: str | None = None
 
@@ -77,6 +85,8 @@ class ReloadRejected(Exception):
 
 @dataclass
 class Pending:
+    """An intent on the queue, with the future its asker awaits."""
+
     intent: Intent
     answer: asyncio.Future[object] | None = None  # set for an ask
 

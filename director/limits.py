@@ -21,6 +21,8 @@ PER_PROBE = 1  # a socket; a script check's pipes are counted in RESERVED's marg
 
 @dataclass(frozen=True)
 class FdBudget:
+    """The open-file limit against what the config needs."""
+
     limit: int  # the soft RLIMIT_NOFILE in force
     needed: int  # what the config asks for
     probes: int  # probes in flight the limit allows (<= max_concurrent_probes)

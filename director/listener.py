@@ -47,6 +47,8 @@ class Connection(Protocol):
 
 @dataclass
 class ListenerStats:
+    """A listener's counters."""
+
     accepted: int = 0
     refused_full: int = 0  # times the listener paused because it was full
     closed_idle: int = 0
@@ -55,6 +57,8 @@ class ListenerStats:
 
 @dataclass
 class _Open:
+    """An open connection and since when it has been idle."""
+
     connection: Connection
     idle_since: float
 

@@ -71,6 +71,8 @@ S = TypeVar("S")
 
 @dataclass(slots=True)
 class _Window(Generic[S]):
+    """A repeated line's window: when it began, its first sample, how many were held back."""
+
     start: float
     sample: S
     suppressed: int = 0

@@ -40,6 +40,8 @@ class MaintenanceError(Exception):
 
 @dataclass(frozen=True)
 class Drain:
+    """A drain in force."""
+
     server: str
     service: str | None = None
     since: float = 0.0

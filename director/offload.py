@@ -100,11 +100,15 @@ def _child(make: Callable[[], Iterator[bytes]], fd: int) -> None:
         # the rendering ends. Only the pipe (and the standard streams) are kept.
         os.closerange(3, fd)
         os.closerange(fd + 1, MAX_FD)
-        # Signals go to the daemon, not here: the loop's wakeup descriptor is the parent's.
+        # Signals go to the daemon, not here: the loop's wakeup descriptor is the parent's,
+        # and a stop or reload sent to the whole process group (a Ctrl-C, kill -TERM -PGID)
+        # is the daemon's to act on, not a failure of this rendering (the start's config
+        # digest, right after READY, failed the start with it). The daemon ends a child it
+        # no longer wants with SIGKILL.
         with contextlib.suppress(ValueError):  # not the main thread: nothing was set
             signal.set_wakeup_fd(-1)
         for signum in CHILD_SIGNALS:
-            signal.signal(signum, signal.SIG_DFL)
+            signal.signal(signum, signal.SIG_IGN)
         gc.disable()  # short-lived: what the rendering makes is freed by the exit
         with contextlib.suppress(OSError):  # the CPU to the daemon's loop first (docstring)
             os.nice(CHILD_NICE)

@@ -43,6 +43,8 @@ def wanted(settings: SyncDaemonConfig | None, role: Role) -> frozenset[SyncDaemo
 
 @dataclass(frozen=True)
 class SyncPlan:
+    """The sync daemons to stop and to start."""
+
     stop: tuple[SyncState, ...]
     start: tuple[SyncDaemon, ...]
 

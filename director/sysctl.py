@@ -16,6 +16,8 @@ PROC_SYS = Path("/proc/sys")
 
 @dataclass(frozen=True)
 class SysctlProblem:
+    """A sysctl that does not have the value wanted."""
+
     name: str
     wanted: str
     found: str | None  # None: the setting does not exist (module not loaded, wrong name)

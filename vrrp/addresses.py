@@ -103,6 +103,8 @@ def unsolicited_na(mac: bytes, address: IPv6Address) -> bytes:
 
 @dataclass
 class _Device:
+    """An interface the VIPs are placed on, and its gratuitous ARP frames."""
+
     index: int
     mac: bytes
     packet: socket.socket  # AF_PACKET, protocol 0: sends only, never queues a frame

@@ -69,6 +69,8 @@ class DropReason(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Dropped:
+    """A received packet dropped, and why."""
+
     reason: DropReason
     detail: str
 

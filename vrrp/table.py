@@ -87,6 +87,8 @@ class Effect(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Rule:
+    """A transition: the next state and its effects."""
+
     target: State | None  # None: stay
     effects: tuple[Effect, ...]
 

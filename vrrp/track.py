@@ -18,12 +18,16 @@ from vrrp.packet import PRIORITY_OWNER
 
 @dataclass(frozen=True, slots=True)
 class TrackedInterface:
+    """An interface whose state lowers the priority or faults the instance."""
+
     interface: str
     weight: int = 0  # 0: fault while down
 
 
 @dataclass(frozen=True, slots=True)
 class TrackedCheck:
+    """A virtual service whose healthy real servers the instance tracks."""
+
     virtual_server: str
     quorum: int = 1  # down while fewer real servers than this are healthy
     weight: int = 0
@@ -31,6 +35,8 @@ class TrackedCheck:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
+    """The tracked items' verdict: the faults and the priority."""
+
     faults: frozenset[str]  # reasons, like "interface eth1" or "checks exchange 0/1"
     priority: int
     lowered_by: tuple[str, ...] = ()  # the items that lowered the priority

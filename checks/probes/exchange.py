@@ -23,6 +23,8 @@ VDIRS = ("owa", "ecp", "ews", "Microsoft-Server-ActiveSync", "autodiscover", "oa
 
 @dataclass(frozen=True)
 class ExchangeSpec:
+    """What an Exchange check asks of the server's virtual directories."""
+
     vdirs: tuple[str, ...]  # names as in VDIRS, e.g. ("owa", "ecp", "ews")
     mode: Literal["all", "any"] = "all"
     host: str | None = None

@@ -84,6 +84,8 @@ StatusRanges = tuple[tuple[int, int], ...]
 
 @dataclass(frozen=True)
 class HttpSpec:
+    """What an HTTP(S) check sends and what it accepts."""
+
     method: Literal["GET", "HEAD"] = "GET"
     path: str = "/"
     host: str | None = None

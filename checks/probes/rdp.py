@@ -48,6 +48,8 @@ NEG_FAILURES = {
 
 @dataclass(frozen=True)
 class RdpSpec:
+    """What an RDP check asks for."""
+
     requested_protocols: int = PROTOCOL_SSL | PROTOCOL_HYBRID
     cookie: str | None = None  # sent as "Cookie: mstshash=<cookie>" (a user name or a token)
 

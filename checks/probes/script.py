@@ -43,6 +43,8 @@ DOWN_EXIT = 255
 
 @dataclass(frozen=True)
 class ScriptSpec:
+    """The command a script check runs, and how its exit is read."""
+
     argv: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = ()
     weight_from_exit: bool = False

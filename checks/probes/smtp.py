@@ -22,6 +22,8 @@ QUIT_WAIT = 1.0  # at most, and never past the probe's deadline: QUIT does not d
 
 @dataclass(frozen=True)
 class SmtpSpec:
+    """What an SMTP check says and expects."""
+
     helo_name: str = "localhost"
     starttls: bool = False
     server_name: str | None = None  # SNI and the name checked in the certificate
@@ -41,6 +43,8 @@ class SmtpSpec:
 
 @dataclass(frozen=True)
 class Reply:
+    """An SMTP reply: its code and its lines."""
+
     code: int
     lines: tuple[str, ...]
 

@@ -33,6 +33,8 @@ from checks.regex import Regex
 
 @dataclass(frozen=True)
 class TcpSpec:
+    """What a TCP check sends and expects."""
+
     send: bytes | None = None
     expect: bytes | Regex[bytes] | None = None
     read_bytes: int = 4096

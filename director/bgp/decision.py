@@ -26,6 +26,8 @@ from director.ipvs.model import DestKey, ServiceKey
 
 @dataclass(frozen=True)
 class Verdict:
+    """Whether to announce the VIPs, and why."""
+
     announce: bool
     reason: str
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 import tomllib
 import types
@@ -13,7 +12,9 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ValidationError
 
 from director.config.fields import ERROR_TYPE, Loc, show
-from director.config.lines import LineMap
+
+if typing.TYPE_CHECKING:  # a config that validates needs neither (nor difflib): errors only
+    from director.config.lines import LineMap
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -130,6 +131,8 @@ def _unknown_key(loc: Loc, root: type[BaseModel]) -> str:
     if model is None:
         return f"unknown key {show(key)}"
     known = [field.alias or name for name, field in model.model_fields.items()]
+    import difflib  # here: a start with a valid config never needs it
+
     close = difflib.get_close_matches(key, known, n=1)
     if close:
         return f'unknown key {show(key)}; did you mean "{close[0]}"?'

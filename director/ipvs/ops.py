@@ -9,6 +9,8 @@ from director.ipvs.model import Dest, DestKey, Service, ServiceKey
 
 @dataclass(frozen=True)
 class AddService:
+    """Add a virtual service."""
+
     service: Service
 
     def describe(self) -> str:
@@ -17,6 +19,8 @@ class AddService:
 
 @dataclass(frozen=True)
 class EditService:
+    """Change a virtual service's settings."""
+
     service: Service
 
     def describe(self) -> str:
@@ -25,6 +29,8 @@ class EditService:
 
 @dataclass(frozen=True)
 class DelService:
+    """Delete a virtual service."""
+
     key: ServiceKey
 
     def describe(self) -> str:
@@ -33,6 +39,8 @@ class DelService:
 
 @dataclass(frozen=True)
 class AddDest:
+    """Add a destination to a virtual service."""
+
     service: ServiceKey
     dest: Dest
 
@@ -42,6 +50,8 @@ class AddDest:
 
 @dataclass(frozen=True)
 class EditDest:
+    """Change a destination's settings."""
+
     service: ServiceKey
     dest: Dest
 
@@ -51,6 +61,8 @@ class EditDest:
 
 @dataclass(frozen=True)
 class DelDest:
+    """Delete a destination from a virtual service."""
+
     service: ServiceKey
     key: DestKey
 

@@ -89,12 +89,16 @@ class LocalRoute:
 
 @dataclass(frozen=True)
 class Routes:
+    """Policy routing rules and local routes."""
+
     rules: frozenset[FwmarkRule] = frozenset()
     routes: frozenset[LocalRoute] = frozenset()
 
 
 @dataclass(frozen=True)
 class RouteOp:
+    """Add or delete one rule or route."""
+
     add: bool
     item: FwmarkRule | LocalRoute
 

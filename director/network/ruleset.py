@@ -75,6 +75,8 @@ class Rule:
 
 @dataclass(frozen=True)
 class Chain:
+    """A base chain of our table and its rules."""
+
     name: str
     type: str
     hook: str
@@ -88,6 +90,8 @@ class Chain:
 
 @dataclass(frozen=True)
 class Ruleset:
+    """Our nftables table: its chains."""
+
     table: str
     chains: tuple[Chain, ...] = ()
     family: str = FAMILY
@@ -102,6 +106,8 @@ class Ruleset:
 
 @dataclass(frozen=True)
 class ObservedChain:
+    """A chain of our table as read from the kernel."""
+
     spec: tuple[str, str, int, str]
     comments: tuple[str, ...]  # one per rule, "" for a rule without a comment
 

@@ -27,6 +27,8 @@ MISSING = _Missing()
 
 @dataclass(frozen=True)
 class Difference:
+    """One place where this director's config and the peer's differ."""
+
     path: tuple[str, ...]
     here: object  # MISSING when only the peer has it
     peer: object  # MISSING when only this director has it

@@ -32,6 +32,8 @@ class Answered:
 
 @dataclass(frozen=True)
 class Failed:
+    """A peer that could not be asked, and why."""
+
     verdict: Verdict  # UNREACHABLE or UNAUTHENTICATED
     detail: str
 
@@ -50,6 +52,8 @@ class Changed:
 
 @dataclass
 class PeerView:
+    """What is known of one peer."""
+
     peer: str
     verdict: Verdict = Verdict.UNKNOWN
     since: float | None = None  # wall time of the last change of verdict

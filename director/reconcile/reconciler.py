@@ -23,6 +23,8 @@ from director.reconcile.plan import plan
 
 @dataclass(frozen=True)
 class SyncResult:
+    """What one sync did."""
+
     ops: list[Op]
     failures: list[OpFailure]
     full: bool

@@ -29,7 +29,13 @@ from director import codecache, lean
 codecache.install()  # as main() does first, before the daemon's imports below
 lean.lean_imports()
 import director.app as app
-seen = {}
+import director.early as early
+seen = {"daemon_table_reads": 0}
+daemon_table = early.daemon_table
+def counted(path):
+    seen["daemon_table_reads"] += 1
+    return daemon_table(path)
+early.daemon_table = counted
 settle, serve = app.settle_heap, app.Director.serve
 def settle_heap():
     seen["collector_at_settle"] = gc.isenabled()
@@ -49,7 +55,10 @@ from director.daemon import main
 sys.exit(main(["--config", sys.argv[2]]))
 """
 
-SCRAPE = "import urllib.request as u; print(u.urlopen('http://127.0.0.1:9469/metrics').read())"
+SCRAPE = (  # the metrics, then the status page (its module imported at the first page)
+    "import urllib.request as u; print(u.urlopen('http://127.0.0.1:9469/metrics').read());"
+    " print(u.urlopen('http://127.0.0.1:9469/').read())"
+)
 
 CONFIG = """
 [daemon]
@@ -111,6 +120,12 @@ ABSENT = [
     "re2",
     # prometheus_client's exposition (an HTTP server, urllib, email...): the first scrape's
     "prometheus_client.exposition",
+    # what only an invalid config needs: line numbers for its errors, "did you mean"
+    "director.config.lines",
+    "difflib",
+    # the status page's module (its script, styles, html escaping): the first page's
+    "director.status_page",
+    "html",
     "http.server",
     "wsgiref",
     # a start's arguments are read without argparse (director.daemon.start_args)
@@ -170,6 +185,7 @@ def start_and_stop(
             if scrape:
                 scraped = ns.run(sys.executable, "-c", SCRAPE)  # the daemon's own HTTP server
                 assert "director_" in scraped.stdout
+                assert "<!doctype html>" in scraped.stdout.lower()  # the page after READY
         finally:
             daemon.stop(timeout=30)
     assert daemon.proc.returncode == 0, daemon.output()
@@ -187,12 +203,14 @@ def test_directord_leaves_out_what_the_config_does_not_use(
     # no cyclic collection through the start (main), on again once ready (run_director)
     assert (found["collector_at_settle"], found["collector_serving"]) == (False, True)
     assert found["dataclass_code"] == "director.codecache"  # from the cache when it has it
+    assert found["daemon_table_reads"] == 1  # the TOML parsed once for [daemon] before READY
     at_ready = set(found["modules_at_ready"])
     # it did start: the daemon proper, its rtnetlink and nftables parts
     assert {"director.app", "vrrp.rtnl", "director.network.nft"} <= at_ready
     assert not among(at_ready, ABSENT)
     loaded = set(found["modules"])
     assert "prometheus_client.exposition" in loaded  # the scrape's, after the start
+    assert "director.status_page" in loaded  # the page's, after the start
     assert not among(loaded, NEVER)
 
 

@@ -143,3 +143,82 @@ print(cache.hits, len(cache.new))
     )
     hits, new = map(int, done.stdout.split())
     assert hits > 500 and new == 0, done.stderr
+
+
+# Forward references (typing.ForwardRef compiles their text) with the cache at argv[1]: the
+# same types, the same errors, other compilations untouched; prints what the cache did.
+FORWARD = """
+import json, sys, typing
+from pathlib import Path
+import pydantic
+from director import codecache
+cache = codecache.install(Path(sys.argv[1]))
+assert cache is not None
+
+class Node:
+    value: "int | None"
+    children: "dict[str, list[Node]]"
+
+assert typing.get_type_hints(Node) == {"value": int | None, "children": dict[str, list[Node]]}
+try:
+    typing.ForwardRef("1 +")
+except SyntaxError as exc:
+    assert str(exc) == "Forward reference must be an expression -- got '1 +'", exc
+else:
+    raise AssertionError("a forward reference that is no expression")
+# any other compilation is the builtin's, uncached
+assert typing.compile("x = 1", "<string>", "exec").co_filename == "<string>"
+assert typing.compile("x", "file.py", "eval").co_filename == "file.py"
+
+class Model(pydantic.BaseModel):
+    count: "int | None" = None
+    names: "list[str]" = []
+
+assert Model(count="3", names=["a"]) == Model(count=3, names=["a"])
+try:
+    Model(count="x")
+except pydantic.ValidationError:
+    pass
+else:
+    raise AssertionError("validation")
+hits, new = cache.hits, len(cache.new)
+codecache.uninstall()
+assert "compile" not in typing.__dict__ and typing.ForwardRef("int").__forward_code__
+print(json.dumps({"hits": hits, "new": new, "saved": cache.save()}))
+"""
+
+
+def test_forward_references_come_from_the_cache_and_evaluate_the_same(tmp_path: Path) -> None:
+    cache = tmp_path / "dc.bin"
+
+    def forward() -> dict[str, int]:
+        done = subprocess.run(
+            [sys.executable, "-c", FORWARD, str(cache)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        result: dict[str, int] = json.loads(done.stdout)
+        return result
+
+    first = forward()
+    assert first["new"] >= 4 and first["saved"]  # this script's own four texts at least
+    second = forward()
+    assert second["new"] == 0 and second["hits"] >= first["new"] and not second["saved"]
+
+
+def test_importing_the_daemon_installs_it_before_the_daemon_module_imports_the_rest() -> None:
+    """``director.daemon``'s own imports (structlog, director.logs, vrrp through
+    director.early) create dataclasses too: their methods come from the cache."""
+    code = (
+        "import sys, director.daemon; from director import codecache; c = codecache._cache;"
+        " print('vrrp.actions' in sys.modules, -1 if c is None else len(c.used))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    loaded, used = done.stdout.split()
+    assert loaded == "True" and int(used) >= 100  # 110 texts today

@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,3 +165,39 @@ async def test_the_child_renders_at_the_lowest_cpu_priority() -> None:
     body = await forked_bytes(lambda: str(os.getpriority(os.PRIO_PROCESS, 0)).encode())
     assert int(body) == director.offload.CHILD_NICE == 19
     assert os.getpriority(os.PRIO_PROCESS, 0) == before < 19
+
+
+# Its own process group (start_new_session): a SIGTERM to the group while a child renders is
+# the parent's (a stop) and the rendering still completes.
+GROUP_SIGNAL = """
+import asyncio, os, signal, sys, time
+from director.offload import forked_bytes
+
+def make():
+    time.sleep(0.5)  # the signal arrives meanwhile
+    return b"rendered"
+
+async def main():
+    stops = []
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stops.append, "stop")
+    rendering = asyncio.ensure_future(forked_bytes(make))
+    await asyncio.sleep(0.2)
+    os.killpg(0, signal.SIGTERM)
+    body = await rendering
+    print(body.decode(), stops)
+
+asyncio.run(main())
+"""
+
+
+def test_a_signal_to_the_process_group_is_the_parents_and_the_rendering_completes() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", GROUP_SIGNAL],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        start_new_session=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["rendered", "['stop']"]
