@@ -115,6 +115,14 @@ class Check(Generic[S]):
     params: CheckParams = CheckParams()
 
 
+Outcome: TypeAlias = tuple[bool, float, str | None, int | None, float, int]
+"""A :class:`ProbeOutcome`'s fields (ok, latency, error, weight, at, attempt) as a plain tuple:
+what the policy keeps and the summary rows carry. An exact tuple of atomics is untracked by the
+cyclic collector at the first collection it survives; a dataclass instance stays tracked. At
+100,000 checks the policies' last outcomes were ~90,000 of the ~300,000 objects each full
+collection walked (issue 18)."""
+
+
 @per_probe
 @dataclass(frozen=True, slots=True)
 class ProbeOutcome:
@@ -126,6 +134,9 @@ class ProbeOutcome:
     weight: int | None
     at: float
     attempt: int
+
+    def astuple(self) -> Outcome:
+        return (self.ok, self.latency, self.error, self.weight, self.at, self.attempt)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,15 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from checks.model import CheckId, CheckParams, CheckState, HealthChanged, ProbeOutcome, ProbeResult
+from checks.model import (
+    CheckId,
+    CheckParams,
+    CheckState,
+    HealthChanged,
+    Outcome,
+    ProbeOutcome,
+    ProbeResult,
+)
 
 
 class Phase(enum.Enum):
@@ -119,8 +127,10 @@ class Policy:
         self.up = state.up
         self.good_streak = state.good_streak
         self.bad_streak = state.bad_streak
-        self._last = state.last
-        # The last attempt's result when good_while_up recorded it: made into ``last`` when
+        # The last attempt's result as a plain tuple (:data:`checks.model.Outcome`: the
+        # collector untracks it; a ProbeOutcome is made only when ``last`` is asked for).
+        self._last: Outcome | None = None if state.last is None else state.last.astuple()
+        # The last attempt's result when good_while_up recorded it: made into ``outcome`` when
         # asked (None: ``_last`` is it), so the hot path allocates no object per probe.
         self._good_at: float | None = None
         self._good_latency = 0.0
@@ -138,19 +148,23 @@ class Policy:
         if result.local is not None:
             return
         self._good_at = None
-        self._last = ProbeOutcome(
-            result.ok, result.latency, result.error, result.weight, now, attempt
-        )
+        self._last = (result.ok, result.latency, result.error, result.weight, now, attempt)
         if result.ok and result.weight is not None:
             self.weight = result.weight
 
     @property
     def last(self) -> ProbeOutcome | None:
         """The last attempt's result (a local failure is none)."""
+        outcome = self.outcome
+        return None if outcome is None else ProbeOutcome(*outcome)
+
+    @property
+    def outcome(self) -> Outcome | None:
+        """:attr:`last` as a plain tuple (what summary rows carry)."""
         at = self._good_at
         if at is not None:  # recorded by good_while_up: made now, once
             self._good_at = None
-            self._last = ProbeOutcome(True, self._good_latency, None, None, at, self._good_attempt)
+            self._last = (True, self._good_latency, None, None, at, self._good_attempt)
         return self._last
 
     def good_while_up(self, latency: float, now: float, attempt: int = 1) -> None:
@@ -199,7 +213,8 @@ class Policy:
 
     def facts(self, now: float) -> dict[str, object]:
         """What reason templates may mention."""
-        error = self.last.error if self.last is not None and self.last.error else "no detail"
+        last = self.outcome
+        error = last[2] if last is not None and last[2] else "no detail"
         reentry = ""
         if self.reentry_armed and self.good_since is not None:
             reentry = f", good for {now - self.good_since:g}s (reentry {self.params.reentry:g}s)"

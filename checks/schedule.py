@@ -24,25 +24,37 @@ until it really ends).
 A result with ``local`` set (the director could not run the probe: :mod:`checks.local`) is no
 attempt against the server: the round it belongs to is void (no step in rise or fall, earlier
 failed attempts of it forgotten, ``last`` unchanged) and the next round starts at its slot.
+
+The timers (attempts not yet due) are a heap of the times they are due at, each time once, and
+a dict from each time to the check's entry due then (a list of entries, in the order put, for
+the rare times several share). Taking a time hands out its entries in the order they were put,
+so probes start in the order the former heap of ``(time, seq, entry)`` tuples gave (a
+differential test against a copy of it: ``tests/checks_core/test_timers.py``), without an
+object the cyclic collector tracks per attempt: a float is none, the entries exist anyway.
+Removed checks stay on the timers until their time comes and are skipped then. The summary rows
+(:data:`Row`) and the policies' last outcomes are exact tuples of atomics, which the collector
+untracks: at 100,000 checks (10,000 probes a second) the timer tuples, rows and
+``ProbeOutcome`` objects were ~290,000 of the ~300,000 objects each full collection walked,
+0.5 s every ~100 s on the loop (issue 18).
 """
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import math
 import random
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from heapq import heappop, heappush
+from typing import Generic, NamedTuple, TypeVar
 
 from checks.model import (
     Check,
     CheckId,
     CheckState,
     HealthChanged,
-    ProbeOutcome,
+    Outcome,
     ProbeResult,
     StartProbe,
 )
@@ -106,6 +118,7 @@ class _Entry(Generic[S]):
     __slots__ = (
         "attempt",
         "check",
+        "index",
         "lag",
         "next_at",
         "policy",
@@ -115,8 +128,9 @@ class _Entry(Generic[S]):
         "stale",
     )
 
-    def __init__(self, check: Check[S], policy: Policy, first_round: float) -> None:
+    def __init__(self, check: Check[S], policy: Policy, first_round: float, index: int) -> None:
         self.check = check
+        self.index = index  # where ``check`` is in Scheduler._checks (and so in Taken.checks)
         self.policy = policy
         self.round_at = first_round  # the slot the current round belongs to
         self.next_at = first_round  # when the next attempt is due
@@ -127,13 +141,27 @@ class _Entry(Generic[S]):
         self.lag = LagStats()
 
 
-# id, spec, up, phase, transitions, last outcome: one check as a summary shows it
-Row = tuple[CheckId, S, bool, Phase, int, ProbeOutcome | None]
+Row = tuple[int, bool, str, int, Outcome | None]
+"""One check as a summary shows it: its index in :attr:`Taken.checks`, up, phase (a
+:class:`Phase` value), transitions and last outcome. Atomics and an exact tuple of atomics only,
+so the collector untracks it at the first collection it survives (with the check's id and spec
+in it, a row stayed tracked: ~100,000 of the ~300,000 objects each full collection walked at
+100,000 checks, issue 18)."""
 
 
-def _row(e: _Entry[S]) -> Row[S]:
+class Taken(NamedTuple, Generic[S]):
+    """What :meth:`Scheduler.rows` hands out: the rows, and the checks their indices point at
+    (a list only ever appended to, or replaced by a new one: rows taken earlier keep their
+    meaning whatever happens to the checks after)."""
+
+    rows: list[Row]
+    checks: Sequence[Check[S]]
+
+
+def _row(e: _Entry[S]) -> Row:
     policy = e.policy
-    return (e.check.id, e.check.spec, policy.up, policy.phase, policy.transitions, policy.last)
+    # (Phase._value_: the value without the enum property's descriptor, once per row)
+    return (e.index, policy.up, policy.phase._value_, policy.transitions, policy.outcome)
 
 
 class Scheduler(Generic[S]):
@@ -146,18 +174,27 @@ class Scheduler(Generic[S]):
         self.max_in_flight = max_in_flight
         self.timeout_grace = timeout_grace
         self._entries: dict[CheckId, _Entry[S]] = {}
+        # Every check added, by _Entry.index: what the rows' indices point at. Appended to,
+        # never changed in place (removed checks stay until _compact makes a new list).
+        self._checks: list[Check[S]] = []
+        self._dead = 0  # removed checks still in _checks
         # Per check, what a summary shows (rows()), kept as each result comes in: taking it for
         # a status or a scrape of a 100,000-check table is one list copy on the loop.
-        self._rows: dict[CheckId, Row[S]] = {}
+        self._rows: dict[CheckId, Row] = {}
         self._stale: list[_Entry[S]] = []  # entries whose row rows() must make again
-        self._timers: list[tuple[float, int, _Entry[S]]] = []  # attempts not yet due
+        # The timers (see the module's docstring): a heap of the times attempts are due at,
+        # each time once, and by time the entry due then (a list of them, in the order put, for
+        # the rare equal times). No tuple per attempt: a heap of (time, seq, entry) tuples held
+        # ~100,000 tracked tuples at 100,000 checks, a third of what each full collection
+        # walked (issue 18).
+        self._times: list[float] = []
+        self._due_at: dict[float, _Entry[S] | list[_Entry[S]]] = {}
         self._ready: deque[_Entry[S]] = deque()  # due, waiting for a slot
         self._live: dict[int, _Entry[S]] = {}  # probe_id -> entry whose result counts
         self._orphans: dict[int, StartProbe[S]] = {}  # in flight, result ignored
         # Probes in flight by timeout, in start order: their backstops (start + timeout +
         # grace) come in that order too, so a deque per timeout value needs no heap.
         self._deadlines: dict[float, deque[StartProbe[S]]] = {}
-        self._seq = itertools.count()
         self._probe_ids = itertools.count(1)
         self.lag = LagStats()
         self.rounds = self.overruns = self.expired = self.void_rounds = 0
@@ -187,8 +224,11 @@ class Scheduler(Generic[S]):
             self._rows.pop(check_id, None)
             if entry is not None:
                 self._drop(entry)
+                self._dead += 1
         if len(self._stale) > len(self._entries):  # removed ones in it: not kept for long
             self._refresh()
+        if self._dead > max(len(self._entries), 64):
+            self._compact()
 
     def replace(self, checks: Iterable[Check[S]], now: float) -> list[HealthChanged]:
         """Make ``checks`` the whole set (a reload). A check equal to the one scheduled keeps
@@ -234,14 +274,14 @@ class Scheduler(Generic[S]):
         """Up or down by check id (with ``(ServiceKey, DestKey)`` ids: the ``Health`` map)."""
         return {cid: entry.policy.up for cid, entry in self._entries.items()}
 
-    def rows(self) -> list[Row[S]]:
-        """Per check: id, spec, up, phase, transitions and last outcome, as they are now
-        (immutable tuples kept up to date as results come in: cheap to take on a large table;
-        a summary is built from them elsewhere). In the order the checks were added. A good
-        round of a check that is up only marks its row stale (no tuple per probe): made
-        again here, once for all the rounds since the last call."""
+    def rows(self) -> Taken[S]:
+        """Per check: its index in ``checks`` (whose id and spec), up, phase, transitions and
+        last outcome, as they are now (immutable tuples kept up to date as results come in:
+        cheap to take on a large table; a summary is built from them elsewhere). In the order
+        the checks were added. A good round of a check that is up only marks its row stale (no
+        tuple per probe): made again here, once for all the rounds since the last call."""
         self._refresh()
-        return list(self._rows.values())
+        return Taken(list(self._rows.values()), self._checks)
 
     def _refresh(self) -> None:
         """Make the stale rows again."""
@@ -252,6 +292,19 @@ class Scheduler(Generic[S]):
                 rows[entry.check.id] = _row(entry)
         self._stale.clear()
 
+    def _compact(self) -> None:
+        """A new ``_checks`` without the removed checks (which it would otherwise keep alive,
+        reload after reload), and new rows with the new indices. Rows taken earlier keep the
+        old list. Runs when more removed than live checks are in it: amortised O(1) a removal."""
+        self._refresh()
+        self._checks = []
+        rows = self._rows
+        for index, entry in enumerate(self._entries.values()):
+            entry.index = index
+            self._checks.append(entry.check)
+            rows[entry.check.id] = _row(entry)
+        self._dead = 0
+
     # -- events in, actions out --------------------------------------------------------------
 
     def due(self, now: float) -> list[StartProbe[S]]:
@@ -259,7 +312,7 @@ class Scheduler(Generic[S]):
         free = self.max_in_flight - len(self._live) - len(self._orphans)
         if free <= 0:
             return []
-        timers, ready = self._timers, self._ready
+        times, due_at, ready = self._times, self._due_at, self._ready
         starts = []
         while ready and free > 0:  # those waiting for a slot first, in their order
             entry = ready.popleft()
@@ -268,16 +321,16 @@ class Scheduler(Generic[S]):
                 free -= 1
         # then those that came due, straight from the timers while slots are free (the
         # common case: no stop in the waiting queue), the rest to wait behind
-        heappop = heapq.heappop
-        while timers and timers[0][0] <= now:
-            entry = heappop(timers)[2]
-            if entry.removed:
-                continue
-            if free > 0:
-                starts.append(self._start(entry, now))
-                free -= 1
-            else:
-                ready.append(entry)
+        while times and times[0] <= now:
+            got = due_at.pop(heappop(times))
+            for entry in got if isinstance(got, list) else (got,):
+                if entry.removed:
+                    continue
+                if free > 0:
+                    starts.append(self._start(entry, now))
+                    free -= 1
+                else:
+                    ready.append(entry)
         return starts
 
     def probe_done(
@@ -314,7 +367,12 @@ class Scheduler(Generic[S]):
         self.rounds += 1
         entry.attempt = 1
         entry.round_at = entry.next_at = self.armed_at = slot
-        heapq.heappush(self._timers, (slot, next(self._seq), entry))
+        # _push, inline
+        got = self._due_at.setdefault(slot, entry)
+        if got is entry:
+            heappush(self._times, slot)
+        else:
+            self._tie(slot, got, entry)
         return []
 
     def expire(self, now: float) -> list[HealthChanged]:
@@ -347,12 +405,12 @@ class Scheduler(Generic[S]):
             return False
         if self._ready:
             return True
-        timers = self._timers
-        return bool(timers) and timers[0][0] <= now
+        times = self._times
+        return bool(times) and times[0] <= now
 
     def next_deadline(self) -> float | None:
         """When :meth:`due` or :meth:`expire` next has work; may be in the past."""
-        timers, ready, live = self._timers, self._ready, self._live
+        times, ready, live = self._times, self._ready, self._live
         best: float | None = None
         for queue in self._deadlines.values():
             while queue and queue[0].probe_id not in live:
@@ -362,15 +420,15 @@ class Scheduler(Generic[S]):
                 backstop = start.started + start.timeout + self.timeout_grace
                 if best is None or backstop < best:
                     best = backstop
-        while timers and timers[0][2].removed:
-            heapq.heappop(timers)
+        while times and self._only_removed(times[0]):
+            del self._due_at[heappop(times)]
         while ready and ready[0].removed:
             ready.popleft()
         if len(live) + len(self._orphans) < self.max_in_flight:
             if ready:
                 start_at: float | None = ready[0].next_at
             else:
-                start_at = timers[0][0] if timers else None
+                start_at = times[0] if times else None
             if start_at is not None and (best is None or start_at < best):
                 best = start_at
         return best
@@ -411,7 +469,8 @@ class Scheduler(Generic[S]):
 
     def _new_entry(self, check: Check[S], now: float) -> _Entry[S]:
         first = now + self.rng.random() * check.params.interval
-        entry = _Entry(check, Policy(check.id, check.params), first)
+        entry = _Entry(check, Policy(check.id, check.params), first, len(self._checks))
+        self._checks.append(check)
         self._entries[check.id] = entry
         self._rows[check.id] = _row(entry)
         self._arm(entry, first)
@@ -427,7 +486,31 @@ class Scheduler(Generic[S]):
 
     def _arm(self, entry: _Entry[S], at: float) -> None:
         entry.next_at = self.armed_at = at
-        heapq.heappush(self._timers, (at, next(self._seq), entry))
+        self._push(entry, at)
+
+    def _push(self, entry: _Entry[S], at: float) -> None:
+        """Put ``entry`` on the timers, due at ``at`` (an entry is on them at most once: from
+        its arming until due() takes it, or for good once removed)."""
+        got = self._due_at.setdefault(at, entry)
+        if got is entry:
+            heappush(self._times, at)
+        else:
+            self._tie(at, got, entry)
+
+    def _tie(self, at: float, got: _Entry[S] | list[_Entry[S]], entry: _Entry[S]) -> None:
+        """A second entry due at the same time as one or more on the timers: after them."""
+        if isinstance(got, list):
+            got.append(entry)
+        else:
+            self._due_at[at] = [got, entry]
+
+    def _only_removed(self, at: float) -> bool:
+        """Whether every entry due at ``at`` was removed (the head of the timers is skipped
+        then, as the heap of tuples skipped removed ones)."""
+        got = self._due_at[at]
+        if isinstance(got, list):
+            return all(entry.removed for entry in got)
+        return got.removed
 
     def _start(self, entry: _Entry[S], now: float) -> StartProbe[S]:
         check = entry.check
@@ -518,7 +601,12 @@ class Scheduler(Generic[S]):
         # _next_round, inline, for a round that did not overrun its interval
         entry.attempt = 1
         entry.round_at = entry.next_at = self.armed_at = slot
-        heapq.heappush(self._timers, (slot, next(self._seq), entry))
+        # _push, inline
+        got = self._due_at.setdefault(slot, entry)
+        if got is entry:
+            heappush(self._times, slot)
+        else:
+            self._tie(slot, got, entry)
         return True
 
     def _next_round(self, entry: _Entry[S], now: float) -> None:

@@ -26,11 +26,10 @@ import structlog
 from checks import identity
 from checks.identity import RunAs
 from checks.local import LocalFaults
-from checks.model import Check, CheckParams, HealthChanged, ProbeOutcome, ProbeResult, StartProbe
-from checks.policy import Phase
+from checks.model import Check, CheckParams, HealthChanged, ProbeResult, StartProbe
 from checks.probes.result import Target
 from checks.runner import Done, Runner
-from checks.schedule import Scheduler
+from checks.schedule import Scheduler, Taken
 from director.config import Config
 from director.config.checks import ResolvedCheck
 from director.ipvs.model import DestKey, ServiceKey
@@ -158,17 +157,18 @@ def build_checks(config: Config) -> list[Check[ProbeJob]]:
     return out
 
 
-# (check id, job, up, phase, transitions, last outcome): one check as taken on the loop
-CheckRow = tuple[CheckId, ProbeJob, bool, Phase, int, ProbeOutcome | None]
-
-
-def summarize(rows: list[CheckRow]) -> list[dict[str, object]]:
+def summarize(taken: Taken[ProbeJob]) -> list[dict[str, object]]:
     """The checks' summary (:meth:`HealthChecks.summary`) from rows taken earlier (pure: may
-    run in a worker thread)."""
+    run in a worker thread). A row names its check by index into ``taken.checks`` and its
+    phase by value (``Phase.UP.value == "up"``, as status shows it), and keeps its last
+    outcome as a plain tuple (ok, latency, error, ...): see :data:`checks.schedule.Row`."""
     out: list[dict[str, object]] = []
     names: dict[object, str] = {}  # a service's key is formatted once, not once per server
-    for check_id, job, up, phase, transitions, last in rows:
-        service, dest = check_id
+    checks = taken.checks
+    for index, up, phase, transitions, last in taken.rows:
+        check = checks[index]
+        service, dest = cast(CheckId, check.id)
+        job = check.spec
         name = names.get(service)
         if name is None:
             name = names[service] = str(service)
@@ -179,11 +179,11 @@ def summarize(rows: list[CheckRow]) -> list[dict[str, object]]:
                 "type": job.kind,
                 "target": job.label,
                 "up": up,
-                "phase": phase.name.lower(),
+                "phase": phase,
                 "transitions": transitions,
-                "last_ok": None if last is None else last.ok,
-                "last_latency_ms": None if last is None else round(last.latency * 1000, 2),
-                "last_error": None if last is None else last.error,
+                "last_ok": None if last is None else last[0],
+                "last_latency_ms": None if last is None else round(last[1] * 1000, 2),
+                "last_error": None if last is None else last[2],
             }
         )
     return out
@@ -325,11 +325,12 @@ class HealthChecks:
         """Per check: where, what, up or down, the last result; for status.json and directorctl."""
         return summarize(self.taken())
 
-    def taken(self) -> list[CheckRow]:
-        """What :func:`summarize` needs of every check, taken now: one tuple of references each
-        (the policy's fields are replaced, never changed in place), so that on a 100,000-check
-        table the event loop spends milliseconds here and the dicts are built elsewhere."""
-        return cast(list[CheckRow], self.scheduler.rows())
+    def taken(self) -> Taken[ProbeJob]:
+        """What :func:`summarize` needs of every check, taken now: one tuple each (immutable,
+        made as results came in) and the list of checks they point into, so that on a
+        100,000-check table the event loop spends milliseconds here and the dicts are built
+        elsewhere."""
+        return self.scheduler.rows()
 
     async def stop(self) -> None:
         if self._started:

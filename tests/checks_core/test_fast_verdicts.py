@@ -95,11 +95,12 @@ class ReferenceScheduler(Scheduler[str]):
         free = self.max_in_flight - len(self._live) - len(self._orphans)
         if free <= 0:
             return []
-        timers, ready = self._timers, self._ready
-        while timers and timers[0][0] <= now:
-            entry = heapq.heappop(timers)[2]
-            if not entry.removed:
-                ready.append(entry)
+        times, due_at, ready = self._times, self._due_at, self._ready
+        while times and times[0] <= now:
+            got = due_at.pop(heapq.heappop(times))
+            for entry in got if isinstance(got, list) else [got]:
+                if not entry.removed:
+                    ready.append(entry)
         starts = []
         while ready and free > 0:
             entry = ready.popleft()
