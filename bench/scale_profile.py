@@ -113,8 +113,9 @@ def dump(signum: int = 0, frame: FrameType | None = None) -> None:
 
 
 # Subsystems by the path of the innermost frame of ours (director/, tests/, bench/) in an
-# allocation's traceback; the in-memory kernel (a test double: in production the table is the
-# kernel's) wherever it is on the stack.
+# allocation's traceback: the in-memory kernel (a test double: in production the table is the
+# kernel's) is what it allocates itself (its table, last weights); a reading it makes is the
+# readings' (stats.py: the daemon keeps the same from a netlink dump).
 SUBSYSTEMS = (
     ("director/ipvs/memory.py", "in-memory IPVS kernel (test double)"),
     ("director/ipvs/stats.py", "IPVS readings (ipvs/stats.py)"),
@@ -134,10 +135,8 @@ SUBSYSTEMS = (
 
 def _subsystem(tb: tracemalloc.Traceback) -> str:
     files = [frame.filename for frame in reversed(tb)]  # innermost first
-    if any("director/ipvs/memory.py" in name for name in files):
-        return SUBSYSTEMS[0][1]
     for name in files:
-        for part, label in SUBSYSTEMS[1:]:
+        for part, label in SUBSYSTEMS:
             if part in name and "site-packages" not in name:
                 return f"{label} {Path(name).name}" if label == "director (other)" else label
     return f"outside (imports, libraries): {Path(files[0]).name if files else '?'}"
