@@ -735,7 +735,7 @@ class Director:
             engine_status=dict(self.engine.status.__dict__),
             stats=self._stats,
             checks=functools.partial(summarize, self.checks.taken()),
-            health_since=dict(self.metrics.sources.health_changed_at),
+            health_since=self.metrics.sources.health_changed_at.copy(),
             overrides=maintenance.overrides(config),
             removed_why={
                 i: why for d in maintenance.drains.values() for i, why in d.removed.items()

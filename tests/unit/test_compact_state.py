@@ -17,6 +17,7 @@ from director.config.model import Config, VirtualServer
 from director.desired import compile_dests, compile_table
 from director.ipvs.memory import MemoryIPVS
 from director.ipvs.model import Dest, DestKey, ServiceKey, Table
+from director.metrics import ChangedAt
 from director.reconcile.order import ORDERED_SCHEDULERS, canonical
 from director.reconcile.owned import FileOwnedStore, MemoryOwnedStore
 from director.reconcile.reconciler import Reconciler
@@ -203,3 +204,26 @@ def test_the_owned_store_keeps_the_callers_keys_after_a_restart(tmp_path: Path) 
     assert loaded == wanted and not any(k in {id(w) for w in wanted} for k in map(id, loaded))
     store.save(wanted)  # equal: nothing written, but the parsed copies are let go
     assert store.load() is wanted
+
+
+def test_the_health_change_times_by_service_behave_as_the_flat_dict() -> None:
+    """metrics.ChangedAt (kept by service, then destination) against the dict it replaces."""
+    rng = random.Random(9)
+    compact, flat = ChangedAt(), dict[tuple[str, str], float]()
+    names = [(f"TCP 198.18.0.{i}:80", f"198.19.0.{j}:80") for i in range(6) for j in range(4)]
+    for step in range(2000):
+        key = rng.choice(names)
+        op = rng.random()
+        if op < 0.5:
+            compact[key] = flat[key] = float(step)
+        elif op < 0.7 and key in flat:
+            del compact[key], flat[key]
+        assert compact.get(key) == flat.get(key) and compact.get(key, 0.0) == flat.get(key, 0.0)
+        assert (key in compact) == (key in flat) and len(compact) == len(flat)
+        if step % 97 == 0:
+            copied = compact.copy()
+            assert copied == flat and dict(copied.items()) == flat
+            assert sorted(copied) == sorted(flat)
+            copied[names[0]] = -1.0  # a copy is its own
+            assert compact.get(names[0]) == flat.get(names[0])
+    assert ChangedAt(flat) == flat
