@@ -90,14 +90,65 @@ def dump(signum: int = 0, frame: FrameType | None = None) -> None:
         return
     snap = tracemalloc.take_snapshot()
     current, peak = tracemalloc.get_traced_memory()
+    rss = _rss_mb()
     with open(OUT + ".mem", "w") as f:
-        f.write(f"traced now {current / 1e6:.1f} MB, peak {peak / 1e6:.1f} MB\n")
+        f.write(
+            f"traced now {current / 1e6:.1f} MB, peak {peak / 1e6:.1f} MB; RSS {rss:.0f} MB "
+            f"(tracemalloc's own bookkeeping {tracemalloc.get_tracemalloc_memory() / 1e6:.0f} MB "
+            "of it)\n"
+        )
+        f.write("by subsystem (the innermost project frame of each allocation):\n")
+        for name, (size, count) in by_subsystem(snap)[:40]:
+            f.write(f"{size / 1e6:8.1f} MB {count:9d} {name}\n")
+        f.write("----\n")
+        for st in snap.statistics("filename")[:40]:
+            f.write(f"{st.size / 1e6:8.1f} MB {st.count:9d} {st.traceback.format()[-1]}\n")
+        f.write("----\n")
         for st in snap.statistics("lineno")[:40]:
             f.write(f"{st.size / 1e6:8.1f} MB {st.count:9d} {st.traceback.format()[-1]}\n")
         f.write("----\n")
         for st in snap.statistics("traceback")[:25]:
             f.write(f"{st.size / 1e6:8.1f} MB {st.count:9d}\n")
             f.write("\n".join(st.traceback.format()) + "\n")
+
+
+# Subsystems by the path of the innermost frame of ours (director/, tests/, bench/) in an
+# allocation's traceback: the in-memory kernel (a test double: in production the table is the
+# kernel's) is what it allocates itself (its table, last weights); a reading it makes is the
+# readings' (stats.py: the daemon keeps the same from a netlink dump).
+SUBSYSTEMS = (
+    ("director/ipvs/memory.py", "in-memory IPVS kernel (test double)"),
+    ("director/ipvs/stats.py", "IPVS readings (ipvs/stats.py)"),
+    ("director/ipvs/", "ipvs model / netlink (ipvs/)"),
+    ("director/config/", "config model (config/)"),
+    ("director/checks/", "checks (checks/)"),
+    ("director/health.py", "health glue (health.py)"),
+    ("director/desired.py", "desired table (desired.py)"),
+    ("director/reconcile/", "reconciler (reconcile/)"),
+    ("director/metrics", "metrics"),
+    ("director/status", "status"),
+    ("director/", "director (other)"),
+    ("tests/", "test helpers"),
+    ("bench/", "bench"),
+)
+
+
+def _subsystem(tb: tracemalloc.Traceback) -> str:
+    files = [frame.filename for frame in reversed(tb)]  # innermost first
+    for name in files:
+        for part, label in SUBSYSTEMS:
+            if part in name and "site-packages" not in name:
+                return f"{label} {Path(name).name}" if label == "director (other)" else label
+    return f"outside (imports, libraries): {Path(files[0]).name if files else '?'}"
+
+
+def by_subsystem(snap: tracemalloc.Snapshot) -> list[tuple[str, tuple[int, int]]]:
+    rows: dict[str, list[int]] = {}
+    for st in snap.statistics("traceback"):
+        row = rows.setdefault(_subsystem(st.traceback), [0, 0])
+        row[0] += st.size
+        row[1] += st.count
+    return sorted(((k, (v[0], v[1])) for k, v in rows.items()), key=lambda kv: -kv[1][0])
 
 
 STALLS: dict[str, list[float]] = {}  # where the loop's thread was -> [samples, longest s]

@@ -24,6 +24,7 @@ import gc
 import hashlib
 import os
 import resource
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -643,7 +644,13 @@ class Director:
     # -- callbacks from the parts ---------------------------------------------------------------
 
     def _on_health(self, changes: list[HealthChanged]) -> None:
-        ids = [(str(c.check_id[0]), str(c.check_id[1])) for c in changes]  # type: ignore[index]
+        # interned: the metrics keep (service, destination) -> when for every check that ever
+        # changed (all of them once they are up), and 10,000 services x 10 servers need 10,010
+        # names, not 200,000 strings (~12 MB at 100,000 checks)
+        ids = [
+            (sys.intern(str(c.check_id[0])), sys.intern(str(c.check_id[1])))  # type: ignore[index]
+            for c in changes
+        ]
         now = time.time()
         self.metrics.health_changed(ids, now)
         for (svc, dest), change in zip(ids, changes, strict=True):
@@ -728,7 +735,7 @@ class Director:
             engine_status=dict(self.engine.status.__dict__),
             stats=self._stats,
             checks=functools.partial(summarize, self.checks.taken()),
-            health_since=dict(self.metrics.sources.health_changed_at),
+            health_since=self.metrics.sources.health_changed_at.copy(),
             overrides=maintenance.overrides(config),
             removed_why={
                 i: why for d in maintenance.drains.values() for i, why in d.removed.items()

@@ -10,6 +10,7 @@ build kernel keys and flags without knowing the file format.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, NamedTuple, Self
@@ -468,20 +469,67 @@ def _partial_findings(
 
 
 def _share_real_servers(virtual_servers: tuple[VirtualServer, ...]) -> None:
-    """Equal real servers (same fields, same fields given) become one frozen object: 10,000
-    services over the same pool hold 10 real-server models, not 100,000 (~800 bytes each).
-    Nothing is keyed by a real server's identity; a real server's meaning within its service
-    comes from the service (``rs.dest_key(vs)``, ``rs.health_check(vs)``)."""
-    seen: dict[tuple[frozenset[str], RealServer], RealServer] = {}
+    """Equal values in the services become one object (all frozen): 10,000 services over the
+    same pool hold 10 real-server models, not 100,000 (~800 bytes each), and the same check
+    table, the same strings and one set of each shape of the fields given (pydantic's
+    ``model_fields_set``, 200-700 bytes a model; pydantic copies it before it changes one, in
+    ``model_copy``): ~1.9 of the ~2.9 KB a service's models took at 10,000 services
+    (``bench.scale``). Nothing is keyed by a model's identity; a real server's meaning within
+    its service comes from the service (``rs.dest_key(vs)``, ``rs.health_check(vs)``)."""
+    seen: dict[object, Any] = {}
     for vs in virtual_servers:
         try:
-            shared = tuple(
-                seen.setdefault((frozenset(rs.model_fields_set), rs), rs) for rs in vs.real_servers
-            )
+            shared = tuple(_shared_value(seen, rs) for rs in vs.real_servers)
         except TypeError:  # a field that cannot be hashed: this service keeps its own
-            continue
-        if any(a is not b for a, b in zip(shared, vs.real_servers, strict=True)):
+            shared = vs.real_servers
+        else:
+            # one tuple for each list of the same (shared) real servers
+            shared = seen.setdefault(("real_servers", *map(id, shared)), shared)
+        if shared is not vs.real_servers:
             object.__setattr__(vs, "real_servers", shared)  # frozen: equal values, one object
+        _share_fields(seen, vs, skip="real_servers")
+
+
+def _shared_key(value: object) -> object:
+    """What makes two values interchangeable: equal, of the same types throughout (1 is not
+    1.0 nor True), and for a model the same fields given."""
+    kind = type(value)
+    if kind is str or kind is int or kind is float:
+        return (kind, value)
+    if kind is tuple:
+        return (tuple, tuple(map(_shared_key, value)))  # type: ignore[call-overload]
+    if isinstance(value, BaseModel):
+        given = frozenset(value.model_fields_set)
+        return (kind, given, tuple(map(type, value.__dict__.values())), value)
+    return (kind, value)
+
+
+def _shared_value(seen: dict[object, Any], value: Any) -> Any:
+    """The first value seen interchangeable with ``value`` (TypeError: it cannot be hashed).
+    A model seen first has its own fields shared too."""
+    key = _shared_key(value)
+    first = seen.get(key)
+    if first is None:
+        first = seen[key] = value
+        if isinstance(value, BaseModel):
+            _share_fields(seen, value)
+    return first
+
+
+def _share_fields(seen: dict[object, Any], model: BaseModel, skip: str = "") -> None:
+    """``model``'s field values and its set of fields given, each the first equal one seen."""
+    fields = model.__dict__
+    for name, value in fields.items():  # values replaced, no key added: iterating stays valid
+        kind = type(value)
+        if kind is str or kind is int or kind is float:  # most of them, inline
+            fields[name] = seen.setdefault((kind, value), value)
+        elif value is not None and kind is not bool and name != skip:
+            with contextlib.suppress(TypeError):
+                fields[name] = _shared_value(seen, value)
+    given = model.model_fields_set
+    object.__setattr__(
+        model, "__pydantic_fields_set__", seen.setdefault(("fields", frozenset(given)), given)
+    )
 
 
 class Config(_Model):

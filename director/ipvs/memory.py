@@ -56,8 +56,10 @@ class MemoryIPVS:
         # Connection counts a test sets by hand (a real kernel counts its connections).
         self.conns: dict[tuple[ServiceKey, DestKey], DestConns] = {}
         # Each destination's last non-zero weight, as __ip_vs_update_dest keeps it: set on every
-        # add (a restore from the trash too), and on an edit to a weight above 0.
-        self.last_weight: dict[tuple[ServiceKey, DestKey], int] = {}
+        # add (a restore from the trash too), and on an edit to a weight above 0. By service,
+        # then destination: no (service, destination) tuple per destination (10.8 MB of this
+        # test double at 100,000 destinations, against 3.7 MB).
+        self.last_weight: dict[ServiceKey, dict[DestKey, int]] = {}
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -71,7 +73,8 @@ class MemoryIPVS:
         (shifted), and the slots go round by round in list order. Two directors with the same
         input have the same table."""
         listed = _kernel_order(self.table.dests_of(key))
-        weights = ((k, self.last_weight.get((key, k), 0)) for k in listed)
+        last = self.last_weight.get(key, {})
+        weights = ((k, last.get(k, 0)) for k in listed)
         return tuple((k, w) for k, w in weights if w > 0)
 
     def dump(self) -> Table:
@@ -185,6 +188,7 @@ class MemoryIPVS:
                 return errno.ESRCH
             del services[op.key]
             dests.pop(op.key, None)
+            self.last_weight.pop(op.key, None)  # every add sets it again
             return 0
         if op.service not in services:
             return errno.ESRCH
@@ -195,7 +199,7 @@ class MemoryIPVS:
             err = self._check_dest(op.service, op.dest)
             if not err:
                 table[op.dest.key] = op.dest
-                self.last_weight[(op.service, op.dest.key)] = op.dest.weight
+                self.last_weight.setdefault(op.service, {})[op.dest.key] = op.dest.weight
             return err
         if isinstance(op, EditDest):
             if op.dest.key not in table:
@@ -204,11 +208,12 @@ class MemoryIPVS:
             if not err:
                 table[op.dest.key] = op.dest
                 if op.dest.weight:
-                    self.last_weight[(op.service, op.dest.key)] = op.dest.weight
+                    self.last_weight.setdefault(op.service, {})[op.dest.key] = op.dest.weight
             return err
         if op.key not in table:
             return errno.ENOENT
         del table[op.key]
+        self.last_weight.get(op.service, {}).pop(op.key, None)  # every add sets it again
         return 0
 
 

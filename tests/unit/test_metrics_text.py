@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 import director.metrics
 from director.ipvs.model import Dest, DestKey, Protocol, Service, ServiceKey
 from director.ipvs.stats import Counters, DestStats, StatsSnapshot
-from director.metrics import Metrics, SnapshotCollector, Sources
+from director.metrics import ChangedAt, Metrics, SnapshotCollector, Sources
 
 T = TypeVar("T")
 
@@ -81,7 +81,7 @@ def test_fast_text_is_prometheus_clients_text() -> None:
         sources = Sources(
             stats=functools.partial(_same, snap),
             checks=functools.partial(_same, checks),
-            health_changed_at=changed,
+            health_changed_at=ChangedAt(changed),
             role=lambda: "master",
         )
         metrics = Metrics(sources)
