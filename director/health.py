@@ -37,7 +37,7 @@ from director.ipvs.model import DestKey, ServiceKey
 
 if TYPE_CHECKING:  # the probes are imported when a check needs them (_probes)
     from checks.probes import dispatch, http
-    from checks.probes.poller import FastProbe
+    from checks.probes.poller import FastProbe, Poller
     from checks.regex import Regex
 
 CheckId = tuple[ServiceKey, DestKey]
@@ -213,6 +213,7 @@ class HealthChecks:
             rng or random.Random(), max_in_flight=max_in_flight
         )
         self._http_prober: http.HttpProber | None = None  # made by the first probe (_http)
+        self._poller: Poller | None = None  # its fast probes' poller, once a probe needs it
         self._local = local_faults if local_faults is not None else LocalFaults()
         self.runner = Runner(
             self.scheduler, self._probe, on_change, fast=self._start, local_faults=self._local
@@ -247,10 +248,12 @@ class HealthChecks:
         plan = job.plan
         if plan is None:
             return None
-        prober = self._http_prober or self._http
+        poller = self._poller  # the prober's, kept here: no HttpProber.start call per probe
+        if poller is None or poller.closed:
+            poller = self._poller = self._http.poller()
         if self.on_probe is None:
-            return prober.start(plan, done, start, start.started)
-        return prober.start(plan, self._observed, (job, done, start), start.started)
+            return poller.start(plan, done, start, start.started)
+        return poller.start(plan, self._observed, (job, done, start), start.started)
 
     def _observed(
         self,

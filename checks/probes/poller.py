@@ -53,6 +53,7 @@ T = TypeVar("T")
 log = structlog.get_logger("director.checks")
 
 EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
+EINPROGRESS = errno.EINPROGRESS
 TROUBLE = select.EPOLLERR | select.EPOLLHUP  # a failed connect, a reset
 READABLE = EPOLLIN | select.EPOLLRDHUP | TROUBLE  # something for recv() to say
 WATCH_IN = EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
@@ -181,26 +182,42 @@ class FastProbe:
     # -- the state machine ---------------------------------------------------------------------
 
     def begin(self) -> None:
+        """Open the socket and connect; if the connection is up at once (a near server has
+        often completed the handshake when ``connect()`` returns), send the plan's first bytes
+        now, else watch the socket for it. The common case (the whole request out with the
+        connect, a probe with FastProbe's ``sent``) is this one function: no call, no clock
+        read, one ``epoll_ctl``."""
         plan = self.plan
         first = plan.first
-        sent = self.connect(plan.family, plan.sockaddr, first)
-        if sent is None:
-            return
-        if sent and sent == len(first):
-            # The whole request went out with the connect (the common case): what
-            # _connected does then, inline.
-            self.connected = True
-            if self._PLAIN_SENT:
-                self.state = READING  # FastProbe.sent, inline: no call, no clock read
-            else:
+        sock = self.sock = _socket.socket(plan.family, STREAM)
+        fd = self.fd = sock.fileno()
+        if self.LINGER_AT_CONNECT:
+            sock.setsockopt(SOL_SOCKET, SO_LINGER, LINGER_RST)
+            self.rst = True
+        error = sock.connect_ex(plan.sockaddr)
+        if error == EINPROGRESS:
+            try:
+                sent: int = sock.send(first)
+            except BlockingIOError:
+                self.poller.watch(self, WATCH_IN_OUT)  # the handshake is still on its way
+                return
+            if sent and sent == len(first):
+                self.connected = True
+                if self._PLAIN_SENT:
+                    self.state = READING  # FastProbe.sent, inline
+                    poller = self.poller
+                    poller._epoll.register(fd, WATCH_IN)  # Poller.watch, inline
+                    poller._probes[fd] = self
+                    return
                 self.sent(self.poller.loop.time())  # (a connect-only probe: its latency)
+            else:
+                self._connected(sent, self.poller.loop.time())
+        elif error:
+            raise OSError(error, os.strerror(error))
         else:
-            self._connected(sent, self.poller.loop.time())
+            self._connected(0, self.poller.loop.time())
         if not self.finished:
-            poller = self.poller
-            events = WATCH_IN_OUT if self.state == SENDING else WATCH_IN
-            poller._epoll.register(self.fd, events)  # Poller.watch, inline
-            poller._probes[self.fd] = self
+            self.poller.watch(self, WATCH_IN_OUT if self.state == SENDING else WATCH_IN)
 
     def event(self, events: int, now: float) -> None:
         """Epoll ``events`` for this probe. (In state READING, :meth:`Poller._ready` calls
@@ -233,27 +250,6 @@ class FastProbe:
         self.pending = self.pending[sent:]
         if not self.pending:
             self.sent(now)
-
-    def connect(self, family: int, sockaddr: tuple[Any, ...], first: bytes) -> int | None:
-        """Open the socket and connect; how much of ``first`` went out if the connection is
-        up (a near server has often completed the handshake when ``connect()`` returns), or
-        None when it is still being made (the probe is then watched for it)."""
-        sock = self.sock = _socket.socket(family, STREAM)
-        self.fd = sock.fileno()
-        if self.LINGER_AT_CONNECT:
-            sock.setsockopt(SOL_SOCKET, SO_LINGER, LINGER_RST)
-            self.rst = True
-        error = sock.connect_ex(sockaddr)
-        if error == errno.EINPROGRESS:
-            try:
-                sent: int = sock.send(first)
-                return sent
-            except BlockingIOError:
-                self.poller.watch(self, WATCH_IN_OUT)
-                return None
-        if error:
-            raise OSError(error, os.strerror(error))
-        return 0
 
     def connect_event(self, events: int, first: bytes) -> int | None:
         """Epoll events while connecting: how much of ``first`` went out once the connection
