@@ -80,7 +80,9 @@ BACKSTOP = 0.1  # seconds after a probe's timeout at which the runner cancels it
 # attempts come due leaves them to the next tick, where they start in one batch. (Starting
 # them on the result's own wake, as before, spread the starts, hence the replies, over more
 # wakes: at 2,000 checks/s, 446 loop wakes a second against 238, and 340 scheduler.due()
-# calls against 100; about 5 % of the checker's CPU.) 0: every start at its own time.
+# calls against 100. In 30 s runs beside main, the probe changes of the same pass alone gave
+# 2.5 % less CPU, with this 6.7 %.) A start is at most a tick late, as the timer's already
+# were. 0: every start at its own time.
 TICK = 0.01
 
 

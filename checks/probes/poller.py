@@ -13,7 +13,16 @@ call to ``done(tag, result)``:
   ``loop.call_at`` timer at the earliest live deadline; a probe that ends stays in its deque
   until a sweep passes it;
 - a near server has often completed the handshake when ``connect()`` returns: the first bytes
-  go out at once, so a probe typically costs two loop wakes (start, reply);
+  go out at once, so a probe typically costs two loop wakes (start, reply), each shared with
+  other probes: the runner starts a tick's due probes in one batch (``checks.runner.TICK``),
+  and one epoll wake hands over every reply that came meanwhile;
+- the hot path is one function per side. Start: :meth:`FastProbe.begin` opens the socket,
+  connects, sends the request and registers the socket (four system calls, no other call).
+  Reply: :meth:`Poller._ready` calls the probe's ``read``; the HTTP status probe peeks at the
+  reply, judges it (by a memo of heads seen before), closes the socket and hands the verdict
+  straight to the runner's ``ok``. At 2,000 checks/s a check costs 0.025-0.027 ms of user
+  time (the runner's and scheduler's parts included) and 0.05-0.054 ms of system time
+  (``bench.checks_keepalived --beside``, 3 x 60 s; history in docs/architecture.md);
 - the socket is closed with a reset (``LINGER_RST``): no TIME_WAIT left behind. A probe
   whose verdict comes from bytes it only peeked at (the HTTP status probe) needs no
   ``setsockopt`` for that: Linux resets a connection closed with unread data (``tcp_close``);
