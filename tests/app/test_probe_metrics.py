@@ -81,8 +81,14 @@ async def probing(director: Director, seconds: float) -> Seen:
         await asyncio.sleep(seconds)
     finally:
         await checks.stop()
-        good.close()
-        bad.close()
+        await asyncio.sleep(0.1)  # the servers end the connections of the last probes
+        for server in (good, bad):
+            server.close()
+            await server.wait_closed()
+        for _ in range(100):  # the servers' handlers close their connections
+            if asyncio.all_tasks() == {asyncio.current_task()}:
+                break
+            await asyncio.sleep(0.01)
     return seen
 
 
