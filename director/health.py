@@ -36,7 +36,7 @@ from director.ipvs.model import DestKey, ServiceKey
 
 if TYPE_CHECKING:  # the probes are imported when a check needs them (_probes)
     from checks.probes import dispatch, http
-    from checks.probes.poller import FastProbe
+    from checks.probes.poller import FastProbe, Poller
     from checks.regex import Regex
 
 CheckId = tuple[ServiceKey, DestKey]
@@ -197,6 +197,62 @@ def _shared(seen: dict[object, Any], value: T) -> T:
         return value
 
 
+Observer = Callable[[ProbeJob, ProbeResult], None]
+
+
+class ProbeObserver:
+    """An ``on_probe`` with an ok form, as the runner's :class:`checks.runner.FastDone` has:
+    ``observer(job, result)`` for any result, and ``observer.ok(job, latency)`` for a good one
+    without a weight or an error, which must do what the call would do with
+    ``ProbeResult(True, latency, None)``. A fast probe's good result then goes to the observer
+    and ends in the runner's ok path with no result object (:class:`_Observed`)."""
+
+    __slots__ = ("call", "ok")
+
+    def __init__(self, call: Observer, ok: Callable[[ProbeJob, float], None]) -> None:
+        self.call = call
+        self.ok = ok
+
+    def __call__(self, job: ProbeJob, result: ProbeResult) -> None:
+        self.call(job, result)
+
+
+class _Observed:
+    """The ``done`` of the fast probes when there is an ``on_probe``: the observer sees the
+    result, then the runner's ``done`` gets it. Its ``ok(start, latency, now)`` (the poller's
+    good-result form, see :class:`checks.runner.FastDone`) is there when both the observer and
+    the runner's ``done`` have an ok form (else None: the poller then builds a result). The
+    probe's tag is its ``StartProbe``, whose ``spec`` is the job (no context tuple per
+    probe)."""
+
+    __slots__ = ("done", "done_ok", "observer", "ok", "seen_ok")
+
+    def __init__(self, done: Done[ProbeJob], observer: Observer) -> None:
+        self.done = done
+        self.observer = observer
+        self.seen_ok: Callable[[ProbeJob, float], None] | None = getattr(observer, "ok", None)
+        self.done_ok: Callable[[StartProbe[ProbeJob], float, float], None] | None = getattr(
+            done, "ok", None
+        )
+        self.ok = self._ok if self.seen_ok is not None and self.done_ok is not None else None
+
+    def __call__(self, start: StartProbe[ProbeJob], result: ProbeResult) -> None:
+        try:
+            self.observer(start.spec, result)
+        except Exception:
+            log.exception("probe observer failed", target=str(start.spec.target))
+        self.done(start, result)
+
+    def _ok(self, start: StartProbe[ProbeJob], latency: float, now: float) -> None:
+        seen_ok, done_ok = self.seen_ok, self.done_ok
+        assert seen_ok is not None and done_ok is not None  # (or ok would be None)
+        try:
+            seen_ok(start.spec, latency)
+        except Exception:
+            log.exception("probe observer failed", target=str(start.spec.target))
+        done_ok(start, latency, now)
+
+
 class HealthChecks:
     """The daemon's checks: a scheduler, its asyncio runner and the shared HTTP client."""
 
@@ -206,21 +262,24 @@ class HealthChecks:
         *,
         max_in_flight: int = 256,
         rng: random.Random | None = None,
-        on_probe: Callable[[ProbeJob, ProbeResult], None] | None = None,
+        on_probe: Observer | None = None,
         local_faults: LocalFaults | None = None,
     ) -> None:
         self.scheduler: Scheduler[ProbeJob] = Scheduler(
             rng or random.Random(), max_in_flight=max_in_flight
         )
         self._http_prober: http.HttpProber | None = None  # made by the first probe (_http)
+        self._poller: Poller | None = None  # its fast probes' poller, once a probe needs it
         self._local = local_faults if local_faults is not None else LocalFaults()
         self.runner = Runner(
             self.scheduler, self._probe, on_change, fast=self._start, local_faults=self._local
         )
         self._started = False
         # Called with each probe's job and result (the metrics: latency, results, local
-        # failures); pass it here (the attribute stays for callers that set it).
+        # failures); pass it here (the attribute stays for callers that set it). A
+        # ProbeObserver's ok form takes the fast probes' good results (see _Observed).
         self.on_probe = on_probe
+        self._observed: _Observed | None = None  # the done of the fast probes, observed
 
     @property
     def _http(self) -> http.HttpProber:
@@ -247,23 +306,16 @@ class HealthChecks:
         plan = job.plan
         if plan is None:
             return None
-        prober = self._http_prober or self._http
-        if self.on_probe is None:
-            return prober.start(plan, done, start, start.started)
-        return prober.start(plan, self._observed, (job, done, start), start.started)
-
-    def _observed(
-        self,
-        context: tuple[ProbeJob, Done[ProbeJob], StartProbe[ProbeJob]],
-        result: ProbeResult,
-    ) -> None:
-        job, done, start = context
-        if self.on_probe is not None:
-            try:
-                self.on_probe(job, result)
-            except Exception:
-                log.exception("probe observer failed", target=str(job.target))
-        done(start, result)
+        poller = self._poller  # the prober's, kept here: no HttpProber.start call per probe
+        if poller is None or poller.closed:
+            poller = self._poller = self._http.poller()
+        observer = self.on_probe
+        if observer is None:
+            return poller.start(plan, done, start, start.started)
+        observed = self._observed
+        if observed is None or observed.done is not done or observed.observer is not observer:
+            observed = self._observed = _Observed(done, observer)  # (once: the runner's done)
+        return poller.start(plan, observed, start, start.started)
 
     def update(self, config: Config) -> None:
         """Start the checks of ``config``, or replace the running ones (keeping unchanged state)."""

@@ -53,6 +53,7 @@ from checks.probes.poller import (
     FastProbe,
     Plan,
     Poller,
+    log,
 )
 from checks.probes.result import ProbeFailed, Step, Target, describe, guarded, os_reason
 from checks.regex import Regex
@@ -451,16 +452,35 @@ class _StatusProbe(FastProbe):
                 data = sock.recv(READ_SIZE, MSG_PEEK)  # (an OSError: nothing was read)
             except (BlockingIOError, InterruptedError):
                 return
-            code = self.poller.known.get(data)  # _peeked_status's memo, inline
+            poller = self.poller
+            code = poller.known.get(data)  # _peeked_status's memo, inline
             if code is None:
-                code = _peeked_status(data, self.poller.known)
+                code = _peeked_status(data, poller.known)
             if code is not None:
                 self.rst = True
                 for low, high in self.plan.spec.expect_status:  # _judge, inline
                     if low <= code <= high:
-                        self.succeed(now)
-                        return
-                self._judge(code, now)
+                        break
+                else:
+                    self._judge(code, now)
+                    return
+                ok = self.ok
+                if ok is None:
+                    self.succeed(now)
+                    return
+                # succeed(), inline for the hot path (a runner's probe, state READING: no
+                # cleanup; not finished, or the poller would not have called): close, then
+                # the verdict straight to the runner. One function per reply.
+                self.finished = True
+                self.sock = None
+                poller._probes.pop(self.fd, None)
+                sock.close()
+                tag = self.tag
+                self.done = self.tag = self.ok = None
+                try:
+                    ok(tag, now - self.began, now)
+                except Exception:
+                    log.exception("probe result handler failed", target=str(self.target))
                 return
             self.linger()
         buffer = self.buffer

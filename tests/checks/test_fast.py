@@ -310,6 +310,58 @@ def test_a_failing_done_callback_does_not_stop_the_others(lab: Lab) -> None:
     assert [r.ok for r in lab.prober.run(scenario())] == [True] * 4
 
 
+def test_a_good_reply_through_ok_is_the_same_verdict_and_timing_as_through_done(
+    lab: Lab,
+) -> None:
+    """The HTTP status probe's good reply ends in one function (its ``read`` closes the socket
+    and calls the runner's ``ok`` itself): the latency it reports is the time from the start
+    to the reply's wake, as the general ``done`` path's ``ProbeResult`` says, the socket is
+    closed, and a failing ``ok`` is logged, not raised (the others go on)."""
+
+    class Handler:
+        def __init__(self) -> None:
+            self.seen: list[tuple[str, float, float]] = []
+            self.all_in = asyncio.Event()
+
+        def __call__(self, tag: str, result: ProbeResult) -> None:
+            assert result.ok and result.error is None  # (a good one only comes through ok)
+            self.seen.append((tag, result.latency, -1.0))
+
+        def ok(self, tag: str, latency: float, now: float) -> None:
+            self.seen.append((tag, latency, now))
+            if len(self.seen) == 3:
+                self.all_in.set()
+            if tag == "bad":
+                raise RuntimeError("bug in a result handler")
+
+    async def scenario() -> tuple[list[tuple[str, float, float, float]], list[ProbeResult]]:
+        loop = asyncio.get_running_loop()
+        poller = Poller(loop)
+        plan = dispatch.plan(target(WEB, 80), http.HttpSpec(), WAIT)
+        assert plan is not None
+        handler = Handler()
+        fds = open_fds()
+        began = {}
+        for tag in ("bad", "a", "b"):
+            began[tag] = loop.time() - 0.25  # a start 250 ms ago: the latency must say so
+            probe = poller.start(plan, handler, tag, began[tag])
+            assert not probe.finished  # (the reply comes on a wake)
+        async with asyncio.timeout(WAIT):
+            await handler.all_in.wait()
+        assert await settled_fds(fds) <= fds  # every probe's socket is closed
+        reference = [await poller.run(plan) for _ in range(2)]
+        poller.close()
+        return [(t, lat, now, began[t]) for t, lat, now in handler.seen], reference
+
+    seen, reference = lab.prober.run(scenario())
+    assert sorted(t for t, *_ in seen) == ["a", "b", "bad"]
+    for _tag, latency, now, began in seen:
+        assert now > began  # through ok, with the wake's time
+        assert latency == pytest.approx(now - began)
+        assert 0.25 <= latency < 0.25 + WAIT
+    assert all(r.ok and r.error is None and 0 < r.latency < WAIT for r in reference)
+
+
 def test_connect_only_tcp_ends_without_waiting_for_a_wake(lab: Lab) -> None:
     """A near server has completed the handshake when connect() returns: the TCP connect-only
     probe may end inside start(), its verdict given before start() returns."""

@@ -178,3 +178,45 @@ async def test_a_kept_timer_is_never_late() -> None:
 
 async def fast_unused(spec: str) -> ProbeResult:
     raise AssertionError("every probe here has a fast path")
+
+
+@pytest.mark.asyncio
+async def test_only_the_timer_starts_probes_on_its_ticks() -> None:
+    """A result that finds attempts come due leaves them to the timer's next tick: no start
+    happens in a probe's ``done`` (the good path ``ok`` or the general one), and none is late
+    by more than a tick and a busy machine. (Starting them from the result's own wake spread
+    starts and replies over about twice the loop wakes.)"""
+    loop = asyncio.get_running_loop()
+    tick = 0.01
+    in_result = False
+    starts: list[tuple[float, bool]] = []  # (loop time, inside a probe's result)
+
+    def fast(spec: str, done: Done[str], start: StartProbe[str]) -> FakeFast:
+        starts.append((loop.time(), in_result))
+        running = FakeFast()
+
+        def finish() -> None:
+            nonlocal in_result
+            running.finished = True
+            in_result = True
+            try:
+                if spec == "ok":
+                    done.ok(start, 0.001, loop.time())  # type: ignore[attr-defined]
+                else:
+                    done(start, ProbeResult(False, 0.001, "refused"))
+            finally:
+                in_result = False
+
+        loop.call_later(0.0005 + 0.004 * random.random(), finish)
+        return running
+
+    sched = Scheduler[str](random.Random(5), max_in_flight=64)
+    runner = Runner(sched, fast_unused, lambda changes: None, fast=fast, tick=tick)
+    runner.start()
+    params = CheckParams(interval=0.013, timeout=1, attempts=2, retry_delay=0.003)
+    runner.add([Check(i, "ok" if i % 3 else "bad", params) for i in range(30)])
+    await asyncio.sleep(0.5)
+    await runner.stop()
+    assert len(starts) > 300
+    assert not [t for t, inside in starts if inside]
+    assert max(c.lag.max for c in sched.snapshot().checks.values()) < 0.1
