@@ -14,6 +14,7 @@ sees them (``ProbeResult.local``) for the metrics. Script checks run as their ``
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import random
 import time
@@ -44,6 +45,7 @@ CheckId = tuple[ServiceKey, DestKey]
 _PARAM_FIELDS = tuple(f.name for f in dataclasses.fields(CheckParams))
 log = structlog.get_logger("director.checks")
 T = TypeVar("T")
+ROWS_EVERY = 1.0  # s between two refreshes of the checks' summary rows (HealthChecks)
 
 
 @dataclass(frozen=True)
@@ -275,6 +277,7 @@ class HealthChecks:
             self.scheduler, self._probe, on_change, fast=self._start, local_faults=self._local
         )
         self._started = False
+        self._rows_timer: asyncio.TimerHandle | None = None  # the rows' refresh (ROWS_EVERY)
         # Called with each probe's job and result (the metrics: latency, results, local
         # failures); pass it here (the attribute stays for callers that set it). A
         # ProbeObserver's ok form takes the fast probes' good results (see _Observed).
@@ -324,6 +327,7 @@ class HealthChecks:
             self.runner.start()
             self._started = True
             self.runner.add(checks)
+            self._rows_timer = asyncio.get_running_loop().call_later(ROWS_EVERY, self._refresh_rows)
         else:
             self.runner.replace(checks)
 
@@ -384,7 +388,17 @@ class HealthChecks:
         elsewhere."""
         return self.scheduler.rows()
 
+    def _refresh_rows(self) -> None:
+        """The summary rows made again for the results of the last second (see
+        :meth:`Scheduler.refresh_rows`), so that taking them for a status or a scrape stays a
+        copy, not the remaking of every row a round changed."""
+        self._rows_timer = asyncio.get_running_loop().call_later(ROWS_EVERY, self._refresh_rows)
+        self.scheduler.refresh_rows()
+
     async def stop(self) -> None:
+        if self._rows_timer is not None:
+            self._rows_timer.cancel()
+            self._rows_timer = None
         if self._started:
             await self.runner.stop()
         if self._http_prober is not None:

@@ -132,6 +132,52 @@ def test_summary_from_taken_rows_is_the_snapshots_summary() -> None:
     assert any(c["transitions"] for c in final)
 
 
+def test_rows_refreshed_ahead_are_the_rows_taken_and_leave_none_stale() -> None:
+    """The daemon's refresh every second (HealthChecks, ROWS_EVERY) remakes the rows the last
+    results made stale; what a status takes after it is what it would have made itself."""
+    text = "".join(CHECKED.format(i=i, kind="http", attempts=1) for i in range(1, 7))
+    checks = HealthChecks(lambda changes: None, rng=random.Random(4))
+    checks.scheduler.add(build_checks(parse_config(text)), 0.0)
+    rng, now, refreshed = random.Random(5), 0.0, 0
+    for _ in range(30):
+        now += 1.0
+        for start in checks.scheduler.due(now):
+            if rng.random() < 0.8:  # mostly the good path, which only marks its row stale
+                checks.scheduler.probe_ok(start, 0.01, now + 0.01)
+            else:
+                checks.scheduler.probe_done(start, ProbeResult(False, 0.2, "refused"), now)
+        if rng.random() < 0.5:
+            refreshed += checks.scheduler.refresh_rows()
+            assert checks.scheduler.refresh_rows() == 0  # none left stale
+        assert checks.summary() == _reference_summary(checks)
+    assert refreshed > 0
+
+
+def test_the_checks_refresh_their_rows_every_second_until_stopped(monkeypatch: Any) -> None:
+    import director.health as health
+
+    monkeypatch.setattr(health, "ROWS_EVERY", 0.02)
+    calls: list[float] = []
+
+    async def main() -> None:
+        checks = HealthChecks(lambda changes: None, rng=random.Random(6))
+
+        def refresh_rows() -> int:
+            calls.append(asyncio.get_running_loop().time())
+            return 0
+
+        monkeypatch.setattr(checks.scheduler, "refresh_rows", refresh_rows)
+        checks.update(parse_config(CHECKED.format(i=1, kind="tcp", attempts=1)))
+        await asyncio.sleep(0.2)
+        assert len(calls) >= 3
+        await checks.stop()
+        seen = len(calls)
+        await asyncio.sleep(0.1)
+        assert len(calls) == seen  # none after the stop
+
+    asyncio.run(main())
+
+
 def test_latest_writer_makes_a_callables_content_off_the_loop(tmp_path: Path) -> None:
     async def main() -> tuple[int, int]:
         loop_thread = threading.get_ident()
