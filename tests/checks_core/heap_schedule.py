@@ -1,3 +1,6 @@
+# The checks scheduler as it was at 52fd0c0 (timers a heap of (time, seq, entry) tuples), kept
+# verbatim as the reference of the differential test in tests/checks_core/test_timers.py: not
+# imported by the daemon, and not to be changed with checks/schedule.py.
 """When to probe which check, under a global cap on probes in flight. Pure (sans-I/O).
 
 The caller owns the clock and the probes; this object only decides. Drive it like this::
