@@ -232,9 +232,9 @@ def load_prepared(path: Path) -> Config:
     """The config at ``path`` (:func:`director.config.load_config`), with the modules its
     checks need imported (:func:`prepare_imports`). A reload runs this in a worker thread, so
     the reload that brings the first check of a kind pays its imports there, not on the loop."""
-    from director.config import load_config
+    from director.config.apart import load_config_apart
 
-    config = load_config(path)
+    config = load_config_apart(path)  # a large one validated in a child (config.apart)
     prepare_imports(config)
     return config
 

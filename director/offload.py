@@ -91,8 +91,9 @@ class RenderFailed(Exception):
     """The child process that rendered ended without writing the whole body."""
 
 
-def _child(make: Callable[[], Iterator[bytes]], fd: int) -> None:
-    """In the child: write each chunk to ``fd``; exit 0 when all were written."""
+def _child(make: Callable[[], Iterator[bytes]], fd: int, nice: int = CHILD_NICE) -> None:
+    """In the child: write each chunk to ``fd``; exit 0 when all were written. ``nice``: the
+    niceness it runs at (0: the daemon's own priority)."""
     code = 1
     try:
         # The child holds a copy of every descriptor of the daemon: a socket the daemon closes
@@ -110,8 +111,9 @@ def _child(make: Callable[[], Iterator[bytes]], fd: int) -> None:
         for signum in CHILD_SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
         gc.disable()  # short-lived: what the rendering makes is freed by the exit
-        with contextlib.suppress(OSError):  # the CPU to the daemon's loop first (docstring)
-            os.nice(CHILD_NICE)
+        if nice:
+            with contextlib.suppress(OSError):  # the CPU to the daemon's loop first (docstring)
+                os.nice(nice)
         for chunk in make():
             view = memoryview(chunk)
             while view:
@@ -237,3 +239,32 @@ def _pickled(exc: Exception) -> bytes:
         return pickle.dumps(exc)
     except Exception:  # an exception that cannot be pickled: its text
         return pickle.dumps(RenderFailed(f"{type(exc).__name__}: {exc}"))
+
+
+def apart(make: Callable[[], bytes]) -> bytes | None:
+    """``make()`` run to its end in a child process, at the caller's priority, and its bytes
+    read back here: the caller blocks meanwhile (a start, a reload's worker thread), and the
+    child's garbage never reaches this process's heap (:mod:`director.config.apart`). None
+    when no child could be made or it did not finish (an exception in ``make``, killed): the
+    caller does the work itself."""
+    read_end, write_end = os.pipe()
+    try:
+        pid = _fork()
+    except OSError:
+        os.close(read_end)
+        os.close(write_end)
+        return None
+    if pid == 0:  # pragma: no cover (the child ends in os._exit)
+        os.close(read_end)
+        _child(lambda: iter((make(),)), write_end, nice=0)
+    os.close(write_end)
+    parts = []
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(read_end, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        while chunk := os.read(read_end, PIPE_SIZE):
+            parts.append(chunk)
+    finally:
+        os.close(read_end)
+        status = _reap(pid)
+    return b"".join(parts) if status == 0 else None

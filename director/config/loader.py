@@ -26,6 +26,13 @@ DEFAULT_PATH = "/etc/director/director.toml"
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate the config file at ``path``."""
     source = os.fspath(path)
+    return parse_config(read_config(path), source)
+
+
+def read_config(path: str | os.PathLike[str]) -> str:
+    """The text of the config file at ``path``, or a :class:`ConfigError` saying why it cannot
+    be read."""
+    source = os.fspath(path)
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -40,7 +47,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except OSError as exc:
         message = f"cannot read the config: {exc.strerror or exc}"
         raise ConfigError(source, [Problem("", message)]) from None
-    return parse_config(text, source)
+    return text
 
 
 def parse_config(text: str, source: str = "<string>") -> Config:

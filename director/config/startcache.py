@@ -155,11 +155,11 @@ def _validate(config_path: Path, data: bytes) -> Config:
     """``load_config`` of these bytes (read once: what is validated is what was hashed)."""
     import io
 
-    from director.config.loader import parse_config
+    from director.config.apart import parse_config_apart
 
     try:
         # decoded as load_config's read_text decodes the file (universal newlines included)
         text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig").read()
     except UnicodeError:
         return load_config(config_path)  # its error, as always
-    return parse_config(text, os.fspath(config_path))
+    return parse_config_apart(text, os.fspath(config_path))

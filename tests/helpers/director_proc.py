@@ -16,7 +16,6 @@ from pathlib import Path
 
 from director import logs
 from director.app import World
-from director.config import load_config
 from director.daemon import Systemd, load_prepared, run_director
 from director.ipvs.memory import MemoryIPVS
 from director.ipvs.ondemand import OnDemandIPVS
@@ -49,7 +48,7 @@ def argv(
 
 
 async def main(config_path: Path, state_dir: Path) -> int:
-    config = load_config(config_path)
+    config = load_prepared(config_path)  # as directord's first start of a file
     logs.configure("json", "debug" if "--debug" in sys.argv else "info")
     kernel = MemoryIPVS()
     notifier = Notifier()
