@@ -271,7 +271,10 @@ async def run_director(
     """Start a director, serve it until SIGTERM/SIGINT, stop it; the exit status.
     ``after_ready``: run in a worker thread once it is ready (the start cache's write)."""
     from director.app import Director, StartError
+    from director.heap import tune_malloc
     from director.intents import Intents, Reload, Stop
+
+    tune_malloc()  # before the start's threads and tables
 
     intents = Intents()
     loop = asyncio.get_running_loop()
