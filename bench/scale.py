@@ -35,7 +35,7 @@ from tests.helpers.netns import Topology
 from tests.helpers.servers import enter_namespace
 
 METRICS_PORT = 9471
-IDLE_SAMPLES = 20  # one-line requests alone, 0.25 s apart, before the status rounds
+IDLE_SAMPLES = 60  # one-line requests alone, 0.25 s apart (three readings), before the rounds
 LISTENER = """
 import socket, selectors, sys
 sel = selectors.DefaultSelector()
@@ -238,6 +238,10 @@ def main() -> int:
 
             return time.perf_counter() - t0, len(json.dumps(body))
 
+        if args.profile in ("mem", "gc"):  # the heap once every server is up, before any status
+            Path("/tmp/dt-scale-profile.heap").unlink(missing_ok=True)
+            os.kill(pid, signal.SIGRTMIN)
+            time.sleep(1)
         idle = []  # the one-line request alone: the loop's own latency at rest, for comparison
         for _ in range(IDLE_SAMPLES):
             idle.append(pool.submit(http_get, "/nothing").result()[0])
@@ -279,6 +283,10 @@ def main() -> int:
                     f"test double standing in for the kernel's IPVS table holds {kernel:.0f} MB "
                     "by tracemalloc; in production that table is in the kernel)"
                 )
+        heap = Path("/tmp/dt-scale-profile.heap")
+        if args.profile in ("mem", "gc") and heap.exists():
+            print("the heap once every server was up, then after the rest:")
+            print(heap.read_text(), end="")
         print(f"a rendering child's private memory: {child_mb[0]:.0f} MB at most")
         print(
             f"CPU at rest: {(cpu1 - cpu0) / args.rest * 100:.1f} % of one CPU over {args.rest:g} s"

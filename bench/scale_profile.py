@@ -6,7 +6,8 @@ thread, written to ``$DT_PROFILE_OUT.prof`` when the daemon stops. ``DT_PROFILE=
 cyclic collector's pauses by generation (count, total, longest) to ``$DT_PROFILE_OUT.gc`` on
 SIGUSR1. In ``mem`` and ``gc`` modes, also where every thread was each time the resident size
 grew by 4 MB or more within 0.2 s (its peaks: what leaves the heap fragmented), to
-``$DT_PROFILE_OUT.rss`` on SIGUSR1.
+``$DT_PROFILE_OUT.rss`` on SIGUSR1; and the resident size by kind of mapping with the Python
+allocator's account of its arenas to ``$DT_PROFILE_OUT.heap`` (on SIGRTMIN too).
 """
 
 from __future__ import annotations
@@ -63,7 +64,63 @@ def census() -> str:
     return "".join(lines)
 
 
+def resident() -> str:
+    """The resident size by kind of mapping (/proc/self/smaps): glibc's heap, anonymous maps
+    (pymalloc's 1 MiB arenas, glibc's large blocks and thread arenas), files (code); then
+    pymalloc's own account of its arenas (``sys._debugmallocstats``): how much of the
+    anonymous share is live objects and how much free blocks in arenas kept by a few."""
+    kinds: dict[str, float] = {}
+    kind = ""
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+            name = head[5] if len(head) > 5 else ""
+            kind = (
+                "heap"
+                if name == "[heap]"
+                else "anonymous"
+                if not name
+                else (
+                    "stack"
+                    if name.startswith("[stack")
+                    else "files"
+                    if name.startswith("/")
+                    else "other"
+                )
+            )
+        elif head and head[0] == "Rss:":
+            kinds[kind] = kinds.get(kind, 0.0) + int(head[1]) / 1024
+    lines = [
+        "resident by mapping: "
+        + ", ".join(f"{k} {v:.0f} MB" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]))
+    ]
+    import tempfile
+
+    with tempfile.TemporaryFile() as out:
+        saved = os.dup(2)
+        try:
+            os.dup2(out.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    keep = ("# arenas", "# bytes in", "# bytes lost", "Total", "# times object malloc")
+    lines += [line for line in text.splitlines() if line.startswith(keep)][:12]
+    return "\n".join(lines) + "\n"
+
+
+def heap(signum: int = 0, frame: FrameType | None = None) -> None:
+    """A section of ``$DT_PROFILE_OUT.heap`` (appended: bench.scale asks once every server is
+    up, and again with the rest of the dump)."""
+    with open(OUT + ".heap", "a") as f:
+        f.write(f"--- {time.monotonic() - _t0:.1f} s\n" + resident())
+
+
 def dump(signum: int = 0, frame: FrameType | None = None) -> None:
+    if MODE in ("mem", "gc"):
+        heap()
     if GROWTH:
         with open(OUT + ".rss", "w") as f:
             f.write("\n".join(GROWTH) + "\n")
@@ -248,5 +305,6 @@ if __name__ == "__main__":
     if MODE == "gc":
         gc.callbacks.append(_gc_timer)
     signal.signal(signal.SIGUSR1, dump)
+    signal.signal(signal.SIGRTMIN, heap)
     signal.signal(signal.SIGUSR2, restart)
     sys.exit(asyncio.run(main()))
