@@ -84,6 +84,13 @@ BACKSTOP = 0.1  # seconds after a probe's timeout at which the runner cancels it
 # 2.5 % less CPU, with this 6.7 %.) A start is at most a tick late, as the timer's already
 # were. 0: every start at its own time.
 TICK = 0.01
+# At most BATCH probes are started by one wake of the timer; the rest come due after whatever
+# else is ready on the loop (a request, a result), not at the next tick. Starting every due
+# probe in one callback made it the loop's longest: at 10,000 checks a second a wake that
+# found hundreds due (the loop late behind a status, a reading's thread holding the lock at
+# every system call) ran for up to 446 ms, 606 of them 20 ms or more in a run (bench.scale
+# --profile gc, the loop's callbacks timed), and nothing else ran meanwhile.
+BATCH = 64
 
 
 class Runner(Generic[S]):
@@ -95,11 +102,15 @@ class Runner(Generic[S]):
         *,
         fast: FastStart[S] | None = None,
         tick: float = TICK,
+        batch: int = BATCH,
         local_faults: LocalFaults | None = None,
     ) -> None:
         if tick < 0:
             raise ValueError(f"tick must be >= 0, got {tick}")
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
         self._tick = tick
+        self._batch = batch
         self.scheduler = scheduler
         self._probe = probe
         self._fast_start = fast
@@ -176,18 +187,27 @@ class Runner(Generic[S]):
 
     def _pump(self) -> None:
         self._timer, self._timer_at = None, math.inf
-        if self._stopped or self._loop is None:
+        loop = self._loop
+        if self._stopped or loop is None:
             return
+        full = False
         try:
-            now = self._loop.time()
+            now = loop.time()
             self._emit(self.scheduler.expire(now))
-            self._start_due(self._loop, now)
+            full = self._start_due(loop, now)
         finally:
-            self._arm()  # whatever went wrong, keep the checks running
+            if full:  # more may be due: the next batch once what else is ready has run
+                if self._timer is not None:  # armed meanwhile by a result that came at once
+                    self._timer.cancel()
+                self._timer, self._timer_at = loop.call_at(now, self._pump), now
+            else:
+                self._arm()  # whatever went wrong, keep the checks running
 
-    def _start_due(self, loop: asyncio.AbstractEventLoop, now: float) -> None:
+    def _start_due(self, loop: asyncio.AbstractEventLoop, now: float) -> bool:
+        """Start what is due, :data:`BATCH` at most; whether that many were."""
         fast, running, done = self._fast_start, self._fast, self._fast_handler
-        for start in self.scheduler.due(now):
+        starts = self.scheduler.due(now, self._batch)
+        for start in starts:
             if fast is not None:
                 # The fast way if the spec has one (the hot path: inline, no method).
                 try:
@@ -201,6 +221,7 @@ class Runner(Generic[S]):
                     continue
             task = loop.create_task(self._run(start))
             self._tasks.add(task)  # _run takes it out (no done callback: one loop turn less)
+        return len(starts) >= self._batch
 
     def _arm(self, when: float | Literal[False] | None = False) -> None:
         """(Re)arm the timer at the scheduler's next deadline (``when`` if already known)."""

@@ -316,28 +316,42 @@ class Scheduler(Generic[S]):
 
     # -- events in, actions out --------------------------------------------------------------
 
-    def due(self, now: float) -> list[StartProbe[S]]:
-        """The probes to start now, never more than the free slots."""
+    def due(self, now: float, limit: int | None = None) -> list[StartProbe[S]]:
+        """The probes to start now, never more than the free slots nor ``limit``. Those left
+        by ``limit`` stay on the timers as they were (:meth:`due_now` still says so); those
+        left for want of a slot wait in order for one."""
         free = self.max_in_flight - len(self._live) - len(self._orphans)
         if free <= 0:
             return []
+        room = free if limit is None else min(free, limit)  # this call's starts, at most
         times, due_at, ready = self._times, self._due_at, self._ready
         starts = []
-        while ready and free > 0:  # those waiting for a slot first, in their order
+        while ready and room > 0:  # those waiting for a slot first, in their order
             entry = ready.popleft()
             if not entry.removed:
                 starts.append(self._start(entry, now))
                 free -= 1
+                room -= 1
         # then those that came due, straight from the timers while slots are free (the
         # common case: no stop in the waiting queue), the rest to wait behind
         while times and times[0] <= now:
-            got = due_at.pop(heappop(times))
-            for entry in got if isinstance(got, list) else (got,):
+            if room <= 0 < free:
+                break  # the batch is full, not the slots: the rest stay on the timers
+            at = heappop(times)
+            got = due_at.pop(at)
+            group = got if isinstance(got, list) else (got,)
+            for i, entry in enumerate(group):
                 if entry.removed:
                     continue
-                if free > 0:
+                if room > 0:
                     starts.append(self._start(entry, now))
                     free -= 1
+                    room -= 1
+                elif free > 0:  # the batch filled within this time's entries: the rest back
+                    rest = list(group[i:])
+                    due_at[at] = rest if len(rest) > 1 else rest[0]
+                    heappush(times, at)
+                    break
                 else:
                     ready.append(entry)
         return starts

@@ -220,3 +220,72 @@ async def test_only_the_timer_starts_probes_on_its_ticks() -> None:
     assert len(starts) > 300
     assert not [t for t, inside in starts if inside]
     assert max(c.lag.max for c in sched.snapshot().checks.values()) < 0.1
+
+
+@pytest.mark.asyncio
+async def test_a_wake_starts_a_batch_and_the_loop_runs_between_two() -> None:
+    """Ten checks due at once, batches of three: each wake of the timer starts three, what
+    else was ready on the loop runs before the next three, and all ten start without waiting
+    for a tick (a wake that started hundreds was the loop's longest callback)."""
+    loop = asyncio.get_running_loop()
+    events: list[str] = []
+
+    def fast(spec: str, done: Done[str], start: StartProbe[str]) -> FakeFast:
+        events.append(spec)
+        if len(events) == 1:
+            loop.call_soon(events.append, "other")  # ready while the first batch starts
+        return FakeFast()
+
+    sched = Scheduler[str](random.Random(1), max_in_flight=64)
+    runner = Runner(sched, fast_unused, lambda changes: None, fast=fast, tick=0.01, batch=3)
+    params = CheckParams(interval=60, timeout=30)
+    sched.add([Check(i, f"c{i}", params) for i in range(10)], loop.time() - 60)  # all due now
+    began = loop.time()
+    runner.start()
+    for _ in range(20):
+        await asyncio.sleep(0)
+        if len(events) == 11:
+            break
+    await runner.stop()
+    assert events.index("other") == 3
+    assert sorted(e for e in events if e != "other") == sorted(f"c{i}" for i in range(10))
+    assert loop.time() - began < 0.01  # batch after batch, no tick between them
+
+
+def test_a_runner_needs_a_batch_of_one_or_more() -> None:
+    with pytest.raises(ValueError, match="batch"):
+        Runner(Scheduler[str](random.Random(1)), fast_unused, lambda changes: None, batch=0)
+
+
+@pytest.mark.asyncio
+async def test_results_that_come_at_once_leave_one_timer_between_batches() -> None:
+    """A near server answers a probe inside its start (the result re-arms the timer): the next
+    batch is still one wake, not one more chain of them per batch."""
+    loop = asyncio.get_running_loop()
+    started: list[str] = []
+
+    def fast(spec: str, done: Done[str], start: StartProbe[str]) -> FakeFast:
+        started.append(spec)
+        running = FakeFast()
+        running.finished = True
+        done.ok(start, 0.0001, loop.time())  # type: ignore[attr-defined]
+        return running
+
+    sched = Scheduler[str](random.Random(1), max_in_flight=64)
+    runner = Runner(sched, fast_unused, lambda changes: None, fast=fast, tick=0.01, batch=3)
+    pumps = 0
+    pump = runner._pump
+
+    def counted() -> None:
+        nonlocal pumps
+        pumps += 1
+        pump()
+
+    runner._pump = counted  # type: ignore[method-assign]
+    params = CheckParams(interval=60, timeout=30)
+    sched.add([Check(i, f"c{i}", params) for i in range(10)], loop.time() - 60)
+    runner.start()
+    await asyncio.sleep(0.05)
+    await runner.stop()
+    assert sorted(started) == sorted(f"c{i}" for i in range(10))
+    assert pumps <= 5  # 3 + 3 + 3 + 1, and at most one wake that finds nothing
