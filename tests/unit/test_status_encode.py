@@ -133,7 +133,7 @@ def test_summary_from_taken_rows_is_the_snapshots_summary() -> None:
 
 
 def test_rows_refreshed_ahead_are_the_rows_taken_and_leave_none_stale() -> None:
-    """The daemon's refresh every second (HealthChecks, ROWS_EVERY) remakes the rows the last
+    """The daemon's refresh every ROWS_EVERY (HealthChecks) remakes the rows the last
     results made stale; what a status takes after it is what it would have made itself."""
     text = "".join(CHECKED.format(i=i, kind="http", attempts=1) for i in range(1, 7))
     checks = HealthChecks(lambda changes: None, rng=random.Random(4))
