@@ -26,7 +26,7 @@ lock in turns with the event loop, once per burst of health changes.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 from checks.agent import AgentEffect
 from director.config.model import Config, VirtualServer
@@ -48,12 +48,14 @@ def compile_table(
     *,
     previous: Table | None = None,
     changed: Collection[ServiceKey] | None = None,
+    pause: Callable[[], None] | None = None,
 ) -> Table:
     """The table for ``config``. With ``previous`` (a table compiled before), each service's
     entries equal to its previous ones are the previous objects (what lives on stays one copy,
     out of the cyclic collector's walk once frozen); with ``changed`` as well (``previous``
     compiled from this same config object), only the services in ``changed`` are compiled
-    again and the others taken as they are (see the module docstring)."""
+    again and the others taken as they are (see the module docstring). ``pause``: called
+    before each service (:class:`director.heap.Pacer`, for a periodic resync)."""
     table = Table()
     # Equal entries are one object: a Dest names no service, so 10,000 services over the same
     # 10 real servers hold 10 entries, not 100,000 (~100 bytes each, and as many fewer objects
@@ -62,6 +64,8 @@ def compile_table(
     # dictionary entry per destination while it runs, nothing after.
     seen: dict[Dest, Dest] = {}
     for vs in config.virtual_servers:
+        if pause is not None:
+            pause()
         key = vs.service_key()
         before = previous.services.get(key) if previous is not None else None
         before_dests = previous.dests.get(key) if previous is not None else None

@@ -168,7 +168,7 @@ class Engine:
         self.write_status()
 
     async def resync(self) -> SyncResult:
-        return await self._sync(full=True, reason="resync")
+        return await self._sync(full=True, reason="resync", paced=True)
 
     async def refresh_stats(self) -> StatsSnapshot | None:
         """Read the counters (worker thread); then remove timed drains that went idle."""
@@ -248,7 +248,12 @@ class Engine:
                     self.status.sysctl_problems.append(text)
                     log.error("ipvs_timeout_problem", problem=text)
 
-    async def _sync(self, *, full: bool, reason: str) -> SyncResult:
+    async def _sync(self, *, full: bool, reason: str, paced: bool = False) -> SyncResult:
+        """Compile the desired table and bring the kernel to it, in a worker thread.
+        ``paced``: with pauses (:class:`director.heap.Pacer`) between services, for the
+        periodic resync: a whole compile, read and plan of 100,000 destinations in one go held
+        the interpreter lock at every system call of the event loop's probes, and stalled the
+        loop up to 159 ms (``bench.scale --profile gc``, where each stall was)."""
         config, overrides = self.config, self.maintenance.overrides(self.config)
         health, effects = dict(self.health), self.agent_effects()
         special = {service for service, _ in overrides} | {service for service, _ in effects}
@@ -260,6 +265,7 @@ class Engine:
         self._changed = set()
         self._desired = None  # until this compile is done
         desired: list[Table] = []
+        pause = Pacer() if paced else None
 
         def plan_and_apply() -> SyncResult:
             # the desired table compiled here, in the worker thread, from what was taken on
@@ -270,10 +276,16 @@ class Engine:
             # full collection would walk again and again while they grow)
             desired.append(
                 compile_table(
-                    config, health, overrides, effects, previous=previous, changed=changed
+                    config,
+                    health,
+                    overrides,
+                    effects,
+                    previous=previous,
+                    changed=changed,
+                    pause=pause,
                 )
             )
-            return self.reconciler.sync(desired[0], full=full)
+            return self.reconciler.sync(desired[0], full=full, pause=pause)
 
         async with self._lock:
             try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import errno
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -56,8 +56,9 @@ class SyncDaemon:
 class IPVSKernel(Protocol):
     """What the daemon needs from the kernel's IPVS table."""
 
-    def dump(self) -> Table:
-        """The whole table: every service and its destinations."""
+    def dump(self, pause: Callable[[], None] = ...) -> Table:
+        """The whole table: every service and its destinations; ``pause`` is called before
+        each service's are read (:class:`director.heap.Pacer`, for a periodic resync)."""
         ...
 
     def dump_service(self, key: ServiceKey) -> tuple[Service, dict[DestKey, Dest]] | None:

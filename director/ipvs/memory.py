@@ -77,7 +77,7 @@ class MemoryIPVS:
         weights = ((k, last.get(k, 0)) for k in listed)
         return tuple((k, w) for k, w in weights if w > 0)
 
-    def dump(self) -> Table:
+    def dump(self, pause: Callable[[], None] = _nothing) -> Table:  # a copy: not paced
         self.full_dumps += 1
         self.requests += 1 + len(self.table.services)
         table = copy.deepcopy(self.table)

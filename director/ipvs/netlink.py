@@ -141,7 +141,7 @@ class NetlinkIPVS:
             conns[(key, dest.key)] = _NO_CONNS if counts == (0, 0, 0) else DestConns(*counts)
         return dests
 
-    def dump(self) -> Table:
+    def dump(self, pause: Callable[[], None] = _nothing) -> Table:
         try:
             table = Table()
             for reply in self._sock.dump(m.CMD_GET_SERVICE, b""):
@@ -151,6 +151,7 @@ class NetlinkIPVS:
                     table.services[svc.key] = svc
             self.conns.clear()
             for key in table.services:
+                pause()
                 table.dests[key] = self._dests(key)
             return table
         except NetlinkRequestError as exc:

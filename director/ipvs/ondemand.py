@@ -70,8 +70,8 @@ class OnDemandIPVS:
 
     # -- IPVSKernel -------------------------------------------------------------------------------
 
-    def dump(self) -> Table:
-        return self._kernel.dump() if self._kernel is not None else Table()
+    def dump(self, pause: Callable[[], None] = _nothing) -> Table:
+        return self._kernel.dump(pause) if self._kernel is not None else Table()
 
     def dump_service(self, key: ServiceKey) -> tuple[Service, dict[DestKey, Dest]] | None:
         return self._kernel.dump_service(key) if self._kernel is not None else None

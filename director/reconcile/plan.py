@@ -17,7 +17,7 @@ added by hand or by another tool - is left exactly as it is.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from director.ipvs.model import Dest, DestKey, ServiceKey, Table
 from director.ipvs.ops import (
@@ -34,8 +34,18 @@ from director.reconcile.order import ORDERED_SCHEDULERS, add_in_order, reorder_d
 _NONE: dict[DestKey, Dest] = {}
 
 
-def plan(desired: Table, observed: Table, owned: Iterable[ServiceKey] = ()) -> list[Op]:
-    """The operations that make the daemon's part of ``observed`` equal to ``desired``."""
+def _nothing() -> None:
+    pass
+
+
+def plan(
+    desired: Table,
+    observed: Table,
+    owned: Iterable[ServiceKey] = (),
+    pause: Callable[[], None] = _nothing,
+) -> list[Op]:
+    """The operations that make the daemon's part of ``observed`` equal to ``desired``;
+    ``pause`` is called before each service (:class:`director.heap.Pacer`)."""
     services: list[Op] = []
     dest_changes: list[Op] = []
     dest_removals: list[Op] = []
@@ -45,6 +55,7 @@ def plan(desired: Table, observed: Table, owned: Iterable[ServiceKey] = ()) -> l
     # unchanged services cost three each and nothing more.
     have_services, wanted_dests, have_dests = observed.services, desired.dests, observed.dests
     for key, want in desired.services.items():
+        pause()
         have = have_services.get(key)
         ordered = want.sched_name in ORDERED_SCHEDULERS
         if have is None:

@@ -11,6 +11,7 @@ A refused operation makes the next sync a full one.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from director.ipvs.kernel import IPVSKernel
@@ -70,6 +71,10 @@ def _share_entries(
         observed.dests[key] = wanted if frozen else dict(wanted)
 
 
+def _nothing() -> None:
+    pass
+
+
 class Reconciler:
     """Owns the cached view of the kernel table between syncs. One caller at a time."""
 
@@ -81,17 +86,23 @@ class Reconciler:
         self.frozen = frozen
         self.observed: Table | None = None
 
-    def sync(self, desired: Table, *, full: bool = False) -> SyncResult:
+    def sync(
+        self, desired: Table, *, full: bool = False, pause: Callable[[], None] | None = None
+    ) -> SyncResult:
+        """Bring the kernel to ``desired`` (``full``: read the whole table first, not the cached
+        view). ``pause``: called before each service is read and planned
+        (:class:`director.heap.Pacer`: a periodic resync beside the event loop)."""
         start = time.monotonic()
         full = full or self.observed is None
-        observed = self.kernel.dump() if full else self.observed
+        pause = pause or _nothing
+        observed = self.kernel.dump(pause) if full else self.observed
         assert observed is not None
         owned = self.owned.load()
-        ops = plan(desired, observed, owned)
+        ops = plan(desired, observed, owned, pause)
         failures = self.kernel.execute(ops) if ops else []
         touched = touched_services(ops)
         if full_read_back(len(touched), len(observed.services)):
-            observed = self.kernel.dump()
+            observed = self.kernel.dump(pause)
         else:
             for key in touched:
                 entry = self.kernel.dump_service(key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import ipaddress
+from collections.abc import Callable
 from pathlib import Path
 
 from director.ipvs.memory import MemoryIPVS
@@ -160,8 +161,8 @@ def test_a_mh_list_out_of_order_is_not_hidden_by_the_cached_view() -> None:
 class CopyingIPVS(MemoryIPVS):
     """Dumps new entry objects, as the netlink kernel's parser does."""
 
-    def dump(self) -> Table:
-        table = super().dump()
+    def dump(self, pause: Callable[[], None] = lambda: None) -> Table:
+        table = super().dump(pause)
         for key, dests in table.dests.items():
             table.dests[key] = {k: dataclasses.replace(d) for k, d in dests.items()}
         table.services.update({k: dataclasses.replace(s) for k, s in table.services.items()})
