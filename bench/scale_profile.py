@@ -142,6 +142,14 @@ def dump(signum: int = 0, frame: FrameType | None = None) -> None:
             f.write("stalls (samples every 10 ms while the loop missed its 5 ms heartbeat):\n")
             for where, (n, longest) in sorted(STALLS.items(), key=lambda kv: -kv[1][0])[:40]:
                 f.write(f"{n:5.0f} {longest * 1000:6.0f} ms {where}\n")
+            f.write(
+                f"the loop's callbacks of {SLOW_AFTER * 1000:.0f} ms or more (n, total, longest):\n"
+            )
+            for name, (n, total, longest) in sorted(SLOW.items(), key=lambda kv: -kv[1][1])[:30]:
+                f.write(f"{n:5.0f} {total:6.2f} s {longest * 1000:6.0f} ms {name}\n")
+            f.write("the same samples, the loop || the other threads that were not idle:\n")
+            for where, (n, longest) in sorted(TOGETHER.items(), key=lambda kv: -kv[1][0])[:40]:
+                f.write(f"{n:5.0f} {longest * 1000:6.0f} ms {where}\n")
         return
     if MODE != "mem":
         return
@@ -214,9 +222,9 @@ _beat = [0.0]
 _beat_task: list[asyncio.Task[None]] = []
 
 
-def _where(frame: FrameType | None) -> str:
+def _where(frame: FrameType | None, depth: int = 6) -> str:
     lines: list[str] = []
-    while frame is not None and len(lines) < 6:
+    while frame is not None and len(lines) < depth:
         code = frame.f_code
         lines.append(f"{Path(code.co_filename).name}:{frame.f_lineno} {code.co_name}")
         frame = frame.f_back
@@ -238,6 +246,26 @@ def _watch(loop_thread: int) -> None:
             row = STALLS.setdefault(f"{who}: {_where(frame)}", [0, 0.0])
             row[0] += 1
             row[1] = max(row[1], late)
+        # the same sample as one line: the loop's innermost frame and what the other threads
+        # that were not idle were doing (the one holding the interpreter lock among them)
+        busy = sorted(
+            _where(frame, 2)
+            for ident, frame in frames.items()
+            if ident not in (threading.get_ident(), loop_thread) and not _idle(frame)
+        )
+        loop_frame = frames.get(loop_thread)
+        key = f"{_where(loop_frame, 2) if loop_frame else '?'} || {' | '.join(busy) or '-'}"
+        row = TOGETHER.setdefault(key, [0, 0.0])
+        row[0] += 1
+        row[1] = max(row[1], late)
+
+
+TOGETHER: dict[str, list[float]] = {}  # "loop's frames || busy others' frames" -> [n, longest]
+IDLE_FRAMES = ("_worker", "_watch", "_grow_watch", "wait")  # a thread waiting, not running
+
+
+def _idle(frame: FrameType) -> bool:
+    return frame.f_code.co_name in IDLE_FRAMES
 
 
 GROWTH: list[str] = []  # the resident size's steps up, and where each thread was
@@ -273,6 +301,36 @@ def restart(signum: int = 0, frame: FrameType | None = None) -> None:
     collections and stalls are forgotten."""
     GC.clear()
     STALLS.clear()
+    TOGETHER.clear()
+    SLOW.clear()
+
+
+SLOW: dict[str, list[float]] = {}  # a callback of the loop that ran 20 ms or more -> [n, longest]
+SLOW_AFTER = 0.02
+
+
+def _time_callbacks() -> None:
+    """Every callback the loop runs timed (gc mode); those of :data:`SLOW_AFTER` or more kept
+    by name: which of the loop's own pieces of work are the long ones."""
+    run = asyncio.events.Handle._run
+
+    def timed(handle: asyncio.events.Handle) -> None:
+        began = time.perf_counter()
+        run(handle)
+        took = time.perf_counter() - began
+        if took >= SLOW_AFTER:
+            callback = getattr(handle, "_callback", None)
+            name = getattr(callback, "__qualname__", None) or repr(callback)[:80]
+            if name.endswith("__step") or name.endswith("__wakeup"):
+                task = getattr(callback, "__self__", None)
+                coro = getattr(task, "get_coro", lambda: None)()
+                name += f" ({getattr(coro, '__qualname__', '?')})"
+            row = SLOW.setdefault(name, [0, 0.0, 0.0])
+            row[0] += 1
+            row[1] += took
+            row[2] = max(row[2], took)
+
+    asyncio.events.Handle._run = timed  # type: ignore[method-assign]
 
 
 async def _heartbeat() -> None:
@@ -283,6 +341,7 @@ async def _heartbeat() -> None:
 
 async def main() -> int:
     if MODE == "gc":
+        _time_callbacks()
         _beat[0] = time.perf_counter()
         _beat_task.append(asyncio.get_running_loop().create_task(_heartbeat()))
         threading.Thread(target=_watch, args=(threading.get_ident(),), daemon=True).start()
