@@ -165,3 +165,30 @@ def test_validated_apart_the_heap_keeps_no_free_blocks_of_the_validation(tmp_pat
     here, there = free_blocks(1 << 30), free_blocks(0)
     assert here > 5_000_000
     assert there < here / 5
+
+
+PUBLIC = [
+    *sorted(Path("/usr/share/doc/keepalived/samples").glob("keepalived.conf.*")),
+    *sorted((ROOT / "tests/importers/data/field").glob("*.conf")),
+]
+
+
+@pytest.mark.skipif(len(PUBLIC) < 20, reason="Debian's keepalived samples are not installed")
+def test_public_configs_imported_validate_apart_as_here() -> None:
+    """keepalived's own samples and the field configs (tests/importers/data/field), imported:
+    apart, the same config or the same errors."""
+    from director.importers.emit import dumps
+    from director.importers.from_keepalived import import_keepalived
+    from director.importers.notes import ImportParseError
+
+    compared = 0
+    for path in PUBLIC:
+        try:
+            text = dumps(import_keepalived(path).config)
+        except ImportParseError:
+            continue  # refused by the import (its own tests say why)
+        here = outcome(parse_config, text)
+        there = outcome(lambda t, s: parse_config_apart(t, s, above=0), text)
+        assert there == here, path
+        compared += 1
+    assert compared >= 20
