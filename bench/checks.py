@@ -54,8 +54,8 @@ class LagRecorder(Scheduler[http.HttpPlan]):
 
     lags: list[float]
 
-    def due(self, now: float) -> list[StartProbe[http.HttpPlan]]:
-        starts = super().due(now)
+    def due(self, now: float, limit: int | None = None) -> list[StartProbe[http.HttpPlan]]:
+        starts = super().due(now, limit)
         self.lags.extend(s.lag for s in starts)
         return starts
 

@@ -330,7 +330,7 @@ def _time_callbacks() -> None:
             row[1] += took
             row[2] = max(row[2], took)
 
-    asyncio.events.Handle._run = timed  # type: ignore[method-assign]
+    asyncio.events.Handle._run = timed  # type: ignore[method-assign,assignment]
 
 
 async def _heartbeat() -> None:

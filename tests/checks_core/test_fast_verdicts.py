@@ -91,7 +91,8 @@ class ReferenceScheduler(Scheduler[str]):
     through ``record_probe`` and ``record_round``; and ``due`` as it was before starts went
     straight from the timers: every due attempt through the waiting queue."""
 
-    def due(self, now: float) -> list[StartProbe[str]]:
+    def due(self, now: float, limit: int | None = None) -> list[StartProbe[str]]:
+        assert limit is None  # (driven by hand here, never in batches)
         free = self.max_in_flight - len(self._live) - len(self._orphans)
         if free <= 0:
             return []
