@@ -196,7 +196,8 @@ class Runner(Generic[S]):
             self._emit(self.scheduler.expire(now))
             full = self._start_due(loop, now)
         finally:
-            if full:  # more may be due: the next batch once what else is ready has run
+            if full and not self._stopped:  # more may be due: the next batch once what
+                # else is ready on the loop has run
                 if self._timer is not None:  # armed meanwhile by a result that came at once
                     self._timer.cancel()
                 self._timer, self._timer_at = loop.call_at(now, self._pump), now
