@@ -284,10 +284,11 @@ class Scheduler(Generic[S]):
         return Taken(list(self._rows.values()), self._checks)
 
     def refresh_rows(self) -> int:
-        """Make the stale rows again now; returns how many. The daemon calls it every second
-        (``director.health.ROWS_EVERY``): at 100,000 checks a :meth:`rows` after ten quiet
+        """Make the stale rows again now; returns how many. The daemon calls it every
+        ``director.health.ROWS_EVERY`` s: at 100,000 checks a :meth:`rows` after ten quiet
         seconds would otherwise remake them all at once on the event loop (0.24 s a call under
-        cProfile, ``bench.scale --profile cpu``), while a second's worth is a tenth of that."""
+        cProfile, ``bench.scale --profile cpu``), while one call remakes only the rows of the
+        results since the last."""
         count = len(self._stale)
         self._refresh()
         return count

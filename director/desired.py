@@ -26,11 +26,12 @@ lock in turns with the event loop, once per burst of health changes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 
 from checks.agent import AgentEffect
 from director.config.model import Config, VirtualServer
 from director.ipvs.model import Dest, DestKey, Service, ServiceKey, Table
+from director.pause import Pause, no_pause
 from director.reconcile.order import ORDERED_SCHEDULERS, canonical
 
 Health = Mapping[tuple[ServiceKey, DestKey], bool]
@@ -48,7 +49,7 @@ def compile_table(
     *,
     previous: Table | None = None,
     changed: Collection[ServiceKey] | None = None,
-    pause: Callable[[], None] | None = None,
+    pause: Pause = no_pause,
 ) -> Table:
     """The table for ``config``. With ``previous`` (a table compiled before), each service's
     entries equal to its previous ones are the previous objects (what lives on stays one copy,
@@ -64,8 +65,7 @@ def compile_table(
     # dictionary entry per destination while it runs, nothing after.
     seen: dict[Dest, Dest] = {}
     for vs in config.virtual_servers:
-        if pause is not None:
-            pause()
+        pause()
         key = vs.service_key()
         before = previous.services.get(key) if previous is not None else None
         before_dests = previous.dests.get(key) if previous is not None else None

@@ -28,6 +28,7 @@ from director.ipvs.model import DestKey, ServiceKey, Table
 from director.ipvs.stats import StatsSnapshot
 from director.maintenance import Drain, Maintenance
 from director.offload import forked_call
+from director.pause import no_pause
 from director.reconcile.owned import OwnedStore
 from director.reconcile.reconciler import Reconciler, SyncResult
 from director.statefile import LatestWriter
@@ -265,7 +266,7 @@ class Engine:
         self._changed = set()
         self._desired = None  # until this compile is done
         desired: list[Table] = []
-        pause = Pacer() if paced else None
+        pause = Pacer() if paced else no_pause
 
         def plan_and_apply() -> SyncResult:
             # the desired table compiled here, in the worker thread, from what was taken on

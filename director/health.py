@@ -393,7 +393,7 @@ class HealthChecks:
         return self.scheduler.rows()
 
     def _refresh_rows(self) -> None:
-        """The summary rows made again for the results of the last second (see
+        """The summary rows made again for the results since the last refresh (see
         :meth:`Scheduler.refresh_rows`), so that taking them for a status or a scrape stays a
         copy, not the remaking of every row a round changed."""
         self._rows_timer = asyncio.get_running_loop().call_later(ROWS_EVERY, self._refresh_rows)

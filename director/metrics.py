@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from director.ipvs.model import ServiceKey
 from director.ipvs.stats import Counters, StatsSnapshot
 from director.metrics_text import checks_text, ipvs_text
+from director.pause import Pause, no_pause
 from director.reconcile.reconciler import SyncResult
 
 SERVICE_LABELS = ["local_address", "local_port", "proto", "local_mark"]
@@ -140,10 +141,6 @@ class Sources:
     take_checks: Callable[[], Callable[[], list[dict[str, object]]]] | None = None
     # (service, destination) as the checks name them -> wall time of the last health change
     health_changed_at: ChangedAt = field(default_factory=lambda: ChangedAt())
-
-
-def _nothing() -> None:
-    pass
 
 
 def _bgp(bgp: dict[str, Any] | None) -> Iterator[Metric]:
@@ -401,7 +398,7 @@ def agent_families(agents: list[dict[str, object]]) -> Iterator[Metric]:
     yield from (configured, effective, state, errors)
 
 
-def _large_families(sources: Sources, pause: Callable[[], None]) -> Iterator[str]:
+def _large_families(sources: Sources, pause: Pause) -> Iterator[str]:
     yield from ipvs_text(sources.stats(), service_labels, pause)
     yield from checks_text(sources.checks(), sources.health_changed_at, pause)  # built now
 
@@ -593,13 +590,11 @@ class Metrics:
             health_changed_at=s.health_changed_at.copy(),
         )
 
-    def render(self, sources: Sources | None = None, pause: Callable[[], None] = _nothing) -> bytes:
+    def render(self, sources: Sources | None = None, pause: Pause = no_pause) -> bytes:
         """The whole exposition at once (:meth:`chunks` joined)."""
         return b"".join(self.chunks(sources, pause))
 
-    def chunks(
-        self, sources: Sources | None = None, pause: Callable[[], None] = _nothing
-    ) -> Iterator[bytes]:
+    def chunks(self, sources: Sources | None = None, pause: Pause = no_pause) -> Iterator[bytes]:
         """The whole exposition, :data:`CHUNK` characters or so at a time: the IPVS and check
         families (:mod:`director.metrics_text`, the large ones, with ``pause`` every few
         thousand series), the other snapshots, the events. Nothing is kept between scrapes,

@@ -18,6 +18,7 @@ from prometheus_client import utils
 
 from director.ipvs.model import ServiceKey
 from director.ipvs.stats import Counters, StatsSnapshot
+from director.pause import Pause, no_pause
 
 PAUSE_EVERY = 2000
 
@@ -40,10 +41,6 @@ BACKEND_GAUGES = (
 def _go(value: float) -> str:
     """The value as prometheus_client writes it (Go's float formatting)."""
     return str(utils.floatToGoString(value))  # type: ignore[no-untyped-call]
-
-
-def _nothing() -> None:
-    pass
 
 
 def _escape(value: str) -> str:
@@ -78,7 +75,7 @@ class _Values:
 def _families(
     heads: Iterable[tuple[str, str, str]],
     rows: list[tuple[str, tuple[float, ...]]],
-    pause: Callable[[], None],
+    pause: Pause,
 ) -> Iterator[str]:
     """One family per head; row ``(labels, values)`` gives each family ``values[i]``."""
     value = _Values()
@@ -98,7 +95,7 @@ def _counter_values(c: Counters) -> tuple[int, int, int, int, int]:
 def ipvs_text(
     snap: StatsSnapshot | None,
     labels_of: Callable[[ServiceKey], list[str]],
-    pause: Callable[[], None] = _nothing,
+    pause: Pause = no_pause,
 ) -> Iterator[str]:
     """The IPVS families (``SnapshotCollector._ipvs``) a piece at a time: ``labels_of(service
     key)`` gives ``[local_address, local_port, proto, local_mark]``."""
@@ -155,7 +152,7 @@ def ipvs_text(
 def checks_text(
     checks: list[dict[str, object]],
     changed_at: Mapping[tuple[str, str], float],
-    pause: Callable[[], None] = _nothing,
+    pause: Pause = no_pause,
 ) -> Iterator[str]:
     """The check families (``SnapshotCollector._checks``) a piece at a time."""
     rows: list[tuple[str, tuple[float, ...]]] = []

@@ -32,6 +32,7 @@ from director.events import Event
 from director.ipvs.model import DestKey, ServiceKey
 from director.ipvs.stats import DestStats, StatsSnapshot
 from director.maintenance import dest_id
+from director.pause import Pause, no_pause
 from director.status_words import agent_level, agent_words, bgp_words, peer_head, peer_lines
 
 _SEP = {False: (", ", ": "), True: (",", ":")}  # json.dumps' default separators, compact
@@ -79,11 +80,7 @@ class StatusInputs:
     sections: dict[str, object] = field(default_factory=dict)  # name -> JSON-able, added last
 
 
-def _nothing() -> None:
-    pass
-
-
-def build_status(i: StatusInputs, pause: Callable[[], None] = _nothing) -> dict[str, object]:
+def build_status(i: StatusInputs, pause: Pause = no_pause) -> dict[str, object]:
     """The status: the config's services joined with the kernel's last reading, each real
     server's health and maintenance state, VRRP, recent events, the config digest, and every
     extra section. ``pause`` is called after each service: in a worker thread, the HTTP
@@ -180,9 +177,7 @@ def build_status(i: StatusInputs, pause: Callable[[], None] = _nothing) -> dict[
     }
 
 
-def encode_status(
-    i: StatusInputs, pause: Callable[[], None] = _nothing, *, services_last: bool = False
-) -> str:
+def encode_status(i: StatusInputs, pause: Pause = no_pause, *, services_last: bool = False) -> str:
     """The status as JSON text (worker thread): built, encoded and then freed a service at a
     time, with ``pause`` between them, so no single C call (the encoder, a deallocation of the
     whole tree) holds the GIL for the whole document. The text of ``json.dumps(build_status(i),

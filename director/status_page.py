@@ -22,6 +22,7 @@ from collections.abc import Callable
 from html import escape
 from typing import Any
 
+from director.pause import Pause, no_pause
 from director.status_page_js import script
 from director.status_words import BANNER_LEVELS
 
@@ -168,13 +169,6 @@ def _dropped(d: object) -> str:
     if not isinstance(d, dict) or not d:
         return "-"
     return ", ".join(f"{k} {d[k]}" for k in sorted(d))
-
-
-Pause = Callable[[], None]
-
-
-def _nothing() -> None:
-    pass
 
 
 def _vrrp(v: Any, pause: Pause) -> str:
@@ -363,7 +357,7 @@ def _faults(st: dict[str, Any]) -> str:
     return f'<div id="faults">{shown}</div>'
 
 
-def render_page(st: dict[str, Any], pause: Pause = _nothing) -> bytes:
+def render_page(st: dict[str, Any], pause: Pause = no_pause) -> bytes:
     """The whole page for the status ``st`` (escaped; pure). ``pause`` is called after each
     service (see :func:`director.status.build_status`)."""
     role = str(st.get("role") or "-")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import enum
 import errno
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from director.ipvs.model import Dest, DestKey, Service, ServiceKey, Table
 from director.ipvs.ops import Op, OpFailure
+from director.pause import Pause
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class SyncDaemon:
 class IPVSKernel(Protocol):
     """What the daemon needs from the kernel's IPVS table."""
 
-    def dump(self, pause: Callable[[], None] = ...) -> Table:
+    def dump(self, pause: Pause = ...) -> Table:
         """The whole table: every service and its destinations; ``pause`` is called before
         each service's are read (:class:`director.heap.Pacer`, for a periodic resync)."""
         ...

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import errno
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from director.ipvs.kernel import DestConns, KernelError, SyncDaemon, SyncState, Timeouts, explain
 from director.ipvs.model import (
@@ -36,10 +36,7 @@ from director.ipvs.ops import (
     OpFailure,
 )
 from director.ipvs.stats import ZERO, DestsRead, ServicesRead, StatsSnapshot
-
-
-def _nothing() -> None:
-    pass
+from director.pause import Pause, no_pause
 
 
 class MemoryIPVS:
@@ -77,7 +74,7 @@ class MemoryIPVS:
         weights = ((k, last.get(k, 0)) for k in listed)
         return tuple((k, w) for k, w in weights if w > 0)
 
-    def dump(self, pause: Callable[[], None] = _nothing) -> Table:  # a copy: not paced
+    def dump(self, pause: Pause = no_pause) -> Table:  # a copy: not paced
         self.full_dumps += 1
         self.requests += 1 + len(self.table.services)
         table = copy.deepcopy(self.table)
@@ -92,7 +89,7 @@ class MemoryIPVS:
             return None
         return svc, _kernel_order(self.table.dests_of(key))
 
-    def read_stats(self, now: float, pause: Callable[[], None] = _nothing) -> StatsSnapshot:
+    def read_stats(self, now: float, pause: Pause = no_pause) -> StatsSnapshot:
         """The table with :attr:`conns` as connection counts and zero traffic counters;
         ``pause`` is called after each service (:class:`director.heap.Pacer`)."""
         services, dests = ServicesRead(), DestsRead()

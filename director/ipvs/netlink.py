@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from director.ipvs import messages as m
@@ -39,6 +39,7 @@ from director.ipvs.stats import (
     StatsSnapshot,
     counters_of,
 )
+from director.pause import Pause, no_pause
 
 
 def _svc(payload: bytes) -> bytes:
@@ -110,10 +111,6 @@ def reference_payload(cmd: int, attrs: list[tuple[str, Any]]) -> bytes:
 _NO_CONNS = DestConns()
 
 
-def _nothing() -> None:
-    pass
-
-
 class NetlinkIPVS:
     """IPVS through a generic-netlink socket. Not thread-safe: one caller at a time."""
 
@@ -141,7 +138,7 @@ class NetlinkIPVS:
             conns[(key, dest.key)] = _NO_CONNS if counts == (0, 0, 0) else DestConns(*counts)
         return dests
 
-    def dump(self, pause: Callable[[], None] = _nothing) -> Table:
+    def dump(self, pause: Pause = no_pause) -> Table:
         try:
             table = Table()
             for reply in self._sock.dump(m.CMD_GET_SERVICE, b""):
@@ -157,7 +154,7 @@ class NetlinkIPVS:
         except NetlinkRequestError as exc:
             raise KernelError("reading the IPVS table", exc.errno) from exc
 
-    def read_stats(self, now: float, pause: Callable[[], None] = _nothing) -> StatsSnapshot:
+    def read_stats(self, now: float, pause: Pause = no_pause) -> StatsSnapshot:
         """The whole table with counters and connection counts (for metrics and status);
         ``pause`` is called after each service (:class:`director.heap.Pacer`)."""
         services, read = ServicesRead(), DestsRead()

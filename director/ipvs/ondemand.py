@@ -19,15 +19,12 @@ from director.ipvs.kernel import IPVSKernel, KernelError, SyncDaemon, SyncState,
 from director.ipvs.model import Dest, DestKey, Service, ServiceKey, Table
 from director.ipvs.ops import Op, OpFailure
 from director.ipvs.stats import StatsSnapshot
+from director.pause import Pause, no_pause
 
 # Opens the real kernel interface; the argument says whether loading ip_vs is allowed (a
 # config that needs IPVS may load it; a director that only looks for an earlier run's services
 # never loads a module).
 Opener = Callable[[bool], IPVSKernel]
-
-
-def _nothing() -> None:
-    pass
 
 
 class OnDemandIPVS:
@@ -70,7 +67,7 @@ class OnDemandIPVS:
 
     # -- IPVSKernel -------------------------------------------------------------------------------
 
-    def dump(self, pause: Callable[[], None] = _nothing) -> Table:
+    def dump(self, pause: Pause = no_pause) -> Table:
         return self._kernel.dump(pause) if self._kernel is not None else Table()
 
     def dump_service(self, key: ServiceKey) -> tuple[Service, dict[DestKey, Dest]] | None:
@@ -106,7 +103,7 @@ class OnDemandIPVS:
             raise self._absent(f"stopping the {state} sync daemon")
         self._kernel.stop_sync_daemon(state)
 
-    def read_stats(self, now: float, pause: Callable[[], None] = _nothing) -> StatsSnapshot:
+    def read_stats(self, now: float, pause: Pause = no_pause) -> StatsSnapshot:
         """Counters from the kernel (an empty reading without ip_vs)."""
         read: Callable[..., StatsSnapshot] | None = getattr(self._kernel, "read_stats", None)
         return read(now, pause) if read is not None else StatsSnapshot(at=now)

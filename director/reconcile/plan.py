@@ -17,7 +17,7 @@ added by hand or by another tool - is left exactly as it is.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from director.ipvs.model import Dest, DestKey, ServiceKey, Table
 from director.ipvs.ops import (
@@ -29,20 +29,17 @@ from director.ipvs.ops import (
     EditService,
     Op,
 )
+from director.pause import Pause, no_pause
 from director.reconcile.order import ORDERED_SCHEDULERS, add_in_order, reorder_dests
 
 _NONE: dict[DestKey, Dest] = {}
-
-
-def _nothing() -> None:
-    pass
 
 
 def plan(
     desired: Table,
     observed: Table,
     owned: Iterable[ServiceKey] = (),
-    pause: Callable[[], None] = _nothing,
+    pause: Pause = no_pause,
 ) -> list[Op]:
     """The operations that make the daemon's part of ``observed`` equal to ``desired``;
     ``pause`` is called before each service (:class:`director.heap.Pacer`)."""

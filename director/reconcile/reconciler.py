@@ -11,12 +11,12 @@ A refused operation makes the next sync a full one.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from director.ipvs.kernel import IPVSKernel
 from director.ipvs.model import ServiceKey, Table
 from director.ipvs.ops import Op, OpFailure, touched_services
+from director.pause import Pause, no_pause
 from director.reconcile.order import ORDERED_SCHEDULERS
 from director.reconcile.owned import OwnedStore
 from director.reconcile.plan import plan
@@ -71,10 +71,6 @@ def _share_entries(
         observed.dests[key] = wanted if frozen else dict(wanted)
 
 
-def _nothing() -> None:
-    pass
-
-
 class Reconciler:
     """Owns the cached view of the kernel table between syncs. One caller at a time."""
 
@@ -86,15 +82,12 @@ class Reconciler:
         self.frozen = frozen
         self.observed: Table | None = None
 
-    def sync(
-        self, desired: Table, *, full: bool = False, pause: Callable[[], None] | None = None
-    ) -> SyncResult:
+    def sync(self, desired: Table, *, full: bool = False, pause: Pause = no_pause) -> SyncResult:
         """Bring the kernel to ``desired`` (``full``: read the whole table first, not the cached
         view). ``pause``: called before each service is read and planned
         (:class:`director.heap.Pacer`: a periodic resync beside the event loop)."""
         start = time.monotonic()
         full = full or self.observed is None
-        pause = pause or _nothing
         observed = self.kernel.dump(pause) if full else self.observed
         assert observed is not None
         owned = self.owned.load()
